@@ -1,0 +1,22 @@
+//! Host-independent core of the resilience filters.
+//!
+//! Nothing here depends on proxy-wasm: the filter crates are thin glue that
+//! implement the two seams defined here over host calls.
+//!
+//! * [`clock::Clock`]: the current time, injected so that every
+//!   timing-dependent decision is tested with [`clock::FakeClock`].
+//! * [`store::SharedStore`]: the proxy's shared key-value store, whose one
+//!   write operation is a compare-and-swap. [`store::update_u64`] is the
+//!   "read, decide, replace" loop every filter uses, written so that it is
+//!   correct under both Envoy's and nginx's compare-and-swap rules.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod duration;
+pub mod hash;
+pub mod net;
+pub mod ratelimit;
+pub mod request;
+pub mod store;

@@ -1,0 +1,119 @@
+//! Client addresses: the peer address as each host reports it, and
+//! `X-Forwarded-For` read only as far as configured proxies are trusted.
+
+use crate::request::RequestView;
+use std::net::{IpAddr, SocketAddr};
+
+/// Parses a peer address as a host reports it: `"1.2.3.4:5678"` or
+/// `"[::1]:5678"` (Envoy), `"1.2.3.4"` or `"::1"` (nginx).
+pub fn parse_addr(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Some(sa.ip());
+    }
+    // "[::1]" without a port.
+    let bracketed = text.strip_prefix('[')?.strip_suffix(']')?;
+    bracketed.parse::<IpAddr>().ok()
+}
+
+/// Where a client address came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpSource {
+    /// The TCP peer (trusted_hops is 0).
+    Peer,
+    /// The `X-Forwarded-For` entry written by the outermost trusted proxy.
+    ForwardedFor,
+    /// trusted_hops > 0 but `X-Forwarded-For` was missing, too short or held
+    /// something that is not an address there: the peer was used instead.
+    PeerFallback,
+}
+
+/// The client address for keying.
+///
+/// With `trusted_hops = 0` it is the peer: `X-Forwarded-For` is ignored, so a
+/// client cannot choose its key. With `trusted_hops = n` the `n` proxies
+/// nearest us each appended the address they saw, so the entry `n` from the
+/// right is the one the outermost trusted proxy saw; anything further left was
+/// written by the client and is ignored. Repeated `X-Forwarded-For` headers
+/// are joined in order, as RFC 9110 allows. When the list is too short or the
+/// entry is not an address, the peer is used (every such request then shares
+/// the nearest proxy's budget: stricter, never looser).
+pub fn client_ip(req: &RequestView, trusted_hops: u32) -> (Option<IpAddr>, ClientIpSource) {
+    let peer = req.peer().and_then(parse_addr);
+    if trusted_hops == 0 {
+        return (peer, ClientIpSource::Peer);
+    }
+    let n = trusted_hops as usize;
+    let mut entries: Vec<&str> = Vec::new();
+    for value in req.header_values("x-forwarded-for") {
+        entries.extend(value.split(',').map(str::trim).filter(|e| !e.is_empty()));
+    }
+    let chosen = entries.len().checked_sub(n).and_then(|i| entries.get(i)).and_then(|e| parse_addr(e));
+    match chosen {
+        Some(ip) => (Some(ip), ClientIpSource::ForwardedFor),
+        None => (peer, ClientIpSource::PeerFallback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(xff: &[&str], peer: &str) -> RequestView {
+        let headers = xff.iter().map(|v| ("X-Forwarded-For".to_string(), v.to_string())).collect();
+        RequestView::new(headers, Some(peer.to_string()))
+    }
+
+    #[test]
+    fn peer_forms_of_both_hosts() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(parse_addr("10.1.2.3:4567"), Some(v4));
+        assert_eq!(parse_addr("10.1.2.3"), Some(v4));
+        assert_eq!(parse_addr("[::1]:80"), Some(v6));
+        assert_eq!(parse_addr("::1"), Some(v6));
+        assert_eq!(parse_addr("[::1]"), Some(v6));
+        assert_eq!(parse_addr("nonsense"), None);
+        assert_eq!(parse_addr(""), None);
+    }
+
+    #[test]
+    fn zero_hops_ignores_forwarded_for() {
+        let (ip, src) = client_ip(&req(&["6.6.6.6"], "10.0.0.1:1234"), 0);
+        assert_eq!(ip, "10.0.0.1".parse().ok());
+        assert_eq!(src, ClientIpSource::Peer);
+    }
+
+    #[test]
+    fn one_hop_takes_rightmost_and_ignores_spoofed_prefix() {
+        // The client sent "6.6.6.6"; our trusted proxy appended what it saw.
+        let (ip, src) = client_ip(&req(&["6.6.6.6, 203.0.113.7"], "10.0.0.1:1234"), 1);
+        assert_eq!(ip, "203.0.113.7".parse().ok());
+        assert_eq!(src, ClientIpSource::ForwardedFor);
+    }
+
+    #[test]
+    fn two_hops_and_repeated_headers() {
+        let r = req(&["6.6.6.6, 203.0.113.7", "10.9.9.9"], "10.0.0.1:1234");
+        assert_eq!(client_ip(&r, 2).0, "203.0.113.7".parse().ok());
+    }
+
+    #[test]
+    fn short_or_garbage_list_falls_back_to_peer() {
+        let (ip, src) = client_ip(&req(&[], "10.0.0.1:1"), 1);
+        assert_eq!((ip, src), ("10.0.0.1".parse().ok(), ClientIpSource::PeerFallback));
+        let (ip, src) = client_ip(&req(&["1.1.1.1"], "10.0.0.1:1"), 2);
+        assert_eq!((ip, src), ("10.0.0.1".parse().ok(), ClientIpSource::PeerFallback));
+        let (ip, src) = client_ip(&req(&["1.1.1.1, not-an-ip"], "10.0.0.1:1"), 1);
+        assert_eq!((ip, src), ("10.0.0.1".parse().ok(), ClientIpSource::PeerFallback));
+    }
+
+    #[test]
+    fn forwarded_entry_with_port_is_accepted() {
+        let (ip, _) = client_ip(&req(&["203.0.113.7:5555"], "10.0.0.1:1"), 1);
+        assert_eq!(ip, "203.0.113.7".parse().ok());
+    }
+}

@@ -1,0 +1,376 @@
+//! The rate-limit filter's configuration: the JSON users write, and the
+//! checked form the limiter runs on. Every field is documented, with its
+//! default, in `filters/rate-limit/README.md`.
+
+use super::gcra::Gcra;
+use crate::config::{parse_json, ConfigError};
+use crate::duration::parse_duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// Default number of shared-data slots per limit.
+pub const DEFAULT_TABLE_SIZE: u32 = 16_384;
+/// Largest accepted `table_size`.
+pub const MAX_TABLE_SIZE: u32 = 1 << 22;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    limits: Vec<RawLimit>,
+    #[serde(default)]
+    trusted_hops: u32,
+    #[serde(default)]
+    mode: Mode,
+    #[serde(default)]
+    headers: HeaderStyle,
+    #[serde(default = "default_status")]
+    status: u16,
+    #[serde(default = "default_table_size")]
+    table_size: u32,
+}
+
+fn default_status() -> u16 {
+    429
+}
+
+fn default_table_size() -> u32 {
+    DEFAULT_TABLE_SIZE
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    name: String,
+    requests: u64,
+    period: String,
+    #[serde(default)]
+    burst: Option<u64>,
+    key: serde_json::Value,
+    #[serde(default, rename = "match")]
+    matcher: RawMatch,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMatch {
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawHeaderMatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderMatch {
+    name: String,
+    #[serde(default)]
+    present: Option<bool>,
+    #[serde(default)]
+    equals: Option<String>,
+}
+
+/// Enforce limits, or only measure them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Refuse requests over the limit.
+    #[default]
+    Enforce,
+    /// Count and add headers, never refuse.
+    Shadow,
+}
+
+/// Which rate-limit response headers to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeaderStyle {
+    /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10).
+    #[default]
+    Draft,
+    /// `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    XRatelimit,
+    /// Both sets.
+    Both,
+    /// No rate-limit headers (a refusal still carries `Retry-After`).
+    None,
+}
+
+/// One component of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client address (peer, or `X-Forwarded-For` per `trusted_hops`).
+    ClientIp,
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// The path without the query string.
+    Path,
+    /// The method.
+    Method,
+    /// Nothing: one bucket for every request.
+    Global,
+}
+
+/// A header condition of a match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// The header is present (`true`) or absent (`false`).
+    Present(String, bool),
+    /// The header's first value equals this string exactly.
+    Equals(String, String),
+}
+
+/// Which requests a limit applies to; empty means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matcher {
+    /// Upper-case methods, any of which matches (empty: any method).
+    pub methods: Vec<String>,
+    /// A prefix of the path (empty: any path).
+    pub path_prefix: String,
+    /// All must hold.
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// One checked limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limit {
+    /// Unique name: metrics, headers and the refusal body use it.
+    pub name: String,
+    /// Requests per period.
+    pub requests: u64,
+    /// The period.
+    pub period: Duration,
+    /// Requests a full bucket admits at once.
+    pub burst: u64,
+    /// The bucket parameters.
+    pub gcra: Gcra,
+    /// The key, in order.
+    pub key: Vec<KeyPart>,
+    /// The requests it applies to.
+    pub matcher: Matcher,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Limits, checked in order.
+    pub limits: Vec<Limit>,
+    /// Proxies in front of us whose `X-Forwarded-For` entries are trusted.
+    pub trusted_hops: u32,
+    /// Enforce or shadow.
+    pub mode: Mode,
+    /// Response headers.
+    pub headers: HeaderStyle,
+    /// Status of a refusal.
+    pub status: u16,
+    /// Shared-data slots per limit.
+    pub table_size: u32,
+}
+
+impl RateLimitConfig {
+    /// Parses and checks the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        if raw.limits.is_empty() {
+            return Err(ConfigError::new("limits", "must hold at least one limit"));
+        }
+        if !(400..=599).contains(&raw.status) {
+            return Err(ConfigError::new("status", "must be a 4xx or 5xx status code"));
+        }
+        if raw.table_size == 0 || raw.table_size > MAX_TABLE_SIZE {
+            return Err(ConfigError::new("table_size", format!("must be between 1 and {MAX_TABLE_SIZE}")));
+        }
+        if raw.trusted_hops > 16 {
+            return Err(ConfigError::new("trusted_hops", "must be at most 16"));
+        }
+        let mut limits: Vec<Limit> = Vec::with_capacity(raw.limits.len());
+        for (i, l) in raw.limits.into_iter().enumerate() {
+            let limit = check_limit(i, l)?;
+            if limits.iter().any(|o| o.name == limit.name) {
+                return Err(ConfigError::new(format!("limits[{i}].name"), format!("\"{}\" is used by another limit", limit.name)));
+            }
+            limits.push(limit);
+        }
+        Ok(RateLimitConfig {
+            limits,
+            trusted_hops: raw.trusted_hops,
+            mode: raw.mode,
+            headers: raw.headers,
+            status: raw.status,
+            table_size: raw.table_size,
+        })
+    }
+
+    /// True when some limit keys on the client address.
+    pub fn needs_peer(&self) -> bool {
+        self.limits.iter().any(|l| l.key.contains(&KeyPart::ClientIp))
+    }
+}
+
+fn check_limit(i: usize, raw: RawLimit) -> Result<Limit, ConfigError> {
+    let field = |f: &str| format!("limits[{i}].{f}");
+    let name_ok = !raw.name.is_empty()
+        && raw.name.len() <= 64
+        && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err(ConfigError::new(field("name"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"));
+    }
+    if raw.requests == 0 {
+        return Err(ConfigError::new(field("requests"), "must be at least 1"));
+    }
+    let period = parse_duration(&raw.period).map_err(|e| ConfigError::new(field("period"), format!("\"{}\" {e}", raw.period)))?;
+    if period.is_zero() {
+        return Err(ConfigError::new(field("period"), "must be longer than zero"));
+    }
+    let burst = raw.burst.unwrap_or(raw.requests);
+    if burst == 0 {
+        return Err(ConfigError::new(field("burst"), "must be at least 1"));
+    }
+    let period_nanos = u64::try_from(period.as_nanos()).map_err(|_| ConfigError::new(field("period"), "is too long"))?;
+    let gcra = Gcra::new(raw.requests, period_nanos, burst).ok_or_else(|| {
+        ConfigError::new(field("requests"), "is more than one request per nanosecond of period, or burst is too large")
+    })?;
+    let key = check_key(&field("key"), &raw.key)?;
+    let matcher = check_match(&field("match"), raw.matcher)?;
+    Ok(Limit { name: raw.name, requests: raw.requests, period, burst, gcra, key, matcher })
+}
+
+fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, ConfigError> {
+    let parts: Vec<(String, &serde_json::Value)> = match value {
+        serde_json::Value::String(_) => vec![(field.to_string(), value)],
+        serde_json::Value::Array(items) if !items.is_empty() => {
+            items.iter().enumerate().map(|(j, v)| (format!("{field}[{j}]"), v)).collect()
+        }
+        serde_json::Value::Array(_) => return Err(ConfigError::new(field, "must name at least one key kind")),
+        _ => return Err(ConfigError::new(field, "must be a key kind or a list of key kinds")),
+    };
+    parts
+        .into_iter()
+        .map(|(f, v)| {
+            let text = v.as_str().ok_or_else(|| ConfigError::new(&f, "must be a string"))?;
+            parse_key_part(text).ok_or_else(|| {
+                ConfigError::new(&f, format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or global"))
+            })
+        })
+        .collect()
+}
+
+fn parse_key_part(text: &str) -> Option<KeyPart> {
+    match text {
+        "client_ip" => Some(KeyPart::ClientIp),
+        "path" => Some(KeyPart::Path),
+        "method" => Some(KeyPart::Method),
+        "global" => Some(KeyPart::Global),
+        _ => {
+            let name = text.strip_prefix("header:")?;
+            valid_header_name(name).then(|| KeyPart::Header(name.to_ascii_lowercase()))
+        }
+    }
+}
+
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_match(field: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
+    let mut methods = Vec::with_capacity(raw.methods.len());
+    for (j, m) in raw.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::new(format!("{field}.methods[{j}]"), "must be an HTTP method such as GET"));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    let path_prefix = raw.path_prefix.unwrap_or_default();
+    if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
+        return Err(ConfigError::new(format!("{field}.path_prefix"), "must start with '/'"));
+    }
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (j, h) in raw.headers.into_iter().enumerate() {
+        let f = format!("{field}.headers[{j}]");
+        if !valid_header_name(&h.name) {
+            return Err(ConfigError::new(format!("{f}.name"), "must be a header name"));
+        }
+        let name = h.name.to_ascii_lowercase();
+        headers.push(match (h.present, h.equals) {
+            (Some(p), None) => HeaderMatch::Present(name, p),
+            (None, Some(v)) => HeaderMatch::Equals(name, v),
+            _ => return Err(ConfigError::new(f, "needs exactly one of \"present\" or \"equals\"")),
+        });
+    }
+    Ok(Matcher { methods, path_prefix, headers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(json: &str) -> String {
+        match RateLimitConfig::from_json(json.as_bytes()) {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const OK: &str = r#"{"limits":[{"name":"per-ip","requests":100,"period":"1s","burst":50,"key":"client_ip"}]}"#;
+
+    #[test]
+    fn minimal_config_gets_documented_defaults() {
+        let c = RateLimitConfig::from_json(OK.as_bytes()).unwrap();
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.headers, HeaderStyle::Draft);
+        assert_eq!(c.status, 429);
+        assert_eq!(c.trusted_hops, 0);
+        assert_eq!(c.table_size, DEFAULT_TABLE_SIZE);
+        let l = c.limits.first().unwrap();
+        assert_eq!(l.burst, 50);
+        assert_eq!(l.key, vec![KeyPart::ClientIp]);
+        let c = RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"global"}]}"#).unwrap();
+        assert_eq!(c.limits.first().unwrap().burst, 7);
+    }
+
+    #[test]
+    fn full_config() {
+        let c = RateLimitConfig::from_json(
+            br#"{"limits":[{"name":"api","requests":5,"period":"250ms","key":["client_ip","header:X-Api-Key","method","path"],
+                "match":{"methods":["get","POST"],"path_prefix":"/api","headers":[{"name":"x-tier","equals":"free"},{"name":"x-internal","present":false}]}}],
+               "trusted_hops":2,"mode":"shadow","headers":"both","status":503,"table_size":1024}"#,
+        )
+        .unwrap();
+        let l = c.limits.first().unwrap();
+        assert_eq!(l.key, vec![KeyPart::ClientIp, KeyPart::Header("x-api-key".into()), KeyPart::Method, KeyPart::Path]);
+        assert_eq!(l.matcher.methods, vec!["GET", "POST"]);
+        assert_eq!(l.matcher.headers.len(), 2);
+        assert_eq!((c.mode, c.headers, c.status, c.table_size, c.trusted_hops), (Mode::Shadow, HeaderStyle::Both, 503, 1024, 2));
+    }
+
+    #[test]
+    fn each_bad_config_names_its_field() {
+        let cases = [
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":1}]}"#, "limits[0].colour: unknown field `colour`"),
+            (r#"{"limits":[],"bogus":true}"#, "bogus: unknown field `bogus`"),
+            (r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#, "limits[0].requests: must be at least 1"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"soon","key":"global"}]}"#, "limits[0].period: \"soon\""),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#, "limits[0].burst: must be at least 1"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"cookie:x"}]}"#, "limits[0].key: unknown key kind \"cookie:x\""),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":["global","ip"]}]}"#, "limits[0].key[1]: unknown key kind \"ip\""),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"0s","key":"global"}]}"#, "limits[0].period: must be longer than zero"),
+            (r#"{"limits":[{"name":"a","requests":-1,"period":"1s","key":"global"}]}"#, "limits[0].requests: invalid value"),
+            (r#"{"limits":[{"name":"a b","requests":1,"period":"1s","key":"global"}]}"#, "limits[0].name: must be"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"},{"name":"a","requests":1,"period":"1s","key":"global"}]}"#, "limits[1].name: \"a\" is used"),
+            (r#"{"limits":[]}"#, "limits: must hold at least one limit"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#, "mode: unknown variant `audit`"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"table_size":0}"#, "table_size: must be between"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"status":200}"#, "status: must be a 4xx or 5xx"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"path_prefix":"api"}}]}"#, "limits[0].match.path_prefix: must start with '/'"),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"headers":[{"name":"x"}]}}]}"#, "limits[0].match.headers[0]: needs exactly one"),
+            (r#"{"limits":[{"name":"a","requests":2000000000,"period":"1s","key":"global"}]}"#, "limits[0].requests: is more than one request per nanosecond"),
+            ("not json", "invalid plugin configuration: .: expected ident at line 1 column 2"),
+        ];
+        for (json, want) in cases {
+            let got = err(json);
+            assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+            assert!(got.starts_with("invalid plugin configuration: "), "{got}");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+use super::*;
+use crate::clock::FakeClock;
+use crate::store::{CasRule, Entry, MemoryStore, StoreError};
+
+const S: u64 = 1_000_000_000;
+const T0: u64 = 1_800_000_000 * S;
+
+fn limiter(json: &str) -> RateLimiter {
+    RateLimiter::new(RateLimitConfig::from_json(json.as_bytes()).unwrap())
+}
+
+fn get(path: &str, peer: &str, headers: &[(&str, &str)]) -> RequestView {
+    let mut h = vec![(":method".to_string(), "GET".to_string()), (":path".to_string(), path.to_string())];
+    h.extend(headers.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+    RequestView::new(h, Some(peer.to_string()))
+}
+
+fn admitted(l: &RateLimiter, req: &RequestView, clock: &FakeClock, store: &MemoryStore, n: u32) -> u32 {
+    (0..n).map(|_| u32::from(!l.check(req, clock, store).over_limit())).sum()
+}
+
+const PER_IP: &str = r#"{"limits":[{"name":"per-ip","requests":100,"period":"1s","burst":50,"key":"client_ip"}],"headers":"both"}"#;
+
+#[test]
+fn burst_then_sustained_rate() {
+    let l = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:5000", &[]);
+    assert_eq!(admitted(&l, &r, &clock, &store, 1000), 50);
+    let mut total = 0;
+    for _ in 0..100 {
+        clock.advance(S / 100);
+        total += admitted(&l, &r, &clock, &store, 10);
+    }
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn separate_keys_have_separate_budgets_and_port_is_not_part_of_the_key() {
+    let l = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.1:5000", &[]), &clock, &store, 40), 40);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.1:6000", &[]), &clock, &store, 40), 10);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.2:5000", &[]), &clock, &store, 60), 50);
+}
+
+#[test]
+fn refusal_carries_status_retry_after_headers_and_json_body() {
+    let l = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:5000", &[]);
+    admitted(&l, &r, &clock, &store, 50);
+    let d = l.check(&r, &clock, &store);
+    let refusal = l.refusal(&d).unwrap();
+    assert_eq!(refusal.status, 429);
+    let h = |name: &str| refusal.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(h("retry-after").as_deref(), Some("1"));
+    assert_eq!(h("ratelimit-policy").as_deref(), Some("\"per-ip\";q=100;w=1"));
+    assert_eq!(h("ratelimit").as_deref(), Some("\"per-ip\";r=0;t=1"));
+    assert_eq!(h("x-ratelimit-limit").as_deref(), Some("100"));
+    assert_eq!(h("x-ratelimit-remaining").as_deref(), Some("0"));
+    let body: serde_json::Value = serde_json::from_str(&refusal.body).unwrap();
+    assert_eq!(body["limit"], "per-ip");
+    assert_eq!(body["retry_after"], 1);
+}
+
+#[test]
+fn allowed_response_headers_count_down() {
+    let l = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:5000", &[]);
+    let d = l.check(&r, &clock, &store);
+    assert!(l.refusal(&d).is_none());
+    let h = l.headers(&d);
+    assert!(h.contains(&("ratelimit".into(), "\"per-ip\";r=49;t=1".into())), "{h:?}");
+    assert!(h.contains(&("x-ratelimit-remaining".into(), "49".into())), "{h:?}");
+}
+
+#[test]
+fn header_style_none_and_draft_only() {
+    let none = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"global"}],"headers":"none"}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:5000", &[]);
+    none.check(&r, &clock, &store);
+    let refusal = none.refusal(&none.check(&r, &clock, &store)).unwrap();
+    let names: Vec<&str> = refusal.headers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, vec!["retry-after", "content-type"]);
+    assert_eq!(refusal.headers.first().map(|(_, v)| v.as_str()), Some("60"));
+    let draft = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"global"}]}"#);
+    let names: Vec<String> = draft.headers(&draft.check(&r, &clock, &MemoryStore::new(CasRule::Envoy))).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, vec!["ratelimit-policy", "ratelimit"]);
+}
+
+#[test]
+fn shadow_mode_never_refuses_but_reports() {
+    let l = limiter(r#"{"limits":[{"name":"g","requests":10,"period":"1s","key":"global"}],"mode":"shadow"}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:5000", &[]);
+    let mut over = 0;
+    for _ in 0..100 {
+        let d = l.check(&r, &clock, &store);
+        assert!(l.refusal(&d).is_none());
+        over += u32::from(d.over_limit());
+    }
+    assert_eq!(over, 90);
+}
+
+#[test]
+fn request_refused_by_one_limit_charges_none() {
+    let l = limiter(
+        r#"{"limits":[
+            {"name":"all","requests":100,"period":"1s","key":"global"},
+            {"name":"api","requests":2,"period":"1s","key":"global","match":{"path_prefix":"/api"}}]}"#,
+    );
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let api = get("/api/x", "10.0.0.1:1", &[]);
+    assert_eq!(admitted(&l, &api, &clock, &store, 50), 2);
+    // 2 charged to "all", none for the 48 refused: 98 left for other paths.
+    assert_eq!(admitted(&l, &get("/home", "10.0.0.1:1", &[]), &clock, &store, 200), 98);
+    let d = l.check(&api, &clock, &store);
+    assert_eq!(d.outcomes.len(), 2);
+    assert_eq!(d.refused_by, Some(1));
+}
+
+#[test]
+fn matcher_methods_prefix_and_headers() {
+    let l = limiter(
+        r#"{"limits":[{"name":"w","requests":1,"period":"1h","key":"global",
+            "match":{"methods":["POST"],"path_prefix":"/api","headers":[{"name":"x-tier","equals":"free"},{"name":"x-admin","present":false}]}}]}"#,
+    );
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let mk = |method: &str, path: &str, hs: &[(&str, &str)]| {
+        let mut h = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
+        h.extend(hs.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        RequestView::new(h, Some("10.0.0.1:1".into()))
+    };
+    let hit = mk("POST", "/api/a?x=1", &[("x-tier", "free")]);
+    assert_eq!(admitted(&l, &hit, &clock, &store, 5), 1);
+    for miss in [
+        mk("GET", "/api/a", &[("x-tier", "free")]),
+        mk("POST", "/other", &[("x-tier", "free")]),
+        mk("POST", "/api/a", &[("x-tier", "paid")]),
+        mk("POST", "/api/a", &[]),
+        mk("POST", "/api/a", &[("x-tier", "free"), ("x-admin", "1")]),
+    ] {
+        let d = l.check(&miss, &clock, &store);
+        assert!(d.outcomes.is_empty(), "{miss:?} matched");
+    }
+}
+
+#[test]
+fn missing_key_header_is_one_shared_bucket_not_an_escape() {
+    let l = limiter(r#"{"limits":[{"name":"k","requests":5,"period":"1h","key":"header:x-api-key"}]}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.1:1", &[]), &clock, &store, 10), 5);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.2:1", &[]), &clock, &store, 10), 0);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.2:1", &[("x-api-key", "")]), &clock, &store, 10), 5);
+    assert_eq!(admitted(&l, &get("/", "10.0.0.2:1", &[("x-api-key", "abc")]), &clock, &store, 10), 5);
+}
+
+#[test]
+fn path_key_ignores_query_string() {
+    let l = limiter(r#"{"limits":[{"name":"p","requests":3,"period":"1h","key":["path","method"]}]}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let total: u32 = (0..10).map(|i| admitted(&l, &get(&format!("/a?cache-bust={i}"), "10.0.0.1:1", &[]), &clock, &store, 1)).sum();
+    assert_eq!(total, 3);
+}
+
+#[test]
+fn trusted_hops_keys_on_forwarded_address_and_spoofing_does_not_help() {
+    let l = limiter(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}],"trusted_hops":1}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    // Same real client (appended by the trusted proxy), a different spoofed prefix each time.
+    let total: u32 = (0..20)
+        .map(|i| {
+            let xff = format!("198.51.100.{i}, 203.0.113.9");
+            admitted(&l, &get("/", "10.0.0.1:1", &[("x-forwarded-for", &xff)]), &clock, &store, 1)
+        })
+        .sum();
+    assert_eq!(total, 5);
+    // Another real client behind the same proxy has its own budget.
+    assert_eq!(admitted(&l, &get("/", "10.0.0.1:1", &[("x-forwarded-for", "203.0.113.10")]), &clock, &store, 20), 5);
+    // No header at all: keyed on the proxy itself, and reported.
+    let d = l.check(&get("/", "10.0.0.1:1", &[]), &clock, &store);
+    assert!(d.client_ip_fallback);
+}
+
+#[test]
+fn without_trusted_hops_forwarded_for_is_ignored() {
+    let l = limiter(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}]}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let total: u32 = (0..20)
+        .map(|i| admitted(&l, &get("/", "10.0.0.1:1", &[("x-forwarded-for", &format!("198.51.100.{i}"))]), &clock, &store, 1))
+        .sum();
+    assert_eq!(total, 5);
+}
+
+#[test]
+fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
+    let l = limiter(r#"{"limits":[{"name":"ip","requests":10,"period":"1s","burst":10,"key":"client_ip"}],"table_size":256}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let hot = get("/", "192.0.2.1:1", &[]);
+    let mut hot_admitted = 0;
+    for i in 0..100_000u32 {
+        let flood = get("/", &format!("{}.{}.{}.{}:1", 1 + i / 65536, (i / 256) % 256, i % 256, 7), &[]);
+        l.check(&flood, &clock, &store);
+        if i % 100 == 0 {
+            hot_admitted += admitted(&l, &hot, &clock, &store, 1);
+            clock.advance(S / 100);
+        }
+    }
+    // 10 s of simulated time: at most the burst plus 10/s.
+    assert!(hot_admitted <= 10 + 100, "hot key admitted {hot_admitted}");
+    assert!(store.len() <= 256, "store grew to {}", store.len());
+}
+
+#[test]
+fn exact_under_strict_nginx_cas_rule_too() {
+    let l = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    let r = get("/", "10.0.0.1", &[]);
+    assert_eq!(admitted(&l, &r, &clock, &store, 1000), 50);
+    for _ in 0..100 {
+        clock.advance(S / 100);
+        assert_eq!(admitted(&l, &r, &clock, &store, 10), 1);
+    }
+}
+
+/// Two "workers" sharing one store alternately: the limit is for the pair,
+/// not for each (the bug a per-worker limiter would have).
+#[test]
+fn two_workers_share_one_budget() {
+    let l1 = limiter(PER_IP);
+    let l2 = limiter(PER_IP);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:1", &[]);
+    let total: u32 = (0..500).map(|_| admitted(&l1, &r, &clock, &store, 1) + admitted(&l2, &r, &clock, &store, 1)).sum();
+    assert_eq!(total, 50);
+}
+
+#[test]
+fn store_failure_fails_open_and_is_reported() {
+    struct Broken;
+    impl SharedStore for Broken {
+        fn get(&self, _: &str) -> Result<Option<Entry>, StoreError> {
+            Err(StoreError::Host("InternalFailure".into()))
+        }
+        fn set(&self, _: &str, _: &[u8], _: Option<u32>) -> Result<bool, StoreError> {
+            Err(StoreError::Host("InternalFailure".into()))
+        }
+    }
+    let l = limiter(PER_IP);
+    let d = l.check(&get("/", "10.0.0.1:1", &[]), &FakeClock::at(T0), &Broken);
+    assert!(!d.over_limit());
+    assert_eq!(d.outcomes.first().map(|o| o.state), Some(LimitState::StoreError));
+    assert!(l.headers(&d).is_empty());
+}
+
+#[test]
+fn retry_after_rounds_up_to_whole_seconds() {
+    let l = limiter(r#"{"limits":[{"name":"g","requests":2,"period":"3s","burst":1,"key":"global"}]}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let r = get("/", "10.0.0.1:1", &[]);
+    l.check(&r, &clock, &store);
+    let refusal = l.refusal(&l.check(&r, &clock, &store)).unwrap();
+    // 1.5 s to wait: "2".
+    assert_eq!(refusal.headers.first(), Some(&("retry-after".to_string(), "2".to_string())));
+}

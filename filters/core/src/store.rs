@@ -1,0 +1,281 @@
+//! The shared-store seam: proxy-wasm shared data, reduced to the one
+//! operation every filter needs, "read, decide, compare-and-swap replace".
+//!
+//! # Two hosts, two compare-and-swap rules
+//!
+//! * Envoy: a write with cas `0` is unconditional (it overwrites); a write
+//!   with a non-zero cas succeeds if the key is absent or its cas matches.
+//! * nginx (`ngx_wasm_module`): a write with cas `0` succeeds only when the
+//!   key is absent; a stale cas is refused; entries can be evicted from a full
+//!   zone between a read and a write.
+//!
+//! [`update_u64`] is correct under both: it writes with cas `0` only when
+//! its read found the key absent, and with the cas it read otherwise, and it
+//! retries on a mismatch. The one race neither host lets us close is two
+//! workers both finding a key absent and both inserting it: Envoy has no
+//! insert-if-absent, so the second insert overwrites the first. That can
+//! happen once per key per process lifetime (keys are never deleted) and
+//! costs at most one extra admitted request per key; under nginx the second
+//! insert is refused and retried, so it is exact.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+/// A value read from the store with its compare-and-swap token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The stored bytes.
+    pub value: Vec<u8>,
+    /// The host's version token for this value (never 0 for a present key).
+    pub cas: u32,
+}
+
+/// What went wrong talking to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    /// The host refused the call (the status it returned, as text).
+    Host(String),
+    /// Every attempt lost its compare-and-swap to another worker.
+    Contention,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Host(status) => write!(f, "shared data call failed: {status}"),
+            StoreError::Contention => f.write_str("shared data compare-and-swap lost every attempt"),
+        }
+    }
+}
+
+/// The proxy's shared key-value store.
+pub trait SharedStore {
+    /// Reads `key`; `Ok(None)` when it is absent.
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError>;
+    /// Writes `value` if `cas` still matches (`None`: only meant for a key
+    /// the caller just found absent). `Ok(false)` on a compare-and-swap
+    /// mismatch.
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError>;
+}
+
+/// How many times [`update_u64`] re-reads after losing a compare-and-swap.
+/// Two workers would have to complete this many writes to the same key in the
+/// window between our read and our write to exhaust it.
+pub const CAS_ATTEMPTS: u32 = 16;
+
+/// Read, decide, compare-and-swap replace, retried on conflict.
+///
+/// `decide` sees the current value (`None` when absent or not 8 bytes) and
+/// returns the value to write (`None`: leave the key as it is) and a result.
+/// `decide` may run several times; only the result of the attempt whose write
+/// succeeded (or that wrote nothing) is returned.
+pub fn update_u64<S, R, F>(store: &S, key: &str, mut decide: F) -> Result<R, StoreError>
+where
+    S: SharedStore + ?Sized,
+    F: FnMut(Option<u64>) -> (Option<u64>, R),
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let (current, cas) = match store.get(key)? {
+            Some(entry) => (decode_u64(&entry.value), Some(entry.cas)),
+            None => (None, None),
+        };
+        let (next, result) = decide(current);
+        let Some(next) = next else {
+            return Ok(result);
+        };
+        if store.set(key, &next.to_le_bytes(), cas)? {
+            return Ok(result);
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// Reads a u64 without writing.
+pub fn read_u64<S: SharedStore + ?Sized>(store: &S, key: &str) -> Result<Option<u64>, StoreError> {
+    Ok(store.get(key)?.and_then(|e| decode_u64(&e.value)))
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    let array: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_le_bytes(array))
+}
+
+/// Which host's compare-and-swap rule a [`MemoryStore`] follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CasRule {
+    /// cas 0 overwrites unconditionally; a non-zero cas on an absent key inserts.
+    Envoy,
+    /// cas 0 only inserts an absent key; a non-zero cas must match a present key.
+    NginxStrict,
+}
+
+/// An in-memory store that follows one host's compare-and-swap rule, for
+/// tests and benchmarks.
+#[derive(Debug)]
+pub struct MemoryStore {
+    rule: CasRule,
+    map: RefCell<HashMap<String, Entry>>,
+    next_cas: RefCell<u32>,
+}
+
+impl MemoryStore {
+    /// An empty store with `rule`.
+    pub fn new(rule: CasRule) -> Self {
+        MemoryStore { rule, map: RefCell::new(HashMap::new()), next_cas: RefCell::new(1) }
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    /// True when no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
+
+    /// Removes a key, as nginx does when it evicts from a full zone.
+    pub fn evict(&self, key: &str) {
+        self.map.borrow_mut().remove(key);
+    }
+
+    fn bump(&self) -> u32 {
+        let mut n = self.next_cas.borrow_mut();
+        let cas = *n;
+        *n = n.wrapping_add(1).max(1);
+        cas
+    }
+}
+
+impl SharedStore for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        Ok(self.map.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        let cas = cas.unwrap_or(0);
+        let present = self.map.borrow().get(key).map(|e| e.cas);
+        let allowed = match (self.rule, present) {
+            (CasRule::Envoy, None) => true,
+            (CasRule::Envoy, Some(current)) => cas == 0 || cas == current,
+            (CasRule::NginxStrict, None) => cas == 0,
+            (CasRule::NginxStrict, Some(current)) => cas != 0 && cas == current,
+        };
+        if allowed {
+            let cas = self.bump();
+            self.map.borrow_mut().insert(key.to_string(), Entry { value: value.to_vec(), cas });
+        }
+        Ok(allowed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that lets another "worker" write between our read and our write
+    /// a fixed number of times.
+    struct Interleaved<'a> {
+        inner: &'a MemoryStore,
+        races_left: RefCell<u32>,
+    }
+
+    impl SharedStore for Interleaved<'_> {
+        fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+            let entry = self.inner.get(key)?;
+            let mut left = self.races_left.borrow_mut();
+            if *left > 0 {
+                *left -= 1;
+                // The other worker adds 100 using the protocol correctly.
+                update_u64(self.inner, key, |v| (Some(v.unwrap_or(0) + 100), ()))?;
+            }
+            Ok(entry)
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+
+    fn increments_survive_races(rule: CasRule) {
+        let store = MemoryStore::new(rule);
+        update_u64(&store, "k", |v| (Some(v.unwrap_or(0) + 1), ())).unwrap();
+        let racy = Interleaved { inner: &store, races_left: RefCell::new(3) };
+        update_u64(&racy, "k", |v| (Some(v.unwrap_or(0) + 1), ())).unwrap();
+        // 1 + 3 racing writes of 100 + our 1: nothing lost.
+        assert_eq!(read_u64(&store, "k").unwrap(), Some(302));
+    }
+
+    #[test]
+    fn cas_loop_is_exact_under_envoy_rule() {
+        increments_survive_races(CasRule::Envoy);
+    }
+
+    #[test]
+    fn cas_loop_is_exact_under_nginx_rule() {
+        increments_survive_races(CasRule::NginxStrict);
+    }
+
+    #[test]
+    fn nginx_rule_refuses_cas0_on_present_key_and_envoy_overwrites() {
+        let nginx = MemoryStore::new(CasRule::NginxStrict);
+        assert!(nginx.set("k", b"a", None).unwrap());
+        assert!(!nginx.set("k", b"b", None).unwrap());
+        let envoy = MemoryStore::new(CasRule::Envoy);
+        assert!(envoy.set("k", b"a", None).unwrap());
+        assert!(envoy.set("k", b"b", None).unwrap());
+    }
+
+    #[test]
+    fn stale_cas_is_refused_by_both() {
+        for rule in [CasRule::Envoy, CasRule::NginxStrict] {
+            let s = MemoryStore::new(rule);
+            s.set("k", b"a", None).unwrap();
+            let old = s.get("k").unwrap().unwrap().cas;
+            s.set("k", b"b", Some(old)).unwrap();
+            assert!(!s.set("k", b"c", Some(old)).unwrap(), "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn eviction_between_read_and_write_is_retried_under_nginx() {
+        struct EvictOnce<'a>(&'a MemoryStore, RefCell<bool>);
+        impl SharedStore for EvictOnce<'_> {
+            fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+                let e = self.0.get(key);
+                if self.1.replace(false) {
+                    self.0.evict(key);
+                }
+                e
+            }
+            fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+                self.0.set(key, value, cas)
+            }
+        }
+        let store = MemoryStore::new(CasRule::NginxStrict);
+        store.set("k", &5u64.to_le_bytes(), None).unwrap();
+        let s = EvictOnce(&store, RefCell::new(true));
+        update_u64(&s, "k", |v| (Some(v.unwrap_or(0) + 1), ())).unwrap();
+        // The first attempt's write (stale cas on an evicted key) is refused;
+        // the retry sees the key absent and starts from nothing.
+        assert_eq!(read_u64(&store, "k").unwrap(), Some(1));
+    }
+
+    #[test]
+    fn endless_contention_is_reported_not_looped() {
+        let store = MemoryStore::new(CasRule::Envoy);
+        store.set("k", &0u64.to_le_bytes(), None).unwrap();
+        let racy = Interleaved { inner: &store, races_left: RefCell::new(u32::MAX) };
+        let r = update_u64(&racy, "k", |v| (Some(v.unwrap_or(0) + 1), ()));
+        assert_eq!(r, Err(StoreError::Contention));
+    }
+
+    #[test]
+    fn garbage_value_is_treated_as_absent_and_replaced() {
+        let store = MemoryStore::new(CasRule::NginxStrict);
+        store.set("k", b"xyz", None).unwrap();
+        let seen = update_u64(&store, "k", |v| (Some(7), v)).unwrap();
+        assert_eq!(seen, None);
+        assert_eq!(read_u64(&store, "k").unwrap(), Some(7));
+    }
+}

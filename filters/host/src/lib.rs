@@ -1,0 +1,106 @@
+//! The proxy-wasm side of `filters-core`'s seams, shared by every filter.
+//!
+//! This is the host-compatibility layer between Envoy and nginx
+//! (`ngx_wasm_module`): everything that differs between the two hosts is
+//! handled here or in the core's store protocol, never in a filter.
+//!
+//! * Shared data: [`HostStore`] maps proxy-wasm's `get/set_shared_data`
+//!   onto [`SharedStore`]; the compare-and-swap protocol that is correct under
+//!   both hosts lives in `filters_core::store::update_u64`.
+//! * Request headers are fetched in one host call, values as bytes: a header
+//!   value that is not UTF-8 (legal on the wire) is decoded lossily instead of
+//!   trapping the VM as the SDK's string accessors would.
+//! * `source.address` is `ip:port` in Envoy and `ip` in nginx; the core parses
+//!   both.
+//! * Every host call's error is returned, never unwrapped.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use filters_core::request::RequestView;
+use filters_core::store::{Entry, SharedStore, StoreError};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, MetricType, Status};
+use std::time::UNIX_EPOCH;
+
+/// proxy-wasm shared data as a [`SharedStore`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(value), cas)) => Ok(Some(Entry { value, cas: cas.unwrap_or(0) })),
+            Ok((None, _)) | Err(Status::NotFound) => Ok(None),
+            Err(status) => Err(StoreError::Host(format!("{status:?}"))),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(true),
+            Err(Status::CasMismatch) => Ok(false),
+            Err(status) => Err(StoreError::Host(format!("{status:?}"))),
+        }
+    }
+}
+
+/// The host's wall clock in nanoseconds since the epoch, `None` if the host
+/// refuses (the caller then skips its time-based decision).
+pub fn now_nanos() -> Option<u64> {
+    let t = hostcalls::get_current_time().ok()?;
+    u64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_nanos()).ok()
+}
+
+/// The request headers and, when `with_peer`, the peer address, read in as
+/// few host calls as possible.
+pub fn request_view(with_peer: bool) -> RequestView {
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
+        .collect();
+    let peer = if with_peer { property_string(&["source", "address"]) } else { None };
+    RequestView::new(headers, peer)
+}
+
+/// A property as text (nginx returns text; Envoy returns text for addresses).
+pub fn property_string(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A counter metric; a host that refuses to define it yields a counter that
+/// counts nothing rather than a failed configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    /// Defines (or finds, on a second worker) the counter `name`.
+    pub fn define(name: &str) -> Counter {
+        match hostcalls::define_metric(MetricType::Counter, name) {
+            Ok(id) => Counter(Some(id)),
+            Err(status) => {
+                log::warn!("could not define metric {name}: {status:?}");
+                Counter(None)
+            }
+        }
+    }
+
+    /// Adds one.
+    pub fn inc(&self) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+/// Sends a local reply; returns false if the host refused.
+pub fn send_local_reply(status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    hostcalls::send_http_response(u32::from(status), headers, Some(body)).is_ok()
+}
+
+/// Adds a response header; errors are ignored (the response goes out without it).
+pub fn add_response_header(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+}

@@ -1,0 +1,151 @@
+//! Proxy-Wasm rate-limit filter: glue between the host and
+//! `filters_core::ratelimit`. Configuration, algorithm and shared-state
+//! protocol live in the core; this file only reads the request, calls the
+//! limiter, and writes the reply, headers and metrics.
+
+use filters_core::clock::FakeClock;
+use filters_core::ratelimit::config::{Mode, RateLimitConfig};
+use filters_core::ratelimit::{Decision, LimitState, RateLimiter};
+use filters_host::{add_response_header, request_view, send_local_reply, Counter, HostStore};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType};
+use std::rc::Rc;
+
+#[allow(unsafe_code)]
+mod entry {
+    proxy_wasm::main! {{
+        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+            Box::new(super::Root::default())
+        });
+    }}
+}
+
+struct LimitMetrics {
+    allowed: Counter,
+    refused: Counter,
+    shadow_refused: Counter,
+}
+
+struct Metrics {
+    per_limit: Vec<LimitMetrics>,
+    store_errors: Counter,
+    client_ip_fallback: Counter,
+}
+
+impl Metrics {
+    fn define(config: &RateLimitConfig) -> Self {
+        let per_limit = config
+            .limits
+            .iter()
+            .map(|l| LimitMetrics {
+                allowed: Counter::define(&format!("rate_limit.{}.allowed", l.name)),
+                refused: Counter::define(&format!("rate_limit.{}.refused", l.name)),
+                shadow_refused: Counter::define(&format!("rate_limit.{}.shadow_refused", l.name)),
+            })
+            .collect();
+        Metrics {
+            per_limit,
+            store_errors: Counter::define("rate_limit.store_errors"),
+            client_ip_fallback: Counter::define("rate_limit.client_ip_fallback"),
+        }
+    }
+
+    fn record(&self, decision: &Decision, mode: Mode) {
+        for o in &decision.outcomes {
+            let Some(m) = self.per_limit.get(o.limit) else { continue };
+            match (o.state, mode) {
+                (LimitState::Allowed, _) => m.allowed.inc(),
+                (LimitState::Refused, Mode::Enforce) => m.refused.inc(),
+                (LimitState::Refused, Mode::Shadow) => m.shadow_refused.inc(),
+                (LimitState::StoreError, _) => self.store_errors.inc(),
+                (LimitState::NotCharged, _) => {}
+            }
+        }
+        if decision.client_ip_fallback {
+            self.client_ip_fallback.inc();
+        }
+    }
+}
+
+struct Shared {
+    limiter: RateLimiter,
+    metrics: Metrics,
+    needs_peer: bool,
+}
+
+/// The root context: parses and checks the configuration once per worker.
+#[derive(Default)]
+pub struct Root {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        match RateLimitConfig::from_json(&bytes) {
+            Ok(config) => {
+                let metrics = Metrics::define(&config);
+                Counter::define("rate_limit.configured").inc();
+                let needs_peer = config.needs_peer();
+                log::info!("rate_limit: configured {} limit(s), mode {:?}", config.limits.len(), config.mode);
+                self.shared = Some(Rc::new(Shared { limiter: RateLimiter::new(config), metrics, needs_peer }));
+                true
+            }
+            Err(e) => {
+                log::error!("rate_limit: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Filter { shared: self.shared.clone(), response_headers: Vec::new() }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Filter {
+    shared: Option<Rc<Shared>>,
+    response_headers: Vec<(String, String)>,
+}
+
+impl Context for Filter {}
+
+impl HttpContext for Filter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let Some(now) = filters_host::now_nanos() else {
+            shared.metrics.store_errors.inc();
+            return Action::Continue;
+        };
+        let req = request_view(shared.needs_peer);
+        let decision = shared.limiter.check(&req, &FakeClock::at(now), &HostStore);
+        shared.metrics.record(&decision, shared.limiter.config().mode);
+        if let Some(refusal) = shared.limiter.refusal(&decision) {
+            if send_local_reply(refusal.status, &refusal.headers, refusal.body.as_bytes()) {
+                return Action::Pause;
+            }
+            log::warn!("rate_limit: host refused the local reply; request let through");
+        }
+        self.response_headers = shared.limiter.headers(&decision);
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        for (name, value) in self.response_headers.drain(..) {
+            add_response_header(&name, &value);
+        }
+        Action::Continue
+    }
+}
