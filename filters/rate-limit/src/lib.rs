@@ -93,12 +93,12 @@ impl RootContext for Root {
                 let metrics = Metrics::define(&config);
                 Counter::define("rate_limit.configured").inc();
                 let needs_peer = config.needs_peer();
-                log::info!("rate_limit: configured {} limit(s), mode {:?}", config.limits.len(), config.mode);
+                log::info!("configured {} limit(s), mode {:?}", config.limits.len(), config.mode);
                 self.shared = Some(Rc::new(Shared { limiter: RateLimiter::new(config), metrics, needs_peer }));
                 true
             }
             Err(e) => {
-                log::error!("rate_limit: {e}");
+                log::error!("{e}");
                 false
             }
         }
@@ -136,7 +136,7 @@ impl HttpContext for Filter {
             if send_local_reply(refusal.status, &refusal.headers, refusal.body.as_bytes()) {
                 return Action::Pause;
             }
-            log::warn!("rate_limit: host refused the local reply; request let through");
+            log::warn!("host refused the local reply; request let through");
         }
         self.response_headers = shared.limiter.headers(&decision);
         Action::Continue
