@@ -91,10 +91,25 @@ impl RootContext for Root {
         match RateLimitConfig::from_json(&bytes) {
             Ok(config) => {
                 let metrics = Metrics::define(&config);
-                Counter::define("rate_limit.configured").inc();
                 let needs_peer = config.needs_peer();
-                log::info!("configured {} limit(s), mode {:?}", config.limits.len(), config.mode);
-                self.shared = Some(Rc::new(Shared { limiter: RateLimiter::new(config), metrics, needs_peer }));
+                let limiter = RateLimiter::new(config);
+                // Create every bucket before the first request (see the core's
+                // "Bounded memory"); existing buckets, e.g. after a VM reload,
+                // are kept.
+                let created = match limiter.initialize(&HostStore) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        log::error!("shared data is unavailable, cannot create the rate-limit table: {e}");
+                        return false;
+                    }
+                };
+                Counter::define("rate_limit.configured").inc();
+                log::info!(
+                    "configured {} limit(s), mode {:?}, {created} new slot(s)",
+                    limiter.config().limits.len(),
+                    limiter.config().mode
+                );
+                self.shared = Some(Rc::new(Shared { limiter, metrics, needs_peer }));
                 true
             }
             Err(e) => {

@@ -149,6 +149,9 @@ pub struct Limit {
     pub key: Vec<KeyPart>,
     /// The requests it applies to.
     pub matcher: Matcher,
+    /// Shared-data slots of this limit: `table_size`, or 1 when the key is
+    /// `global` alone (every request maps to the same bucket).
+    pub slots: u32,
 }
 
 /// The checked configuration.
@@ -186,7 +189,7 @@ impl RateLimitConfig {
         }
         let mut limits: Vec<Limit> = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.into_iter().enumerate() {
-            let limit = check_limit(i, l)?;
+            let limit = check_limit(i, l, raw.table_size)?;
             if limits.iter().any(|o| o.name == limit.name) {
                 return Err(ConfigError::new(format!("limits[{i}].name"), format!("\"{}\" is used by another limit", limit.name)));
             }
@@ -208,7 +211,7 @@ impl RateLimitConfig {
     }
 }
 
-fn check_limit(i: usize, raw: RawLimit) -> Result<Limit, ConfigError> {
+fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, ConfigError> {
     let field = |f: &str| format!("limits[{i}].{f}");
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 64
@@ -233,7 +236,8 @@ fn check_limit(i: usize, raw: RawLimit) -> Result<Limit, ConfigError> {
     })?;
     let key = check_key(&field("key"), &raw.key)?;
     let matcher = check_match(&field("match"), raw.matcher)?;
-    Ok(Limit { name: raw.name, requests: raw.requests, period, burst, gcra, key, matcher })
+    let slots = if key.iter().all(|k| *k == KeyPart::Global) { 1 } else { table_size };
+    Ok(Limit { name: raw.name, requests: raw.requests, period, burst, gcra, key, matcher, slots })
 }
 
 fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, ConfigError> {

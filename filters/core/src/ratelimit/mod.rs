@@ -4,10 +4,17 @@
 //! # Bounded memory
 //!
 //! Each limit owns a fixed table of `table_size` slots in shared data, keys
-//! `rl:<limit name>:<slot>`, each holding one `u64` TAT. A request's key is
-//! hashed (a fixed hash, so every worker agrees) to a slot; the table never
-//! grows, whatever the number of distinct keys: Envoy holds at most
-//! `limits x table_size` entries of about 100 bytes each.
+//! `rl:<limit name>:<slot>`, each holding one `u64` TAT (a limit keyed on
+//! `global` alone has one slot). A request's key is hashed (a fixed hash, so
+//! every worker agrees) to a slot; the table never grows, whatever the number
+//! of distinct keys.
+//!
+//! Every slot is created when the filter is configured
+//! ([`RateLimiter::initialize`]), before the first request. That fixes the
+//! memory from the start, and it closes the one race the store protocol
+//! cannot: Envoy has no insert-if-absent, so two workers creating the same
+//! slot at once could each admit a request and one write would be lost. With
+//! the slots already present, every write is a true compare-and-swap.
 //!
 //! Two keys that land in the same slot share one bucket. Sharing can only make
 //! a limit stricter, never looser: every admission moves the shared TAT
@@ -34,7 +41,7 @@ use crate::clock::Clock;
 use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
-use crate::store::{read_u64, update_u64, SharedStore};
+use crate::store::{read_u64, update_u64, SharedStore, StoreError};
 use config::{HeaderMatch, HeaderStyle, KeyPart, Limit, Matcher, Mode, RateLimitConfig};
 use gcra::GcraDecision;
 
@@ -119,6 +126,23 @@ impl RateLimiter {
         &self.config
     }
 
+    /// Creates every slot that does not exist yet, holding TAT 0 (a full
+    /// bucket). Call once per VM before serving; a slot that already exists
+    /// (created by another worker, or before a VM reload) is left alone, so
+    /// live state survives a VM restart. Returns how many slots were created.
+    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
+        let mut created = 0;
+        for limit in &self.config.limits {
+            for slot in 0..limit.slots {
+                let key = slot_key(limit, u64::from(slot));
+                if store.get(&key)?.is_none() && store.set(&key, &0u64.to_le_bytes(), None)? {
+                    created += 1;
+                }
+            }
+        }
+        Ok(created)
+    }
+
     /// Decides one request.
     pub fn check<C: Clock + ?Sized, S: SharedStore + ?Sized>(&self, req: &RequestView, clock: &C, store: &S) -> Decision {
         let mut decision = Decision::default();
@@ -129,7 +153,7 @@ impl RateLimiter {
                 continue;
             }
             let slot = self.slot(limit, req, &mut ip_cache, &mut decision.client_ip_fallback);
-            matched.push((i, limit, format!("rl:{}:{}", limit.name, slot)));
+            matched.push((i, limit, slot_key(limit, slot)));
         }
         if matched.is_empty() {
             return decision;
@@ -201,7 +225,7 @@ impl RateLimiter {
                 KeyPart::Global => {}
             }
         }
-        h.finish() % u64::from(self.config.table_size)
+        h.finish() % u64::from(limit.slots)
     }
 
     /// The rate-limit headers for a decision, in the configured style.
@@ -255,6 +279,10 @@ impl RateLimiter {
         let body = serde_json::json!({ "error": "rate_limited", "limit": limit.name, "retry_after": retry }).to_string() + "\n";
         Some(Refusal { status: self.config.status, headers, body })
     }
+}
+
+fn slot_key(limit: &Limit, slot: u64) -> String {
+    format!("rl:{}:{}", limit.name, slot)
 }
 
 fn outcome(limit: usize, d: &GcraDecision, state: LimitState) -> LimitOutcome {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::clock::FakeClock;
-use crate::store::{CasRule, Entry, MemoryStore, StoreError};
+use crate::store::{CasRule, Entry, MemoryStore};
 
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * S;
@@ -281,4 +281,54 @@ fn retry_after_rounds_up_to_whole_seconds() {
     let refusal = l.refusal(&l.check(&r, &clock, &store)).unwrap();
     // 1.5 s to wait: "2".
     assert_eq!(refusal.headers.first(), Some(&("retry-after".to_string(), "2".to_string())));
+}
+
+#[test]
+fn initialize_creates_every_slot_once_and_keeps_live_state() {
+    let l = limiter(
+        r#"{"limits":[{"name":"ip","requests":1,"period":"1h","key":"client_ip"},{"name":"g","requests":1,"period":"1h","key":"global"}],"table_size":64}"#,
+    );
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    assert_eq!(l.initialize(&store).unwrap(), 65);
+    assert_eq!(store.len(), 65);
+    let clock = FakeClock::at(T0);
+    let r = get("/", "10.0.0.1:1", &[]);
+    assert_eq!(admitted(&l, &r, &clock, &store, 3), 1);
+    // A second worker, or a reloaded VM, initializes again: nothing is reset.
+    assert_eq!(l.initialize(&store).unwrap(), 0);
+    assert_eq!(admitted(&l, &r, &clock, &store, 3), 0);
+    assert_eq!(store.len(), 65);
+}
+
+/// Regression: two workers both found a fresh slot absent and both inserted
+/// it (Envoy lets cas 0 overwrite), admitting one request too many. With the
+/// slots created up front, the second insert is a stale compare-and-swap.
+#[test]
+fn first_touch_race_cannot_admit_twice_after_initialize() {
+    struct RaceOnce<'a> {
+        inner: &'a MemoryStore,
+        other: &'a RateLimiter,
+        fired: std::cell::Cell<bool>,
+    }
+    impl SharedStore for RaceOnce<'_> {
+        fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+            let e = self.inner.get(key);
+            if !self.fired.replace(true) {
+                // The other worker's whole request runs between our read and our write.
+                let d = self.other.check(&get("/", "10.0.0.1:1", &[]), &FakeClock::at(T0), self.inner);
+                assert!(!d.over_limit());
+            }
+            e
+        }
+        fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+            self.inner.set(key, value, cas)
+        }
+    }
+    let json = r#"{"limits":[{"name":"one","requests":1,"period":"1h","key":"global"}]}"#;
+    let (w1, w2) = (limiter(json), limiter(json));
+    let store = MemoryStore::new(CasRule::Envoy);
+    w1.initialize(&store).unwrap();
+    let racy = RaceOnce { inner: &store, other: &w2, fired: std::cell::Cell::new(false) };
+    let d = w1.check(&get("/", "10.0.0.1:1", &[]), &FakeClock::at(T0), &racy);
+    assert!(d.over_limit(), "both workers admitted the only request of the hour");
 }
