@@ -7,7 +7,8 @@ use std::process::Command;
 fn every_sample_config_validates() {
     wasm("rate_limit");
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(repo().join("envoy")).expect("envoy/").flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> =
+        std::fs::read_dir(repo().join("envoy")).expect("envoy/").flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
         let out = Command::new(envoy_bin())

@@ -23,7 +23,8 @@ fn stat(e: &Envoy, name: &str) -> u64 {
 
 #[test]
 fn burst_is_limited_for_the_whole_process_not_per_worker() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"main","requests":100,"period":"1s","burst":50,"key":"client_ip"}]}"#);
+    let (_b, e) =
+        envoy_with(r#"{"limits":[{"name":"main","requests":100,"period":"1s","burst":50,"key":"client_ip"}]}"#);
     let r = burst(e.addr, "/", 1000, 10, |_| vec![]);
     let allowed = r.count(200) as f64;
     let secs = r.elapsed.as_secs_f64();
@@ -46,9 +47,8 @@ fn burst_is_limited_for_the_whole_process_not_per_worker() {
 
 #[test]
 fn refusal_carries_429_retry_after_headers_and_json_body() {
-    let (_b, e) = envoy_with(
-        r#"{"limits":[{"name":"tight","requests":2,"period":"1m","key":"client_ip"}],"headers":"both"}"#,
-    );
+    let (_b, e) =
+        envoy_with(r#"{"limits":[{"name":"tight","requests":2,"period":"1m","key":"client_ip"}],"headers":"both"}"#);
     let mut c = Conn::open(e.addr).unwrap();
     let first = c.get("/", &[]).unwrap();
     assert_eq!(first.status, 200);
@@ -74,8 +74,9 @@ fn refusal_carries_429_retry_after_headers_and_json_body() {
 
 #[test]
 fn configured_status_and_header_style_none() {
-    let (_b, e) =
-        envoy_with(r#"{"limits":[{"name":"g","requests":1,"period":"1h","key":"global"}],"status":503,"headers":"none"}"#);
+    let (_b, e) = envoy_with(
+        r#"{"limits":[{"name":"g","requests":1,"period":"1h","key":"global"}],"status":503,"headers":"none"}"#,
+    );
     let mut c = Conn::open(e.addr).unwrap();
     let ok = c.get("/", &[]).unwrap();
     assert_eq!(ok.status, 200);
@@ -136,7 +137,8 @@ fn multiple_limits_and_match_rules() {
 
 #[test]
 fn trusted_hops_are_honoured_and_spoofing_is_not() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}],"trusted_hops":1}"#);
+    let (_b, e) =
+        envoy_with(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}],"trusted_hops":1}"#);
     // The client forges a different left-most entry each time; the trusted
     // proxy's entry (right-most) is the same client: one budget.
     let spoofing =
@@ -197,12 +199,30 @@ fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b"]);
     let base = sample_config("rate-limit.yaml", &b.addrs());
     let cases = [
-        (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":"red"}]}"#, "limits[0].colour: unknown field `colour`"),
-        (r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#, "limits[0].requests: must be at least 1"),
-        (r#"{"limits":[{"name":"a","requests":1,"period":"1 sec","key":"global"}]}"#, "limits[0].period: \"1 sec\" has an unknown unit"),
-        (r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#, "limits[0].burst: must be at least 1"),
-        (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"cookie:sid"}]}"#, "limits[0].key: unknown key kind \"cookie:sid\""),
-        (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#, "mode: unknown variant `audit`"),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":"red"}]}"#,
+            "limits[0].colour: unknown field `colour`",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#,
+            "limits[0].requests: must be at least 1",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1 sec","key":"global"}]}"#,
+            "limits[0].period: \"1 sec\" has an unknown unit",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#,
+            "limits[0].burst: must be at least 1",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"cookie:sid"}]}"#,
+            "limits[0].key: unknown key kind \"cookie:sid\"",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#,
+            "mode: unknown variant `audit`",
+        ),
     ];
     std::thread::scope(|s| {
         for (json, want) in cases {
@@ -212,7 +232,11 @@ fn bad_configs_are_refused_at_load() {
                     Ok(_) => panic!("Envoy served with {json}"),
                     Err(f) => f,
                 };
-                assert!(failed.status.is_some_and(|s| !s.success()), "Envoy did not exit with an error: {:?}", failed.status);
+                assert!(
+                    failed.status.is_some_and(|s| !s.success()),
+                    "Envoy did not exit with an error: {:?}",
+                    failed.status
+                );
                 let line = failed
                     .log
                     .lines()
@@ -247,7 +271,10 @@ fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
     let e = Envoy::start(&yaml, 2);
     let addr = |i: usize| {
         let n = i as u32 + 1;
-        vec![("x-forwarded-for".into(), format!("{}.{}.{}.{}", 11 + (n >> 24), (n >> 16) & 255, (n >> 8) & 255, n & 255))]
+        vec![(
+            "x-forwarded-for".into(),
+            format!("{}.{}.{}.{}", 11 + (n >> 24), (n >> 16) & 255, (n >> 8) & 255, n & 255),
+        )]
     };
     // Warm up connections, stats and code paths before the baseline.
     burst(e.addr, "/flood", 2000, 8, |i| addr(FLOOD + i));

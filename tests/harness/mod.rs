@@ -194,7 +194,10 @@ impl Envoy {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return Err(EnvoyFailed { status: Some(status), log: std::fs::read_to_string(&log).unwrap_or_default() });
+                return Err(EnvoyFailed {
+                    status: Some(status),
+                    log: std::fs::read_to_string(&log).unwrap_or_default(),
+                });
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -356,7 +359,8 @@ fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Re
         loop {
             line.clear();
             r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| bad("chunk size"))?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad("chunk size"))?;
             let mut chunk = vec![0; size + 2];
             r.read_exact(&mut chunk)?;
             chunk.truncate(size);

@@ -66,7 +66,9 @@ fn run() -> Result<(), String> {
             "--latency" => b.latency = parse_duration(&value()?).ok_or("--latency takes e.g. 100ms")?,
             "--hang" => b.hang = true,
             "-h" | "--help" => {
-                println!("demo-backend --backend NAME=ADDR [...] [--fail RATIO] [--status CODE] [--latency DUR] [--hang]");
+                println!(
+                    "demo-backend --backend NAME=ADDR [...] [--fail RATIO] [--status CODE] [--latency DUR] [--hang]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other}")),
@@ -245,12 +247,10 @@ fn respond(req: &Request, backend: &Backend) -> (u16, &'static str, String) {
         return (b.status, "text/plain", format!("{} failing on purpose\n", backend.name));
     }
     if path.starts_with("/echo") {
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let body = serde_json::json!({ "backend": backend.name, "method": req.method, "path": req.path, "headers": headers });
+        let headers: serde_json::Map<String, serde_json::Value> =
+            req.headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let body =
+            serde_json::json!({ "backend": backend.name, "method": req.method, "path": req.path, "headers": headers });
         return (200, "application/json", body.to_string() + "\n");
     }
     (200, "text/plain", format!("hello from {}\n", backend.name))

@@ -191,7 +191,10 @@ impl RateLimitConfig {
         for (i, l) in raw.limits.into_iter().enumerate() {
             let limit = check_limit(i, l, raw.table_size)?;
             if limits.iter().any(|o| o.name == limit.name) {
-                return Err(ConfigError::new(format!("limits[{i}].name"), format!("\"{}\" is used by another limit", limit.name)));
+                return Err(ConfigError::new(
+                    format!("limits[{i}].name"),
+                    format!("\"{}\" is used by another limit", limit.name),
+                ));
             }
             limits.push(limit);
         }
@@ -222,7 +225,8 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, Config
     if raw.requests == 0 {
         return Err(ConfigError::new(field("requests"), "must be at least 1"));
     }
-    let period = parse_duration(&raw.period).map_err(|e| ConfigError::new(field("period"), format!("\"{}\" {e}", raw.period)))?;
+    let period = parse_duration(&raw.period)
+        .map_err(|e| ConfigError::new(field("period"), format!("\"{}\" {e}", raw.period)))?;
     if period.is_zero() {
         return Err(ConfigError::new(field("period"), "must be longer than zero"));
     }
@@ -230,7 +234,8 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, Config
     if burst == 0 {
         return Err(ConfigError::new(field("burst"), "must be at least 1"));
     }
-    let period_nanos = u64::try_from(period.as_nanos()).map_err(|_| ConfigError::new(field("period"), "is too long"))?;
+    let period_nanos =
+        u64::try_from(period.as_nanos()).map_err(|_| ConfigError::new(field("period"), "is too long"))?;
     let gcra = Gcra::new(raw.requests, period_nanos, burst).ok_or_else(|| {
         ConfigError::new(field("requests"), "is more than one request per nanosecond of period, or burst is too large")
     })?;
@@ -254,7 +259,10 @@ fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, Con
         .map(|(f, v)| {
             let text = v.as_str().ok_or_else(|| ConfigError::new(&f, "must be a string"))?;
             parse_key_part(text).ok_or_else(|| {
-                ConfigError::new(&f, format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or global"))
+                ConfigError::new(
+                    &f,
+                    format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or global"),
+                )
             })
         })
         .collect()
@@ -329,7 +337,8 @@ mod tests {
         let l = c.limits.first().unwrap();
         assert_eq!(l.burst, 50);
         assert_eq!(l.key, vec![KeyPart::ClientIp]);
-        let c = RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"global"}]}"#).unwrap();
+        let c = RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"global"}]}"#)
+            .unwrap();
         assert_eq!(c.limits.first().unwrap().burst, 7);
     }
 
@@ -345,30 +354,75 @@ mod tests {
         assert_eq!(l.key, vec![KeyPart::ClientIp, KeyPart::Header("x-api-key".into()), KeyPart::Method, KeyPart::Path]);
         assert_eq!(l.matcher.methods, vec!["GET", "POST"]);
         assert_eq!(l.matcher.headers.len(), 2);
-        assert_eq!((c.mode, c.headers, c.status, c.table_size, c.trusted_hops), (Mode::Shadow, HeaderStyle::Both, 503, 1024, 2));
+        assert_eq!(
+            (c.mode, c.headers, c.status, c.table_size, c.trusted_hops),
+            (Mode::Shadow, HeaderStyle::Both, 503, 1024, 2)
+        );
     }
 
     #[test]
     fn each_bad_config_names_its_field() {
         let cases = [
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":1}]}"#, "limits[0].colour: unknown field `colour`"),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":1}]}"#,
+                "limits[0].colour: unknown field `colour`",
+            ),
             (r#"{"limits":[],"bogus":true}"#, "bogus: unknown field `bogus`"),
-            (r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#, "limits[0].requests: must be at least 1"),
+            (
+                r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#,
+                "limits[0].requests: must be at least 1",
+            ),
             (r#"{"limits":[{"name":"a","requests":1,"period":"soon","key":"global"}]}"#, "limits[0].period: \"soon\""),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#, "limits[0].burst: must be at least 1"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"cookie:x"}]}"#, "limits[0].key: unknown key kind \"cookie:x\""),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":["global","ip"]}]}"#, "limits[0].key[1]: unknown key kind \"ip\""),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"0s","key":"global"}]}"#, "limits[0].period: must be longer than zero"),
-            (r#"{"limits":[{"name":"a","requests":-1,"period":"1s","key":"global"}]}"#, "limits[0].requests: invalid value"),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#,
+                "limits[0].burst: must be at least 1",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"cookie:x"}]}"#,
+                "limits[0].key: unknown key kind \"cookie:x\"",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":["global","ip"]}]}"#,
+                "limits[0].key[1]: unknown key kind \"ip\"",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"0s","key":"global"}]}"#,
+                "limits[0].period: must be longer than zero",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":-1,"period":"1s","key":"global"}]}"#,
+                "limits[0].requests: invalid value",
+            ),
             (r#"{"limits":[{"name":"a b","requests":1,"period":"1s","key":"global"}]}"#, "limits[0].name: must be"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"},{"name":"a","requests":1,"period":"1s","key":"global"}]}"#, "limits[1].name: \"a\" is used"),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"},{"name":"a","requests":1,"period":"1s","key":"global"}]}"#,
+                "limits[1].name: \"a\" is used",
+            ),
             (r#"{"limits":[]}"#, "limits: must hold at least one limit"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#, "mode: unknown variant `audit`"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"table_size":0}"#, "table_size: must be between"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"status":200}"#, "status: must be a 4xx or 5xx"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"path_prefix":"api"}}]}"#, "limits[0].match.path_prefix: must start with '/'"),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"headers":[{"name":"x"}]}}]}"#, "limits[0].match.headers[0]: needs exactly one"),
-            (r#"{"limits":[{"name":"a","requests":2000000000,"period":"1s","key":"global"}]}"#, "limits[0].requests: is more than one request per nanosecond"),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#,
+                "mode: unknown variant `audit`",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"table_size":0}"#,
+                "table_size: must be between",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"status":200}"#,
+                "status: must be a 4xx or 5xx",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"path_prefix":"api"}}]}"#,
+                "limits[0].match.path_prefix: must start with '/'",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"headers":[{"name":"x"}]}}]}"#,
+                "limits[0].match.headers[0]: needs exactly one",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":2000000000,"period":"1s","key":"global"}]}"#,
+                "limits[0].requests: is more than one request per nanosecond",
+            ),
             ("not json", "invalid plugin configuration: .: expected ident at line 1 column 2"),
         ];
         for (json, want) in cases {

@@ -4,7 +4,7 @@
 //! # Bounded memory
 //!
 //! Each limit owns a fixed table of `table_size` slots in shared data, keys
-//! `rl:<limit name>:<slot>`, each holding one `u64` TAT (a limit keyed on
+//! `rate_limit/<limit name>:<slot>`, each holding one `u64` TAT (a limit keyed on
 //! `global` alone has one slot). A request's key is hashed (a fixed hash, so
 //! every worker agrees) to a slot; the table never grows, whatever the number
 //! of distinct keys.
@@ -46,6 +46,12 @@ use config::{HeaderMatch, HeaderStyle, KeyPart, Limit, Matcher, Mode, RateLimitC
 use gcra::GcraDecision;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// The shared-data namespace of every bucket. In nginx (`ngx_wasm_module`)
+/// the part of a key before the first `/` names the `shm_kv` zone, so the
+/// nginx config needs `shm_kv rate_limit <size>;`. In Envoy it is just part
+/// of the key.
+pub const SHARED_NAMESPACE: &str = "rate_limit";
 
 /// What happened to one matching limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +150,12 @@ impl RateLimiter {
     }
 
     /// Decides one request.
-    pub fn check<C: Clock + ?Sized, S: SharedStore + ?Sized>(&self, req: &RequestView, clock: &C, store: &S) -> Decision {
+    pub fn check<C: Clock + ?Sized, S: SharedStore + ?Sized>(
+        &self,
+        req: &RequestView,
+        clock: &C,
+        store: &S,
+    ) -> Decision {
         let mut decision = Decision::default();
         let mut matched: Vec<(usize, &Limit, String)> = Vec::new();
         let mut ip_cache = None;
@@ -242,8 +253,10 @@ impl RateLimiter {
         }
         let style = self.config.headers;
         if matches!(style, HeaderStyle::Draft | HeaderStyle::Both) {
-            let policy: Vec<String> =
-                known.iter().map(|(_, l)| format!("\"{}\";q={};w={}", l.name, l.requests, ceil_secs_of(l.period.as_nanos()))).collect();
+            let policy: Vec<String> = known
+                .iter()
+                .map(|(_, l)| format!("\"{}\";q={};w={}", l.name, l.requests, ceil_secs_of(l.period.as_nanos())))
+                .collect();
             let state: Vec<String> = known
                 .iter()
                 .map(|(o, l)| format!("\"{}\";r={};t={}", l.name, o.remaining, ceil_secs(o.reset_after)))
@@ -276,13 +289,15 @@ impl RateLimiter {
             ("content-type".to_string(), "application/json".to_string()),
         ];
         headers.extend(self.headers(decision));
-        let body = serde_json::json!({ "error": "rate_limited", "limit": limit.name, "retry_after": retry }).to_string() + "\n";
+        let body = serde_json::json!({ "error": "rate_limited", "limit": limit.name, "retry_after": retry })
+            .to_string()
+            + "\n";
         Some(Refusal { status: self.config.status, headers, body })
     }
 }
 
 fn slot_key(limit: &Limit, slot: u64) -> String {
-    format!("rl:{}:{}", limit.name, slot)
+    format!("{SHARED_NAMESPACE}/{}:{}", limit.name, slot)
 }
 
 fn outcome(limit: usize, d: &GcraDecision, state: LimitState) -> LimitOutcome {

@@ -19,7 +19,8 @@ fn admitted(l: &RateLimiter, req: &RequestView, clock: &FakeClock, store: &Memor
     (0..n).map(|_| u32::from(!l.check(req, clock, store).over_limit())).sum()
 }
 
-const PER_IP: &str = r#"{"limits":[{"name":"per-ip","requests":100,"period":"1s","burst":50,"key":"client_ip"}],"headers":"both"}"#;
+const PER_IP: &str =
+    r#"{"limits":[{"name":"per-ip","requests":100,"period":"1s","burst":50,"key":"client_ip"}],"headers":"both"}"#;
 
 #[test]
 fn burst_then_sustained_rate() {
@@ -92,7 +93,11 @@ fn header_style_none_and_draft_only() {
     assert_eq!(names, vec!["retry-after", "content-type"]);
     assert_eq!(refusal.headers.first().map(|(_, v)| v.as_str()), Some("60"));
     let draft = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"global"}]}"#);
-    let names: Vec<String> = draft.headers(&draft.check(&r, &clock, &MemoryStore::new(CasRule::Envoy))).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = draft
+        .headers(&draft.check(&r, &clock, &MemoryStore::new(CasRule::Envoy)))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert_eq!(names, vec!["ratelimit-policy", "ratelimit"]);
 }
 
@@ -172,7 +177,8 @@ fn path_key_ignores_query_string() {
     let l = limiter(r#"{"limits":[{"name":"p","requests":3,"period":"1h","key":["path","method"]}]}"#);
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
-    let total: u32 = (0..10).map(|i| admitted(&l, &get(&format!("/a?cache-bust={i}"), "10.0.0.1:1", &[]), &clock, &store, 1)).sum();
+    let total: u32 =
+        (0..10).map(|i| admitted(&l, &get(&format!("/a?cache-bust={i}"), "10.0.0.1:1", &[]), &clock, &store, 1)).sum();
     assert_eq!(total, 3);
 }
 
@@ -202,14 +208,18 @@ fn without_trusted_hops_forwarded_for_is_ignored() {
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let total: u32 = (0..20)
-        .map(|i| admitted(&l, &get("/", "10.0.0.1:1", &[("x-forwarded-for", &format!("198.51.100.{i}"))]), &clock, &store, 1))
+        .map(|i| {
+            admitted(&l, &get("/", "10.0.0.1:1", &[("x-forwarded-for", &format!("198.51.100.{i}"))]), &clock, &store, 1)
+        })
         .sum();
     assert_eq!(total, 5);
 }
 
 #[test]
 fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
-    let l = limiter(r#"{"limits":[{"name":"ip","requests":10,"period":"1s","burst":10,"key":"client_ip"}],"table_size":256}"#);
+    let l = limiter(
+        r#"{"limits":[{"name":"ip","requests":10,"period":"1s","burst":10,"key":"client_ip"}],"table_size":256}"#,
+    );
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let hot = get("/", "192.0.2.1:1", &[]);
@@ -249,7 +259,8 @@ fn two_workers_share_one_budget() {
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let r = get("/", "10.0.0.1:1", &[]);
-    let total: u32 = (0..500).map(|_| admitted(&l1, &r, &clock, &store, 1) + admitted(&l2, &r, &clock, &store, 1)).sum();
+    let total: u32 =
+        (0..500).map(|_| admitted(&l1, &r, &clock, &store, 1) + admitted(&l2, &r, &clock, &store, 1)).sum();
     assert_eq!(total, 50);
 }
 

@@ -1,0 +1,44 @@
+# Proxy-Wasm resilience filters. `make run` and `make test` are the two
+# commands a new machine needs; both install what they use (scripts/setup.sh).
+
+CARGO      ?= cargo
+WASM_TARGET = wasm32-wasip1
+FILTERS     = rate-limit
+ENVOY      ?= .venv/bin/envoy
+
+.PHONY: setup build run test unit integration lint validate-configs clean
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	$(CARGO) build --release -p demo-backend
+
+run: build
+	@scripts/run.sh
+
+# Everything: lints, core unit tests, every sample config through
+# `envoy --mode validate`, and the integration tests in real Envoy.
+test: build lint unit validate-configs integration
+
+unit:
+	$(CARGO) test -p filters-core
+
+validate-configs: build
+	$(CARGO) test -p integration-tests --test configs
+
+integration: build
+	$(CARGO) test -p integration-tests --test rate_limit
+	@# Prints SKIPPED unless NGINX_WASM_BIN points at an nginx with ngx_wasm_module.
+	$(CARGO) test -p integration-tests --test nginx -- --nocapture
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -- -D warnings
+	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
+	$(CARGO) clippy -p integration-tests --tests -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf run

@@ -1,0 +1,119 @@
+//! The nginx configs in `nginx-otel/` with a real nginx built with Kong's
+//! ngx_wasm_module. No such nginx can be installed from this machine's
+//! registries: point `NGINX_WASM_BIN` at one to run these; without it each
+//! test prints a SKIPPED line naming the variable and passes.
+
+use integration_tests::*;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nginx_bin() -> Option<std::path::PathBuf> {
+    match std::env::var_os("NGINX_WASM_BIN") {
+        Some(p) => Some(p.into()),
+        None => {
+            eprintln!("SKIPPED: NGINX_WASM_BIN is not set (path to an nginx built with ngx_wasm_module)");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `nginx-otel/<file>` with ports rewritten; `Err(log)` when nginx
+/// does not serve within 20 s.
+fn start(
+    bin: &std::path::Path,
+    file: &str,
+    backends: &[SocketAddr],
+    plugin_json: Option<&str>,
+) -> Result<Nginx, String> {
+    let mut conf = std::fs::read_to_string(repo().join("nginx-otel").join(file)).expect("read nginx config");
+    let port = free_port();
+    conf = conf.replace("listen 127.0.0.1:10000;", &format!("listen 127.0.0.1:{port};"));
+    for (i, b) in backends.iter().enumerate() {
+        conf = conf.replace(&format!("server 127.0.0.1:{};", 8081 + i), &format!("server {b};"));
+    }
+    let dir = scratch_dir("nginx");
+    conf = conf.replace("pid target/nginx-rate-limit.pid;", &format!("pid {};", dir.join("nginx.pid").display()));
+    if let Some(json) = plugin_json {
+        let start = conf.find("proxy_wasm rate_limit '").expect("proxy_wasm line") + "proxy_wasm rate_limit '".len();
+        let end = start + conf[start..].find("';").expect("end of plugin config");
+        conf.replace_range(start..end, json);
+    }
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("write nginx.conf");
+    let log = dir.join("stderr.log");
+    let child = Command::new(bin)
+        .arg("-p")
+        .arg(repo())
+        .arg("-c")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("spawn nginx");
+    let mut n = Nginx { child, addr: format!("127.0.0.1:{port}").parse().expect("addr"), log };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = n.child.try_wait() {
+            break;
+        }
+        let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+        if text.contains("[emerg]") || text.contains("invalid plugin configuration") {
+            break;
+        }
+        if http_get(n.addr, "/", &[]).is_ok() {
+            return Ok(n);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = n.child.kill();
+    Err(std::fs::read_to_string(&n.log).unwrap_or_default())
+}
+
+#[test]
+fn nginx_rate_limit_is_exact_across_worker_processes() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let n = start(&bin, "rate-limit.conf", &b.addrs(), Some(r#"{"limits":[{"name":"main","requests":100,"period":"1s","burst":50,"key":"client_ip"}],"headers":"both"}"#))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let r = burst(n.addr, "/", 1000, 10, |_| vec![]);
+    let expected = 50.0 + 100.0 * r.elapsed.as_secs_f64();
+    let ok = r.count(200) as f64;
+    // nginx clocks tick in milliseconds: the same -5/+3 bound as in Envoy.
+    assert!(ok >= expected - 5.0 && ok <= expected + 3.0, "{ok} admitted, expected {expected:.1}");
+    let refused = r.responses.iter().find(|x| x.status == 429).expect("a 429");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+}
+
+#[test]
+fn nginx_refuses_bad_plugin_config_with_one_line() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    match start(
+        &bin,
+        "rate-limit.conf",
+        &b.addrs(),
+        Some(r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#),
+    ) {
+        Ok(_) => panic!("nginx served with requests: 0"),
+        Err(log) => assert!(log.contains("limits[0].requests: must be at least 1"), "log:\n{log}"),
+    }
+}
