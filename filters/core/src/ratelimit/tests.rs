@@ -343,3 +343,16 @@ fn first_touch_race_cannot_admit_twice_after_initialize() {
     let d = w1.check(&get("/", "10.0.0.1:1", &[]), &FakeClock::at(T0), &racy);
     assert!(d.over_limit(), "both workers admitted the only request of the hour");
 }
+
+/// The JSON examples in the filter's README are valid configurations.
+#[test]
+fn readme_json_examples_parse() {
+    let readme = include_str!("../../../rate-limit/README.md");
+    let mut blocks = 0;
+    for block in readme.split("```json\n").skip(1) {
+        let json = block.split("```").next().unwrap_or("");
+        RateLimitConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1, "no json examples found");
+}
