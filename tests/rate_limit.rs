@@ -329,3 +329,40 @@ fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
     assert!(f64::from(hot_ok) <= ceiling, "hot client admitted {hot_ok}, its limit allows {ceiling:.0}");
     assert!(hot_ok >= 20, "hot client starved: {hot_ok}");
 }
+
+/// Hostile request input has the outcome the README documents, and never
+/// takes the VM down: non-UTF-8 header values are keyed by their lossy UTF-8
+/// text, huge values are hashed like any other, and of repeated key headers
+/// the first counts.
+#[test]
+fn hostile_header_input_has_defined_outcomes() {
+    let (_b, e) = envoy_with(r#"{"limits":[{"name":"k","requests":3,"period":"1h","key":"header:x-api-key"}]}"#);
+    let mut c = Conn::open(e.addr).unwrap();
+    // Bytes that are not UTF-8 (obs-text, legal in a field value).
+    let raw = |key: &[u8]| {
+        let mut r = b"GET / HTTP/1.1\r\nhost: test\r\nx-api-key: ".to_vec();
+        r.extend_from_slice(key);
+        r.extend_from_slice(b"\r\n\r\n");
+        r
+    };
+    let statuses: Vec<u16> = (0..5).map(|_| c.raw(&raw(b"caf\xe9\xff")).unwrap().status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429, 429], "non-UTF-8 key");
+    // Another invalid byte sequence decodes to the same replacement text: same bucket.
+    assert_eq!(c.raw(&raw(b"caf\xfe\xfd")).unwrap().status, 429);
+
+    // A 32 KiB key value.
+    let big = "x".repeat(32 * 1024);
+    let statuses: Vec<u16> = (0..4).map(|_| c.get("/", &[("x-api-key", &big)]).unwrap().status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429], "huge key");
+
+    // Repeated key headers: the first value is the key.
+    let statuses: Vec<u16> =
+        (0..4).map(|_| c.get("/", &[("x-api-key", "first"), ("x-api-key", "second")]).unwrap().status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 429]);
+    assert_eq!(c.get("/", &[("x-api-key", "first")]).unwrap().status, 429);
+    assert_eq!(c.get("/", &[("x-api-key", "second")]).unwrap().status, 200);
+
+    // The VM never trapped.
+    assert!(!e.log().contains("Uncaught"), "the VM trapped:\n{}", e.log());
+    assert_eq!(e.stat("wasm.rate_limit.vm_reload"), Some(0), "Envoy reloaded the VM");
+}

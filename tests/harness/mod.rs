@@ -321,6 +321,12 @@ impl Conn {
         read_response(&mut self.reader, method == "HEAD")
     }
 
+    /// Sends raw request bytes (for malformed or non-UTF-8 input) and reads the response.
+    pub fn raw(&mut self, request: &[u8]) -> std::io::Result<Response> {
+        self.writer.write_all(request)?;
+        read_response(&mut self.reader, false)
+    }
+
     /// GET.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
         self.request("GET", path, headers)

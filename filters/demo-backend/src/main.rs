@@ -19,6 +19,7 @@
 //! port when given port 0), so tests can use port 0.
 #![forbid(unsafe_code)]
 
+use filters_core::duration::parse_duration;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +64,7 @@ fn run() -> Result<(), String> {
             }
             "--fail" => b.fail = value()?.parse().map_err(|_| "--fail takes a ratio 0..1")?,
             "--status" => b.status = value()?.parse().map_err(|_| "--status takes a status code")?,
-            "--latency" => b.latency = parse_duration(&value()?).ok_or("--latency takes e.g. 100ms")?,
+            "--latency" => b.latency = parse_duration(&value()?).map_err(|e| format!("--latency {e}"))?,
             "--hang" => b.hang = true,
             "-h" | "--help" => {
                 println!(
@@ -104,18 +105,6 @@ fn accept_loop(listener: TcpListener, backend: Arc<Backend>) {
             let _ = serve(stream, &backend);
         });
     }
-}
-
-fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1_000_000u64)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1_000_000_000u64)
-    } else {
-        (s, 1_000_000u64)
-    };
-    Some(Duration::from_nanos(num.parse::<u64>().ok()?.checked_mul(mult)?))
 }
 
 struct Request {
