@@ -14,6 +14,8 @@ setup:
 build: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
 	$(CARGO) build --release -p demo-backend
+	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
+	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
 
 run: build
 	@scripts/run.sh

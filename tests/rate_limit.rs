@@ -366,3 +366,48 @@ fn hostile_header_input_has_defined_outcomes() {
     assert!(!e.log().contains("Uncaught"), "the VM trapped:\n{}", e.log());
     assert_eq!(e.stat("wasm.rate_limit.vm_reload"), Some(0), "Envoy reloaded the VM");
 }
+
+/// What the sample config's `failure_policy: FAIL_RELOAD` does when the VM
+/// dies, observed in Envoy 1.40: the trapping request fails, every request
+/// on that worker gets 503 during the reload backoff (1 s by default), then a
+/// fresh VM serves and limiting carries on with the same buckets (they live in
+/// shared data, outside the VM); Envoy counts the reload. Uses a build of the
+/// filter that traps on demand (`--features trap-on-demand`).
+#[test]
+fn vm_failure_is_reloaded_and_limiting_continues() {
+    let b = Backends::start(&["a", "b"]);
+    let trap_wasm = repo().join("target/trap-test/wasm32-wasip1/release/rate_limit.wasm");
+    assert!(trap_wasm.exists(), "{} is missing: run `make build`", trap_wasm.display());
+    let yaml = with_plugin_config(
+        &sample_config("rate-limit.yaml", &b.addrs()),
+        r#"{"limits":[{"name":"g","requests":5,"period":"1h","key":"global"}]}"#,
+    )
+    .replace(&wasm("rate_limit").display().to_string(), &trap_wasm.display().to_string());
+    // One worker, so the trapped VM is the one serving every request.
+    let e = Envoy::start(&yaml, 1);
+    let get = |headers: &[(&str, &str)]| Conn::open(e.addr).unwrap().get("/", headers).unwrap().status;
+    let before: Vec<u16> = (0..3).map(|_| get(&[])).collect();
+    assert_eq!(before, vec![200, 200, 200]);
+    assert_eq!(get(&[("x-rate-limit-test-trap", "1")]), 503, "the trapping request");
+    assert!(e.log().contains("Uncaught RuntimeError"), "the trap is logged");
+
+    // Fail closed while the reload backs off, then a new VM.
+    let t0 = Instant::now();
+    let first = loop {
+        let s = get(&[]);
+        if s != 503 || t0.elapsed() > Duration::from_secs(10) {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let closed_for = t0.elapsed();
+    println!("503 for {closed_for:?} after the trap, then {first}");
+    assert_eq!(first, 200, "no fresh VM within 10 s");
+    // Same buckets: that was the 4th of 5 requests.
+    let after: Vec<u16> = (0..3).map(|_| get(&[])).collect();
+    assert_eq!(after, vec![200, 429, 429], "limiting did not carry on with the same state");
+    // Envoy counts the new VM, and every request it failed while backing off.
+    assert!(e.stat("wasm.rate_limit.vm_reload_success").unwrap_or(0) >= 1, "{}", e.admin_get("/stats?filter=wasm"));
+    assert!(e.stat("wasm.rate_limit.vm_reload_backoff").unwrap_or(0) >= 1, "{}", e.admin_get("/stats?filter=wasm"));
+    assert!(e.stat("wasmcustom.rate_limit.configured").unwrap_or(0) >= 3, "the new VM did not configure");
+}

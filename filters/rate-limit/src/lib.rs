@@ -146,6 +146,10 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         let req = request_view(shared.needs_peer);
+        #[cfg(feature = "trap-on-demand")]
+        if req.header("x-rate-limit-test-trap").is_some() {
+            std::process::abort();
+        }
         let decision = shared.limiter.check(&req, &FakeClock::at(now), &HostStore);
         shared.metrics.record(&decision, shared.limiter.config().mode);
         if let Some(refusal) = shared.limiter.refusal(&decision) {
