@@ -10,8 +10,12 @@ use std::time::Duration;
 
 /// Default number of shared-data slots per limit.
 pub const DEFAULT_TABLE_SIZE: u32 = 16_384;
-/// Largest accepted `table_size`.
-pub const MAX_TABLE_SIZE: u32 = 1 << 22;
+/// Largest accepted `table_size` (about 93 MiB of Envoy shared data per limit).
+pub const MAX_TABLE_SIZE: u32 = 1 << 20;
+/// Largest accepted total of slots over all limits: every slot is created at
+/// start-up, so this bounds the filter's memory (about 370 MiB in Envoy) and
+/// its start-up time.
+pub const MAX_TOTAL_SLOTS: u64 = 1 << 22;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,13 +194,24 @@ impl RateLimitConfig {
         let mut limits: Vec<Limit> = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.into_iter().enumerate() {
             let limit = check_limit(i, l, raw.table_size)?;
-            if limits.iter().any(|o| o.name == limit.name) {
+            let metric_name = |n: &str| n.replace('-', "_");
+            if limits.iter().any(|o| metric_name(&o.name) == metric_name(&limit.name)) {
                 return Err(ConfigError::new(
                     format!("limits[{i}].name"),
-                    format!("\"{}\" is used by another limit", limit.name),
+                    format!(
+                        "\"{}\" is used by another limit (names differing only in '-' and '_' share metrics)",
+                        limit.name
+                    ),
                 ));
             }
             limits.push(limit);
+        }
+        let total: u64 = limits.iter().map(|l| u64::from(l.slots)).sum();
+        if total > MAX_TOTAL_SLOTS {
+            return Err(ConfigError::new(
+                "table_size",
+                format!("{} limits x table_size = {total} slots, more than {MAX_TOTAL_SLOTS}", limits.len()),
+            ));
         }
         Ok(RateLimitConfig {
             limits,
@@ -406,6 +421,14 @@ mod tests {
             (
                 r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"table_size":0}"#,
                 "table_size: must be between",
+            ),
+            (
+                r#"{"limits":[{"name":"a-b","requests":1,"period":"1s","key":"global"},{"name":"a_b","requests":1,"period":"1s","key":"global"}]}"#,
+                "limits[1].name: \"a_b\" is used by another limit",
+            ),
+            (
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"path"},{"name":"b","requests":1,"period":"1s","key":"path"},{"name":"c","requests":1,"period":"1s","key":"path"},{"name":"d","requests":1,"period":"1s","key":"path"},{"name":"e","requests":1,"period":"1s","key":"path"}],"table_size":1048576}"#,
+                "table_size: 5 limits x table_size = 5242880 slots, more than 4194304",
             ),
             (
                 r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"status":200}"#,
