@@ -66,29 +66,41 @@ pub const CAS_ATTEMPTS: u32 = 16;
 
 /// Read, decide, compare-and-swap replace, retried on conflict.
 ///
-/// `decide` sees the current value (`None` when absent or not 8 bytes) and
-/// returns the value to write (`None`: leave the key as it is) and a result.
-/// `decide` may run several times; only the result of the attempt whose write
-/// succeeded (or that wrote nothing) is returned.
+/// `decide` sees the current value (`None` when absent) and returns the
+/// value to write (`None`: leave the key as it is) and a result. `decide` may
+/// run several times; only the result of the attempt whose write succeeded
+/// (or that wrote nothing) is returned. This is the one write path of every
+/// filter, and the place where the two hosts' rules are reconciled: cas 0
+/// only when the read found the key absent, the read cas otherwise.
+pub fn update_bytes<S, R, F>(store: &S, key: &str, mut decide: F) -> Result<R, StoreError>
+where
+    S: SharedStore + ?Sized,
+    F: FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
+{
+    for _ in 0..CAS_ATTEMPTS {
+        let entry = store.get(key)?;
+        let (next, result) = decide(entry.as_ref().map(|e| e.value.as_slice()));
+        let Some(next) = next else {
+            return Ok(result);
+        };
+        if store.set(key, &next, entry.map(|e| e.cas))? {
+            return Ok(result);
+        }
+    }
+    Err(StoreError::Contention)
+}
+
+/// [`update_bytes`] for a value that is one little-endian `u64` (`None` when
+/// absent or not 8 bytes).
 pub fn update_u64<S, R, F>(store: &S, key: &str, mut decide: F) -> Result<R, StoreError>
 where
     S: SharedStore + ?Sized,
     F: FnMut(Option<u64>) -> (Option<u64>, R),
 {
-    for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = match store.get(key)? {
-            Some(entry) => (decode_u64(&entry.value), Some(entry.cas)),
-            None => (None, None),
-        };
-        let (next, result) = decide(current);
-        let Some(next) = next else {
-            return Ok(result);
-        };
-        if store.set(key, &next.to_le_bytes(), cas)? {
-            return Ok(result);
-        }
-    }
-    Err(StoreError::Contention)
+    update_bytes(store, key, |bytes| {
+        let (next, result) = decide(bytes.and_then(decode_u64));
+        (next.map(|v| v.to_le_bytes().to_vec()), result)
+    })
 }
 
 /// Reads a u64 without writing.

@@ -1,0 +1,341 @@
+//! The circuit-breaker filter's configuration. Every field is documented,
+//! with its default, in `filters/circuit-breaker/README.md`.
+
+use super::expr::{Expr, Operand};
+use super::window::Shape;
+use crate::config::{parse_json, ConfigError};
+use crate::duration::parse_duration;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_key")]
+    key: String,
+    #[serde(default = "default_max_breakers")]
+    max_breakers: u32,
+    #[serde(default = "default_window")]
+    window: String,
+    #[serde(default = "default_buckets")]
+    buckets: u32,
+    #[serde(default = "default_min_requests")]
+    min_requests: u32,
+    #[serde(default)]
+    failure_ratio: Option<f64>,
+    #[serde(default)]
+    consecutive_failures: Option<u32>,
+    #[serde(default)]
+    slow_call_threshold: Option<String>,
+    #[serde(default)]
+    slow_call_ratio: Option<f64>,
+    #[serde(default)]
+    expression: Option<String>,
+    #[serde(default = "default_failure_statuses")]
+    failure_statuses: Vec<serde_json::Value>,
+    #[serde(default = "default_open_for")]
+    open_for: String,
+    #[serde(default)]
+    max_open_for: Option<String>,
+    #[serde(default = "default_half_open")]
+    half_open_requests: u32,
+    #[serde(default = "default_status")]
+    status: u16,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+fn default_key() -> String {
+    "cluster".into()
+}
+fn default_max_breakers() -> u32 {
+    DEFAULT_MAX_BREAKERS
+}
+fn default_window() -> String {
+    "10s".into()
+}
+fn default_buckets() -> u32 {
+    10
+}
+fn default_min_requests() -> u32 {
+    10
+}
+fn default_failure_statuses() -> Vec<serde_json::Value> {
+    vec![serde_json::Value::String("5xx".into())]
+}
+fn default_open_for() -> String {
+    "10s".into()
+}
+fn default_half_open() -> u32 {
+    1
+}
+fn default_status() -> u16 {
+    503
+}
+
+/// Default bound on the number of breakers tracked.
+pub const DEFAULT_MAX_BREAKERS: u32 = 256;
+/// How many times `open_for` may grow, when `max_open_for` is not given.
+pub const DEFAULT_MAX_OPEN_FACTOR: u64 = 6;
+
+/// What a request's breaker is keyed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// Envoy's `xds.cluster_name` (the route's upstream cluster).
+    Cluster,
+    /// Envoy's `xds.route_name`.
+    Route,
+    /// The request's `:authority`.
+    Authority,
+    /// A request header's value.
+    Header(String),
+    /// One breaker with this name for every request.
+    Fixed(String),
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// The key.
+    pub key: KeyKind,
+    /// Breakers tracked at most (shared-data slots).
+    pub max_breakers: u32,
+    /// The window's shape.
+    pub shape: Shape,
+    /// Requests in the window before a ratio or the expression can trip.
+    pub min_requests: u32,
+    /// Trip when failures / requests reaches this.
+    pub failure_ratio: Option<f64>,
+    /// Trip after this many failures in a row.
+    pub consecutive_failures: Option<u32>,
+    /// Calls slower than this (ns) are slow ...
+    pub slow_call_threshold_ns: Option<u64>,
+    /// ... and trip when slow / requests reaches this.
+    pub slow_call_ratio: Option<f64>,
+    /// Traefik expression.
+    pub expression: Option<Expr>,
+    /// Statuses that count as failures, as inclusive ranges.
+    pub failure_statuses: Vec<(u16, u16)>,
+    /// First open period (ns).
+    pub open_for_ns: u64,
+    /// Longest open period (ns).
+    pub max_open_for_ns: u64,
+    /// Probes admitted in half-open.
+    pub half_open_requests: u32,
+    /// Status of a rejection.
+    pub status: u16,
+    /// Body of a rejection.
+    pub body: Option<String>,
+}
+
+impl BreakerConfig {
+    /// Parses and checks the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        let key = parse_key(&raw.key).ok_or_else(|| {
+            ConfigError::new(
+                "key",
+                format!("unknown key \"{}\"; use cluster, route, authority, header:<name> or fixed:<name>", raw.key),
+            )
+        })?;
+        if raw.max_breakers == 0 || raw.max_breakers > 65_536 {
+            return Err(ConfigError::new("max_breakers", "must be between 1 and 65536"));
+        }
+        let window = duration_ns("window", &raw.window)?;
+        if raw.buckets == 0 || raw.buckets > 120 {
+            return Err(ConfigError::new("buckets", "must be between 1 and 120"));
+        }
+        let bucket_ns = window / u64::from(raw.buckets);
+        if bucket_ns < 1_000_000 {
+            return Err(ConfigError::new("window", "must give each bucket at least 1ms"));
+        }
+        let ratio = |field: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
+            match v {
+                Some(r) if !(r > 0.0 && r <= 1.0) => {
+                    Err(ConfigError::new(field, "must be a ratio above 0 and at most 1"))
+                }
+                other => Ok(other),
+            }
+        };
+        let failure_ratio = ratio("failure_ratio", raw.failure_ratio)?;
+        let slow_call_ratio = ratio("slow_call_ratio", raw.slow_call_ratio)?;
+        if raw.consecutive_failures == Some(0) {
+            return Err(ConfigError::new("consecutive_failures", "must be at least 1"));
+        }
+        let slow_call_threshold_ns = match (&raw.slow_call_threshold, slow_call_ratio) {
+            (Some(t), Some(_)) => Some(duration_ns("slow_call_threshold", t)?),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError::new("slow_call_ratio", "is needed with slow_call_threshold")),
+            (None, Some(_)) => return Err(ConfigError::new("slow_call_threshold", "is needed with slow_call_ratio")),
+        };
+        let expression = match &raw.expression {
+            Some(text) => Some(Expr::parse(text).map_err(|e| ConfigError::new("expression", e.to_string()))?),
+            None => None,
+        };
+        if failure_ratio.is_none()
+            && raw.consecutive_failures.is_none()
+            && slow_call_ratio.is_none()
+            && expression.is_none()
+        {
+            return Err(ConfigError::new(
+                ".",
+                "no trip condition: give failure_ratio, consecutive_failures, slow_call_ratio or expression",
+            ));
+        }
+        let mut failure_statuses = Vec::new();
+        for (i, v) in raw.failure_statuses.iter().enumerate() {
+            failure_statuses.push(parse_status_spec(v).ok_or_else(|| {
+                ConfigError::new(
+                    format!("failure_statuses[{i}]"),
+                    "must be a status code (e.g. 502) or a class (e.g. \"5xx\")",
+                )
+            })?);
+        }
+        let open_for_ns = duration_ns("open_for", &raw.open_for)?;
+        let max_open_for_ns = match &raw.max_open_for {
+            Some(t) => duration_ns("max_open_for", t)?,
+            None => open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR),
+        };
+        if max_open_for_ns < open_for_ns {
+            return Err(ConfigError::new("max_open_for", "must not be shorter than open_for"));
+        }
+        if raw.half_open_requests == 0 || raw.half_open_requests > 1000 {
+            return Err(ConfigError::new("half_open_requests", "must be between 1 and 1000"));
+        }
+        if !(400..=599).contains(&raw.status) {
+            return Err(ConfigError::new("status", "must be a 4xx or 5xx status code"));
+        }
+        let mut status_bounds = vec![0u16, 1000];
+        let mut latency = false;
+        for op in expression.iter().flat_map(|e| e.operands()) {
+            match op {
+                Operand::ResponseCodeRatio { from, to, div_from, div_to } => {
+                    status_bounds.extend([*from, *to, *div_from, *div_to])
+                }
+                Operand::LatencyAtQuantileMs(_) => latency = true,
+                Operand::NetworkErrorRatio | Operand::Num(_) => {}
+            }
+        }
+        status_bounds.sort_unstable();
+        status_bounds.dedup();
+        Ok(BreakerConfig {
+            key,
+            max_breakers: raw.max_breakers,
+            shape: Shape { buckets: raw.buckets, bucket_ns, status_bounds, latency },
+            min_requests: raw.min_requests,
+            failure_ratio,
+            consecutive_failures: raw.consecutive_failures,
+            slow_call_threshold_ns,
+            slow_call_ratio,
+            expression,
+            failure_statuses,
+            open_for_ns,
+            max_open_for_ns,
+            half_open_requests: raw.half_open_requests,
+            status: raw.status,
+            body: raw.body,
+        })
+    }
+
+    /// Does this status count as a failure?
+    pub fn is_failure_status(&self, status: u16) -> bool {
+        self.failure_statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+fn duration_ns(field: &str, text: &str) -> Result<u64, ConfigError> {
+    let d = parse_duration(text).map_err(|e| ConfigError::new(field, format!("\"{text}\" {e}")))?;
+    if d.is_zero() {
+        return Err(ConfigError::new(field, "must be longer than zero"));
+    }
+    u64::try_from(d.as_nanos()).map_err(|_| ConfigError::new(field, "is too long"))
+}
+
+fn parse_key(text: &str) -> Option<KeyKind> {
+    let valid = |s: &str| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic());
+    match text {
+        "cluster" => Some(KeyKind::Cluster),
+        "route" => Some(KeyKind::Route),
+        "authority" => Some(KeyKind::Authority),
+        _ => {
+            if let Some(h) = text.strip_prefix("header:") {
+                return valid(h).then(|| KeyKind::Header(h.to_ascii_lowercase()));
+            }
+            let f = text.strip_prefix("fixed:")?;
+            valid(f).then(|| KeyKind::Fixed(f.to_string()))
+        }
+    }
+}
+
+fn parse_status_spec(v: &serde_json::Value) -> Option<(u16, u16)> {
+    if let Some(n) = v.as_u64() {
+        let n = u16::try_from(n).ok().filter(|n| (100..=599).contains(n))?;
+        return Some((n, n));
+    }
+    let s = v.as_str()?;
+    let class = s.strip_suffix("xx")?.parse::<u16>().ok().filter(|c| (1..=5).contains(c))?;
+    Some((class * 100, class * 100 + 99))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = BreakerConfig::from_json(br#"{"consecutive_failures":5}"#).unwrap();
+        assert_eq!(c.key, KeyKind::Cluster);
+        assert_eq!(c.shape.buckets, 10);
+        assert_eq!(c.shape.bucket_ns, 1_000_000_000);
+        assert_eq!(c.min_requests, 10);
+        assert_eq!(c.open_for_ns, 10_000_000_000);
+        assert_eq!(c.max_open_for_ns, 60_000_000_000);
+        assert_eq!(c.half_open_requests, 1);
+        assert_eq!(c.status, 503);
+        assert!(c.is_failure_status(500) && c.is_failure_status(599) && !c.is_failure_status(404));
+        assert!(!c.shape.latency);
+        assert_eq!(c.shape.status_bounds, vec![0, 1000]);
+    }
+
+    #[test]
+    fn expression_shapes_the_window() {
+        let c = BreakerConfig::from_json(
+            br#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25","key":"fixed:api","failure_statuses":[502,"4xx"]}"#,
+        )
+        .unwrap();
+        assert!(c.shape.latency);
+        assert_eq!(c.shape.status_bounds, vec![0, 500, 600, 1000]);
+        assert_eq!(c.key, KeyKind::Fixed("api".into()));
+        assert!(c.is_failure_status(502) && c.is_failure_status(404) && !c.is_failure_status(500));
+    }
+
+    #[test]
+    fn each_bad_config_names_its_field() {
+        let cases = [
+            (r#"{"consecutive_failures":5,"colour":1}"#, "colour: unknown field `colour`"),
+            (r#"{}"#, ".: no trip condition"),
+            (r#"{"failure_ratio":1.5}"#, "failure_ratio: must be a ratio"),
+            (r#"{"failure_ratio":0}"#, "failure_ratio: must be a ratio"),
+            (r#"{"consecutive_failures":0}"#, "consecutive_failures: must be at least 1"),
+            (r#"{"consecutive_failures":1,"window":"10 s"}"#, "window: \"10 s\" has an unknown unit"),
+            (r#"{"consecutive_failures":1,"window":"5ms","buckets":10}"#, "window: must give each bucket at least 1ms"),
+            (r#"{"slow_call_threshold":"500ms"}"#, "slow_call_ratio: is needed with slow_call_threshold"),
+            (r#"{"slow_call_ratio":0.5}"#, "slow_call_threshold: is needed with slow_call_ratio"),
+            (r#"{"expression":"NetworkErrorRatio() >"}"#, "expression: at column 22: expected a number or a function"),
+            (r#"{"expression":"Latency() > 1"}"#, "expression: at column 1: unknown function `Latency`"),
+            (r#"{"consecutive_failures":1,"key":"upstream"}"#, "key: unknown key \"upstream\""),
+            (r#"{"consecutive_failures":1,"failure_statuses":["6xx"]}"#, "failure_statuses[0]: must be a status code"),
+            (r#"{"consecutive_failures":1,"open_for":"10s","max_open_for":"5s"}"#, "max_open_for: must not be shorter"),
+            (r#"{"consecutive_failures":1,"half_open_requests":0}"#, "half_open_requests: must be between 1 and 1000"),
+            (r#"{"consecutive_failures":1,"max_breakers":0}"#, "max_breakers: must be between 1 and 65536"),
+            (r#"{"consecutive_failures":1,"status":200}"#, "status: must be a 4xx or 5xx"),
+            (r#"{"consecutive_failures":1,"open_for":"0s"}"#, "open_for: must be longer than zero"),
+        ];
+        for (json, want) in cases {
+            let got = match BreakerConfig::from_json(json.as_bytes()) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+        }
+    }
+}

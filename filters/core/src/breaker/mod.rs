@@ -1,0 +1,501 @@
+//! The circuit breaker: closed -> open -> half-open -> closed, per key, with
+//! its whole state in one shared-data record updated by compare-and-swap, so
+//! a breaker opened by traffic on one worker rejects on every worker at once.
+//!
+//! # States
+//!
+//! * **Closed**: requests pass; each completed request is recorded in the
+//!   sliding window ([`window`]). After each, the trip conditions are checked:
+//!   `consecutive_failures` (regardless of volume), then, once the window holds
+//!   `min_requests`, `failure_ratio`, `slow_call_ratio` and the Traefik
+//!   `expression` ([`expr`]). Any one trips the breaker.
+//! * **Open**: requests are answered locally until `until`. The open period
+//!   is `open_for x 2^(trips-1)`, capped at `max_open_for`: it grows while
+//!   the upstream keeps failing its probes.
+//! * **Half-open**: up to `half_open_requests` probes pass; the rest are
+//!   rejected. A failed probe re-opens the breaker (longer); when that many
+//!   probes have succeeded it closes, with an empty window. Probes whose
+//!   answers never come (the client went away) are forgotten after
+//!   `open_for`, so a breaker cannot stay half-open forever.
+//!
+//! Requests admitted while closed that complete after the breaker opened are
+//! not recorded (they describe the past), and the breaker's own rejections
+//! are never recorded.
+//!
+//! # Bounded keys
+//!
+//! Breakers live in a fixed table of `max_breakers` shared-data slots
+//! (`circuit_breaker/<slot>`), all created at configure time. A key hashes to
+//! a slot and probes up to [`PROBES`] slots from there; each record holds its
+//! key, so two keys never share a breaker. A slot whose breaker is closed,
+//! idle (nothing in its window) and has no failure streak carries no state
+//! and is reclaimed by the next new key. When all probed slots hold live
+//! breakers of other keys, the request is not tracked (it passes, and the
+//! filter counts it).
+
+pub mod config;
+pub mod expr;
+pub mod window;
+
+use crate::hash::hash_bytes;
+use crate::store::{update_bytes, SharedStore, StoreError};
+use config::BreakerConfig;
+use expr::{Metrics, Operand};
+use window::{latency_quantile_ms, Bucket, Sample, Shape, Totals};
+
+/// Slots probed from a key's home slot.
+pub const PROBES: u32 = 8;
+/// Shared-data namespace (the `shm_kv` zone name in nginx).
+pub const SHARED_NAMESPACE: &str = "circuit_breaker";
+
+const FREE: &[u8] = &[0];
+const VERSION: u8 = 1;
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Requests pass and are measured.
+    Closed,
+    /// Requests are rejected.
+    Open,
+    /// A few probes pass.
+    HalfOpen,
+}
+
+impl State {
+    /// Lower-case name, as in headers and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+        }
+    }
+
+    /// Gauge value: 0 closed, 1 open, 2 half-open.
+    pub fn gauge(self) -> u64 {
+        match self {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<State> {
+        match b {
+            0 => Some(State::Closed),
+            1 => Some(State::Open),
+            2 => Some(State::HalfOpen),
+            _ => None,
+        }
+    }
+}
+
+/// A state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// Before.
+    pub from: State,
+    /// After.
+    pub to: State,
+}
+
+/// One breaker's whole state: the shared-data record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The key it belongs to.
+    pub key: String,
+    /// Current state.
+    pub state: State,
+    /// Opens since the last close (grows `open_for`).
+    pub trips: u32,
+    /// Failures in a row (closed state).
+    pub consecutive: u32,
+    /// Open: when probing may start. Half-open: when unanswered probes are forgotten.
+    pub until: u64,
+    /// Probes admitted and not yet answered.
+    pub probes: u32,
+    /// Probes answered successfully.
+    pub successes: u32,
+    /// The window.
+    pub ring: Vec<Bucket>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Let it through (closed).
+    Pass,
+    /// Let it through as a half-open probe.
+    Probe,
+    /// Answer it locally.
+    Reject {
+        /// Nanoseconds until probing may start.
+        retry_after_ns: u64,
+        /// The state that rejected it.
+        state: State,
+    },
+}
+
+/// The breaker logic for one configuration.
+#[derive(Debug, Clone)]
+pub struct Breakers {
+    cfg: BreakerConfig,
+}
+
+struct WindowMetrics<'a> {
+    shape: &'a Shape,
+    totals: &'a Totals,
+}
+
+impl Metrics for WindowMetrics<'_> {
+    fn value(&self, o: &Operand) -> f64 {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        match o {
+            Operand::Num(n) => *n,
+            Operand::NetworkErrorRatio => ratio(self.totals.network, self.totals.requests),
+            Operand::ResponseCodeRatio { from, to, div_from, div_to } => ratio(
+                self.shape.count_status(self.totals, *from, *to),
+                self.shape.count_status(self.totals, *div_from, *div_to),
+            ),
+            Operand::LatencyAtQuantileMs(q) => latency_quantile_ms(&self.totals.latency, *q),
+        }
+    }
+}
+
+impl Breakers {
+    /// Logic for a checked configuration.
+    pub fn new(cfg: BreakerConfig) -> Self {
+        Breakers { cfg }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &BreakerConfig {
+        &self.cfg
+    }
+
+    /// A fresh, closed record for `key`.
+    pub fn fresh(&self, key: &str) -> Record {
+        Record {
+            key: key.to_string(),
+            state: State::Closed,
+            trips: 0,
+            consecutive: 0,
+            until: 0,
+            probes: 0,
+            successes: 0,
+            ring: self.cfg.shape.empty(),
+        }
+    }
+
+    /// Decides whether a request may pass; may change the record
+    /// (open -> half-open, probe accounting). Returns the admission and the
+    /// transition, if any; the caller writes the record back when it changed.
+    pub fn admit(&self, rec: &mut Record, now: u64) -> (Admission, bool, Option<Transition>) {
+        match rec.state {
+            State::Closed => (Admission::Pass, false, None),
+            State::Open if now < rec.until => {
+                (Admission::Reject { retry_after_ns: rec.until - now, state: State::Open }, false, None)
+            }
+            State::Open => {
+                rec.state = State::HalfOpen;
+                rec.probes = 1;
+                rec.successes = 0;
+                rec.until = now.saturating_add(self.cfg.open_for_ns);
+                (Admission::Probe, true, Some(Transition { from: State::Open, to: State::HalfOpen }))
+            }
+            State::HalfOpen => {
+                let mut changed = false;
+                if now >= rec.until {
+                    // Probes that never answered are forgotten.
+                    rec.probes = 0;
+                    rec.until = now.saturating_add(self.cfg.open_for_ns);
+                    changed = true;
+                }
+                if rec.probes.saturating_add(rec.successes) < self.cfg.half_open_requests {
+                    rec.probes += 1;
+                    (Admission::Probe, true, None)
+                } else {
+                    let wait = rec.until.saturating_sub(now);
+                    (Admission::Reject { retry_after_ns: wait, state: State::HalfOpen }, changed, None)
+                }
+            }
+        }
+    }
+
+    /// Records a completed request. Returns whether the record changed and
+    /// the transition, if any.
+    pub fn complete(&self, rec: &mut Record, now: u64, sample: &Sample, probe: bool) -> (bool, Option<Transition>) {
+        if probe {
+            if rec.state != State::HalfOpen {
+                return (false, None);
+            }
+            rec.probes = rec.probes.saturating_sub(1);
+            if sample.failure {
+                return (true, Some(self.trip(rec, now)));
+            }
+            rec.successes += 1;
+            if rec.successes >= self.cfg.half_open_requests {
+                *rec = self.fresh(&rec.key);
+                return (true, Some(Transition { from: State::HalfOpen, to: State::Closed }));
+            }
+            return (true, None);
+        }
+        if rec.state != State::Closed {
+            return (false, None);
+        }
+        self.cfg.shape.record(&mut rec.ring, now, sample);
+        rec.consecutive = if sample.failure { rec.consecutive.saturating_add(1) } else { 0 };
+        if self.should_trip(rec, now) {
+            return (true, Some(self.trip(rec, now)));
+        }
+        (true, None)
+    }
+
+    /// A probe that will never be answered (the client went away) gives its
+    /// place back.
+    pub fn release_probe(&self, rec: &mut Record) -> bool {
+        if rec.state == State::HalfOpen && rec.probes > 0 {
+            rec.probes -= 1;
+            return true;
+        }
+        false
+    }
+
+    fn should_trip(&self, rec: &Record, now: u64) -> bool {
+        if self.cfg.consecutive_failures.is_some_and(|n| rec.consecutive >= n) {
+            return true;
+        }
+        let totals = self.cfg.shape.totals(&rec.ring, now);
+        if totals.requests == 0 || totals.requests < u64::from(self.cfg.min_requests) {
+            return false;
+        }
+        let requests = totals.requests as f64;
+        if self.cfg.failure_ratio.is_some_and(|r| totals.failures as f64 / requests >= r) {
+            return true;
+        }
+        if self.cfg.slow_call_ratio.is_some_and(|r| totals.slow as f64 / requests >= r) {
+            return true;
+        }
+        match &self.cfg.expression {
+            Some(e) => e.eval(&WindowMetrics { shape: &self.cfg.shape, totals: &totals }),
+            None => false,
+        }
+    }
+
+    fn trip(&self, rec: &mut Record, now: u64) -> Transition {
+        let from = rec.state;
+        rec.trips = rec.trips.saturating_add(1);
+        let factor = 1u64.checked_shl(rec.trips.saturating_sub(1).min(63)).unwrap_or(u64::MAX);
+        let open_for = self.cfg.open_for_ns.saturating_mul(factor).min(self.cfg.max_open_for_ns);
+        rec.state = State::Open;
+        rec.until = now.saturating_add(open_for);
+        rec.probes = 0;
+        rec.successes = 0;
+        rec.consecutive = 0;
+        rec.ring = self.cfg.shape.empty();
+        Transition { from, to: State::Open }
+    }
+
+    /// True when the record carries no state worth keeping: its slot may be
+    /// given to another key.
+    pub fn reclaimable(&self, rec: &Record, now: u64) -> bool {
+        rec.state == State::Closed && rec.consecutive == 0 && self.cfg.shape.totals(&rec.ring, now).requests == 0
+    }
+
+    /// The sample for a completed request.
+    pub fn sample(&self, status: u16, network: bool, latency_ns: u64) -> Sample {
+        Sample {
+            status,
+            failure: network || self.cfg.is_failure_status(status),
+            network,
+            slow: self.cfg.slow_call_threshold_ns.is_some_and(|t| latency_ns > t),
+            latency_ns,
+        }
+    }
+
+    // ---- encoding ----
+
+    /// Serialises a record.
+    pub fn encode(&self, rec: &Record) -> Vec<u8> {
+        let shape = &self.cfg.shape;
+        let mut out = Vec::with_capacity(64 + rec.key.len() + rec.ring.len() * 64);
+        out.push(VERSION);
+        put_u16(&mut out, shape.buckets as u16);
+        put_u16(&mut out, shape.status_bounds.len().saturating_sub(1) as u16);
+        put_u16(&mut out, u16::from(shape.latency));
+        out.push(match rec.state {
+            State::Closed => 0,
+            State::Open => 1,
+            State::HalfOpen => 2,
+        });
+        put_u32(&mut out, rec.trips);
+        put_u32(&mut out, rec.consecutive);
+        out.extend_from_slice(&rec.until.to_le_bytes());
+        put_u32(&mut out, rec.probes);
+        put_u32(&mut out, rec.successes);
+        let key = rec.key.as_bytes();
+        let key = key.get(..key.len().min(u16::MAX as usize)).unwrap_or(key);
+        put_u16(&mut out, key.len() as u16);
+        out.extend_from_slice(key);
+        for b in &rec.ring {
+            out.extend_from_slice(&b.epoch.to_le_bytes());
+            for v in [b.requests, b.failures, b.network, b.slow].iter().chain(&b.codes).chain(&b.latency) {
+                put_u32(&mut out, *v);
+            }
+        }
+        out
+    }
+
+    /// Parses a record; `None` for a free slot, garbage, or a record written
+    /// under a differently shaped configuration (it is then treated as free).
+    pub fn decode(&self, bytes: &[u8]) -> Option<Record> {
+        let shape = &self.cfg.shape;
+        let mut r = Reader(bytes);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let codes = shape.status_bounds.len().saturating_sub(1);
+        let lat = if shape.latency { window::latency_bounds_us().len() + 1 } else { 0 };
+        if r.u16()? != shape.buckets as u16 || usize::from(r.u16()?) != codes || r.u16()? != u16::from(shape.latency) {
+            return None;
+        }
+        let state = State::from_byte(r.u8()?)?;
+        let trips = r.u32()?;
+        let consecutive = r.u32()?;
+        let until = r.u64()?;
+        let probes = r.u32()?;
+        let successes = r.u32()?;
+        let key_len = usize::from(r.u16()?);
+        let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
+        let mut ring = Vec::with_capacity(shape.buckets as usize);
+        for _ in 0..shape.buckets {
+            let epoch = r.u64()?;
+            let (requests, failures, network, slow) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
+            let codes = (0..codes).map(|_| r.u32()).collect::<Option<Vec<_>>>()?;
+            let latency = (0..lat).map(|_| r.u32()).collect::<Option<Vec<_>>>()?;
+            ring.push(Bucket { epoch, requests, failures, network, slow, codes, latency });
+        }
+        Some(Record { key, state, trips, consecutive, until, probes, successes, ring })
+    }
+
+    // ---- the shared table ----
+
+    fn slot_key(slot: u32) -> String {
+        format!("{SHARED_NAMESPACE}/{slot}")
+    }
+
+    fn home(&self, key: &str) -> u32 {
+        (hash_bytes(key.as_bytes()) % u64::from(self.cfg.max_breakers)) as u32
+    }
+
+    /// Creates every slot of the table that does not exist yet (free).
+    /// Existing slots, and so live breakers, are kept.
+    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
+        let mut created = 0;
+        for slot in 0..self.cfg.max_breakers {
+            let k = Self::slot_key(slot);
+            if store.get(&k)?.is_none() && store.set(&k, FREE, None)? {
+                created += 1;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Finds `key`'s breaker, claiming a free or reclaimable slot for a new
+    /// key. `Ok(None)`: every probed slot holds another live breaker.
+    pub fn find<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        key: &str,
+        now: u64,
+    ) -> Result<Option<(u32, Record)>, StoreError> {
+        let home = self.home(key);
+        let max = self.cfg.max_breakers;
+        for _attempt in 0..2 {
+            let mut candidate = None;
+            for i in 0..PROBES.min(max) {
+                let slot = (home + i) % max;
+                let rec = store.get(&Self::slot_key(slot))?.and_then(|e| self.decode(&e.value));
+                match rec {
+                    Some(r) if r.key == key => return Ok(Some((slot, r))),
+                    Some(r) if !self.reclaimable(&r, now) => {}
+                    _ => {
+                        candidate.get_or_insert(slot);
+                    }
+                }
+            }
+            let Some(slot) = candidate else { return Ok(None) };
+            let fresh = self.fresh(key);
+            let claimed = update_bytes(store, &Self::slot_key(slot), |cur| {
+                let free = match cur.and_then(|b| self.decode(b)) {
+                    None => true,
+                    Some(r) => r.key != key && self.reclaimable(&r, now),
+                };
+                if free {
+                    (Some(self.encode(&fresh)), true)
+                } else {
+                    (None, false)
+                }
+            })?;
+            if claimed {
+                return Ok(Some((slot, fresh)));
+            }
+            // Another worker took the slot (maybe for this very key): look again.
+        }
+        Ok(None)
+    }
+
+    /// Read, change, compare-and-swap `key`'s record in `slot`. `f` returns
+    /// whether it changed the record and a result. `Ok(None)` when the slot no
+    /// longer holds `key` (it was reclaimed): call [`Breakers::find`] again.
+    pub fn update<S, R, F>(&self, store: &S, slot: u32, key: &str, mut f: F) -> Result<Option<R>, StoreError>
+    where
+        S: SharedStore + ?Sized,
+        F: FnMut(&mut Record) -> (bool, R),
+    {
+        update_bytes(store, &Self::slot_key(slot), |cur| {
+            let Some(mut rec) = cur.and_then(|b| self.decode(b)).filter(|r| r.key == key) else {
+                return (None, None);
+            };
+            let (changed, result) = f(&mut rec);
+            (changed.then(|| self.encode(&rec)), Some(result))
+        })
+    }
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1)?.first().copied()
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

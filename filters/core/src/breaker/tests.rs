@@ -1,0 +1,323 @@
+use super::*;
+use crate::store::{CasRule, MemoryStore};
+use proptest::prelude::*;
+
+const MS: u64 = 1_000_000;
+const S: u64 = 1_000 * MS;
+const T0: u64 = 1_800_000_000 * S;
+
+fn breakers(json: &str) -> Breakers {
+    Breakers::new(BreakerConfig::from_json(json.as_bytes()).unwrap())
+}
+
+fn ok(b: &Breakers) -> Sample {
+    b.sample(200, false, 5 * MS)
+}
+
+fn fail(b: &Breakers) -> Sample {
+    b.sample(503, false, 5 * MS)
+}
+
+/// Admits and completes one request; returns the admission.
+fn request(b: &Breakers, rec: &mut Record, now: u64, sample: Sample) -> Admission {
+    let (a, _, _) = b.admit(rec, now);
+    match a {
+        Admission::Pass => {
+            b.complete(rec, now, &sample, false);
+        }
+        Admission::Probe => {
+            b.complete(rec, now, &sample, true);
+        }
+        Admission::Reject { .. } => {}
+    }
+    a
+}
+
+#[test]
+fn consecutive_failures_trip_exactly_at_the_count() {
+    let b = breakers(r#"{"consecutive_failures":3}"#);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    request(&b, &mut r, T0, fail(&b));
+    request(&b, &mut r, T0, ok(&b)); // streak broken
+    request(&b, &mut r, T0, fail(&b));
+    request(&b, &mut r, T0, fail(&b));
+    assert_eq!(r.state, State::Closed);
+    let (changed, t) = {
+        b.admit(&mut r, T0);
+        b.complete(&mut r, T0, &fail(&b), false)
+    };
+    assert!(changed);
+    assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
+    assert_eq!(r.until, T0 + 10 * S);
+}
+
+#[test]
+fn open_rejects_with_time_left_then_half_opens_at_the_boundary() {
+    let b = breakers(r#"{"consecutive_failures":1,"open_for":"10s"}"#);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    assert_eq!(b.admit(&mut r, T0 + 3 * S).0, Admission::Reject { retry_after_ns: 7 * S, state: State::Open });
+    assert_eq!(b.admit(&mut r, T0 + 10 * S - 1).0, Admission::Reject { retry_after_ns: 1, state: State::Open });
+    let (a, changed, t) = b.admit(&mut r, T0 + 10 * S);
+    assert_eq!(a, Admission::Probe);
+    assert!(changed);
+    assert_eq!(t, Some(Transition { from: State::Open, to: State::HalfOpen }));
+    // Only one probe at a time by default.
+    assert!(matches!(b.admit(&mut r, T0 + 10 * S).0, Admission::Reject { state: State::HalfOpen, .. }));
+}
+
+#[test]
+fn successful_probes_close_with_an_empty_window() {
+    let b = breakers(r#"{"consecutive_failures":1,"half_open_requests":2}"#);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    let t = T0 + 10 * S;
+    assert_eq!(b.admit(&mut r, t).0, Admission::Probe);
+    assert_eq!(b.admit(&mut r, t).0, Admission::Probe);
+    assert!(matches!(b.admit(&mut r, t).0, Admission::Reject { .. }));
+    assert_eq!(b.complete(&mut r, t, &ok(&b), true), (true, None));
+    let (_, tr) = b.complete(&mut r, t, &ok(&b), true);
+    assert_eq!(tr, Some(Transition { from: State::HalfOpen, to: State::Closed }));
+    assert_eq!(r, b.fresh("c"));
+}
+
+#[test]
+fn failed_probe_reopens_for_longer_up_to_the_maximum() {
+    let b = breakers(r#"{"consecutive_failures":1,"open_for":"10s","max_open_for":"35s"}"#);
+    let mut r = b.fresh("c");
+    let mut now = T0;
+    request(&b, &mut r, now, fail(&b));
+    let mut periods = Vec::new();
+    for _ in 0..4 {
+        periods.push((r.until - now) / S);
+        now = r.until;
+        assert_eq!(request(&b, &mut r, now, fail(&b)), Admission::Probe);
+        assert_eq!(r.state, State::Open);
+    }
+    periods.push((r.until - now) / S);
+    assert_eq!(periods, vec![10, 20, 35, 35, 35]);
+    // A success closes it and the next trip starts from open_for again.
+    now = r.until;
+    request(&b, &mut r, now, ok(&b));
+    assert_eq!(r.state, State::Closed);
+    request(&b, &mut r, now, fail(&b));
+    assert_eq!(r.until - now, 10 * S);
+}
+
+#[test]
+fn unanswered_probes_are_forgotten_after_open_for() {
+    let b = breakers(r#"{"consecutive_failures":1,"open_for":"10s"}"#);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    let t = T0 + 10 * S;
+    assert_eq!(b.admit(&mut r, t).0, Admission::Probe); // never answered
+    assert!(matches!(b.admit(&mut r, t + 9 * S).0, Admission::Reject { .. }));
+    assert_eq!(b.admit(&mut r, t + 10 * S).0, Admission::Probe);
+    // A released probe gives its place back at once.
+    assert!(b.release_probe(&mut r));
+    assert_eq!(b.admit(&mut r, t + 10 * S).0, Admission::Probe);
+}
+
+#[test]
+fn failure_ratio_needs_min_requests() {
+    let b = breakers(r#"{"failure_ratio":0.5,"min_requests":10}"#);
+    let mut r = b.fresh("c");
+    for _ in 0..9 {
+        request(&b, &mut r, T0, fail(&b));
+    }
+    assert_eq!(r.state, State::Closed, "9 requests are below min_requests");
+    request(&b, &mut r, T0, ok(&b));
+    assert_eq!(r.state, State::Open, "9 of 10 failed");
+}
+
+#[test]
+fn failure_ratio_counts_only_the_window() {
+    let b = breakers(r#"{"failure_ratio":0.5,"min_requests":4,"window":"10s","buckets":10}"#);
+    let mut r = b.fresh("c");
+    for _ in 0..3 {
+        request(&b, &mut r, T0, fail(&b));
+    }
+    // 10 s later those failures have left the window: 1 failure of 4 now.
+    let later = T0 + 10 * S;
+    request(&b, &mut r, later, fail(&b));
+    for _ in 0..3 {
+        request(&b, &mut r, later, ok(&b));
+    }
+    assert_eq!(r.state, State::Closed);
+    // One more failure: 2 of 5 = 0.4, still closed; then 3 of 6 = 0.5 trips.
+    request(&b, &mut r, later, fail(&b));
+    assert_eq!(r.state, State::Closed);
+    request(&b, &mut r, later, fail(&b));
+    assert_eq!(r.state, State::Open);
+}
+
+#[test]
+fn slow_call_ratio_trips_on_latency() {
+    let b = breakers(r#"{"slow_call_threshold":"500ms","slow_call_ratio":0.5,"min_requests":4}"#);
+    let mut r = b.fresh("c");
+    for ms in [100, 600, 100] {
+        request(&b, &mut r, T0, b.sample(200, false, ms * MS));
+    }
+    assert_eq!(r.state, State::Closed);
+    request(&b, &mut r, T0, b.sample(200, false, 501 * MS));
+    assert_eq!(r.state, State::Open);
+}
+
+#[test]
+fn traefik_expression_trips_on_median_latency() {
+    let b = breakers(r#"{"expression":"LatencyAtQuantileMS(50.0) > 100","min_requests":5}"#);
+    let mut r = b.fresh("c");
+    for _ in 0..20 {
+        request(&b, &mut r, T0, b.sample(200, false, 90 * MS));
+    }
+    assert_eq!(r.state, State::Closed);
+    for _ in 0..21 {
+        request(&b, &mut r, T0, b.sample(200, false, 300 * MS));
+    }
+    assert_eq!(r.state, State::Open);
+}
+
+#[test]
+fn traefik_expression_response_code_and_network_ratios() {
+    let b = breakers(
+        r#"{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5","min_requests":4}"#,
+    );
+    let mut r = b.fresh("c");
+    for st in [200, 200, 200, 500] {
+        request(&b, &mut r, T0, b.sample(st, false, MS));
+    }
+    assert_eq!(r.state, State::Closed, "exactly 0.25 is not > 0.25");
+    request(&b, &mut r, T0, b.sample(502, false, MS));
+    assert_eq!(r.state, State::Open);
+
+    let mut r = b.fresh("n");
+    // Network errors without a 5xx status (e.g. nginx gives none): NetworkErrorRatio.
+    for net in [true, true, false, true] {
+        request(&b, &mut r, T0, b.sample(if net { 0 } else { 200 }, net, MS));
+    }
+    assert_eq!(r.state, State::Open);
+}
+
+#[test]
+fn requests_completing_after_a_trip_are_not_counted() {
+    let b = breakers(r#"{"consecutive_failures":2}"#);
+    let mut r = b.fresh("c");
+    // Three requests in flight, admitted while closed.
+    for _ in 0..3 {
+        assert_eq!(b.admit(&mut r, T0).0, Admission::Pass);
+    }
+    b.complete(&mut r, T0, &fail(&b), false);
+    b.complete(&mut r, T0, &fail(&b), false);
+    assert_eq!(r.state, State::Open);
+    let before = r.clone();
+    assert_eq!(b.complete(&mut r, T0, &fail(&b), false), (false, None));
+    assert_eq!(r, before);
+}
+
+#[test]
+fn encode_decode_round_trip_and_garbage() {
+    let b = breakers(
+        r#"{"expression":"LatencyAtQuantileMS(99) > 1 || ResponseCodeRatio(500,600,0,600) > 0.1","min_requests":1000}"#,
+    );
+    let mut r = b.fresh("cluster-a");
+    for i in 0..50u64 {
+        request(&b, &mut r, T0 + i * 300 * MS, b.sample(if i % 7 == 0 { 503 } else { 200 }, i % 11 == 0, i * MS));
+    }
+    r.trips = 3;
+    let bytes = b.encode(&r);
+    assert_eq!(b.decode(&bytes), Some(r.clone()));
+    for cut in 0..bytes.len() {
+        assert_eq!(b.decode(bytes.get(..cut).unwrap()), None, "truncated at {cut}");
+    }
+    assert_eq!(b.decode(FREE), None);
+    // A record written under another window shape is not misread.
+    let other = breakers(r#"{"consecutive_failures":1,"buckets":5}"#);
+    assert_eq!(other.decode(&bytes), None);
+}
+
+#[test]
+fn table_claims_finds_and_bounds_breakers() {
+    let b = breakers(r#"{"consecutive_failures":1,"max_breakers":4}"#);
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    assert_eq!(b.initialize(&store).unwrap(), 4);
+    assert_eq!(b.initialize(&store).unwrap(), 0);
+    // Four live (tripped) breakers fill the table.
+    for k in ["a", "b", "c", "d"] {
+        let (slot, _) = b.find(&store, k, T0).unwrap().unwrap();
+        let t = b.update(&store, slot, k, |r| b.complete(r, T0, &fail(&b), false)).unwrap().unwrap();
+        assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
+    }
+    assert_eq!(store.len(), 4);
+    // A fifth key finds no room while they are live: not tracked.
+    assert_eq!(b.find(&store, "e", T0).unwrap(), None);
+    // Existing keys are found where they are, still open.
+    let (_, rec) = b.find(&store, "c", T0).unwrap().unwrap();
+    assert_eq!(rec.state, State::Open);
+    assert_eq!(store.len(), 4);
+}
+
+#[test]
+fn idle_breakers_give_their_slot_to_new_keys() {
+    let b = breakers(r#"{"consecutive_failures":5,"max_breakers":1,"window":"10s"}"#);
+    let store = MemoryStore::new(CasRule::Envoy);
+    b.initialize(&store).unwrap();
+    let (slot, _) = b.find(&store, "old", T0).unwrap().unwrap();
+    b.update(&store, slot, "old", |r| b.complete(r, T0, &ok(&b), false)).unwrap();
+    // Within the window "old" has history: "new" cannot take its slot.
+    assert_eq!(b.find(&store, "new", T0 + S).unwrap(), None);
+    // Once its window is empty the slot is reclaimed, and "old"'s update sees that.
+    let (slot2, rec) = b.find(&store, "new", T0 + 11 * S).unwrap().unwrap();
+    assert_eq!((slot2, rec.key.as_str()), (slot, "new"));
+    assert_eq!(b.update(&store, slot, "old", |r| b.complete(r, T0 + 11 * S, &ok(&b), false)).unwrap(), None);
+}
+
+/// Two workers share one store: a breaker tripped by one rejects on the other.
+#[test]
+fn a_trip_on_one_worker_rejects_on_the_other() {
+    let json = r#"{"consecutive_failures":2}"#;
+    let (w1, w2) = (breakers(json), breakers(json));
+    let store = MemoryStore::new(CasRule::Envoy);
+    w1.initialize(&store).unwrap();
+    for w in [&w1, &w2] {
+        let (slot, _) = w.find(&store, "up", T0).unwrap().unwrap();
+        w.update(&store, slot, "up", |r| w.complete(r, T0, &fail(w), false)).unwrap();
+    }
+    let (slot, _) = w1.find(&store, "up", T0).unwrap().unwrap();
+    let a = w1.update(&store, slot, "up", |r| {
+        let (a, changed, _) = w1.admit(r, T0 + S);
+        (changed, a)
+    });
+    assert_eq!(a.unwrap(), Some(Admission::Reject { retry_after_ns: 9 * S, state: State::Open }));
+}
+
+proptest! {
+    /// The window never reports more requests, failures or slow calls than it
+    /// was given, and reports exactly those of the last `window` when times
+    /// only move forward.
+    #[test]
+    fn window_never_reports_more_than_it_saw(
+        steps in proptest::collection::vec((0u64..3_000, any::<bool>(), any::<bool>()), 1..300),
+        buckets in 1u32..12,
+    ) {
+        let b = breakers(&format!(r#"{{"failure_ratio":1.0,"min_requests":100000,"window":"10s","buckets":{buckets}}}"#));
+        let shape = &b.config().shape;
+        let mut ring = shape.empty();
+        let mut now = T0;
+        let mut seen: Vec<(u64, bool, bool)> = Vec::new();
+        for (advance_ms, failure, slow) in steps {
+            now += advance_ms * MS;
+            let s = Sample { status: if failure { 500 } else { 200 }, failure, network: false, slow, latency_ns: MS };
+            shape.record(&mut ring, now, &s);
+            seen.push((now, failure, slow));
+            let t = shape.totals(&ring, now);
+            prop_assert!(t.requests <= seen.len() as u64);
+            prop_assert!(t.failures <= seen.iter().filter(|s| s.1).count() as u64);
+            prop_assert!(t.slow <= seen.iter().filter(|s| s.2).count() as u64);
+            // Exactly the samples whose bucket is one of the last `buckets`.
+            let epoch = now / shape.bucket_ns;
+            let live = seen.iter().filter(|(at, _, _)| epoch - at / shape.bucket_ns < u64::from(buckets)).count() as u64;
+            prop_assert_eq!(t.requests, live);
+        }
+    }
+}
