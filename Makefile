@@ -3,7 +3,7 @@
 
 CARGO      ?= cargo
 WASM_TARGET = wasm32-wasip1
-FILTERS     = rate-limit
+FILTERS     = rate-limit circuit-breaker
 ENVOY      ?= .venv/bin/envoy
 
 .PHONY: setup build run test unit integration lint validate-configs clean

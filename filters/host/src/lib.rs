@@ -94,6 +94,70 @@ impl Counter {
     }
 }
 
+/// A gauge metric; like [`Counter`], a refused definition yields a gauge
+/// that records nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    /// Defines (or finds) the gauge `name`.
+    pub fn define(name: &str) -> Gauge {
+        match hostcalls::define_metric(MetricType::Gauge, name) {
+            Ok(id) => Gauge(Some(id)),
+            Err(status) => {
+                log::warn!("could not define metric {name}: {status:?}");
+                Gauge(None)
+            }
+        }
+    }
+
+    /// Sets the value.
+    pub fn set(&self, value: u64) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::record_metric(id, value);
+        }
+    }
+}
+
+/// A response header's value (first one).
+pub fn response_header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// A property holding an integer: Envoy encodes integers as 8 little-endian
+/// bytes, nginx as decimal text; both are accepted.
+pub fn property_u64(path: &[&str]) -> Option<u64> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
+    parse_integer_property(&bytes)
+}
+
+/// See [`property_u64`]: decimal text first (nginx), else 8 little-endian
+/// bytes (Envoy). Envoy's encoding of a status or flag set is never all ASCII
+/// digits, so the two cannot be confused.
+pub fn parse_integer_property(bytes: &[u8]) -> Option<u64> {
+    if !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(bytes).ok()?.parse().ok();
+    }
+    Some(u64::from_le_bytes(<[u8; 8]>::try_from(bytes).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_integer_property;
+
+    #[test]
+    fn integer_properties_of_both_hosts() {
+        assert_eq!(parse_integer_property(&503u64.to_le_bytes()), Some(503));
+        assert_eq!(parse_integer_property(b"503"), Some(503));
+        assert_eq!(parse_integer_property(b"12345678"), Some(12_345_678));
+        assert_eq!(parse_integer_property(b""), None);
+        assert_eq!(parse_integer_property(b"50x"), None);
+    }
+}
+
 /// Sends a local reply; returns false if the host refused.
 pub fn send_local_reply(status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();

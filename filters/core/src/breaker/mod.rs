@@ -464,6 +464,30 @@ impl Breakers {
     }
 }
 
+/// Did the request fail at the network level (connect failure, reset,
+/// timeout, no healthy upstream)?
+///
+/// Envoy says so in `response.code_details` (e.g.
+/// `upstream_reset_before_response_started{connection_failure}`,
+/// `upstream_response_timeout`, `no_healthy_upstream`); `via_upstream` means
+/// the upstream answered. Where the host has no code details (nginx), a 502,
+/// 503 or 504 counts as a network failure; in nginx that includes those
+/// statuses when an upstream sends them itself.
+pub fn network_failure(code_details: Option<&str>, status: u16) -> bool {
+    match code_details.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(d) => {
+            d.starts_with("upstream_reset")
+                || d.starts_with("upstream_response_timeout")
+                || d.starts_with("upstream_per_try_timeout")
+                || d.starts_with("upstream_per_try_idle_timeout")
+                || d.starts_with("no_healthy_upstream")
+                || d.contains("connection_failure")
+                || d.contains("connection_termination")
+        }
+        None => matches!(status, 502..=504),
+    }
+}
+
 fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }

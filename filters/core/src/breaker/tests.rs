@@ -321,3 +321,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn network_failures_from_code_details_or_status() {
+    assert!(network_failure(Some("upstream_reset_before_response_started{connection_failure}"), 503));
+    assert!(network_failure(Some("upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_Connection_refused}"), 503));
+    assert!(network_failure(Some("upstream_response_timeout"), 504));
+    assert!(network_failure(Some("no_healthy_upstream"), 503));
+    assert!(!network_failure(Some("via_upstream"), 503), "the upstream itself said 503");
+    assert!(!network_failure(Some("via_upstream"), 200));
+    // nginx: no code details.
+    assert!(network_failure(None, 502));
+    assert!(network_failure(Some(""), 504));
+    assert!(!network_failure(None, 500));
+}

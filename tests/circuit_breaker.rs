@@ -1,0 +1,232 @@
+//! The circuit-breaker filter in a real Envoy (`--concurrency 2`) with a
+//! healthy and a flaky demo backend, each its own cluster. The flaky
+//! backend's own request counter proves what reached it.
+
+use integration_tests::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Setup {
+    backends: Backends,
+    envoy: Envoy,
+}
+
+impl Setup {
+    fn new(plugin_json: Option<&str>) -> Setup {
+        let backends = Backends::start(&["a", "b"]);
+        let mut yaml = sample_config("circuit-breaker.yaml", &backends.addrs());
+        if let Some(json) = plugin_json {
+            yaml = with_plugin_config(&yaml, json);
+        }
+        let envoy = Envoy::start(&yaml, 2);
+        Setup { backends, envoy }
+    }
+
+    fn flaky(&self) -> SocketAddr {
+        self.backends.addr("b")
+    }
+
+    /// Changes the flaky backend's behaviour (`fail=1`, `latency=300ms`, ...).
+    fn set_flaky(&self, query: &str) {
+        let r = http_get(self.flaky(), &format!("/_demo/set?{query}"), &[]).expect("control flaky backend");
+        assert_eq!(r.status, 200);
+    }
+
+    /// Requests the flaky backend has seen.
+    fn flaky_requests(&self) -> u64 {
+        let r = http_get(self.flaky(), "/_demo/stats", &[]).expect("flaky stats");
+        serde_json::from_slice::<serde_json::Value>(&r.body).expect("stats json")["requests"]
+            .as_u64()
+            .expect("requests")
+    }
+
+    /// One request on a fresh connection (so successive requests spread over workers).
+    fn get(&self, path: &str) -> Response {
+        Conn::open(self.envoy.addr).and_then(|mut c| c.get(path, &[])).expect("request through envoy")
+    }
+
+    fn stat(&self, name: &str) -> u64 {
+        self.envoy.stat(&format!("wasmcustom.circuit_breaker.{name}")).unwrap_or(0)
+    }
+}
+
+fn is_rejection(r: &Response) -> bool {
+    r.header("x-circuit-breaker").is_some() && r.header("x-backend").is_none()
+}
+
+const TRIP_AFTER_5: &str = r#"{"key":"cluster","consecutive_failures":5,"open_for":"2s","max_open_for":"8s"}"#;
+
+#[test]
+fn failing_backend_trips_after_the_count_and_every_worker_rejects_without_touching_it() {
+    let s = Setup::new(Some(TRIP_AFTER_5));
+    s.set_flaky("fail=1");
+    for i in 0..5 {
+        let r = s.get("/flaky/x");
+        assert_eq!((r.status, r.header("x-backend")), (503, Some("b")), "request {i} should reach the backend");
+    }
+    let started = Instant::now();
+    let r = burst(s.envoy.addr, "/flaky/x", 40, 4, |_| vec![]);
+    assert!(r.responses.iter().all(is_rejection), "every request after the trip is answered by the breaker");
+    assert!(started.elapsed() < Duration::from_secs(2), "rejections are fast: {:?}", started.elapsed());
+    let first = r.responses.first().expect("responses");
+    assert_eq!(first.status, 503);
+    assert_eq!(first.header("x-circuit-breaker"), Some("flaky; state=open"));
+    let retry: u64 = first.header("retry-after").expect("retry-after").parse().expect("seconds");
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    let body: serde_json::Value = serde_json::from_slice(&first.body).expect("json body");
+    assert_eq!(body["breaker"], "flaky");
+    assert_eq!(s.flaky_requests(), 5, "rejected requests reached the backend");
+    assert!(s.envoy.worker_connections().iter().filter(|&&c| c > 0).count() >= 2, "both workers served");
+    // The healthy cluster has its own breaker, still closed.
+    let h = s.get("/");
+    assert_eq!((h.status, h.header("x-backend")), (200, Some("a")));
+    assert_eq!(s.stat("flaky.opened"), 1);
+    assert_eq!(s.stat("flaky.failures"), 5);
+    assert_eq!(s.stat("flaky.rejected"), 40);
+    assert_eq!(s.stat("flaky.state"), 1);
+    assert_eq!(s.stat("healthy.opened"), 0);
+}
+
+#[test]
+fn after_open_for_a_probe_goes_through_a_failed_probe_reopens_longer_and_recovery_closes() {
+    let s = Setup::new(Some(TRIP_AFTER_5));
+    s.set_flaky("fail=1");
+    for _ in 0..5 {
+        s.get("/flaky/x");
+    }
+    assert!(is_rejection(&s.get("/flaky/x")));
+    // open_for 2 s: then one probe reaches the (still failing) backend.
+    std::thread::sleep(Duration::from_millis(2100));
+    let probe = s.get("/flaky/x");
+    assert_eq!(probe.header("x-backend"), Some("b"), "the probe reaches the backend");
+    assert_eq!(s.flaky_requests(), 6);
+    // The failed probe re-opened it for twice as long.
+    let r = s.get("/flaky/x");
+    assert!(is_rejection(&r));
+    assert_eq!(r.header("retry-after"), Some("4"));
+    // The backend recovers; after 4 s the next probe succeeds and closes the breaker.
+    s.set_flaky("fail=0");
+    std::thread::sleep(Duration::from_millis(4100));
+    let statuses: Vec<u16> = (0..10).map(|_| s.get("/flaky/x").status).collect();
+    assert_eq!(statuses, vec![200; 10]);
+    assert_eq!(s.flaky_requests(), 16);
+    assert_eq!(s.stat("flaky.opened"), 2);
+    assert_eq!(s.stat("flaky.half_opened"), 2);
+    assert_eq!(s.stat("flaky.closed"), 1);
+    assert_eq!(s.stat("flaky.state"), 0);
+}
+
+#[test]
+fn slow_backend_trips_the_traefik_latency_expression() {
+    let s = Setup::new(Some(r#"{"key":"cluster","expression":"LatencyAtQuantileMS(50.0) > 100","min_requests":5}"#));
+    s.set_flaky("latency=300ms");
+    let statuses: Vec<u16> = (0..5).map(|_| s.get("/flaky/slow").status).collect();
+    assert_eq!(statuses, vec![200; 5], "slow but successful");
+    let r = s.get("/flaky/slow");
+    assert!(is_rejection(&r), "the median of 300 ms exceeds 100 ms: open");
+    assert_eq!(s.flaky_requests(), 5);
+    // The fast healthy cluster is untouched.
+    assert_eq!(s.get("/").status, 200);
+}
+
+#[test]
+fn connection_failures_count_as_network_errors() {
+    let b = Backends::start(&["a", "b"]);
+    // The flaky cluster points at a port nobody listens on.
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let yaml = with_plugin_config(
+        &sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]),
+        r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#,
+    );
+    let e = Envoy::start(&yaml, 2);
+    let get = |p: &str| Conn::open(e.addr).and_then(|mut c| c.get(p, &[])).expect("request");
+    for _ in 0..4 {
+        let r = get("/flaky/x");
+        assert_eq!(r.status, 503);
+        assert!(r.header("x-circuit-breaker").is_none(), "Envoy's own connect-failure 503");
+    }
+    assert!(is_rejection(&get("/flaky/x")), "4 of 4 network errors: open");
+    assert_eq!(get("/").status, 200);
+}
+
+#[test]
+fn sample_config_trips_on_pasted_traefik_expression() {
+    // envoy/circuit-breaker.yaml unchanged: half the requests fail, never 5
+    // in a row, so only ResponseCodeRatio(500, 600, 0, 600) > 0.25 can trip,
+    // once the window holds min_requests (10).
+    let s = Setup::new(None);
+    s.set_flaky("fail=0.5");
+    for i in 0..10 {
+        let r = s.get("/flaky/x");
+        assert_eq!(r.header("x-backend"), Some("b"), "request {i} reaches the backend");
+    }
+    let r = s.get("/flaky/x");
+    assert!(is_rejection(&r), "5 of 10 failed: open");
+    assert_eq!(r.header("retry-after"), Some("10"));
+    assert_eq!(s.flaky_requests(), 10);
+    let prometheus = s.envoy.admin_get("/stats/prometheus");
+    assert!(prometheus.lines().any(|l| l == "circuit_breaker_flaky_opened{} 1"), "prometheus:\n{prometheus}");
+    assert!(prometheus.lines().any(|l| l == "circuit_breaker_flaky_state{} 1"));
+}
+
+#[test]
+fn breakers_keyed_on_a_header_are_independent() {
+    let s = Setup::new(Some(r#"{"key":"header:x-tenant","consecutive_failures":3,"open_for":"1m"}"#));
+    s.set_flaky("fail=1");
+    let get = |tenant: &str| {
+        Conn::open(s.envoy.addr).and_then(|mut c| c.get("/flaky/x", &[("x-tenant", tenant)])).expect("request")
+    };
+    for _ in 0..3 {
+        get("acme");
+    }
+    let r = get("acme");
+    assert!(is_rejection(&r));
+    assert_eq!(r.header("x-circuit-breaker"), Some("acme; state=open"));
+    assert_eq!(get("globex").header("x-backend"), Some("b"), "another tenant's breaker is closed");
+}
+
+#[test]
+fn bad_configs_are_refused_at_load() {
+    let b = Backends::start(&["a", "b"]);
+    let base = sample_config("circuit-breaker.yaml", &b.addrs());
+    let readme = std::fs::read_to_string(repo().join("filters/circuit-breaker/README.md")).expect("filter README");
+    let cases = [
+        (r#"{"consecutive_failures":5,"colour":"red"}"#, "colour: unknown field `colour`"),
+        (r#"{"key":"cluster"}"#, ".: no trip condition"),
+        (r#"{"failure_ratio":1.5}"#, "failure_ratio: must be a ratio above 0 and at most 1"),
+        (r#"{"consecutive_failures":5,"open_for":"10 sec"}"#, "open_for: \"10 sec\" has an unknown unit"),
+        (
+            r#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) >"}"#,
+            "expression: at column 73: expected a number or a function, found the end",
+        ),
+        (
+            r#"{"expression":"NetworkErrorRate() > 0.5"}"#,
+            "expression: at column 1: unknown function `NetworkErrorRate`",
+        ),
+        (r#"{"consecutive_failures":5,"key":"upstream"}"#, "key: unknown key \"upstream\""),
+    ];
+    std::thread::scope(|scope| {
+        for (json, want) in cases {
+            let yaml = with_plugin_config(&base, json);
+            let readme = &readme;
+            scope.spawn(move || {
+                let failed = match Envoy::try_start(&yaml, 2) {
+                    Ok(_) => panic!("Envoy served with {json}"),
+                    Err(f) => f,
+                };
+                assert!(failed.status.is_some_and(|s| !s.success()), "Envoy did not exit with an error");
+                let line = failed
+                    .log
+                    .lines()
+                    .find(|l| l.contains("invalid plugin configuration"))
+                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
+                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
+                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
+                assert!(readme.contains(message), "README does not show the refusal verbatim: {message}");
+            });
+        }
+    });
+}
