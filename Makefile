@@ -17,8 +17,9 @@ build: setup
 	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
 	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
 
+# CONFIG=<name> runs envoy/<name>.yaml instead of the rate limiter.
 run: build
-	@scripts/run.sh
+	@CONFIG=$(CONFIG) scripts/run.sh
 
 # Everything: lints, core unit tests, every sample config through
 # `envoy --mode validate`, and the integration tests in real Envoy.
@@ -32,6 +33,7 @@ validate-configs: build
 
 integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
+	$(CARGO) test -p integration-tests --test circuit_breaker
 	@# Prints SKIPPED unless NGINX_WASM_BIN points at an nginx with ngx_wasm_module.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # `make run`: two demo backends on 127.0.0.1:8081 and :8082 and Envoy on
-# :10000 with the rate-limit filter (envoy/rate-limit.yaml). Ctrl-C stops all.
+# :10000 with the rate-limit filter (envoy/rate-limit.yaml), or with
+# envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CONFIG="${CONFIG:-rate-limit}"
+[ -f "envoy/$CONFIG.yaml" ] || { echo "no envoy/$CONFIG.yaml"; exit 1; }
 mkdir -p run
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
@@ -10,7 +13,7 @@ trap cleanup EXIT INT TERM
 
 target/release/demo-backend --backend a=127.0.0.1:8081 --backend b=127.0.0.1:8082 > run/backends.log 2>&1 &
 pids+=($!)
-.venv/bin/envoy -c envoy/rate-limit.yaml --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
+.venv/bin/envoy -c "envoy/$CONFIG.yaml" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 200); do
@@ -19,6 +22,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 
+if [ "$CONFIG" = rate-limit ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter
 (10 requests/s per client, bursts of 5), in front of demo backends a and b.
@@ -29,6 +33,22 @@ Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter
   curl -i http://127.0.0.1:10000/ -H 'x-forwarded-for: 1.2.3.4'   # spoofing does not help
   curl -s http://127.0.0.1:9901/stats/prometheus | grep rate_limit  # allowed/refused counters
 
-Logs: run/envoy.log, run/backends.log. Ctrl-C to stop.
 MSG
+elif [ "$CONFIG" = circuit-breaker ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the circuit-breaker filter:
+/flaky/... goes to cluster "flaky" (backend b), everything else to "healthy" (a).
+
+  curl '127.0.0.1:8082/_demo/set?fail=1'           # make backend b fail every request
+  for i in $(seq 8); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/flaky/x; done; echo
+  curl -i http://127.0.0.1:10000/flaky/x           # 503, retry-after, x-circuit-breaker: flaky; state=open
+  curl -i http://127.0.0.1:10000/                  # the healthy cluster is unaffected
+  curl '127.0.0.1:8082/_demo/set?fail=0'           # recover; after retry-after seconds a probe closes it
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep circuit_breaker
+
+MSG
+else
+  echo "Envoy is serving envoy/$CONFIG.yaml on http://127.0.0.1:10000"
+fi
+echo "Logs: run/envoy.log, run/backends.log. Ctrl-C to stop."
 wait

@@ -230,3 +230,18 @@ fn bad_configs_are_refused_at_load() {
         }
     });
 }
+
+#[test]
+fn upstream_timeouts_trip_the_breaker() {
+    // The sample's flaky route times out after 2 s; a hanging backend turns
+    // every request into Envoy's own 504 (upstream_response_timeout).
+    let s = Setup::new(Some(r#"{"key":"cluster","consecutive_failures":2,"failure_statuses":[500]}"#));
+    s.set_flaky("hang=1");
+    for _ in 0..2 {
+        let r = s.get("/flaky/x");
+        assert_eq!(r.status, 504);
+        assert!(r.header("x-circuit-breaker").is_none());
+    }
+    // 504 is not in failure_statuses: only the network classification counted them.
+    assert!(is_rejection(&s.get("/flaky/x")), "two timeouts in a row: open");
+}

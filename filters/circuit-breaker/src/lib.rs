@@ -319,7 +319,8 @@ impl HttpContext for Filter {
             return;
         }
         let status = status.unwrap_or(0);
-        let network = network_failure(details.as_deref(), status);
+        let flags = property_u64(&["response", "flags"]);
+        let network = network_failure(flags, details.as_deref(), status);
         let sample = shared.breakers.sample(status, network, now.saturating_sub(self.start));
         metrics.requests.inc();
         if sample.failure {

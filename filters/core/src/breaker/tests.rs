@@ -323,15 +323,42 @@ proptest! {
 }
 
 #[test]
-fn network_failures_from_code_details_or_status() {
-    assert!(network_failure(Some("upstream_reset_before_response_started{connection_failure}"), 503));
-    assert!(network_failure(Some("upstream_reset_before_response_started{remote_connection_failure,delayed_connect_error:_Connection_refused}"), 503));
-    assert!(network_failure(Some("upstream_response_timeout"), 504));
-    assert!(network_failure(Some("no_healthy_upstream"), 503));
-    assert!(!network_failure(Some("via_upstream"), 503), "the upstream itself said 503");
-    assert!(!network_failure(Some("via_upstream"), 200));
-    // nginx: no code details.
-    assert!(network_failure(None, 502));
-    assert!(network_failure(Some(""), 504));
-    assert!(!network_failure(None, 500));
+fn network_failures_from_flags_code_details_or_status() {
+    // What Envoy 1.40 reported in the integration tests.
+    assert!(network_failure(Some(4), Some("response_timeout"), 504), "route timeout");
+    assert!(network_failure(Some(0), Some("response_timeout"), 504), "details alone suffice");
+    assert!(network_failure(Some(0x20), Some(""), 503), "flags alone suffice");
+    assert!(network_failure(None, Some("upstream_reset_before_response_started{connection_failure}"), 503));
+    assert!(network_failure(None, Some("no_healthy_upstream"), 503));
+    assert!(!network_failure(Some(0), Some("via_upstream"), 503), "the upstream itself said 503");
+    assert!(!network_failure(Some(0x8), Some("via_upstream"), 200), "a downstream/local reset is not the upstream's");
+    // nginx: neither flags nor details.
+    assert!(network_failure(None, None, 502));
+    assert!(network_failure(None, Some(""), 504));
+    assert!(!network_failure(None, None, 500));
+}
+
+#[test]
+fn record_size_is_as_documented() {
+    let b = breakers(
+        r#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#,
+    );
+    // 34 + key + 10 x (24 + 3 status intervals x 4 + 57 latency bins x 4)
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 12 + 228));
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 2679);
+    let plain = breakers(r#"{"consecutive_failures":5}"#);
+    assert_eq!(plain.encode(&plain.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
+}
+
+/// The JSON example in the filter's README is a valid configuration.
+#[test]
+fn readme_json_example_parses() {
+    let readme = include_str!("../../../circuit-breaker/README.md");
+    let mut blocks = 0;
+    for block in readme.split("```json\n").skip(1) {
+        let json = block.split("```").next().unwrap_or("");
+        BreakerConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1);
 }
