@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod hash;
+pub mod matcher;
 pub mod net;
 pub mod ratelimit;
 pub mod request;

@@ -58,8 +58,60 @@ pub fn client_ip(req: &RequestView, trusted_hops: u32) -> (Option<IpAddr>, Clien
     }
 }
 
+/// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare
+/// address for a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `addr/prefix` or a bare address.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let net: IpAddr = addr.parse().ok()?;
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net, prefix })
+    }
+
+    /// Does the range hold `ip`? (IPv4 ranges never hold IPv6 addresses.)
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mask = |bits: u32, prefix: u8| if prefix == 0 { 0 } else { u128::MAX << (bits - u32::from(prefix)) };
+        match (self.net, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let m = mask(32, self.prefix) as u32;
+                u32::from(n) & m == u32::from(i) & m
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let m = mask(128, self.prefix);
+                u128::from(n) & m == u128::from(i) & m
+            }
+            _ => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cidr_ranges() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains("10.200.1.2".parse().unwrap()));
+        assert!(!c.contains("11.0.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()) && !one.contains("127.0.0.2".parse().unwrap()));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(Cidr::parse("fd00::/8").unwrap().contains("fd12::1".parse().unwrap()));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), None);
+        assert_eq!(Cidr::parse("nonsense"), None);
+    }
+
     use super::*;
 
     fn req(xff: &[&str], peer: &str) -> RequestView {

@@ -5,6 +5,7 @@
 use super::gcra::Gcra;
 use crate::config::{parse_json, ConfigError};
 use crate::duration::parse_duration;
+use crate::matcher::{valid_header_name, Matcher, RawMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -54,27 +55,6 @@ struct RawLimit {
     matcher: RawMatch,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawMatch {
-    #[serde(default)]
-    methods: Vec<String>,
-    #[serde(default)]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    headers: Vec<RawHeaderMatch>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHeaderMatch {
-    name: String,
-    #[serde(default)]
-    present: Option<bool>,
-    #[serde(default)]
-    equals: Option<String>,
-}
-
 /// Enforce limits, or only measure them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -114,26 +94,6 @@ pub enum KeyPart {
     Method,
     /// Nothing: one bucket for every request.
     Global,
-}
-
-/// A header condition of a match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderMatch {
-    /// The header is present (`true`) or absent (`false`).
-    Present(String, bool),
-    /// The header's first value equals this string exactly.
-    Equals(String, String),
-}
-
-/// Which requests a limit applies to; empty means all.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Matcher {
-    /// Upper-case methods, any of which matches (empty: any method).
-    pub methods: Vec<String>,
-    /// A prefix of the path (empty: any path).
-    pub path_prefix: String,
-    /// All must hold.
-    pub headers: Vec<HeaderMatch>,
 }
 
 /// One checked limit.
@@ -255,7 +215,7 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, Config
         ConfigError::new(field("requests"), "is more than one request per nanosecond of period, or burst is too large")
     })?;
     let key = check_key(&field("key"), &raw.key)?;
-    let matcher = check_match(&field("match"), raw.matcher)?;
+    let matcher = raw.matcher.check(&field("match"))?;
     let slots = if key.iter().all(|k| *k == KeyPart::Global) { 1 } else { table_size };
     Ok(Limit { name: raw.name, requests: raw.requests, period, burst, gcra, key, matcher, slots })
 }
@@ -294,38 +254,6 @@ fn parse_key_part(text: &str) -> Option<KeyPart> {
             valid_header_name(name).then(|| KeyPart::Header(name.to_ascii_lowercase()))
         }
     }
-}
-
-fn valid_header_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-fn check_match(field: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
-    let mut methods = Vec::with_capacity(raw.methods.len());
-    for (j, m) in raw.methods.iter().enumerate() {
-        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(ConfigError::new(format!("{field}.methods[{j}]"), "must be an HTTP method such as GET"));
-        }
-        methods.push(m.to_ascii_uppercase());
-    }
-    let path_prefix = raw.path_prefix.unwrap_or_default();
-    if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
-        return Err(ConfigError::new(format!("{field}.path_prefix"), "must start with '/'"));
-    }
-    let mut headers = Vec::with_capacity(raw.headers.len());
-    for (j, h) in raw.headers.into_iter().enumerate() {
-        let f = format!("{field}.headers[{j}]");
-        if !valid_header_name(&h.name) {
-            return Err(ConfigError::new(format!("{f}.name"), "must be a header name"));
-        }
-        let name = h.name.to_ascii_lowercase();
-        headers.push(match (h.present, h.equals) {
-            (Some(p), None) => HeaderMatch::Present(name, p),
-            (None, Some(v)) => HeaderMatch::Equals(name, v),
-            _ => return Err(ConfigError::new(f, "needs exactly one of \"present\" or \"equals\"")),
-        });
-    }
-    Ok(Matcher { methods, path_prefix, headers })
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
 use crate::store::{read_u64, update_u64, SharedStore, StoreError};
-use config::{HeaderMatch, HeaderStyle, KeyPart, Limit, Matcher, Mode, RateLimitConfig};
+use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig};
 use gcra::GcraDecision;
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
@@ -160,7 +160,7 @@ impl RateLimiter {
         let mut matched: Vec<(usize, &Limit, String)> = Vec::new();
         let mut ip_cache = None;
         for (i, limit) in self.config.limits.iter().enumerate() {
-            if !matches(&limit.matcher, req) {
+            if !limit.matcher.matches(req) {
                 continue;
             }
             let slot = self.slot(limit, req, &mut ip_cache, &mut decision.client_ip_fallback);
@@ -318,19 +318,6 @@ fn ceil_secs(nanos: u64) -> u64 {
 
 fn ceil_secs_of(nanos: u128) -> u128 {
     nanos.div_ceil(u128::from(NANOS_PER_SEC))
-}
-
-fn matches(m: &Matcher, req: &RequestView) -> bool {
-    if !m.methods.is_empty() && !m.methods.iter().any(|x| x == req.method()) {
-        return false;
-    }
-    if !req.path().starts_with(&m.path_prefix) {
-        return false;
-    }
-    m.headers.iter().all(|h| match h {
-        HeaderMatch::Present(name, want) => req.header(name).is_some() == *want,
-        HeaderMatch::Equals(name, value) => req.header(name) == Some(value.as_str()),
-    })
 }
 
 #[cfg(test)]

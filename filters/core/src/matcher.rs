@@ -1,0 +1,105 @@
+//! Which requests a limit or a policy applies to: methods, a path prefix,
+//! and header conditions. Shared by every filter that matches requests.
+
+use crate::config::ConfigError;
+use crate::request::RequestView;
+use serde::Deserialize;
+
+/// A match as written in JSON: `{"methods": [...], "path_prefix": "/api",
+/// "headers": [{"name": "x", "present": true}, {"name": "y", "equals": "v"}]}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    path_prefix: Option<String>,
+    #[serde(default)]
+    headers: Vec<RawHeaderMatch>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderMatch {
+    name: String,
+    #[serde(default)]
+    present: Option<bool>,
+    #[serde(default)]
+    equals: Option<String>,
+}
+
+/// A header condition of a match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderMatch {
+    /// The header is present (`true`) or absent (`false`).
+    Present(String, bool),
+    /// The header's first value equals this string exactly.
+    Equals(String, String),
+}
+
+/// Which requests a rule applies to; empty means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Matcher {
+    /// Upper-case methods, any of which matches (empty: any method).
+    pub methods: Vec<String>,
+    /// A prefix of the path (empty: any path).
+    pub path_prefix: String,
+    /// All must hold.
+    pub headers: Vec<HeaderMatch>,
+}
+
+impl RawMatch {
+    /// Checks a match; `field` is its path in the configuration.
+    pub fn check(self, field: &str) -> Result<Matcher, ConfigError> {
+        check_match(field, self)
+    }
+}
+
+impl Matcher {
+    /// Does the request match? (An empty matcher matches everything.)
+    pub fn matches(&self, req: &RequestView) -> bool {
+        if !self.methods.is_empty() && !self.methods.iter().any(|x| x == req.method()) {
+            return false;
+        }
+        if !req.path().starts_with(&self.path_prefix) {
+            return false;
+        }
+        self.headers.iter().all(|h| match h {
+            HeaderMatch::Present(name, want) => req.header(name).is_some() == *want,
+            HeaderMatch::Equals(name, value) => req.header(name) == Some(value.as_str()),
+        })
+    }
+}
+
+/// A valid HTTP header name (token characters).
+pub fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn check_match(field: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
+    let mut methods = Vec::with_capacity(raw.methods.len());
+    for (j, m) in raw.methods.iter().enumerate() {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(ConfigError::new(format!("{field}.methods[{j}]"), "must be an HTTP method such as GET"));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    let path_prefix = raw.path_prefix.unwrap_or_default();
+    if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
+        return Err(ConfigError::new(format!("{field}.path_prefix"), "must start with '/'"));
+    }
+    let mut headers = Vec::with_capacity(raw.headers.len());
+    for (j, h) in raw.headers.into_iter().enumerate() {
+        let f = format!("{field}.headers[{j}]");
+        if !valid_header_name(&h.name) {
+            return Err(ConfigError::new(format!("{f}.name"), "must be a header name"));
+        }
+        let name = h.name.to_ascii_lowercase();
+        headers.push(match (h.present, h.equals) {
+            (Some(p), None) => HeaderMatch::Present(name, p),
+            (None, Some(v)) => HeaderMatch::Equals(name, v),
+            _ => return Err(ConfigError::new(f, "needs exactly one of \"present\" or \"equals\"")),
+        });
+    }
+    Ok(Matcher { methods, path_prefix, headers })
+}
