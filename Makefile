@@ -3,7 +3,7 @@
 
 CARGO      ?= cargo
 WASM_TARGET = wasm32-wasip1
-FILTERS     = rate-limit circuit-breaker
+FILTERS     = rate-limit circuit-breaker retry
 ENVOY      ?= .venv/bin/envoy
 
 .PHONY: setup build run test unit integration lint validate-configs clean
@@ -34,6 +34,7 @@ validate-configs: build
 integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
 	$(CARGO) test -p integration-tests --test circuit_breaker
+	$(CARGO) test -p integration-tests --test retry
 	@# Prints SKIPPED unless NGINX_WASM_BIN points at an nginx with ngx_wasm_module.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture
 

@@ -47,6 +47,19 @@ Envoy is serving on http://127.0.0.1:10000 with the circuit-breaker filter:
   curl -s http://127.0.0.1:9901/stats/prometheus | grep circuit_breaker
 
 MSG
+elif [ "$CONFIG" = retry ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the retry-headers filter,
+in front of demo backend a (127.0.0.1:8081).
+
+  curl '127.0.0.1:8081/_demo/set?fail=0.2&random=1'   # backend a fails 20% at random
+  for i in $(seq 20); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/; done; echo
+                                                   # retried: all 200
+  curl -s -o /dev/null -w '%{http_code}\n' -X POST http://127.0.0.1:10000/   # POST without Idempotency-Key: not retried
+  curl -s 127.0.0.1:8081/_demo/stats               # attempts the backend saw
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep '^retry_'
+
+MSG
 else
   echo "Envoy is serving envoy/$CONFIG.yaml on http://127.0.0.1:10000"
 fi

@@ -21,4 +21,5 @@ pub mod matcher;
 pub mod net;
 pub mod ratelimit;
 pub mod request;
+pub mod retry;
 pub mod store;

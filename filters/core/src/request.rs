@@ -32,6 +32,11 @@ impl RequestView {
         self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
+    /// Every header name, in order (repeated names repeat).
+    pub fn header_names(&self) -> impl Iterator<Item = &str> {
+        self.headers.iter().map(|(n, _)| n.as_str())
+    }
+
     /// `:method`.
     pub fn method(&self) -> &str {
         self.header(":method").unwrap_or("")

@@ -2,15 +2,16 @@
 //! harness.
 //!
 //! ```text
-//! demo-backend --backend NAME=ADDR [--backend NAME=ADDR ...] [--fail RATIO] [--status CODE] [--latency DUR] [--hang]
+//! demo-backend --backend NAME=ADDR [--backend NAME=ADDR ...] [--fail RATIO] [--random] [--status CODE] [--latency DUR] [--hang]
 //! ```
 //!
 //! Every backend answers every request with `x-backend: NAME`. `GET /echo...`
 //! returns the request's headers as JSON. Behaviour can be changed while
 //! running, per backend:
 //!
-//! * `GET /_demo/set?fail=0.5&status=503&latency=100ms&hang=0`: fail this
-//!   fraction of requests (exactly: every other one for 0.5) with `status`,
+//! * `GET /_demo/set?fail=0.5&status=503&latency=100ms&hang=0&random=0`: fail
+//!   this fraction of requests (exactly: every other one for 0.5; at random
+//!   with `random=1`) with `status`,
 //!   delay every answer by `latency`, or never answer (`hang=1`).
 //! * `GET /_demo/stats`: `{"name":..,"requests":n,"failed":m}`, counting
 //!   every request but the control ones.
@@ -29,6 +30,8 @@ use std::time::Duration;
 #[derive(Clone, Debug, Default)]
 struct Behaviour {
     fail: f64,
+    /// Fail at random with probability `fail`, instead of exactly every 1/fail-th request.
+    random: bool,
     status: u16,
     latency: Duration,
     hang: bool,
@@ -66,6 +69,7 @@ fn run() -> Result<(), String> {
             "--status" => b.status = value()?.parse().map_err(|_| "--status takes a status code")?,
             "--latency" => b.latency = parse_duration(&value()?).map_err(|e| format!("--latency {e}"))?,
             "--hang" => b.hang = true,
+            "--random" => b.random = true,
             "-h" | "--help" => {
                 println!(
                     "demo-backend --backend NAME=ADDR [...] [--fail RATIO] [--status CODE] [--latency DUR] [--hang]"
@@ -206,6 +210,7 @@ fn respond(req: &Request, backend: &Backend) -> (u16, &'static str, String) {
                     "status" => b.status = v.parse().unwrap_or(503),
                     "latency" => b.latency = parse_duration(v).unwrap_or_default(),
                     "hang" => b.hang = v == "1" || v == "true",
+                    "random" => b.random = v == "1" || v == "true",
                     _ => {}
                 }
             }
@@ -229,8 +234,10 @@ fn respond(req: &Request, backend: &Backend) -> (u16, &'static str, String) {
     if !b.latency.is_zero() {
         std::thread::sleep(b.latency);
     }
-    // Exactly `fail` of requests fail: request n fails when floor((n+1)*fail) steps up.
-    let fails = ((n + 1) as f64 * b.fail).floor() > (n as f64 * b.fail).floor();
+    // Exactly `fail` of requests fail: request n fails when floor((n+1)*fail)
+    // steps up; or, with `random`, each fails with probability `fail`.
+    let fails =
+        if b.random { random_unit() < b.fail } else { ((n + 1) as f64 * b.fail).floor() > (n as f64 * b.fail).floor() };
     if fails {
         backend.failed.fetch_add(1, Ordering::SeqCst);
         return (b.status, "text/plain", format!("{} failing on purpose\n", backend.name));
@@ -243,6 +250,29 @@ fn respond(req: &Request, backend: &Backend) -> (u16, &'static str, String) {
         return (200, "application/json", body.to_string() + "\n");
     }
     (200, "text/plain", format!("hello from {}\n", backend.name))
+}
+
+/// A uniform number in [0, 1) from a per-thread xorshift generator seeded
+/// from the clock and the thread.
+fn random_unit() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
+            let id = std::thread::current().id();
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&id, &mut h);
+            (t ^ std::hash::Hasher::finish(&h)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
 }
 
 fn reason(status: u16) -> &'static str {

@@ -88,8 +88,15 @@ impl Counter {
 
     /// Adds one.
     pub fn inc(&self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        if let (Some(id), Ok(n)) = (self.0, i64::try_from(n)) {
+            if n > 0 {
+                let _ = hostcalls::increment_metric(id, n);
+            }
         }
     }
 }
