@@ -50,9 +50,12 @@ fn start(
         conf = conf.replace(&format!("server 127.0.0.1:{};", 8081 + i), &format!("server {b};"));
     }
     let dir = scratch_dir("nginx");
-    conf = conf.replace("pid target/nginx-rate-limit.pid;", &format!("pid {};", dir.join("nginx.pid").display()));
+    if let Some(pid_line) = conf.lines().find(|l| l.starts_with("pid ")).map(str::to_string) {
+        conf = conf.replace(&pid_line, &format!("pid {};", dir.join("nginx.pid").display()));
+    }
     if let Some(json) = plugin_json {
-        let start = conf.find("proxy_wasm rate_limit '").expect("proxy_wasm line") + "proxy_wasm rate_limit '".len();
+        let start = conf.find("proxy_wasm ").expect("proxy_wasm line");
+        let start = start + conf[start..].find('\'').expect("plugin config quote") + 1;
         let end = start + conf[start..].find("';").expect("end of plugin config");
         conf.replace_range(start..end, json);
     }
@@ -116,4 +119,17 @@ fn nginx_refuses_bad_plugin_config_with_one_line() {
         Ok(_) => panic!("nginx served with requests: 0"),
         Err(log) => assert!(log.contains("limits[0].requests: must be at least 1"), "log:\n{log}"),
     }
+}
+
+#[test]
+fn nginx_retry_filter_strips_forged_headers_and_adds_retry_after() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let n = start(&bin, "retry.conf", &b.addrs(), None).unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let echo = http_get(n.addr, "/echo", &[("x-envoy-max-retries", "10")]).expect("echo");
+    let seen: serde_json::Value = serde_json::from_slice(&echo.body).expect("echo json");
+    assert!(seen["headers"].get("x-envoy-max-retries").is_none(), "forged header reached the backend: {seen}");
+    http_get(b.addr("a"), "/_demo/set?fail=1&status=429", &[]).expect("control backend");
+    let r = http_get(n.addr, "/", &[]).expect("request");
+    assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
 }
