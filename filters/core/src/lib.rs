@@ -22,4 +22,5 @@ pub mod net;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+pub mod sticky;
 pub mod store;

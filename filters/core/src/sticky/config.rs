@@ -1,0 +1,374 @@
+//! The sticky-session filter's configuration. Every field is documented,
+//! with its default, in `filters/sticky-session/README.md`.
+
+use super::hashing::is_prime;
+use crate::config::{parse_json, ConfigError};
+use crate::duration::parse_duration;
+use serde::Deserialize;
+use std::net::SocketAddr;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    backends: Vec<RawBackend>,
+    #[serde(default = "default_session_key")]
+    session_key: Vec<String>,
+    #[serde(default)]
+    trusted_hops: u32,
+    #[serde(default)]
+    fallback: Fallback,
+    #[serde(default)]
+    hashing: Hashing,
+    #[serde(default = "default_table_size")]
+    table_size: u32,
+    #[serde(default)]
+    cookie: Option<RawCookie>,
+    #[serde(default = "default_upstream_header")]
+    upstream_header: String,
+    #[serde(default)]
+    backend_header: Option<String>,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    repin_on_failover: bool,
+    #[serde(default)]
+    all_down: AllDown,
+}
+
+fn default_session_key() -> Vec<String> {
+    vec!["client_ip".into()]
+}
+fn default_table_size() -> u32 {
+    65537
+}
+fn default_upstream_header() -> String {
+    "x-sticky-upstream".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    address: String,
+    #[serde(default = "one")]
+    weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookie {
+    #[serde(default = "default_cookie_name")]
+    name: String,
+    #[serde(default = "default_path")]
+    path: String,
+    #[serde(default)]
+    max_age: Option<String>,
+    #[serde(default = "yes")]
+    http_only: bool,
+    #[serde(default)]
+    secure: bool,
+    #[serde(default = "default_same_site")]
+    same_site: String,
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default = "yes")]
+    sign: bool,
+}
+
+fn default_cookie_name() -> String {
+    "sticky".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_same_site() -> String {
+    "Lax".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    #[serde(default = "default_failures")]
+    failures: u32,
+    #[serde(default = "default_eject_for")]
+    eject_for: String,
+}
+
+impl Default for RawHealth {
+    fn default() -> Self {
+        RawHealth { failures: default_failures(), eject_for: default_eject_for() }
+    }
+}
+
+fn default_failures() -> u32 {
+    5
+}
+fn default_eject_for() -> String {
+    "30s".into()
+}
+
+/// Where a session key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// An application cookie's value.
+    Cookie(String),
+    /// A request header's value (lower-case name).
+    Header(String),
+    /// A query-string parameter's value.
+    Query(String),
+    /// The client address (peer, or `X-Forwarded-For` per `trusted_hops`).
+    ClientIp,
+}
+
+/// What to do with a request that has no session key at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Hash the client address.
+    #[default]
+    ClientIp,
+    /// Pick at random (then pin with the cookie, if configured).
+    Random,
+}
+
+/// Consistent-hashing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hashing {
+    /// Weighted Maglev.
+    #[default]
+    Maglev,
+    /// A ketama ring.
+    Ketama,
+}
+
+/// When every backend is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum AllDown {
+    /// Send the request to the hashed backend anyway (fail open).
+    #[default]
+    #[serde(rename = "hashed")]
+    Hashed,
+    /// Answer 503 without proxying.
+    #[serde(rename = "503")]
+    Unavailable,
+}
+
+/// A checked backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Unique name (the cookie and the metrics use it).
+    pub name: String,
+    /// `ip:port`, as the proxy's upstream selection expects it.
+    pub address: SocketAddr,
+    /// Relative weight.
+    pub weight: u32,
+}
+
+/// The checked pinning-cookie settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieConfig {
+    /// Cookie name.
+    pub name: String,
+    /// `Path`.
+    pub path: String,
+    /// `Max-Age` in seconds (`None`: a session cookie).
+    pub max_age: Option<u64>,
+    /// `HttpOnly`.
+    pub http_only: bool,
+    /// `Secure`.
+    pub secure: bool,
+    /// `SameSite` (`Strict`, `Lax` or `None`).
+    pub same_site: String,
+    /// HMAC secret (`None` when `sign` is false).
+    pub secret: Option<Vec<u8>>,
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct StickyConfig {
+    /// Backends.
+    pub backends: Vec<Backend>,
+    /// Session-key sources, tried in order.
+    pub session_key: Vec<KeySource>,
+    /// Trusted proxies in front (for `client_ip`).
+    pub trusted_hops: u32,
+    /// No key at all.
+    pub fallback: Fallback,
+    /// Algorithm.
+    pub hashing: Hashing,
+    /// Maglev table size (prime).
+    pub table_size: u32,
+    /// Pinning cookie, if any.
+    pub cookie: Option<CookieConfig>,
+    /// Request header carrying the chosen `ip:port` to the proxy.
+    pub upstream_header: String,
+    /// Response header naming the chosen backend (off by default).
+    pub backend_header: Option<String>,
+    /// Failures in a row that eject a backend.
+    pub failures: u32,
+    /// How long an ejected backend stays out (ns).
+    pub eject_for_ns: u64,
+    /// Move failed-over sessions for good.
+    pub repin_on_failover: bool,
+    /// Every backend down.
+    pub all_down: AllDown,
+}
+
+fn header_name_ok(n: &str) -> bool {
+    crate::matcher::valid_header_name(n)
+}
+
+fn name_ok(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl StickyConfig {
+    /// Parses and checks the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        if raw.backends.is_empty() {
+            return Err(ConfigError::new("backends", "must hold at least one backend"));
+        }
+        if raw.backends.len() > 1024 {
+            return Err(ConfigError::new("backends", "must hold at most 1024 backends"));
+        }
+        let mut backends: Vec<Backend> = Vec::new();
+        for (i, b) in raw.backends.into_iter().enumerate() {
+            let f = |x: &str| format!("backends[{i}].{x}");
+            if !name_ok(&b.name) {
+                return Err(ConfigError::new(f("name"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"));
+            }
+            if backends.iter().any(|o| o.name == b.name) {
+                return Err(ConfigError::new(f("name"), format!("\"{}\" is used by another backend", b.name)));
+            }
+            let address: SocketAddr = b
+                .address
+                .parse()
+                .map_err(|_| ConfigError::new(f("address"), format!("\"{}\" is not ip:port", b.address)))?;
+            if b.weight == 0 || b.weight > 1000 {
+                return Err(ConfigError::new(f("weight"), "must be between 1 and 1000"));
+            }
+            backends.push(Backend { name: b.name, address, weight: b.weight });
+        }
+        if raw.session_key.is_empty() {
+            return Err(ConfigError::new("session_key", "must name at least one source"));
+        }
+        let mut session_key = Vec::new();
+        for (i, s) in raw.session_key.iter().enumerate() {
+            let bad = || {
+                ConfigError::new(
+                    format!("session_key[{i}]"),
+                    format!("unknown source \"{s}\"; use cookie:<name>, header:<name>, query:<name> or client_ip"),
+                )
+            };
+            session_key.push(if s == "client_ip" {
+                KeySource::ClientIp
+            } else if let Some(n) = s.strip_prefix("cookie:") {
+                KeySource::Cookie(Some(n).filter(|n| header_name_ok(n)).ok_or_else(bad)?.to_string())
+            } else if let Some(n) = s.strip_prefix("header:") {
+                KeySource::Header(Some(n).filter(|n| header_name_ok(n)).ok_or_else(bad)?.to_ascii_lowercase())
+            } else if let Some(n) = s.strip_prefix("query:") {
+                KeySource::Query(Some(n).filter(|n| !n.is_empty()).ok_or_else(bad)?.to_string())
+            } else {
+                return Err(bad());
+            });
+        }
+        if raw.trusted_hops > 16 {
+            return Err(ConfigError::new("trusted_hops", "must be at most 16"));
+        }
+        if raw.hashing == Hashing::Maglev && (!is_prime(raw.table_size) || raw.table_size > 1_000_003) {
+            return Err(ConfigError::new(
+                "table_size",
+                format!("{} is not a prime up to 1000003 (e.g. 65537)", raw.table_size),
+            ));
+        }
+        if raw.hashing == Hashing::Maglev && (raw.table_size as usize) < backends.len() * 100 {
+            return Err(ConfigError::new("table_size", "must be at least 100 x the number of backends"));
+        }
+        let cookie = match raw.cookie {
+            None => None,
+            Some(c) => {
+                if !header_name_ok(&c.name) {
+                    return Err(ConfigError::new("cookie.name", "must be a cookie name"));
+                }
+                if !c.path.starts_with('/') || c.path.contains(';') {
+                    return Err(ConfigError::new("cookie.path", "must start with '/' and hold no ';'"));
+                }
+                let max_age = match &c.max_age {
+                    None => None,
+                    Some(t) => Some(
+                        parse_duration(t)
+                            .map_err(|e| ConfigError::new("cookie.max_age", format!("\"{t}\" {e}")))?
+                            .as_secs(),
+                    ),
+                };
+                let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+                    "strict" => "Strict",
+                    "lax" => "Lax",
+                    "none" => "None",
+                    _ => return Err(ConfigError::new("cookie.same_site", "must be Strict, Lax or None")),
+                }
+                .to_string();
+                if same_site == "None" && !c.secure {
+                    return Err(ConfigError::new(
+                        "cookie.same_site",
+                        "None needs secure: true (browsers drop it otherwise)",
+                    ));
+                }
+                let secret = match (c.sign, c.secret) {
+                    (true, Some(s)) if s.len() >= 16 => Some(s.into_bytes()),
+                    (true, Some(_)) => return Err(ConfigError::new("cookie.secret", "must be at least 16 characters")),
+                    (true, None) => {
+                        return Err(ConfigError::new("cookie.secret", "is required while cookie.sign is true"))
+                    }
+                    (false, _) => None,
+                };
+                Some(CookieConfig {
+                    name: c.name,
+                    path: c.path,
+                    max_age,
+                    http_only: c.http_only,
+                    secure: c.secure,
+                    same_site,
+                    secret,
+                })
+            }
+        };
+        if !header_name_ok(&raw.upstream_header) {
+            return Err(ConfigError::new("upstream_header", "must be a header name"));
+        }
+        if let Some(h) = &raw.backend_header {
+            if !header_name_ok(h) {
+                return Err(ConfigError::new("backend_header", "must be a header name"));
+            }
+        }
+        if raw.health.failures == 0 {
+            return Err(ConfigError::new("health.failures", "must be at least 1"));
+        }
+        let eject = parse_duration(&raw.health.eject_for)
+            .map_err(|e| ConfigError::new("health.eject_for", format!("\"{}\" {e}", raw.health.eject_for)))?;
+        Ok(StickyConfig {
+            backends,
+            session_key,
+            trusted_hops: raw.trusted_hops,
+            fallback: raw.fallback,
+            hashing: raw.hashing,
+            table_size: raw.table_size,
+            cookie,
+            upstream_header: raw.upstream_header.to_ascii_lowercase(),
+            backend_header: raw.backend_header.map(|h| h.to_ascii_lowercase()),
+            failures: raw.health.failures,
+            eject_for_ns: u64::try_from(eject.as_nanos()).unwrap_or(u64::MAX),
+            repin_on_failover: raw.repin_on_failover,
+            all_down: raw.all_down,
+        })
+    }
+}

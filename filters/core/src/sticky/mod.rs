@@ -1,0 +1,376 @@
+//! Sticky sessions: consistent hashing of a session key onto backends, a
+//! signed pinning cookie, and failover when a backend goes bad.
+//!
+//! # Choosing a backend
+//!
+//! 1. A pinning cookie with a valid signature naming a known backend wins.
+//!    One with a bad signature, or naming an unknown backend, is ignored,
+//!    counted, and the request is assigned afresh (and re-pinned).
+//! 2. Otherwise the session key is the first source that is present
+//!    (`cookie:<name>`, `header:<name>`, `query:<name>`, `client_ip`), or, with
+//!    none, the fallback (client address, or random). It is hashed onto the
+//!    backends with Maglev or ketama ([`hashing`]).
+//! 3. If the chosen backend is down (passive health, below), the key is
+//!    re-hashed with a failover salt, round after round, until an up backend
+//!    comes out. Only the down backend's sessions move; they move to the same
+//!    place in every worker and every proxy; and they come back when it
+//!    recovers, because their cookie (or key) still names it, unless
+//!    `repin_on_failover` re-pins them.
+//! 4. When every backend is down, `all_down` decides: the hashed backend
+//!    anyway (fail open), or 503.
+//!
+//! # Passive health
+//!
+//! Each backend has a shared-data record `sticky_health/<name>`: failures in a
+//! row and, once ejected, until when. `failures` 5xx responses or network
+//! failures in a row eject it for `eject_for`; a success resets the count.
+//! Updated by compare-and-swap, so every worker sees an ejection at once.
+
+pub mod config;
+pub mod cookie;
+pub mod hashing;
+
+use crate::net::client_ip;
+use crate::request::RequestView;
+use crate::store::{update_bytes, SharedStore, StoreError};
+use config::{AllDown, Fallback, Hashing, KeySource, StickyConfig};
+use cookie::{cookie_values, Signer};
+use hashing::{failover_hash, Ketama, Maglev, Member};
+
+/// Shared-data namespace of the health records.
+pub const SHARED_NAMESPACE: &str = "sticky_health";
+
+enum Table {
+    Maglev(Maglev),
+    Ketama(Ketama),
+}
+
+/// How the backend was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A valid pinning cookie.
+    Cookie,
+    /// The session key.
+    Key,
+    /// No key: the fallback.
+    Fallback,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// Index of the chosen backend.
+    pub backend: usize,
+    /// How.
+    pub source: Source,
+    /// The backend the session belongs to, when it was failed over from it.
+    pub failed_over_from: Option<usize>,
+    /// A pinning cookie was present but forged, tampered or stale.
+    pub cookie_rejected: bool,
+    /// `Set-Cookie` to send with the response.
+    pub set_cookie: Option<String>,
+}
+
+/// Every backend is down and `all_down` is 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllBackendsDown;
+
+/// Passive health of one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    /// Failures in a row.
+    pub failures: u32,
+    /// Ejected until (ns since the epoch; 0 when never).
+    pub down_until: u64,
+}
+
+impl Health {
+    /// Up at `now`?
+    pub fn up(&self, now: u64) -> bool {
+        now >= self.down_until
+    }
+
+    /// Serialises.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.failures.to_le_bytes().to_vec();
+        v.extend_from_slice(&self.down_until.to_le_bytes());
+        v
+    }
+
+    /// Parses (`None` for anything else).
+    pub fn decode(b: &[u8]) -> Option<Health> {
+        let (f, rest) = b.split_first_chunk::<4>()?;
+        let d: [u8; 8] = rest.try_into().ok()?;
+        Some(Health { failures: u32::from_le_bytes(*f), down_until: u64::from_le_bytes(d) })
+    }
+}
+
+/// The sticky-session logic for one configuration.
+pub struct Sticky {
+    cfg: StickyConfig,
+    table: Table,
+    signer: Option<Signer>,
+}
+
+impl std::fmt::Debug for Sticky {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sticky").field("backends", &self.cfg.backends.len()).finish()
+    }
+}
+
+impl Sticky {
+    /// Builds the hash table (Maglev: O(table size); done once per VM).
+    pub fn new(cfg: StickyConfig) -> Sticky {
+        let members: Vec<Member> =
+            cfg.backends.iter().map(|b| Member { name: b.name.clone(), weight: b.weight }).collect();
+        let table = match cfg.hashing {
+            Hashing::Maglev => Table::Maglev(Maglev::build(&members, cfg.table_size)),
+            Hashing::Ketama => Table::Ketama(Ketama::build(&members, 160)),
+        };
+        let signer = cfg.cookie.as_ref().map(|c| Signer::new(c.secret.as_deref()));
+        Sticky { cfg, table, signer }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StickyConfig {
+        &self.cfg
+    }
+
+    fn lookup(&self, hash: u64) -> Option<usize> {
+        match &self.table {
+            Table::Maglev(t) => t.lookup(hash),
+            Table::Ketama(t) => t.lookup(hash),
+        }
+    }
+
+    /// The session key of a request, if any source has one.
+    pub fn session_key(&self, req: &RequestView) -> Option<String> {
+        for source in &self.cfg.session_key {
+            let found = match source {
+                KeySource::Cookie(name) => cookie_values(req.header_values("cookie"), name)
+                    .into_iter()
+                    .find(|v| !v.is_empty())
+                    .map(str::to_string),
+                KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(str::to_string),
+                KeySource::Query(name) => query_param(req.header(":path").unwrap_or(""), name),
+                KeySource::ClientIp => client_ip(req, self.cfg.trusted_hops).0.map(|ip| ip.to_string()),
+            };
+            if let Some(k) = found {
+                return Some(format!("{}:{k}", source_tag(source)));
+            }
+        }
+        None
+    }
+
+    /// The backend a key hashes to, skipping backends that are down; `None`
+    /// when all are down. Returns (chosen, home).
+    fn place(&self, key: &[u8], up: &mut dyn FnMut(usize) -> bool) -> (Option<usize>, Option<usize>) {
+        let home = self.lookup(failover_hash(key, 0));
+        if home.is_some_and(&mut *up) {
+            return (home, home);
+        }
+        // Enough rounds to find any up backend with overwhelming probability.
+        let rounds = (self.cfg.backends.len() as u32).saturating_mul(8).max(32);
+        for round in 1..=rounds {
+            let candidate = self.lookup(failover_hash(key, round));
+            if candidate.is_some_and(|c| Some(c) != home && up(c)) {
+                return (candidate, home);
+            }
+        }
+        (None, home)
+    }
+
+    /// Chooses the backend for a request. `up(i)` says whether backend `i`
+    /// is up; `random` seeds the `random` fallback.
+    pub fn choose(
+        &self,
+        req: &RequestView,
+        up: &mut dyn FnMut(usize) -> bool,
+        random: u64,
+    ) -> Result<Choice, AllBackendsDown> {
+        let mut cookie_rejected = false;
+        let mut pinned = None;
+        if let (Some(signer), Some(cc)) = (&self.signer, &self.cfg.cookie) {
+            let values = cookie_values(req.header_values("cookie"), &cc.name);
+            pinned = values
+                .iter()
+                .filter_map(|v| signer.verify(v))
+                .find_map(|name| self.cfg.backends.iter().position(|b| b.name == name));
+            cookie_rejected = pinned.is_none() && !values.is_empty();
+        }
+        let key = self.session_key(req);
+        if let Some(pin) = pinned {
+            if up(pin) {
+                return Ok(Choice {
+                    backend: pin,
+                    source: Source::Cookie,
+                    failed_over_from: None,
+                    cookie_rejected,
+                    set_cookie: None,
+                });
+            }
+            // The pinned backend is down: fail over deterministically from
+            // the session key, or from the pin itself.
+            let seed = key.clone().unwrap_or_else(|| format!("pin:{}", self.name(pin)));
+            let (chosen, _) = self.place(seed.as_bytes(), &mut |i| i != pin && up(i));
+            return match chosen {
+                Some(c) => Ok(Choice {
+                    backend: c,
+                    source: Source::Cookie,
+                    failed_over_from: Some(pin),
+                    cookie_rejected,
+                    set_cookie: self.cfg.repin_on_failover.then(|| self.set_cookie(c)).flatten(),
+                }),
+                None => self.all_down(pin, Source::Cookie, cookie_rejected, false),
+            };
+        }
+        let (key, source) = match key {
+            Some(k) => (k, Source::Key),
+            None => match self.cfg.fallback {
+                Fallback::ClientIp => (
+                    format!(
+                        "peer:{}",
+                        req.peer().and_then(crate::net::parse_addr).map(|i| i.to_string()).unwrap_or_default()
+                    ),
+                    Source::Fallback,
+                ),
+                Fallback::Random => (format!("random:{random}"), Source::Fallback),
+            },
+        };
+        let (chosen, home) = self.place(key.as_bytes(), up);
+        match (chosen, home) {
+            (Some(c), home) => Ok(Choice {
+                backend: c,
+                source,
+                failed_over_from: home.filter(|h| *h != c),
+                cookie_rejected,
+                set_cookie: self.set_cookie(c),
+            }),
+            (None, Some(h)) => self.all_down(h, source, cookie_rejected, true),
+            (None, None) => Err(AllBackendsDown),
+        }
+    }
+
+    fn all_down(
+        &self,
+        home: usize,
+        source: Source,
+        cookie_rejected: bool,
+        pin: bool,
+    ) -> Result<Choice, AllBackendsDown> {
+        match self.cfg.all_down {
+            AllDown::Unavailable => Err(AllBackendsDown),
+            AllDown::Hashed => Ok(Choice {
+                backend: home,
+                source,
+                failed_over_from: None,
+                cookie_rejected,
+                set_cookie: if pin { self.set_cookie(home) } else { None },
+            }),
+        }
+    }
+
+    /// The `Set-Cookie` value pinning a session to backend `i`.
+    pub fn set_cookie(&self, i: usize) -> Option<String> {
+        let (signer, c) = (self.signer.as_ref()?, self.cfg.cookie.as_ref()?);
+        let mut v = format!("{}={}; Path={}", c.name, signer.value(self.name(i)), c.path);
+        if let Some(age) = c.max_age {
+            v.push_str(&format!("; Max-Age={age}"));
+        }
+        if c.http_only {
+            v.push_str("; HttpOnly");
+        }
+        if c.secure {
+            v.push_str("; Secure");
+        }
+        v.push_str(&format!("; SameSite={}", c.same_site));
+        Some(v)
+    }
+
+    /// Backend `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        self.cfg.backends.get(i).map(|b| b.name.as_str()).unwrap_or("")
+    }
+
+    /// The backend with this `ip:port` (how the proxy reports the upstream it used).
+    pub fn by_address(&self, address: &str) -> Option<usize> {
+        let addr: std::net::SocketAddr = address.trim().parse().ok()?;
+        self.cfg.backends.iter().position(|b| b.address == addr)
+    }
+
+    fn health_key(&self, i: usize) -> String {
+        format!("{SHARED_NAMESPACE}/{}", self.name(i))
+    }
+
+    /// Creates every backend's health record that does not exist yet.
+    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
+        let mut created = 0;
+        for i in 0..self.cfg.backends.len() {
+            let k = self.health_key(i);
+            if store.get(&k)?.is_none() && store.set(&k, &Health::default().encode(), None)? {
+                created += 1;
+            }
+        }
+        Ok(created)
+    }
+
+    /// Backend `i`'s health.
+    pub fn health<S: SharedStore + ?Sized>(&self, store: &S, i: usize) -> Result<Health, StoreError> {
+        Ok(store.get(&self.health_key(i))?.and_then(|e| Health::decode(&e.value)).unwrap_or_default())
+    }
+
+    /// Records a response from backend `i`; returns true when this response
+    /// ejected it.
+    pub fn record<S: SharedStore + ?Sized>(
+        &self,
+        store: &S,
+        i: usize,
+        now: u64,
+        failure: bool,
+    ) -> Result<bool, StoreError> {
+        let (threshold, eject) = (self.cfg.failures, self.cfg.eject_for_ns);
+        update_bytes(store, &self.health_key(i), |cur| {
+            let mut h = cur.and_then(Health::decode).unwrap_or_default();
+            if !failure {
+                if h.failures == 0 {
+                    return (None, false);
+                }
+                h.failures = 0;
+                return (Some(h.encode()), false);
+            }
+            if !h.up(now) {
+                // Already out: late failures of requests sent before the ejection.
+                return (None, false);
+            }
+            h.failures = h.failures.saturating_add(1);
+            let ejected = h.failures >= threshold;
+            if ejected {
+                h.failures = 0;
+                h.down_until = now.saturating_add(eject);
+            }
+            (Some(h.encode()), ejected)
+        })
+    }
+}
+
+fn source_tag(s: &KeySource) -> &'static str {
+    match s {
+        KeySource::Cookie(_) => "cookie",
+        KeySource::Header(_) => "header",
+        KeySource::Query(_) => "query",
+        KeySource::ClientIp => "ip",
+    }
+}
+
+fn query_param(path: &str, name: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or(query);
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, v)| *k == name && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+}
+
+#[cfg(test)]
+mod tests;
