@@ -3,7 +3,7 @@
 
 CARGO      ?= cargo
 WASM_TARGET = wasm32-wasip1
-FILTERS     = rate-limit circuit-breaker retry
+FILTERS     = rate-limit circuit-breaker retry sticky-session
 ENVOY      ?= .venv/bin/envoy
 
 .PHONY: setup build run test unit integration lint validate-configs clean

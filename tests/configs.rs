@@ -8,6 +8,7 @@ fn every_sample_config_validates() {
     wasm("rate_limit");
     wasm("circuit_breaker");
     wasm("retry");
+    wasm("sticky_session");
     let mut checked = 0;
     let mut entries: Vec<_> =
         std::fs::read_dir(repo().join("envoy")).expect("envoy/").flatten().map(|e| e.path()).collect();

@@ -109,6 +109,8 @@ pub fn sample_config(file: &str, backends: &[SocketAddr]) -> String {
     for (i, addr) in backends.iter().enumerate() {
         let from = format!("port_value: {} ", 8081 + i);
         yaml = yaml.replace(&from, &format!("port_value: {} ", addr.port()));
+        // Plugin configurations that name backends by address (sticky sessions).
+        yaml = yaml.replace(&format!("127.0.0.1:{}\"", 8081 + i), &format!("{addr}\""));
     }
     let wasm_dir = repo().join("target/wasm32-wasip1/release/");
     yaml.replace("filename: target/wasm32-wasip1/release/", &format!("filename: {}", wasm_dir.display()))
