@@ -35,6 +35,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
+	$(CARGO) test -p integration-tests --test sticky_session
 	@# Prints SKIPPED unless NGINX_WASM_BIN points at an nginx with ngx_wasm_module.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture
 

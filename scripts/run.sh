@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: two demo backends on 127.0.0.1:8081 and :8082 and Envoy on
+# `make run`: demo backends a, b, c on 127.0.0.1:8081-8083 and Envoy on
 # :10000 with the rate-limit filter (envoy/rate-limit.yaml), or with
 # envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`). Ctrl-C stops all.
 set -euo pipefail
@@ -11,7 +11,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-target/release/demo-backend --backend a=127.0.0.1:8081 --backend b=127.0.0.1:8082 > run/backends.log 2>&1 &
+target/release/demo-backend --backend a=127.0.0.1:8081 --backend b=127.0.0.1:8082 --backend c=127.0.0.1:8083 > run/backends.log 2>&1 &
 pids+=($!)
 .venv/bin/envoy -c "envoy/$CONFIG.yaml" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
 pids+=($!)
@@ -58,6 +58,17 @@ in front of demo backend a (127.0.0.1:8081).
   curl -s -o /dev/null -w '%{http_code}\n' -X POST http://127.0.0.1:10000/   # POST without Idempotency-Key: not retried
   curl -s 127.0.0.1:8081/_demo/stats               # attempts the backend saw
   curl -s http://127.0.0.1:9901/stats/prometheus | grep '^retry_'
+
+MSG
+elif [ "$CONFIG" = sticky-session ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the sticky-session filter,
+in front of demo backends a, b and c (127.0.0.1:8081-8083).
+
+  for i in 1 2 3; do curl -s -D- -o /dev/null http://127.0.0.1:10000/ -H 'x-session-id: alice' | grep -i -e x-backend -e set-cookie; done
+                                                   # always the same backend, and a signed sticky cookie
+  curl -s -D- -o /dev/null http://127.0.0.1:10000/ -H 'cookie: sticky=v1.a.forged' | grep -i x-backend   # forged: ignored
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep '^sticky_'
 
 MSG
 else

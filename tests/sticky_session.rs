@@ -13,7 +13,8 @@ struct Setup {
 impl Setup {
     fn new(plugin_json: Option<&str>) -> Setup {
         let backends: Vec<Option<Backends>> = ["a", "b", "c"].iter().map(|n| Some(Backends::start(&[n]))).collect();
-        let addrs: Vec<_> = backends.iter().zip(["a", "b", "c"]).filter_map(|(b, n)| b.as_ref().map(|b| b.addr(n))).collect();
+        let addrs: Vec<_> =
+            backends.iter().zip(["a", "b", "c"]).filter_map(|(b, n)| b.as_ref().map(|b| b.addr(n))).collect();
         let mut yaml = sample_config("sticky-session.yaml", &addrs);
         if let Some(json) = plugin_json {
             let mut json = json.to_string();
@@ -81,7 +82,9 @@ fn signed_cookie_pins_and_forged_cookies_are_reassigned() {
     assert!(pinned.header("set-cookie").is_none());
     // A cookie naming another backend without the secret is ignored.
     let other = ["a", "b", "c"].into_iter().find(|b| *b != home).expect("another backend");
-    for forged in [format!("sticky=v1.{other}.AAAAAAAAAAAAAAAAAAAAAA"), format!("sticky=v1.{other}"), "sticky=garbage".into()] {
+    for forged in
+        [format!("sticky=v1.{other}.AAAAAAAAAAAAAAAAAAAAAA"), format!("sticky=v1.{other}"), "sticky=garbage".into()]
+    {
         let r = s.get(&[("cookie", &forged), ("x-session-id", "alice")]);
         assert_eq!(r.header("x-backend"), Some(home.as_str()), "{forged} moved the session");
         assert!(cookie_from(&r).starts_with(&format!("sticky=v1.{home}.")), "re-pinned to the hashed backend");
@@ -162,11 +165,26 @@ fn bad_configs_are_refused_at_load() {
     let readme = std::fs::read_to_string(repo().join("filters/sticky-session/README.md")).expect("filter README");
     let cases = [
         (r#"{"backends":[]}"#, "backends: must hold at least one backend"),
-        (r#"{"backends":[{"name":"a","address":"127.0.0.1:1"},{"name":"a","address":"127.0.0.1:2"}]}"#, "backends[1].name: \"a\" is used by another backend"),
-        (r#"{"backends":[{"name":"a","address":"localhost:80"}]}"#, "backends[0].address: \"localhost:80\" is not ip:port"),
-        (r#"{"backends":[{"name":"a","address":"127.0.0.1:1","weight":0}]}"#, "backends[0].weight: must be between 1 and 1000"),
-        (r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"table_size":65536}"#, "table_size: 65536 is not a prime up to 1000003 (e.g. 65537)"),
-        (r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"cookie":{"name":"s"}}"#, "cookie.secret: is required while cookie.sign is true"),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1"},{"name":"a","address":"127.0.0.1:2"}]}"#,
+            "backends[1].name: \"a\" is used by another backend",
+        ),
+        (
+            r#"{"backends":[{"name":"a","address":"localhost:80"}]}"#,
+            "backends[0].address: \"localhost:80\" is not ip:port",
+        ),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1","weight":0}]}"#,
+            "backends[0].weight: must be between 1 and 1000",
+        ),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"table_size":65536}"#,
+            "table_size: 65536 is not a prime up to 1000003 (e.g. 65537)",
+        ),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"cookie":{"name":"s"}}"#,
+            "cookie.secret: is required while cookie.sign is true",
+        ),
     ];
     std::thread::scope(|scope| {
         for (json, want) in cases {
@@ -233,6 +251,21 @@ fn failing_backend_is_ejected_by_the_filter_and_its_sessions_move() {
     let statuses: Vec<u16> = (0..3).map(|_| s.get(&[("x-session-id", &on_b)]).status).collect();
     assert_eq!(statuses, vec![503; 3]);
     let moved: Vec<String> = (0..5).map(|_| s.backend_of(&on_b)).collect();
-    assert!(moved.iter().all(|b| b != "b" && *b == moved[0]), "after ejection the session moved, consistently: {moved:?}");
+    assert!(
+        moved.iter().all(|b| b != "b" && *b == moved[0]),
+        "after ejection the session moved, consistently: {moved:?}"
+    );
     assert_eq!(s.stat("b.ejected"), 1);
+}
+
+/// A backend address the cluster does not hold: Envoy's override_host falls
+/// back to its fallback policy (round robin), so sessions do not stick.
+#[test]
+fn address_outside_the_cluster_falls_back_to_round_robin() {
+    let s = Setup::new(Some(
+        r#"{"backends":[{"name":"x","address":"127.0.0.1:9"},{"name":"y","address":"127.0.0.1:10"}],"session_key":["header:x-session-id"]}"#,
+    ));
+    let seen: std::collections::HashSet<String> =
+        (0..6).map(|_| s.get(&[("x-session-id", "one")]).header("x-backend").unwrap_or("-").to_string()).collect();
+    assert_eq!(seen.len(), 3, "round robin over the cluster: {seen:?}");
 }

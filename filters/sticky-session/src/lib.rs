@@ -210,7 +210,8 @@ impl HttpContext for Filter {
         let Some(now) = now_nanos() else { return };
         // Attribute the outcome to the backend that answered (the proxy may
         // have used another one, e.g. on a retry), else to the chosen one.
-        let used = property_string(&["upstream", "address"]).and_then(|a| shared.sticky.by_address(&a)).unwrap_or(chosen);
+        let used =
+            property_string(&["upstream", "address"]).and_then(|a| shared.sticky.by_address(&a)).unwrap_or(chosen);
         let status = response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
             .or_else(|| property_u64(&["response", "code"]).and_then(|c| u16::try_from(c).ok()))

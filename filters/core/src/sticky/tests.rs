@@ -219,3 +219,16 @@ proptest! {
         prop_assert!(up(c.backend), "chose down backend {} with mask {down_mask}", c.backend);
     }
 }
+
+/// The JSON example in the filter's README is a valid configuration.
+#[test]
+fn readme_json_example_parses() {
+    let readme = include_str!("../../../sticky-session/README.md");
+    let mut blocks = 0;
+    for block in readme.split("```json\n").skip(1) {
+        let json = block.split("```").next().unwrap_or("");
+        StickyConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1);
+}
