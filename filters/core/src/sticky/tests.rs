@@ -232,3 +232,34 @@ fn readme_json_example_parses() {
     }
     assert!(blocks >= 1);
 }
+
+/// Adding a backend moves no pinned session; unpinned keys move only to the
+/// new backend (about 1/N of them).
+#[test]
+fn adding_a_backend_keeps_pinned_sessions() {
+    let before = sticky(THREE);
+    let four = THREE.replace(
+        r#"{"name":"c","address":"127.0.0.1:8083"}]"#,
+        r#"{"name":"c","address":"127.0.0.1:8083"},{"name":"d","address":"127.0.0.1:8084"}]"#,
+    );
+    assert_ne!(four, THREE);
+    let after = sticky(&four);
+    let (mut moved_unpinned, mut to_new) = (0, 0);
+    for k in 0..1000 {
+        let key = format!("k{k}");
+        let first = before.choose(&req(&[("x-session", &key)]), &mut all_up, 0).unwrap();
+        let cookie = cookie_of(&first);
+        let pinned = after.choose(&req(&[("cookie", &cookie), ("x-session", &key)]), &mut all_up, 0).unwrap();
+        assert_eq!(after.name(pinned.backend), before.name(first.backend), "a pinned session moved");
+        let unpinned = after.choose(&req(&[("x-session", &key)]), &mut all_up, 0).unwrap();
+        if after.name(unpinned.backend) != before.name(first.backend) {
+            moved_unpinned += 1;
+            to_new += usize::from(after.name(unpinned.backend) == "d");
+        }
+    }
+    assert!((150..=350).contains(&moved_unpinned), "{moved_unpinned} of 1000 unpinned keys moved");
+    assert!(
+        to_new * 100 >= moved_unpinned * 97,
+        "keys moved between old backends: {to_new} of {moved_unpinned} went to d"
+    );
+}
