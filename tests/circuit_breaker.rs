@@ -192,7 +192,6 @@ fn breakers_keyed_on_a_header_are_independent() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b"]);
     let base = sample_config("circuit-breaker.yaml", &b.addrs());
-    let readme = std::fs::read_to_string(repo().join("filters/circuit-breaker/README.md")).expect("filter README");
     let cases = [
         (r#"{"consecutive_failures":5,"colour":"red"}"#, "colour: unknown field `colour`"),
         (r#"{"key":"cluster"}"#, ".: no trip condition"),
@@ -208,27 +207,7 @@ fn bad_configs_are_refused_at_load() {
         ),
         (r#"{"consecutive_failures":5,"key":"upstream"}"#, "key: unknown key \"upstream\""),
     ];
-    std::thread::scope(|scope| {
-        for (json, want) in cases {
-            let yaml = with_plugin_config(&base, json);
-            let readme = &readme;
-            scope.spawn(move || {
-                let failed = match Envoy::try_start(&yaml, 2) {
-                    Ok(_) => panic!("Envoy served with {json}"),
-                    Err(f) => f,
-                };
-                assert!(failed.status.is_some_and(|s| !s.success()), "Envoy did not exit with an error");
-                let line = failed
-                    .log
-                    .lines()
-                    .find(|l| l.contains("invalid plugin configuration"))
-                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
-                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
-                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
-                assert!(readme.contains(message), "README does not show the refusal verbatim: {message}");
-            });
-        }
-    });
+    assert_refused_at_load(&base, "filters/circuit-breaker/README.md", &cases);
 }
 
 #[test]

@@ -203,7 +203,6 @@ fn sample_config_limits_one_client_as_documented() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b"]);
     let base = sample_config("rate-limit.yaml", &b.addrs());
-    let readme = std::fs::read_to_string(repo().join("filters/rate-limit/README.md")).expect("filter README");
     let cases = [
         (
             r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":"red"}]}"#,
@@ -230,32 +229,7 @@ fn bad_configs_are_refused_at_load() {
             "mode: unknown variant `audit`",
         ),
     ];
-    std::thread::scope(|s| {
-        for (json, want) in cases {
-            let yaml = with_plugin_config(&base, json);
-            let readme = &readme;
-            s.spawn(move || {
-                let failed = match Envoy::try_start(&yaml, 2) {
-                    Ok(_) => panic!("Envoy served with {json}"),
-                    Err(f) => f,
-                };
-                assert!(
-                    failed.status.is_some_and(|s| !s.success()),
-                    "Envoy did not exit with an error: {:?}",
-                    failed.status
-                );
-                let line = failed
-                    .log
-                    .lines()
-                    .find(|l| l.contains("invalid plugin configuration"))
-                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
-                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
-                assert_eq!(failed.log.matches("invalid plugin configuration").count(), 1, "logged more than one line");
-                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
-                assert!(readme.contains(message), "README does not show the refusal verbatim: {message}");
-            });
-        }
-    });
+    assert_refused_at_load(&base, "filters/rate-limit/README.md", &cases);
 }
 
 /// A flood of a million distinct client addresses: Envoy's memory stays

@@ -177,7 +177,6 @@ fn per_try_timeout_hedging_and_retriable_status_codes_take_effect() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b"]);
     let base = sample_config("retry.yaml", &b.addrs());
-    let readme = std::fs::read_to_string(repo().join("filters/retry/README.md")).expect("filter README");
     let cases = [
         (r#"{"policies":[],"colour":"red"}"#, "colour: unknown field `colour`"),
         (
@@ -195,25 +194,5 @@ fn bad_configs_are_refused_at_load() {
         ),
         (r#"{"policies":[],"budget":{"window":"1 minute"}}"#, "budget.window: \"1 minute\" has an unknown unit"),
     ];
-    std::thread::scope(|scope| {
-        for (json, want) in cases {
-            let yaml = with_plugin_config(&base, json);
-            let readme = &readme;
-            scope.spawn(move || {
-                let failed = match Envoy::try_start(&yaml, 2) {
-                    Ok(_) => panic!("Envoy served with {json}"),
-                    Err(f) => f,
-                };
-                assert!(failed.status.is_some_and(|s| !s.success()), "Envoy did not exit with an error");
-                let line = failed
-                    .log
-                    .lines()
-                    .find(|l| l.contains("invalid plugin configuration"))
-                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
-                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
-                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
-                assert!(readme.contains(message), "README does not show the refusal verbatim: {message}");
-            });
-        }
-    });
+    assert_refused_at_load(&base, "filters/retry/README.md", &cases);
 }

@@ -162,7 +162,6 @@ fn client_ip_stickiness_replaces_ip_hash() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b", "c"]);
     let base = sample_config("sticky-session.yaml", &b.addrs());
-    let readme = std::fs::read_to_string(repo().join("filters/sticky-session/README.md")).expect("filter README");
     let cases = [
         (r#"{"backends":[]}"#, "backends: must hold at least one backend"),
         (
@@ -186,27 +185,7 @@ fn bad_configs_are_refused_at_load() {
             "cookie.secret: is required while cookie.sign is true",
         ),
     ];
-    std::thread::scope(|scope| {
-        for (json, want) in cases {
-            let yaml = with_plugin_config(&base, json);
-            let readme = &readme;
-            scope.spawn(move || {
-                let failed = match Envoy::try_start(&yaml, 2) {
-                    Ok(_) => panic!("Envoy served with {json}"),
-                    Err(f) => f,
-                };
-                assert!(failed.status.is_some_and(|s| !s.success()), "Envoy did not exit with an error");
-                let line = failed
-                    .log
-                    .lines()
-                    .find(|l| l.contains("invalid plugin configuration"))
-                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
-                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
-                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
-                assert!(readme.contains(message), "README does not show the refusal verbatim: {message}");
-            });
-        }
-    });
+    assert_refused_at_load(&base, "filters/sticky-session/README.md", &cases);
 }
 
 /// What Envoy's override_host policy does with a host that Envoy itself

@@ -449,3 +449,38 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// Starts Envoy once per case with `base_yaml`'s plugin configuration
+/// replaced by the case's JSON, and checks that Envoy refuses to serve: it
+/// exits with an error, logs exactly one `invalid plugin configuration` line
+/// that contains the case's expected text, and that line appears verbatim in
+/// the filter's README (`readme`, relative to the repository root).
+pub fn assert_refused_at_load(base_yaml: &str, readme: &str, cases: &[(&str, &str)]) {
+    let readme_text = std::fs::read_to_string(repo().join(readme)).unwrap_or_else(|e| panic!("read {readme}: {e}"));
+    std::thread::scope(|scope| {
+        for &(json, want) in cases {
+            let yaml = with_plugin_config(base_yaml, json);
+            let readme_text = &readme_text;
+            scope.spawn(move || {
+                let failed = match Envoy::try_start(&yaml, 2) {
+                    Ok(_) => panic!("Envoy served with {json}"),
+                    Err(f) => f,
+                };
+                assert!(
+                    failed.status.is_some_and(|s| !s.success()),
+                    "Envoy did not exit with an error: {:?}",
+                    failed.status
+                );
+                let line = failed
+                    .log
+                    .lines()
+                    .find(|l| l.contains("invalid plugin configuration"))
+                    .unwrap_or_else(|| panic!("no error line for {json}:\n{}", failed.log));
+                assert!(line.contains(want), "log line {line:?} does not say {want:?}");
+                assert_eq!(failed.log.matches("invalid plugin configuration").count(), 1, "logged more than one line");
+                let message = line.get(line.find("invalid plugin configuration").unwrap_or(0)..).unwrap_or(line);
+                assert!(readme_text.contains(message), "{readme} does not show the refusal verbatim: {message}");
+            });
+        }
+    });
+}

@@ -16,15 +16,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-#[allow(unsafe_code)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::Root::default())
-        });
-    }}
-}
+filters_host::filter_entry!(Root);
 
 /// Longest key kept, in bytes: a longer header value is cut here.
 const MAX_KEY_BYTES: usize = 128;
@@ -148,18 +140,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes =
-            proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        let config = match BreakerConfig::from_json(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        };
+        let Some(config) = filters_host::load_config(BreakerConfig::from_json) else { return false };
         let breakers = Breakers::new(config);
         let created = match breakers.initialize(&HostStore) {
             Ok(n) => n,

@@ -16,11 +16,48 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use filters_core::config::ConfigError;
 use filters_core::request::RequestView;
 use filters_core::store::{Entry, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{MapType, MetricType, Status};
 use std::time::UNIX_EPOCH;
+
+/// Declares a filter's proxy-wasm entry point: the log level and the root
+/// context, created with `Default`. The one `unsafe` the SDK's `main!`
+/// needs (`#[no_mangle]` exports) is allowed here and nowhere else.
+#[macro_export]
+macro_rules! filter_entry {
+    ($root:ident) => {
+        #[allow(unsafe_code)]
+        mod proxy_wasm_entry {
+            proxy_wasm::main! {{
+                proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
+                proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
+                    Box::new(<super::$root as Default>::default())
+                });
+            }}
+        }
+    };
+}
+
+/// Reads the plugin configuration and parses it with `parse`. On failure
+/// logs the one line that names the field and the reason, and returns
+/// `None`: the filter's `on_configure` then returns false and the proxy
+/// refuses the configuration.
+pub fn load_config<T>(parse: impl FnOnce(&[u8]) -> Result<T, ConfigError>) -> Option<T> {
+    let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    match parse(&bytes) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            log::error!("{e}");
+            None
+        }
+    }
+}
 
 /// proxy-wasm shared data as a [`SharedStore`].
 #[derive(Debug, Default, Clone, Copy)]

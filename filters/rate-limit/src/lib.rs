@@ -11,15 +11,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
 
-#[allow(unsafe_code)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::Root::default())
-        });
-    }}
-}
+filters_host::filter_entry!(Root);
 
 struct LimitMetrics {
     allowed: Counter,
@@ -84,40 +76,28 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes =
-            proxy_wasm::hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-        match RateLimitConfig::from_json(&bytes) {
-            Ok(config) => {
-                let metrics = Metrics::define(&config);
-                let needs_peer = config.needs_peer();
-                let limiter = RateLimiter::new(config);
-                // Create every bucket before the first request (see the core's
-                // "Bounded memory"); existing buckets, e.g. after a VM reload,
-                // are kept.
-                let created = match limiter.initialize(&HostStore) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        log::error!("shared data is unavailable, cannot create the rate-limit table: {e}");
-                        return false;
-                    }
-                };
-                Counter::define("rate_limit.configured").inc();
-                log::info!(
-                    "configured {} limit(s), mode {:?}, {created} new slot(s)",
-                    limiter.config().limits.len(),
-                    limiter.config().mode
-                );
-                self.shared = Some(Rc::new(Shared { limiter, metrics, needs_peer }));
-                true
-            }
+        let Some(config) = filters_host::load_config(RateLimitConfig::from_json) else { return false };
+        let metrics = Metrics::define(&config);
+        let needs_peer = config.needs_peer();
+        let limiter = RateLimiter::new(config);
+        // Create every bucket before the first request (see the core's
+        // "Bounded memory"); existing buckets, e.g. after a VM reload,
+        // are kept.
+        let created = match limiter.initialize(&HostStore) {
+            Ok(n) => n,
             Err(e) => {
-                log::error!("{e}");
-                false
+                log::error!("shared data is unavailable, cannot create the rate-limit table: {e}");
+                return false;
             }
-        }
+        };
+        Counter::define("rate_limit.configured").inc();
+        log::info!(
+            "configured {} limit(s), mode {:?}, {created} new slot(s)",
+            limiter.config().limits.len(),
+            limiter.config().mode
+        );
+        self.shared = Some(Rc::new(Shared { limiter, metrics, needs_peer }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

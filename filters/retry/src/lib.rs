@@ -13,15 +13,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, MapType};
 use std::rc::Rc;
 
-#[allow(unsafe_code)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::Root::default())
-        });
-    }}
-}
+filters_host::filter_entry!(Root);
 
 struct Metrics {
     per_policy: Vec<Counter>,
@@ -61,17 +53,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let config = match RetryConfig::from_json(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        };
+        let Some(config) = filters_host::load_config(RetryConfig::from_json) else { return false };
         // Create the budget record before the first request (an existing one,
         // from another worker or before a VM reload, is kept).
         let budget = config.budget;

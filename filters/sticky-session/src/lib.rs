@@ -19,15 +19,7 @@ use proxy_wasm::types::{Action, ContextType, MapType};
 use std::cell::Cell;
 use std::rc::Rc;
 
-#[allow(unsafe_code)]
-mod entry {
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-            Box::new(super::Root::default())
-        });
-    }}
-}
+filters_host::filter_entry!(Root);
 
 struct BackendMetrics {
     assigned: Counter,
@@ -56,17 +48,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let config = match StickyConfig::from_json(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("{e}");
-                return false;
-            }
-        };
+        let Some(config) = filters_host::load_config(StickyConfig::from_json) else { return false };
         let sticky = Sticky::new(config);
         let created = match sticky.initialize(&HostStore) {
             Ok(n) => n,
