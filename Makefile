@@ -6,7 +6,7 @@ WASM_TARGET = wasm32-wasip1
 FILTERS     = rate-limit circuit-breaker retry sticky-session
 ENVOY      ?= .venv/bin/envoy
 
-.PHONY: setup build run test unit integration lint validate-configs clean
+.PHONY: setup build run test unit integration lint validate-configs bench loadtest clean
 
 setup:
 	@scripts/setup.sh
@@ -44,6 +44,12 @@ lint: setup
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
+
+# Criterion benches of the core algorithms, each next to a naive baseline;
+# prints a markdown table and writes it (and JSON) to bench/results/.
+bench: setup
+	$(CARGO) bench -p filters-core --bench core
+	python3 bench/criterion_table.py
 
 clean:
 	$(CARGO) clean

@@ -253,6 +253,19 @@ impl HttpContext for Filter {
         };
         let req = request_view(false);
         self.key = resolve_key(&shared.breakers.config().key, &req);
+        // Fast path: a closed breaker admits without decoding its window.
+        let cached = shared.slots.borrow().get(&self.key).copied();
+        if let Some(slot) = cached {
+            let head = proxy_wasm::hostcalls::get_shared_data(&Breakers::slot_key(slot))
+                .ok()
+                .and_then(|(bytes, _)| bytes)
+                .and_then(|bytes| shared.breakers.decode_head(&bytes).map(|(k, st)| (k == self.key, st)));
+            if head == Some((true, State::Closed)) {
+                self.start = now;
+                self.role = Role::Pass;
+                return Action::Continue;
+            }
+        }
         let admitted = shared.with_record(&self.key, now, |rec| {
             let (a, changed, t) = shared.breakers.admit(rec, now);
             (changed, (a, t, rec.state))

@@ -379,9 +379,32 @@ impl Breakers {
         Some(Record { key, state, trips, consecutive, until, probes, successes, ring })
     }
 
+    /// The key and state of an encoded record, without decoding its window:
+    /// what admitting a request through a closed breaker needs (the common
+    /// case; the full record is ~2.7 KB with a latency histogram).
+    pub fn decode_head<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State)> {
+        let mut r = Reader(bytes);
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let codes = self.cfg.shape.status_bounds.len().saturating_sub(1);
+        if r.u16()? != self.cfg.shape.buckets as u16
+            || usize::from(r.u16()?) != codes
+            || r.u16()? != u16::from(self.cfg.shape.latency)
+        {
+            return None;
+        }
+        let state = State::from_byte(r.u8()?)?;
+        r.take(4 + 4 + 8 + 4 + 4)?;
+        let key_len = usize::from(r.u16()?);
+        let key = std::str::from_utf8(r.take(key_len)?).ok()?;
+        Some((key, state))
+    }
+
     // ---- the shared table ----
 
-    fn slot_key(slot: u32) -> String {
+    /// The shared-data key of a table slot.
+    pub fn slot_key(slot: u32) -> String {
         format!("{SHARED_NAMESPACE}/{slot}")
     }
 

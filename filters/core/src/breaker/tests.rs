@@ -362,3 +362,15 @@ fn readme_json_example_parses() {
     }
     assert!(blocks >= 1);
 }
+
+#[test]
+fn decode_head_matches_the_full_decode() {
+    let b = breakers(r#"{"expression":"LatencyAtQuantileMS(50) > 1","min_requests":1000,"consecutive_failures":1}"#);
+    let mut r = b.fresh("cluster-x");
+    assert_eq!(b.decode_head(&b.encode(&r)), Some(("cluster-x", State::Closed)));
+    request(&b, &mut r, T0, fail(&b));
+    let bytes = b.encode(&r);
+    assert_eq!(b.decode_head(&bytes), Some(("cluster-x", State::Open)));
+    assert_eq!(b.decode_head(bytes.get(..20).unwrap()), None);
+    assert_eq!(b.decode_head(FREE), None);
+}
