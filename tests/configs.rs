@@ -26,3 +26,32 @@ fn every_sample_config_validates() {
     }
     assert!(checked >= 1, "no configs found in envoy/");
 }
+
+/// The compose harness: `docker-compose config` accepts it (no engine is
+/// needed for that), its Envoy configs are the ones bench/loadtest.py
+/// generates, and they pass `envoy --mode validate` with the container's
+/// /wasm paths pointed at the local build.
+#[test]
+fn compose_harness_is_valid_and_current() {
+    let compose = repo().join("bench/compose/docker-compose.yml");
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(&compose)
+        .arg("config")
+        .output()
+        .expect("docker-compose (installed by scripts/setup.sh) runs");
+    assert!(out.status.success(), "docker-compose config refused it:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let check = Command::new("python3").arg(repo().join("bench/loadtest.py")).arg("--check-compose").output().expect("python3");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let wasm_dir = repo().join("target/wasm32-wasip1/release");
+    for name in ["envoy-chain.yaml", "envoy-rate-limit.yaml"] {
+        let text = std::fs::read_to_string(repo().join("bench/compose").join(name)).expect("compose envoy config");
+        let local = text.replace("\"/wasm/", &format!("\"{}/", wasm_dir.display()));
+        let path = integration_tests::scratch_dir("compose").join(name);
+        std::fs::write(&path, local).expect("write");
+        let out = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&path).output().expect("envoy");
+        assert!(out.status.success(), "{name} does not validate:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}

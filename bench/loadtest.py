@@ -1,0 +1,584 @@
+#!/usr/bin/env python3
+"""`make loadtest`: Envoy with and without each filter, under wrk and ab, on 127.0.0.1.
+
+Everything runs as plain processes: the demo backends, one Envoy per
+configuration (from .venv), and the load generators. On a 2-core machine Envoy
+is pinned to core 0 and the load generators and backends to core 1 (taskset),
+so Envoy's CPU time is its own.
+
+Per configuration and --concurrency (1 and 2): requests/s and latency p50/p99
+from wrk at two connection counts, Envoy CPU seconds per request (from
+/proc/<pid>/stat before and after), and Envoy's resident memory; --reps
+repetitions, reported as median and min-max.
+
+The host's speed drifts from minute to minute, so every configuration is also
+measured *paired* with router-only: both Envoys pinned to the same core, loaded
+at the same moment, and the report gives the ratio of their CPU per request,
+which the drift cancels out of. A filter's added cost is derived from that
+ratio, and compared with the no-op Wasm filter's added cost (the floor).
+
+Seed scenarios print their expected outcome next to the measured one.
+
+Output: a markdown report and JSON in bench/results/, and an SVG chart.
+"""
+import argparse
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release"
+BACKEND = ROOT / "target" / "release" / "demo-backend"
+OUT = ROOT / "bench" / "results"
+ENVOY_CPU, LOAD_CPU = "0", "1"
+CLK = os.sysconf("SC_CLK_TCK")
+SCRATCH = pathlib.Path(tempfile.mkdtemp(prefix="loadtest-"))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def pinned(cpu, cmd):
+    """Pin to a core when the machine has more than one and taskset exists."""
+    if os.cpu_count() and os.cpu_count() > 1 and subprocess.run(["which", "taskset"], capture_output=True).returncode == 0:
+        return ["taskset", "-c", cpu] + cmd
+    return cmd
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- processes
+
+class Backends:
+    """Demo backends, one process each so that one can be killed."""
+
+    def __init__(self, names, extra=()):
+        self.procs, self.addrs = {}, {}
+        for n in names:
+            p = subprocess.Popen(pinned(LOAD_CPU, [str(BACKEND), "--backend", f"{n}=127.0.0.1:0", *extra]),
+                                 stdout=subprocess.PIPE, text=True)
+            line = p.stdout.readline().split()
+            self.procs[n], self.addrs[n] = p, line[2]
+
+    def kill(self, name):
+        self.procs[name].kill()
+        self.procs[name].wait()
+
+    def set(self, name, query):
+        urllib.request.urlopen(f"http://{self.addrs[name]}/_demo/set?{query}", timeout=5).read()
+
+    def requests(self, name):
+        return json.loads(urllib.request.urlopen(f"http://{self.addrs[name]}/_demo/stats", timeout=5).read())["requests"]
+
+    def close(self):
+        for p in self.procs.values():
+            p.kill()
+            p.wait()
+
+
+class Envoy:
+    def __init__(self, bootstrap, concurrency, cpu=ENVOY_CPU):
+        self.port, admin = free_port(), free_port()
+        text = json.dumps(bootstrap).replace('"__LISTENER__"', str(self.port)).replace('"__ADMIN__"', str(admin))
+        cfg = SCRATCH / f"envoy-{self.port}.json"
+        cfg.write_text(text)
+        self.admin = f"127.0.0.1:{admin}"
+        self.logf = open(SCRATCH / f"envoy-{self.port}.log", "w")
+        self.proc = subprocess.Popen(
+            pinned(cpu, [str(ENVOY), "-c", str(cfg), "--concurrency", str(concurrency), "--disable-hot-restart",
+                         "--log-level", "warn"]),
+            stdout=subprocess.DEVNULL, stderr=self.logf)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Envoy exited: {(SCRATCH / f'envoy-{self.port}.log').read_text()[-2000:]}")
+            try:
+                if urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1).status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("Envoy did not become ready")
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def cpu_seconds(self):
+        fields = pathlib.Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK  # utime + stime
+
+    def rss_mib(self):
+        for line in pathlib.Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.logf.close()
+
+
+# ---------------------------------------------------------------- Envoy configs
+
+def sa(port, host="127.0.0.1"):
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def endpoints(addrs):
+    return [{"endpoint": {"address": sa(int(a.split(":")[1]))}} for a in addrs]
+
+
+def cluster(addrs, **extra):
+    c = {"name": "demo", "connect_timeout": "1s", "type": "STATIC", "lb_policy": "ROUND_ROBIN",
+         "load_assignment": {"cluster_name": "demo", "endpoints": [{"lb_endpoints": endpoints(addrs)}]},
+         # Envoy's default of 3 concurrent retries would cap retries before any policy does.
+         "circuit_breakers": {"thresholds": [{"max_retries": 10000}]}}
+    c.update(extra)
+    return c
+
+
+def override_host_cluster(addrs):
+    c = cluster(addrs)
+    del c["lb_policy"]
+    c["load_balancing_policy"] = {"policies": [{"typed_extension_config": {
+        "name": "envoy.load_balancing_policies.override_host",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost",
+            "override_host_sources": [{"header": "x-sticky-upstream"}],
+            "fallback_policy": {"policies": [{"typed_extension_config": {
+                "name": "envoy.load_balancing_policies.round_robin",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin"}}}]}}}}]}
+    return c
+
+
+def route(**extra):
+    r = {"match": {"prefix": "/"}, "route": {"cluster": "demo", "timeout": "5s"}}
+    r["route"].update(extra)
+    return r
+
+
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def wasm(name, file, config):
+    return {"name": "envoy.filters.http.wasm", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": name, "root_id": name, "failure_policy": "FAIL_RELOAD",
+                   "vm_config": {"vm_id": name, "runtime": "envoy.wasm.runtime.v8",
+                                 "code": {"local": {"filename": str(WASM / f"{file}.wasm")}}},
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                     "value": json.dumps(config)}}}}
+
+
+def bootstrap(filters, clusters, rt):
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "ingress", "use_remote_address": True, "skip_xff_append": True,
+           "http_protocol_options": {"accept_http_10": True}, "delayed_close_timeout": "0s",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [rt]}]},
+           "http_filters": filters + [ROUTER]}
+    return {"admin": {"address": sa("__ADMIN__")},
+            "static_resources": {
+                "listeners": [{"name": "ingress", "address": sa("__LISTENER__"),
+                               "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                               "typed_config": hcm}]}]}],
+                "clusters": clusters}}
+
+
+def filter_configs(addrs):
+    names = sorted(addrs)
+    return {
+        "rate_limit": {"limits": [{"name": "all", "requests": 1000000000, "period": "1s", "key": "client_ip"}],
+                       "headers": "draft"},
+        "circuit_breaker": {"key": "cluster", "consecutive_failures": 5, "min_requests": 10,
+                            "expression": "LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"},
+        "retry": {"policies": [{"name": "reads", "match": {"methods": ["GET", "HEAD"]}, "max_retries": 3},
+                               {"name": "default", "max_retries": 2}]},
+        "sticky": {"backends": [{"name": n, "address": addrs[n]} for n in names],
+                   "session_key": ["cookie:session", "client_ip"],
+                   "cookie": {"name": "sticky", "secret": "loadtest-secret-0123456789"},
+                   "health": {"failures": 3, "eject_for": "10s"}},
+    }
+
+
+def configs(addrs):
+    a = list(addrs.values())
+    f = filter_configs(addrs)
+    retry_route = {"retry_policy": {"retry_on": "connect-failure,reset", "num_retries": 2,
+                                    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+                                    "host_selection_retry_max_attempts": 5}}
+    local_rl = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "lrl",
+        "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000, "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": "lrl_on", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+        "filter_enforced": {"runtime_key": "lrl_enf", "default_value": {"numerator": 100, "denominator": "HUNDRED"}}}}
+    return {
+        "router": bootstrap([], [cluster(a)], route()),
+        "noop-wasm": bootstrap([wasm("noop", "noop_filter", {})], [cluster(a)], route()),
+        "native-local-ratelimit": bootstrap([local_rl], [cluster(a)], route()),
+        "native-ring-hash-cookie": bootstrap([], [cluster(a, lb_policy="RING_HASH")],
+                                             route(hash_policy=[{"cookie": {"name": "sticky", "ttl": "3600s"}}])),
+        "native-retry-policy": bootstrap([], [cluster(a)], route(retry_policy={"retry_on": "5xx,reset,connect-failure", "num_retries": 3})),
+        "native-outlier-detection": bootstrap([], [cluster(a, outlier_detection={"consecutive_5xx": 5})], route()),
+        "rate-limit": bootstrap([wasm("rate_limit", "rate_limit", f["rate_limit"])], [cluster(a)], route()),
+        "circuit-breaker": bootstrap([wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
+        "retry": bootstrap([wasm("retry", "retry", f["retry"])], [cluster(a)], route()),
+        "sticky-session": bootstrap([wasm("sticky", "sticky_session", f["sticky"])], [override_host_cluster(a)], route(**retry_route)),
+        "chain-of-four": bootstrap([wasm("rate_limit", "rate_limit", f["rate_limit"]),
+                                    wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"]),
+                                    wasm("retry", "retry", f["retry"]),
+                                    wasm("sticky", "sticky_session", f["sticky"])],
+                                   [override_host_cluster(a)], route(**retry_route)),
+    }
+
+
+NATIVE_OF = {"rate-limit": "native-local-ratelimit", "sticky-session": "native-ring-hash-cookie",
+             "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection"}
+
+
+# ---------------------------------------------------------------- load generators
+
+def parse_duration_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", text)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return v * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def wrk(port, conns, seconds):
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+                                           f"http://127.0.0.1:{port}/"]), capture_output=True, text=True).stdout
+    res = {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
+           "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+           "non_2xx": int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0}
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)
+        res[f"p{q}_ms"] = parse_duration_ms(m.group(1)) if m else float("nan")
+    return res
+
+
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure(bootstrap_cfg, concurrency, conn_counts, seconds, reps):
+    e = Envoy(bootstrap_cfg, concurrency)
+    try:
+        wrk(e.port, 10, 1)  # warm up
+        result = {}
+        for conns in conn_counts:
+            runs = []
+            for _ in range(reps):
+                c0 = e.cpu_seconds()
+                w = wrk(e.port, conns, seconds)
+                c1 = e.cpu_seconds()
+                w["cpu_us_per_request"] = (c1 - c0) / max(w["requests"], 1) * 1e6
+                runs.append(w)
+            result[conns] = {k: spread([r[k] for r in runs]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
+            result[conns]["non_2xx"] = sum(r["non_2xx"] for r in runs)
+        result["rss_mib"] = e.rss_mib()
+        return result
+    finally:
+        e.close()
+
+
+def paired(base_cfg, cfg, seconds, reps, conns=10):
+    """Both Envoys on the same core, loaded at the same moment: the ratio of
+    their CPU per request, which the host's drift cancels out of."""
+    a, b = Envoy(base_cfg, 1), Envoy(cfg, 1)
+    try:
+        for e in (a, b):
+            wrk(e.port, conns, 1)
+        ratios = []
+        for _ in range(reps):
+            ca, cb = a.cpu_seconds(), b.cpu_seconds()
+            pa = subprocess.Popen(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"http://127.0.0.1:{a.port}/"]),
+                                  stdout=subprocess.PIPE, text=True)
+            pb = subprocess.Popen(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", f"http://127.0.0.1:{b.port}/"]),
+                                  stdout=subprocess.PIPE, text=True)
+            oa, ob = pa.communicate()[0], pb.communicate()[0]
+            na = int(re.search(r"(\d+) requests in", oa).group(1))
+            nb = int(re.search(r"(\d+) requests in", ob).group(1))
+            ua = (a.cpu_seconds() - ca) / max(na, 1)
+            ub = (b.cpu_seconds() - cb) / max(nb, 1)
+            ratios.append(ub / ua if ua > 0 else float("nan"))
+        return spread(ratios)
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------- seed scenarios
+
+def get(port, path="/", headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request("GET", path, headers=headers or {})
+        r = c.getresponse()
+        r.read()
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders())
+    except OSError:
+        return 0, {}
+    finally:
+        c.close()
+
+
+def rate_limit_scenario_config(addrs):
+    return bootstrap([wasm("rate_limit", "rate_limit", {"limits": [{"name": "main", "requests": 100, "period": "1s",
+                                                                    "burst": 50, "key": "client_ip"}]})],
+                     [cluster(list(addrs.values()))], route())
+
+
+def scenario_rate_limit(addrs):
+    e = Envoy(rate_limit_scenario_config(addrs), 2)
+    try:
+        out = subprocess.run(pinned(LOAD_CPU, ["ab", "-n", "1000", "-c", "10", f"http://127.0.0.1:{e.port}/"]),
+                             capture_output=True, text=True).stdout
+        total = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
+        non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx responses:\s+(\d+)", out)) else 0
+        secs = float(re.search(r"Time taken for tests:\s+([\d.]+)", out).group(1))
+        admitted = total - non2xx
+        time.sleep(1.0)  # refill to the full burst
+        t0 = time.time()
+        statuses = [get(e.port)[0] for _ in range(150)]
+        t = time.time() - t0
+        refused = statuses.count(429)
+        return [
+            {"scenario": "ab -n 1000 -c 10 against 100/s, burst 50",
+             "expected": f"about {50 + 100 * secs:.0f} admitted (50 + 100/s x {secs:.2f} s)",
+             "measured": f"{admitted} admitted, {non2xx} refused (429)"},
+            {"scenario": "150 sequential requests, same limit",
+             "expected": f"about {max(0, 150 - (50 + 100 * t)):.0f} refused (150 - 50 - 100/s x {t:.2f} s)",
+             "measured": f"{refused} refused (429), {statuses.count(200)} admitted"},
+        ]
+    finally:
+        e.close()
+
+
+def scenario_cookie_vs_ip_hash(addrs):
+    rows = []
+    for label, key in (("cookie stickiness (sticky-session, session cookie)", ["cookie:session"]),
+                       ("nginx-style ip_hash (sticky-session keyed on client_ip)", ["client_ip"])):
+        f = filter_configs(addrs)["sticky"]
+        f["session_key"] = key
+        f.pop("cookie")
+        f["backend_header"] = "x-sticky-backend"
+        e = Envoy(bootstrap([wasm("sticky", "sticky_session", f)], [override_host_cluster(list(addrs.values()))], route()), 2)
+        try:
+            per_session, all_backends = [], {}
+            for s in range(30):
+                seen = {get(e.port, headers={"cookie": f"session=s{s}"})[1].get("x-backend") for _ in range(10)}
+                per_session.append(len(seen))
+                for b in seen:
+                    all_backends[b] = all_backends.get(b, 0) + 1
+            rows.append({"scenario": f"30 sessions x 10 requests from one client address: {label}",
+                         "expected": "each session on one backend" + (", sessions spread over all three" if "cookie" in label else ", every session on the same backend (one address)"),
+                         "measured": f"max backends per session {max(per_session)}, sessions per backend {dict(sorted(all_backends.items()))}"})
+        finally:
+            e.close()
+    return rows
+
+
+def scenario_random_failures(names):
+    rows = []
+    for label, use_retry in (("router only (no retry)", False), ("with the retry filter", True)):
+        b = Backends(names)
+        try:
+            for n in names:
+                b.set(n, "fail=0.2&random=1")
+            filters = [wasm("retry", "retry", filter_configs(b.addrs)["retry"])] if use_retry else []
+            e = Envoy(bootstrap(filters, [cluster(list(b.addrs.values()))], route()), 2)
+            try:
+                ok = sum(1 for _ in range(1000) if get(e.port)[0] == 200)
+                attempts = sum(b.requests(n) for n in names)
+                rows.append({"scenario": f"1000 GETs, backends failing 20% at random, {label}",
+                             "expected": "about 80% succeed" if not use_retry else "at least 99% succeed",
+                             "measured": f"{ok / 10:.1f}% succeeded, {attempts} upstream attempts"})
+            finally:
+                e.close()
+        finally:
+            b.close()
+    return rows
+
+
+def scenario_kill_one_of_three(names):
+    b = Backends(names)
+    try:
+        e = Envoy(configs(b.addrs)["chain-of-four"], 2)
+        try:
+            failed, total = 0, 3000
+            for i in range(total):
+                if i == total // 2:
+                    b.kill(names[1])
+                status, _ = get(e.port, headers={"cookie": f"session=u{i % 60}"})
+                failed += status != 200
+            return [{"scenario": f"{total} requests over 60 sessions; backend {names[1]} of three killed halfway; "
+                                 "rate limit, breaker, retry and sticky sessions chained",
+                     "expected": "no failed request (the route retry covers the requests before the sticky filter ejects it)",
+                     "measured": f"{failed} failed requests"}]
+        finally:
+            e.close()
+    finally:
+        b.close()
+
+
+# ---------------------------------------------------------------- report
+
+def svg_chart(rows, path):
+    """Bars of CPU per request (us) and p99 (ms) per configuration, --concurrency 1, 10 connections."""
+    width, bar_h, gap, left = 760, 14, 10, 190
+    cpu_max = max(r["cpu"] for r in rows) or 1
+    p99_max = max(r["p99"] for r in rows) or 1
+    height = 60 + len(rows) * (2 * bar_h + gap)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11">',
+           f'<text x="10" y="18" font-size="13">Envoy CPU per request (blue, us) and p99 latency (orange, ms); --concurrency 1, 10 connections</text>']
+    y = 40
+    for r in rows:
+        wc = (width - left - 80) * r["cpu"] / cpu_max
+        wp = (width - left - 80) * r["p99"] / p99_max
+        out.append(f'<text x="10" y="{y + bar_h}">{r["name"]}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{wc:.1f}" height="{bar_h - 2}" fill="#3b6fb6"/>')
+        out.append(f'<text x="{left + wc + 4:.1f}" y="{y + bar_h - 3}">{r["cpu"]:.1f}</text>')
+        out.append(f'<rect x="{left}" y="{y + bar_h}" width="{wp:.1f}" height="{bar_h - 2}" fill="#e08a2c"/>')
+        out.append(f'<text x="{left + wp + 4:.1f}" y="{y + 2 * bar_h - 3}">{r["p99"]:.2f}</text>')
+        y += 2 * bar_h + gap
+    out.append("</svg>")
+    path.write_text("\n".join(out) + "\n")
+
+
+COMPOSE = ROOT / "bench" / "compose"
+COMPOSE_BACKENDS = {"a": "172.28.0.11:8081", "b": "172.28.0.12:8081", "c": "172.28.0.13:8081"}
+
+
+def compose_files():
+    """The compose harness's Envoy configs, generated from the same builders
+    as the load test: static addresses, the .wasm files mounted at /wasm."""
+    def render(cfg):
+        text = json.dumps(cfg, indent=2)
+        text = re.sub(r'"address": "127\.0\.0\.1",(\s*)"port_value": "__LISTENER__"', r'"address": "0.0.0.0",\1"port_value": 10000', text)
+        text = text.replace('"port_value": "__ADMIN__"', '"port_value": 9901')
+        return text.replace(str(WASM), "/wasm") + "\n"
+    return {"envoy-chain.yaml": render(configs(COMPOSE_BACKENDS)["chain-of-four"]),
+            "envoy-rate-limit.yaml": render(rate_limit_scenario_config(COMPOSE_BACKENDS))}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement")
+    ap.add_argument("--conns", default="10,50", help="wrk connection counts")
+    ap.add_argument("--only", default="", help="comma-separated configuration names")
+    ap.add_argument("--skip-scenarios", action="store_true")
+    ap.add_argument("--write-compose", action="store_true", help="regenerate bench/compose/envoy-*.yaml and exit")
+    ap.add_argument("--check-compose", action="store_true", help="exit 1 if bench/compose/envoy-*.yaml are stale")
+    args = ap.parse_args()
+    if args.check_compose:
+        stale = [n for n, text in compose_files().items() if (COMPOSE / n).read_text() != text]
+        if stale:
+            sys.exit(f"stale: {', '.join(stale)}; run python3 bench/loadtest.py --write-compose")
+        return
+    if args.write_compose:
+        for name, text in compose_files().items():
+            (COMPOSE / name).write_text(text)
+            log(f"written: {COMPOSE / name}")
+        return
+    for tool in (ENVOY, BACKEND, WASM / "noop_filter.wasm"):
+        if not pathlib.Path(tool).exists():
+            sys.exit(f"{tool} is missing: run `make loadtest` (it builds everything)")
+    conn_counts = [int(c) for c in args.conns.split(",")]
+    names = ["a", "b", "c"]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    report = {"generated": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": {"cpus": os.cpu_count()},
+              "pinning": f"Envoy on core {ENVOY_CPU}; wrk, ab and the demo backends on core {LOAD_CPU} (taskset)",
+              "seconds": args.seconds, "reps": args.reps, "configs": {}, "paired": {}, "scenarios": []}
+    backends = Backends(names)
+    try:
+        all_cfgs = configs(backends.addrs)
+        chosen = [c for c in all_cfgs if not args.only or c in args.only.split(",")]
+        for name in chosen:
+            for conc in (1, 2):
+                log(f"measuring {name} --concurrency {conc}")
+                report["configs"].setdefault(name, {})[conc] = measure(all_cfgs[name], conc, conn_counts, args.seconds, args.reps)
+        for name in chosen:
+            if name == "router":
+                continue
+            log(f"paired: router vs {name}")
+            report["paired"][name] = paired(all_cfgs["router"], all_cfgs[name], args.seconds, args.reps)
+    finally:
+        backends.close()
+    if not args.skip_scenarios:
+        log("seed scenarios")
+        b = Backends(names)
+        try:
+            report["scenarios"] += scenario_rate_limit(b.addrs)
+            report["scenarios"] += scenario_cookie_vs_ip_hash(b.addrs)
+        finally:
+            b.close()
+        report["scenarios"] += scenario_random_failures(names)
+        report["scenarios"] += scenario_kill_one_of_three(names)
+
+    # ---- tables
+    lines = [f"# Load test ({report['generated']})", "",
+             f"`make loadtest` on {os.cpu_count()} cores. {report['pinning']}. "
+             f"wrk runs of {args.seconds} s, {args.reps} repetitions: median (min-max).", ""]
+    conns0 = conn_counts[0]
+    lines += ["## Per configuration", "",
+              "| config | concurrency | conns | requests/s | p50 ms | p99 ms | Envoy CPU us/request | RSS MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    fmt = lambda s, d=1: f"{s['median']:.{d}f} ({s['min']:.{d}f}-{s['max']:.{d}f})"
+    for name, per_conc in report["configs"].items():
+        for conc, res in per_conc.items():
+            for conns in conn_counts:
+                r = res[conns]
+                lines.append(f"| {name} | {conc} | {conns} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'], 2)} | {fmt(r['p99_ms'], 2)} | "
+                             f"{fmt(r['cpu_us_per_request'])} | {res['rss_mib']:.0f} |")
+    lines += ["", "## Paired with router-only (same core, loaded at the same moment)", "",
+              "CPU per request relative to router-only, median (min-max) of the paired runs; "
+              "added = ratio - 1, and how many no-op floors that is.", "",
+              "| config | CPU vs router | added vs router | in no-op floors | native equivalent's added |",
+              "| --- | --- | --- | --- | --- |"]
+    floor = report["paired"].get("noop-wasm", {}).get("median", float("nan")) - 1
+    for name, s in report["paired"].items():
+        added = s["median"] - 1
+        native = NATIVE_OF.get(name)
+        native_added = f"{report['paired'][native]['median'] - 1:+.1%} ({native})" if native in report["paired"] else ""
+        floors = f"{added / floor:.2f}" if floor == floor and floor > 0 else ""
+        lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {native_added} |")
+    if report["scenarios"]:
+        lines += ["", "## Seed scenarios", "", "| scenario | expected | measured |", "| --- | --- | --- |"]
+        lines += [f"| {s['scenario']} | {s['expected']} | {s['measured']} |" for s in report["scenarios"]]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "loadtest.md").write_text(text)
+    (OUT / "loadtest.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    chart_rows = [{"name": n, "cpu": c[1][conns0]["cpu_us_per_request"]["median"], "p99": c[1][conns0]["p99_ms"]["median"]}
+                  for n, c in report["configs"].items() if 1 in c]
+    if chart_rows:
+        svg_chart(chart_rows, OUT / "loadtest.svg")
+    log(f"written: {OUT / 'loadtest.md'}, {OUT / 'loadtest.json'}, {OUT / 'loadtest.svg'}")
+
+
+if __name__ == "__main__":
+    main()
