@@ -519,6 +519,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated configuration names")
     ap.add_argument("--skip-scenarios", action="store_true")
     ap.add_argument("--scenarios-only", action="store_true")
+    ap.add_argument("--out", default="", help="basename of the report in bench/results (default: loadtest, or scenarios)")
     ap.add_argument("--write-compose", action="store_true", help="regenerate bench/compose/envoy-*.yaml and exit")
     ap.add_argument("--check-compose", action="store_true", help="exit 1 if bench/compose/envoy-*.yaml are stale")
     args = ap.parse_args()
@@ -601,7 +602,7 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     OUT.mkdir(parents=True, exist_ok=True)
-    base = "scenarios" if args.scenarios_only else "loadtest"
+    base = args.out or ("scenarios" if args.scenarios_only else "loadtest")
     (OUT / f"{base}.md").write_text(text)
     (OUT / f"{base}.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     chart_rows = [{"name": n, "cpu": c[1][conns0]["cpu_us_per_request"]["median"], "p99": c[1][conns0]["p99_ms"]["median"]}

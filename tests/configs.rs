@@ -42,7 +42,8 @@ fn compose_harness_is_valid_and_current() {
         .expect("docker-compose (installed by scripts/setup.sh) runs");
     assert!(out.status.success(), "docker-compose config refused it:\n{}", String::from_utf8_lossy(&out.stderr));
 
-    let check = Command::new("python3").arg(repo().join("bench/loadtest.py")).arg("--check-compose").output().expect("python3");
+    let check =
+        Command::new("python3").arg(repo().join("bench/loadtest.py")).arg("--check-compose").output().expect("python3");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
     let wasm_dir = repo().join("target/wasm32-wasip1/release");

@@ -48,6 +48,15 @@ pub struct Matcher {
     pub headers: Vec<HeaderMatch>,
 }
 
+impl HeaderMatch {
+    /// The header it reads.
+    pub fn name(&self) -> &str {
+        match self {
+            HeaderMatch::Present(n, _) | HeaderMatch::Equals(n, _) => n,
+        }
+    }
+}
+
 impl RawMatch {
     /// Checks a match; `field` is its path in the configuration.
     pub fn check(self, field: &str) -> Result<Matcher, ConfigError> {

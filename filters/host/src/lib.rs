@@ -100,6 +100,21 @@ pub fn request_view(with_peer: bool) -> RequestView {
     RequestView::new(headers, peer)
 }
 
+/// Like [`request_view`], but fetching only the named headers (lower case),
+/// one host call each: cheaper when a filter needs few or none. Only the
+/// first value of each is read.
+pub fn request_view_of(names: &[String], with_peer: bool) -> RequestView {
+    let headers = names
+        .iter()
+        .filter_map(|n| {
+            let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, n).ok()??;
+            Some((n.clone(), String::from_utf8_lossy(&v).into_owned()))
+        })
+        .collect();
+    let peer = if with_peer { property_string(&["source", "address"]) } else { None };
+    RequestView::new(headers, peer)
+}
+
 /// A property as text (nginx returns text; Envoy returns text for addresses).
 pub fn property_string(path: &[&str]) -> Option<String> {
     let bytes = hostcalls::get_property(path.to_vec()).ok()??;

@@ -6,7 +6,7 @@
 use filters_core::clock::FakeClock;
 use filters_core::ratelimit::config::{Mode, RateLimitConfig};
 use filters_core::ratelimit::{Decision, LimitState, RateLimiter};
-use filters_host::{add_response_header, request_view, send_local_reply, Counter, HostStore};
+use filters_host::{add_response_header, request_view, request_view_of, send_local_reply, Counter, HostStore};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 use std::rc::Rc;
@@ -64,6 +64,8 @@ struct Shared {
     limiter: RateLimiter,
     metrics: Metrics,
     needs_peer: bool,
+    /// The headers the limits read (`None`: all of them).
+    needed_headers: Option<Vec<String>>,
 }
 
 /// The root context: parses and checks the configuration once per worker.
@@ -79,6 +81,7 @@ impl RootContext for Root {
         let Some(config) = filters_host::load_config(RateLimitConfig::from_json) else { return false };
         let metrics = Metrics::define(&config);
         let needs_peer = config.needs_peer();
+        let needed_headers = config.needed_headers();
         let limiter = RateLimiter::new(config);
         // Create every bucket before the first request (see the core's
         // "Bounded memory"); existing buckets, e.g. after a VM reload,
@@ -96,7 +99,7 @@ impl RootContext for Root {
             limiter.config().limits.len(),
             limiter.config().mode
         );
-        self.shared = Some(Rc::new(Shared { limiter, metrics, needs_peer }));
+        self.shared = Some(Rc::new(Shared { limiter, metrics, needs_peer, needed_headers }));
         true
     }
 
@@ -125,7 +128,10 @@ impl HttpContext for Filter {
             shared.metrics.store_errors.inc();
             return Action::Continue;
         };
-        let req = request_view(shared.needs_peer);
+        let req = match &shared.needed_headers {
+            Some(names) => request_view_of(names, shared.needs_peer),
+            None => request_view(shared.needs_peer),
+        };
         #[cfg(feature = "trap-on-demand")]
         if req.header("x-rate-limit-test-trap").is_some() {
             std::process::abort();

@@ -187,6 +187,40 @@ impl RateLimitConfig {
     pub fn needs_peer(&self) -> bool {
         self.limits.iter().any(|l| l.key.contains(&KeyPart::ClientIp))
     }
+
+    /// The request headers the limits read, so that the filter fetches only
+    /// those; `None` when every header must be fetched (all values of a
+    /// repeated `X-Forwarded-For` are needed, which one-header reads do not
+    /// give).
+    pub fn needed_headers(&self) -> Option<Vec<String>> {
+        let mut names: Vec<String> = Vec::new();
+        let mut add = |n: &str| {
+            if !names.iter().any(|x| x == n) {
+                names.push(n.to_string());
+            }
+        };
+        for l in &self.limits {
+            for k in &l.key {
+                match k {
+                    KeyPart::ClientIp if self.trusted_hops > 0 => return None,
+                    KeyPart::Header(h) => add(h),
+                    KeyPart::Path => add(":path"),
+                    KeyPart::Method => add(":method"),
+                    KeyPart::ClientIp | KeyPart::Global => {}
+                }
+            }
+            if !l.matcher.methods.is_empty() {
+                add(":method");
+            }
+            if !l.matcher.path_prefix.is_empty() {
+                add(":path");
+            }
+            for h in &l.matcher.headers {
+                add(h.name());
+            }
+        }
+        Some(names)
+    }
 }
 
 fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, ConfigError> {
@@ -283,6 +317,22 @@ mod tests {
         let c = RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"global"}]}"#)
             .unwrap();
         assert_eq!(c.limits.first().unwrap().burst, 7);
+    }
+
+    #[test]
+    fn needed_headers_are_only_what_limits_read() {
+        let c = RateLimitConfig::from_json(OK.as_bytes()).unwrap();
+        assert_eq!(c.needed_headers(), Some(vec![]));
+        let c = RateLimitConfig::from_json(
+            br#"{"limits":[{"name":"a","requests":1,"period":"1s","key":["header:X-Key","path"],"match":{"methods":["GET"],"headers":[{"name":"x-tier","equals":"free"}]}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.needed_headers(), Some(vec!["x-key".into(), ":path".into(), ":method".into(), "x-tier".into()]));
+        let c = RateLimitConfig::from_json(
+            br#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"client_ip"}],"trusted_hops":1}"#,
+        )
+        .unwrap();
+        assert_eq!(c.needed_headers(), None, "X-Forwarded-For needs every value");
     }
 
     #[test]
