@@ -24,6 +24,8 @@ missing=()
 command -v curl >/dev/null || missing+=(curl)
 # docker-compose only checks bench/compose/docker-compose.yml (`config`); no engine is needed.
 command -v docker-compose >/dev/null || missing+=(docker-compose)
+# nginx -t checks the nginx-otel/ configs (their non-wasm parts).
+[ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ "${1:-}" = "--load" ]; then
     command -v wrk >/dev/null || missing+=(wrk)
     command -v ab >/dev/null || missing+=(apache2-utils)
