@@ -142,12 +142,8 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = filters_host::load_config(BreakerConfig::from_json) else { return false };
         let breakers = Breakers::new(config);
-        let created = match breakers.initialize(&HostStore) {
-            Ok(n) => n,
-            Err(e) => {
-                log::error!("shared data is unavailable, cannot create the breaker table: {e}");
-                return false;
-            }
+        let Some(created) = filters_host::created_or_log("the breaker table", breakers.initialize(&HostStore)) else {
+            return false;
         };
         Counter::define("circuit_breaker.configured").inc();
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);

@@ -48,3 +48,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
         }
     }
 }
+
+/// The ```json blocks of a markdown document (for tests that check the
+/// examples in the filters' READMEs).
+#[cfg(test)]
+pub(crate) fn json_blocks(markdown: &str) -> Vec<&str> {
+    markdown.split("```json\n").skip(1).map(|b| b.split("```").next().unwrap_or("")).collect()
+}

@@ -59,6 +59,19 @@ pub fn load_config<T>(parse: impl FnOnce(&[u8]) -> Result<T, ConfigError>) -> Op
     }
 }
 
+/// The result of creating a filter's shared-data table at configure time:
+/// the number of entries created, or `None` after logging the one line that
+/// says what could not be created (the filter then refuses the configuration).
+pub fn created_or_log(what: &str, result: Result<u32, StoreError>) -> Option<u32> {
+    match result {
+        Ok(n) => Some(n),
+        Err(e) => {
+            log::error!("shared data is unavailable, cannot create {what}: {e}");
+            None
+        }
+    }
+}
+
 /// proxy-wasm shared data as a [`SharedStore`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct HostStore;

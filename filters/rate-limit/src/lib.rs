@@ -86,12 +86,8 @@ impl RootContext for Root {
         // Create every bucket before the first request (see the core's
         // "Bounded memory"); existing buckets, e.g. after a VM reload,
         // are kept.
-        let created = match limiter.initialize(&HostStore) {
-            Ok(n) => n,
-            Err(e) => {
-                log::error!("shared data is unavailable, cannot create the rate-limit table: {e}");
-                return false;
-            }
+        let Some(created) = filters_host::created_or_log("the rate-limit table", limiter.initialize(&HostStore)) else {
+            return false;
         };
         Counter::define("rate_limit.configured").inc();
         log::info!(

@@ -50,12 +50,8 @@ impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(config) = filters_host::load_config(StickyConfig::from_json) else { return false };
         let sticky = Sticky::new(config);
-        let created = match sticky.initialize(&HostStore) {
-            Ok(n) => n,
-            Err(e) => {
-                log::error!("shared data is unavailable, cannot create the health records: {e}");
-                return false;
-            }
+        let Some(created) = filters_host::created_or_log("the health records", sticky.initialize(&HostStore)) else {
+            return false;
         };
         let per_backend = sticky
             .config()

@@ -348,11 +348,9 @@ fn first_touch_race_cannot_admit_twice_after_initialize() {
 #[test]
 fn readme_json_examples_parse() {
     let readme = include_str!("../../../rate-limit/README.md");
-    let mut blocks = 0;
-    for block in readme.split("```json\n").skip(1) {
-        let json = block.split("```").next().unwrap_or("");
+    let blocks = crate::config::json_blocks(readme);
+    assert!(!blocks.is_empty(), "no json examples found");
+    for json in blocks {
         RateLimitConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
-        blocks += 1;
     }
-    assert!(blocks >= 1, "no json examples found");
 }

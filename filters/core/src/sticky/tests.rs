@@ -224,13 +224,11 @@ proptest! {
 #[test]
 fn readme_json_example_parses() {
     let readme = include_str!("../../../sticky-session/README.md");
-    let mut blocks = 0;
-    for block in readme.split("```json\n").skip(1) {
-        let json = block.split("```").next().unwrap_or("");
+    let blocks = crate::config::json_blocks(readme);
+    assert!(!blocks.is_empty(), "no json examples found");
+    for json in blocks {
         StickyConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
-        blocks += 1;
     }
-    assert!(blocks >= 1);
 }
 
 /// Adding a backend moves no pinned session; unpinned keys move only to the
