@@ -6,6 +6,7 @@
 use filters_core::breaker::config::{BreakerConfig, KeyKind};
 use filters_core::breaker::{network_failure, Admission, Breakers, State, Transition};
 use filters_core::request::RequestView;
+use filters_core::store::SharedStore;
 use filters_host::{
     now_nanos, property_string, property_u64, request_view, response_header, send_local_reply, Counter, Gauge,
     HostStore,
@@ -252,10 +253,11 @@ impl HttpContext for Filter {
         // Fast path: a closed breaker admits without decoding its window.
         let cached = shared.slots.borrow().get(&self.key).copied();
         if let Some(slot) = cached {
-            let head = proxy_wasm::hostcalls::get_shared_data(&Breakers::slot_key(slot))
+            let head = HostStore
+                .get(&Breakers::slot_key(slot))
                 .ok()
-                .and_then(|(bytes, _)| bytes)
-                .and_then(|bytes| shared.breakers.decode_head(&bytes).map(|(k, st)| (k == self.key, st)));
+                .flatten()
+                .and_then(|e| shared.breakers.decode_head(&e.value).map(|(k, st)| (k == self.key, st)));
             if head == Some((true, State::Closed)) {
                 self.start = now;
                 self.role = Role::Pass;
