@@ -22,22 +22,14 @@ impl Setup {
         Setup { backends, envoy }
     }
 
-    fn flaky(&self) -> SocketAddr {
-        self.backends.addr("b")
-    }
-
     /// Changes the flaky backend's behaviour (`fail=1`, `latency=300ms`, ...).
     fn set_flaky(&self, query: &str) {
-        let r = http_get(self.flaky(), &format!("/_demo/set?{query}"), &[]).expect("control flaky backend");
-        assert_eq!(r.status, 200);
+        self.backends.set("b", query);
     }
 
     /// Requests the flaky backend has seen.
     fn flaky_requests(&self) -> u64 {
-        let r = http_get(self.flaky(), "/_demo/stats", &[]).expect("flaky stats");
-        serde_json::from_slice::<serde_json::Value>(&r.body).expect("stats json")["requests"]
-            .as_u64()
-            .expect("requests")
+        self.backends.requests("b")
     }
 
     /// One request on a fresh connection (so successive requests spread over workers).

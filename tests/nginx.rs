@@ -134,7 +134,7 @@ fn nginx_retry_filter_strips_forged_headers_and_adds_retry_after() {
     let echo = http_get(n.addr, "/echo", &[("x-envoy-max-retries", "10")]).expect("echo");
     let seen: serde_json::Value = serde_json::from_slice(&echo.body).expect("echo json");
     assert!(seen["headers"].get("x-envoy-max-retries").is_none(), "forged header reached the backend: {seen}");
-    http_get(b.addr("a"), "/_demo/set?fail=1&status=429", &[]).expect("control backend");
+    b.set("a", "fail=1&status=429");
     let r = http_get(n.addr, "/", &[]).expect("request");
     assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
 }
@@ -209,17 +209,13 @@ fn strip_wasm(text: &str) -> String {
     out
 }
 
-fn flaky_fails(b: &Backends, name: &str) {
-    http_get(b.addr(name), "/_demo/set?fail=1", &[]).expect("control backend");
-}
-
 #[test]
 fn nginx_circuit_breaker_opens_and_spares_the_healthy_upstream() {
     let Some(bin) = nginx_bin() else { return };
     let b = Backends::start(&["a", "b"]);
     let n = start(&bin, "circuit-breaker.conf", &b.addrs(), None)
         .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
-    flaky_fails(&b, "b");
+    b.set("b", "fail=1");
     for _ in 0..5 {
         assert_eq!(http_get(n.addr, "/flaky/x", &[]).expect("request").header("x-backend"), Some("b"));
     }

@@ -21,13 +21,11 @@ impl Setup {
     }
 
     fn set_backend(&self, query: &str) {
-        let r = http_get(self.backends.addr("a"), &format!("/_demo/set?{query}"), &[]).expect("control backend");
-        assert_eq!(r.status, 200);
+        self.backends.set("a", query);
     }
 
     fn backend_requests(&self) -> u64 {
-        let r = http_get(self.backends.addr("a"), "/_demo/stats", &[]).expect("backend stats");
-        serde_json::from_slice::<serde_json::Value>(&r.body).expect("json")["requests"].as_u64().expect("requests")
+        self.backends.requests("a")
     }
 
     fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {

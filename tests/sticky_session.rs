@@ -207,8 +207,7 @@ fn envoy_keeps_sending_to_an_overridden_host_it_ejected() {
     assert_ne!(yaml, s.yaml, "outlier detection inserted");
     s.envoy = Envoy::start(&yaml, 1);
     let on_b = (0..200).map(|i| format!("u{i}")).find(|id| s.backend_of(id) == "b").expect("a session on b");
-    let b_addr = s.backends[1].as_ref().map(|b| b.addr("b")).expect("b");
-    http_get(b_addr, "/_demo/set?fail=1", &[]).expect("control b");
+    s.backends[1].as_ref().expect("backend b").set("b", "fail=1");
     for _ in 0..6 {
         assert_eq!(s.get(&[("x-session-id", &on_b)]).status, 503);
     }
@@ -225,8 +224,7 @@ fn failing_backend_is_ejected_by_the_filter_and_its_sessions_move() {
     // only connect failures and resets, so the 503s reach the filter.
     let s = Setup::new(None);
     let on_b = (0..200).map(|i| format!("u{i}")).find(|id| s.backend_of(id) == "b").expect("a session on b");
-    let b_addr = s.backends[1].as_ref().map(|b| b.addr("b")).expect("b");
-    http_get(b_addr, "/_demo/set?fail=1", &[]).expect("control b");
+    s.backends[1].as_ref().expect("backend b").set("b", "fail=1");
     let statuses: Vec<u16> = (0..3).map(|_| s.get(&[("x-session-id", &on_b)]).status).collect();
     assert_eq!(statuses, vec![503; 3]);
     let moved: Vec<String> = (0..5).map(|_| s.backend_of(&on_b)).collect();

@@ -89,6 +89,19 @@ impl Backends {
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.addrs.iter().map(|(_, a)| *a).collect()
     }
+
+    /// Changes backend `name`'s behaviour (`fail=1`, `latency=300ms`, `hang=1`, ...).
+    pub fn set(&self, name: &str, query: &str) {
+        let r = http_get(self.addr(name), &format!("/_demo/set?{query}"), &[]).expect("control demo backend");
+        assert_eq!(r.status, 200, "demo backend refused /_demo/set?{query}");
+    }
+
+    /// Requests backend `name` has served (control requests excluded).
+    pub fn requests(&self, name: &str) -> u64 {
+        let r = http_get(self.addr(name), "/_demo/stats", &[]).expect("demo backend stats");
+        let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("stats json");
+        stats["requests"].as_u64().expect("requests")
+    }
 }
 
 impl Drop for Backends {
