@@ -3,6 +3,7 @@
 //! default, in `filters/rate-limit/README.md`.
 
 use super::gcra::Gcra;
+use super::global::{FailureMode, GlobalService, RawGlobalService};
 use crate::config::{parse_json, ConfigError};
 use crate::duration::parse_duration;
 use crate::matcher::{valid_header_name, Matcher, RawMatch};
@@ -32,6 +33,8 @@ struct RawConfig {
     status: u16,
     #[serde(default = "default_table_size")]
     table_size: u32,
+    #[serde(default)]
+    global: Option<RawGlobalService>,
 }
 
 fn default_status() -> u16 {
@@ -53,6 +56,20 @@ struct RawLimit {
     key: serde_json::Value,
     #[serde(default, rename = "match")]
     matcher: RawMatch,
+    #[serde(default)]
+    scope: Scope,
+}
+
+/// Where a limit is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// In this proxy's shared data: exact across its workers.
+    #[default]
+    Local,
+    /// By a rate limit service shared by every proxy of the fleet
+    /// (the `global` section says which).
+    Global,
 }
 
 /// Enforce limits, or only measure them.
@@ -114,8 +131,27 @@ pub struct Limit {
     /// The requests it applies to.
     pub matcher: Matcher,
     /// Shared-data slots of this limit: `table_size`, or 1 when the key is
-    /// `global` alone (every request maps to the same bucket).
+    /// `global` alone (every request maps to the same bucket). A limit of
+    /// scope `global` has slots only for its degraded local bucket
+    /// (`failure_mode: "local"`), otherwise none.
     pub slots: u32,
+    /// Local or global.
+    pub scope: Scope,
+    /// For a global limit under `failure_mode: "local"`: the local bucket
+    /// (`requests / replicas`, `burst / replicas`, rounded up) that stands in
+    /// while the service is unreachable.
+    pub degraded: Option<Gcra>,
+}
+
+impl Limit {
+    /// The bucket this limiter runs for the limit: its own for a local
+    /// limit; the degraded one for a global limit (`None` when it has none).
+    pub fn local_bucket(&self) -> Option<&Gcra> {
+        match self.scope {
+            Scope::Local => Some(&self.gcra),
+            Scope::Global => self.degraded.as_ref(),
+        }
+    }
 }
 
 /// The checked configuration.
@@ -133,6 +169,8 @@ pub struct RateLimitConfig {
     pub status: u16,
     /// Shared-data slots per limit.
     pub table_size: u32,
+    /// The rate limit service of the `global` limits (`None`: every limit is local).
+    pub global: Option<GlobalService>,
 }
 
 impl RateLimitConfig {
@@ -151,9 +189,23 @@ impl RateLimitConfig {
         if raw.trusted_hops > 16 {
             return Err(ConfigError::new("trusted_hops", "must be at most 16"));
         }
+        let global = match raw.global {
+            Some(g) => Some(g.check()?),
+            None => None,
+        };
+        let replicas = global.as_ref().and_then(|g| match g.failure_mode {
+            FailureMode::Local { replicas } => Some(replicas),
+            _ => None,
+        });
         let mut limits: Vec<Limit> = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.into_iter().enumerate() {
-            let limit = check_limit(i, l, raw.table_size)?;
+            if l.scope == Scope::Global && global.is_none() {
+                return Err(ConfigError::new(
+                    format!("limits[{i}].scope"),
+                    "is \"global\" but the configuration has no `global` section naming the rate limit service",
+                ));
+            }
+            let limit = check_limit(i, l, raw.table_size, replicas)?;
             let metric_name = |n: &str| n.replace('-', "_");
             if limits.iter().any(|o| metric_name(&o.name) == metric_name(&limit.name)) {
                 return Err(ConfigError::new(
@@ -165,6 +217,9 @@ impl RateLimitConfig {
                 ));
             }
             limits.push(limit);
+        }
+        if global.is_some() && !limits.iter().any(|l| l.scope == Scope::Global) {
+            return Err(ConfigError::new("global", "is set but no limit has \"scope\": \"global\""));
         }
         let total: u64 = limits.iter().map(|l| u64::from(l.slots)).sum();
         if total > MAX_TOTAL_SLOTS {
@@ -180,7 +235,13 @@ impl RateLimitConfig {
             headers: raw.headers,
             status: raw.status,
             table_size: raw.table_size,
+            global,
         })
+    }
+
+    /// True when some limit is counted by the rate limit service.
+    pub fn has_global(&self) -> bool {
+        self.limits.iter().any(|l| l.scope == Scope::Global)
     }
 
     /// True when some limit keys on the client address.
@@ -223,7 +284,7 @@ impl RateLimitConfig {
     }
 }
 
-fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, ConfigError> {
+fn check_limit(i: usize, raw: RawLimit, table_size: u32, replicas: Option<u32>) -> Result<Limit, ConfigError> {
     let field = |f: &str| format!("limits[{i}].{f}");
     let name_ok = !raw.name.is_empty()
         && raw.name.len() <= 64
@@ -250,8 +311,36 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32) -> Result<Limit, Config
     })?;
     let key = check_key(&field("key"), &raw.key)?;
     let matcher = raw.matcher.check(&field("match"))?;
-    let slots = if key.iter().all(|k| *k == KeyPart::Global) { 1 } else { table_size };
-    Ok(Limit { name: raw.name, requests: raw.requests, period, burst, gcra, key, matcher, slots })
+    let degraded = match (raw.scope, replicas) {
+        (Scope::Global, Some(n)) => {
+            let share = |v: u64| v.div_ceil(u64::from(n)).max(1);
+            let d = Gcra::new(share(raw.requests), period_nanos, share(burst)).ok_or_else(|| {
+                ConfigError::new(
+                    field("requests"),
+                    "divided by global.failure_mode replicas gives no valid local bucket",
+                )
+            })?;
+            Some(d)
+        }
+        _ => None,
+    };
+    let slots = match (raw.scope, &degraded) {
+        (Scope::Global, None) => 0,
+        _ if key.iter().all(|k| *k == KeyPart::Global) => 1,
+        _ => table_size,
+    };
+    Ok(Limit {
+        name: raw.name,
+        requests: raw.requests,
+        period,
+        burst,
+        gcra,
+        key,
+        matcher,
+        slots,
+        scope: raw.scope,
+        degraded,
+    })
 }
 
 fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, ConfigError> {

@@ -36,14 +36,16 @@
 
 pub mod config;
 pub mod gcra;
+pub mod global;
 
 use crate::clock::Clock;
 use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
 use crate::store::{read_u64, update_u64, SharedStore, StoreError};
-use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig};
-use gcra::GcraDecision;
+use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig, Scope};
+use gcra::{Gcra, GcraDecision};
+use global::{Answer, Descriptor};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -149,22 +151,45 @@ impl RateLimiter {
         Ok(created)
     }
 
-    /// Decides one request.
+    /// Decides one request against the local limits (global ones are
+    /// asked of the service: [`RateLimiter::global_call`]).
     pub fn check<C: Clock + ?Sized, S: SharedStore + ?Sized>(
         &self,
         req: &RequestView,
         clock: &C,
         store: &S,
     ) -> Decision {
+        self.check_buckets(req, clock, store, |l| (l.scope == Scope::Local).then_some(&l.gcra))
+    }
+
+    /// Decides one request against the degraded local buckets of the global
+    /// limits: what `failure_mode: "local"` does while the service cannot
+    /// answer.
+    pub fn check_degraded<C: Clock + ?Sized, S: SharedStore + ?Sized>(
+        &self,
+        req: &RequestView,
+        clock: &C,
+        store: &S,
+    ) -> Decision {
+        self.check_buckets(req, clock, store, |l| if l.scope == Scope::Global { l.degraded.as_ref() } else { None })
+    }
+
+    fn check_buckets<'a, C, S, F>(&'a self, req: &RequestView, clock: &C, store: &S, bucket: F) -> Decision
+    where
+        C: Clock + ?Sized,
+        S: SharedStore + ?Sized,
+        F: Fn(&'a Limit) -> Option<&'a Gcra>,
+    {
         let mut decision = Decision::default();
-        let mut matched: Vec<(usize, &Limit, String)> = Vec::new();
+        let mut matched: Vec<(usize, &Gcra, String)> = Vec::new();
         let mut ip_cache = None;
         for (i, limit) in self.config.limits.iter().enumerate() {
+            let Some(gcra) = bucket(limit) else { continue };
             if !limit.matcher.matches(req) {
                 continue;
             }
             let slot = self.slot(limit, req, &mut ip_cache, &mut decision.client_ip_fallback);
-            matched.push((i, limit, slot_key(limit, slot)));
+            matched.push((i, gcra, slot_key(limit, slot)));
         }
         if matched.is_empty() {
             return decision;
@@ -173,10 +198,10 @@ impl RateLimiter {
 
         if matched.len() > 1 {
             let mut any_refused = false;
-            for (i, limit, key) in &matched {
+            for (i, gcra, key) in &matched {
                 let outcome = match read_u64(store, key) {
                     Ok(tat) => {
-                        let d = limit.gcra.peek(tat, now);
+                        let d = gcra.peek(tat, now);
                         any_refused |= !d.allowed;
                         outcome(*i, &d, if d.allowed { LimitState::NotCharged } else { LimitState::Refused })
                     }
@@ -191,9 +216,9 @@ impl RateLimiter {
             decision.outcomes.clear();
         }
 
-        for (i, limit, key) in &matched {
+        for (i, gcra, key) in &matched {
             let result = update_u64(store, key, |tat| {
-                let d = limit.gcra.decide(tat, now);
+                let d = gcra.decide(tat, now);
                 (d.write, d)
             });
             let o = match result {
@@ -209,19 +234,20 @@ impl RateLimiter {
         decision
     }
 
+    fn client_ip<'c>(&self, req: &RequestView, cache: &'c mut Option<String>, fallback: &mut bool) -> &'c str {
+        cache.get_or_insert_with(|| {
+            let (ip, source) = client_ip(req, self.config.trusted_hops);
+            *fallback = source == ClientIpSource::PeerFallback;
+            ip.map(|ip| ip.to_string()).unwrap_or_default()
+        })
+    }
+
     fn slot(&self, limit: &Limit, req: &RequestView, ip_cache: &mut Option<String>, fallback: &mut bool) -> u64 {
         let mut h = StableHasher::default();
         h.write_field(limit.name.as_bytes());
         for part in &limit.key {
             match part {
-                KeyPart::ClientIp => {
-                    let ip = ip_cache.get_or_insert_with(|| {
-                        let (ip, source) = client_ip(req, self.config.trusted_hops);
-                        *fallback = source == ClientIpSource::PeerFallback;
-                        ip.map(|ip| ip.to_string()).unwrap_or_default()
-                    });
-                    h.write_field(ip.as_bytes());
-                }
+                KeyPart::ClientIp => h.write_field(self.client_ip(req, ip_cache, fallback).as_bytes()),
                 KeyPart::Header(name) => match req.header(name) {
                     // A missing header is its own key, distinct from an empty one,
                     // so leaving the header out cannot escape the limit.
@@ -241,39 +267,123 @@ impl RateLimiter {
 
     /// The rate-limit headers for a decision, in the configured style.
     pub fn headers(&self, decision: &Decision) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        let known: Vec<(&LimitOutcome, &Limit)> = decision
+        quota_headers(self.config.headers, &self.quota_items(decision))
+    }
+
+    /// Each matching limit's state, for [`quota_headers`].
+    pub fn quota_items(&self, decision: &Decision) -> Vec<QuotaItem> {
+        decision
             .outcomes
             .iter()
             .filter(|o| o.state != LimitState::StoreError)
-            .filter_map(|o| self.config.limits.get(o.limit).map(|l| (o, l)))
-            .collect();
-        if known.is_empty() {
-            return out;
-        }
-        let style = self.config.headers;
-        if matches!(style, HeaderStyle::Draft | HeaderStyle::Both) {
-            let policy: Vec<String> = known
-                .iter()
-                .map(|(_, l)| format!("\"{}\";q={};w={}", l.name, l.requests, ceil_secs_of(l.period.as_nanos())))
-                .collect();
-            let state: Vec<String> = known
-                .iter()
-                .map(|(o, l)| format!("\"{}\";r={};t={}", l.name, o.remaining, ceil_secs(o.reset_after)))
-                .collect();
-            out.push(("ratelimit-policy".to_string(), policy.join(", ")));
-            out.push(("ratelimit".to_string(), state.join(", ")));
-        }
-        if matches!(style, HeaderStyle::XRatelimit | HeaderStyle::Both) {
-            // The limit closest to refusing speaks for the request.
-            let tightest = known.iter().min_by_key(|(o, _)| (o.state != LimitState::Refused, o.remaining));
-            if let Some((o, l)) = tightest {
-                out.push(("x-ratelimit-limit".to_string(), l.requests.to_string()));
-                out.push(("x-ratelimit-remaining".to_string(), o.remaining.to_string()));
-                out.push(("x-ratelimit-reset".to_string(), ceil_secs(o.reset_after).to_string()));
+            .filter_map(|o| {
+                let l = self.config.limits.get(o.limit)?;
+                Some(QuotaItem {
+                    name: l.name.clone(),
+                    quota: l.requests,
+                    window_secs: ceil_secs(u64::try_from(l.period.as_nanos()).unwrap_or(u64::MAX)),
+                    remaining: o.remaining,
+                    reset_secs: ceil_secs(o.reset_after),
+                    refused: o.state == LimitState::Refused,
+                })
+            })
+            .collect()
+    }
+
+    /// The call to the rate limit service for a request, `None` when no
+    /// global limit matches it. One descriptor per matching global limit (see
+    /// [`global`] for the entries).
+    pub fn global_call(&self, req: &RequestView) -> Option<GlobalCall> {
+        let mut call = GlobalCall::default();
+        let mut ip_cache = None;
+        for (i, limit) in self.config.limits.iter().enumerate() {
+            if limit.scope != Scope::Global || !limit.matcher.matches(req) {
+                continue;
             }
+            let mut d: Descriptor = Vec::with_capacity(limit.key.len() + 1);
+            d.push(("generic_key".to_string(), limit.name.clone()));
+            for part in &limit.key {
+                let (key, value) = match part {
+                    KeyPart::ClientIp => {
+                        ("remote_address", self.client_ip(req, &mut ip_cache, &mut call.client_ip_fallback))
+                    }
+                    KeyPart::Header(name) => (name.as_str(), req.header(name).unwrap_or("")),
+                    KeyPart::Path => ("path", req.path()),
+                    KeyPart::Method => ("method", req.method()),
+                    KeyPart::Global => continue,
+                };
+                d.push((key.to_string(), global::descriptor_value(value)));
+            }
+            call.limits.push(i);
+            call.descriptors.push(d);
         }
-        out
+        (!call.limits.is_empty()).then_some(call)
+    }
+
+    /// What the service's answer means for the request. `local` are the
+    /// states of the local limits it passed, so that the headers show every
+    /// limit.
+    pub fn judge_answer(&self, call: &GlobalCall, answer: &Answer, local: Vec<QuotaItem>) -> GlobalOutcome {
+        let mut items = local;
+        let mut states = Vec::with_capacity(call.limits.len());
+        let mut wait = 0;
+        let mut refused_by = None;
+        for (j, &i) in call.limits.iter().enumerate() {
+            let Some(limit) = self.config.limits.get(i) else { continue };
+            let status = answer.statuses.get(j);
+            let over = status.map_or(answer.over_limit, |s| s.over_limit);
+            states.push((i, if over { LimitState::Refused } else { LimitState::Allowed }));
+            let Some(status) = status else { continue };
+            if over && (refused_by.is_none() || status.reset_nanos > wait) {
+                wait = status.reset_nanos;
+                refused_by = Some(i);
+            }
+            let (quota, window) = status.quota.unwrap_or_else(|| {
+                (limit.requests, ceil_secs(u64::try_from(limit.period.as_nanos()).unwrap_or(u64::MAX)))
+            });
+            items.push(QuotaItem {
+                name: limit.name.clone(),
+                quota,
+                window_secs: window,
+                remaining: status.remaining,
+                reset_secs: ceil_secs(status.reset_nanos),
+                refused: over,
+            });
+        }
+        let mut headers = quota_headers(self.config.headers, &items);
+        headers.extend(answer.response_headers.iter().cloned());
+        let refusal = if answer.over_limit && self.config.mode == Mode::Enforce {
+            let name = refused_by
+                .or_else(|| call.limits.first().copied())
+                .and_then(|i| self.config.limits.get(i))
+                .map(|l| l.name.as_str())
+                .unwrap_or("");
+            let retry = ceil_secs(wait).max(1);
+            let mut all = vec![
+                ("retry-after".to_string(), retry.to_string()),
+                ("content-type".to_string(), "application/json".to_string()),
+            ];
+            all.append(&mut headers);
+            let body =
+                serde_json::json!({ "error": "rate_limited", "limit": name, "retry_after": retry }).to_string() + "\n";
+            Some(Refusal { status: self.config.status, headers: all, body })
+        } else {
+            None
+        };
+        GlobalOutcome { refusal, response_headers: headers, request_headers: answer.request_headers.clone(), states }
+    }
+
+    /// The reply under `failure_mode: "deny"` when the service cannot answer.
+    pub fn service_failure_refusal(&self) -> Option<Refusal> {
+        let global = self.config.global.as_ref()?;
+        if global.failure_mode != global::FailureMode::Deny || self.config.mode == Mode::Shadow {
+            return None;
+        }
+        Some(Refusal {
+            status: global.status_on_error,
+            headers: vec![("content-type".to_string(), "application/json".to_string())],
+            body: "{\"error\":\"rate_limit_service_unavailable\"}\n".to_string(),
+        })
     }
 
     /// The local reply for a refused request, or `None` when the request
@@ -296,6 +406,73 @@ impl RateLimiter {
     }
 }
 
+/// A call to the rate limit service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GlobalCall {
+    /// The matching global limits (indices), in descriptor order.
+    pub limits: Vec<usize>,
+    /// One descriptor per limit.
+    pub descriptors: Vec<Descriptor>,
+    /// As [`Decision::client_ip_fallback`].
+    pub client_ip_fallback: bool,
+}
+
+/// What an answer means for the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalOutcome {
+    /// Send this instead of proxying (over the limit, enforce mode).
+    pub refusal: Option<Refusal>,
+    /// Otherwise: headers for the response (every limit's state, and the
+    /// service's `response_headers_to_add`).
+    pub response_headers: Vec<(String, String)>,
+    /// Headers for the upstream request (`request_headers_to_add`).
+    pub request_headers: Vec<(String, String)>,
+    /// Each global limit's verdict (for metrics): `Allowed` or `Refused`.
+    pub states: Vec<(usize, LimitState)>,
+}
+
+/// One limit's state as the rate-limit headers show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaItem {
+    /// The limit's name.
+    pub name: String,
+    /// Requests per window.
+    pub quota: u64,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// Requests still admissible.
+    pub remaining: u64,
+    /// Seconds until the quota resets.
+    pub reset_secs: u64,
+    /// This limit refused the request.
+    pub refused: bool,
+}
+
+/// The rate-limit headers for some limits' states, in `style`.
+pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if items.is_empty() {
+        return out;
+    }
+    if matches!(style, HeaderStyle::Draft | HeaderStyle::Both) {
+        let policy: Vec<String> =
+            items.iter().map(|i| format!("\"{}\";q={};w={}", i.name, i.quota, i.window_secs)).collect();
+        let state: Vec<String> =
+            items.iter().map(|i| format!("\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs)).collect();
+        out.push(("ratelimit-policy".to_string(), policy.join(", ")));
+        out.push(("ratelimit".to_string(), state.join(", ")));
+    }
+    if matches!(style, HeaderStyle::XRatelimit | HeaderStyle::Both) {
+        // The limit closest to refusing speaks for the request.
+        if let Some(i) = items.iter().min_by_key(|i| (!i.refused, i.remaining)) {
+            out.push(("x-ratelimit-limit".to_string(), i.quota.to_string()));
+            out.push(("x-ratelimit-remaining".to_string(), i.remaining.to_string()));
+            out.push(("x-ratelimit-reset".to_string(), i.reset_secs.to_string()));
+        }
+    }
+    out
+}
+
 fn slot_key(limit: &Limit, slot: u64) -> String {
     format!("{SHARED_NAMESPACE}/{}:{}", limit.name, slot)
 }
@@ -314,10 +491,6 @@ fn longest_wait(outcomes: &[LimitOutcome]) -> Option<usize> {
 
 fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(NANOS_PER_SEC)
-}
-
-fn ceil_secs_of(nanos: u128) -> u128 {
-    nanos.div_ceil(u128::from(NANOS_PER_SEC))
 }
 
 #[cfg(test)]

@@ -354,3 +354,190 @@ fn readme_json_examples_parse() {
         RateLimitConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
     }
 }
+
+// --- Global limits (the rate limit service). ---
+
+const GLOBAL: &str = r#"{"limits":[
+    {"name":"local-ip","requests":100,"period":"1s","key":"client_ip"},
+    {"name":"fleet-ip","requests":10,"period":"1m","key":"client_ip","scope":"global"},
+    {"name":"fleet-key","requests":5,"period":"1s","key":["header:x-api-key","method"],"scope":"global","match":{"path_prefix":"/api"}}
+  ],
+  "global":{"cluster":"rls","domain":"edge"},"headers":"both"}"#;
+
+fn global_status(over: bool, remaining: u64, reset_secs: u64) -> global::StatusView {
+    global::StatusView { over_limit: over, quota: Some((10, 60)), remaining, reset_nanos: reset_secs * S }
+}
+
+#[test]
+fn global_config_defaults_and_local_check_skips_global_limits() {
+    let l = limiter(GLOBAL);
+    let g = l.config().global.clone().unwrap();
+    assert_eq!(
+        (g.cluster.as_str(), g.domain.as_str(), g.authority.as_str(), g.path.as_str()),
+        ("rls", "edge", "rls", "/json")
+    );
+    assert_eq!(
+        (g.protocol, g.failure_mode, g.status_on_error),
+        (global::Protocol::Grpc, global::FailureMode::Allow, 500)
+    );
+    assert_eq!(g.timeout, std::time::Duration::from_millis(50));
+    let slots: Vec<u32> = l.config().limits.iter().map(|l| l.slots).collect();
+    assert_eq!(slots, vec![DEFAULT_TABLE_SIZE_FOR_TEST, 0, 0], "global limits need no local slots");
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let d = l.check(&get("/api", "10.0.0.1:1", &[]), &clock, &store);
+    let limits: Vec<usize> = d.outcomes.iter().map(|o| o.limit).collect();
+    assert_eq!(limits, vec![0], "only the local limit is checked locally");
+}
+
+const DEFAULT_TABLE_SIZE_FOR_TEST: u32 = config::DEFAULT_TABLE_SIZE;
+
+#[test]
+fn global_call_sends_one_descriptor_per_matching_global_limit() {
+    let l = limiter(GLOBAL);
+    let call = l.global_call(&get("/api/x?q=1", "10.0.0.7:1", &[("x-api-key", "k1")])).unwrap();
+    assert_eq!(call.limits, vec![1, 2]);
+    let d = |v: &[(&str, &str)]| v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    assert_eq!(
+        call.descriptors,
+        vec![
+            d(&[("generic_key", "fleet-ip"), ("remote_address", "10.0.0.7")]),
+            d(&[("generic_key", "fleet-key"), ("x-api-key", "k1"), ("method", "GET")]),
+        ]
+    );
+    // Outside /api only one global limit matches; a missing header is "".
+    let call = l.global_call(&get("/", "10.0.0.7:1", &[])).unwrap();
+    assert_eq!(call.limits, vec![1]);
+    let call = l.global_call(&get("/api", "10.0.0.7:1", &[])).unwrap();
+    assert_eq!(call.descriptors[1][1], ("x-api-key".to_string(), String::new()));
+    let local_only = limiter(PER_IP);
+    assert_eq!(local_only.global_call(&get("/", "10.0.0.7:1", &[])), None);
+}
+
+#[test]
+fn over_limit_answer_refuses_with_every_limits_headers_and_the_services() {
+    let l = limiter(GLOBAL);
+    let req = get("/api", "10.0.0.7:1", &[("x-api-key", "k")]);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    let local = l.quota_items(&l.check(&req, &clock, &store));
+    let call = l.global_call(&req).unwrap();
+    let answer = global::Answer {
+        over_limit: true,
+        statuses: vec![global_status(true, 0, 42), global_status(false, 3, 1)],
+        response_headers: vec![("x-from-rls".into(), "1".into())],
+        request_headers: vec![],
+    };
+    let out = l.judge_answer(&call, &answer, local);
+    let r = out.refusal.unwrap();
+    let h = |name: &str| r.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(r.status, 429);
+    assert_eq!(h("retry-after").as_deref(), Some("42"));
+    assert_eq!(
+        h("ratelimit-policy").as_deref(),
+        Some(r#""local-ip";q=100;w=1, "fleet-ip";q=10;w=60, "fleet-key";q=10;w=60"#)
+    );
+    assert_eq!(h("ratelimit").as_deref(), Some(r#""local-ip";r=99;t=1, "fleet-ip";r=0;t=42, "fleet-key";r=3;t=1"#));
+    assert_eq!(h("x-ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(h("x-from-rls").as_deref(), Some("1"));
+    assert!(r.body.contains(r#""limit":"fleet-ip""#), "{}", r.body);
+    assert_eq!(out.states, vec![(1, LimitState::Refused), (2, LimitState::Allowed)]);
+}
+
+#[test]
+fn ok_answer_passes_with_headers_and_shadow_mode_never_refuses() {
+    let l = limiter(GLOBAL);
+    let req = get("/", "10.0.0.7:1", &[]);
+    let call = l.global_call(&req).unwrap();
+    let ok = global::Answer {
+        over_limit: false,
+        statuses: vec![global_status(false, 9, 6)],
+        response_headers: vec![],
+        request_headers: vec![("x-quota".into(), "fine".into())],
+    };
+    let out = l.judge_answer(&call, &ok, vec![]);
+    assert_eq!(out.refusal, None);
+    assert!(out.response_headers.contains(&("ratelimit".to_string(), r#""fleet-ip";r=9;t=6"#.to_string())));
+    assert_eq!(out.request_headers, vec![("x-quota".to_string(), "fine".to_string())]);
+    // No statuses at all: the overall code decides, and the body still names a limit.
+    let bare = global::Answer { over_limit: true, ..Default::default() };
+    let r = l.judge_answer(&call, &bare, vec![]).refusal.unwrap();
+    assert!(r.body.contains("fleet-ip") && r.headers.contains(&("retry-after".to_string(), "1".to_string())));
+    let shadow = limiter(&GLOBAL.replace(r#""headers":"both""#, r#""headers":"both","mode":"shadow""#));
+    let out = shadow.judge_answer(&call, &bare, vec![]);
+    assert_eq!(out.refusal, None);
+    assert_eq!(out.states, vec![(1, LimitState::Refused)], "counted as shadow refusals");
+}
+
+#[test]
+fn failure_modes() {
+    let allow = limiter(GLOBAL);
+    assert_eq!(allow.service_failure_refusal(), None);
+    let deny = limiter(
+        &GLOBAL.replace(r#""domain":"edge""#, r#""domain":"edge","failure_mode":"deny","status_on_error":503"#),
+    );
+    let r = deny.service_failure_refusal().unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("rate_limit_service_unavailable"));
+}
+
+#[test]
+fn local_failure_mode_enforces_a_share_of_each_global_limit() {
+    // 10 per minute over 4 replicas: each proxy admits ceil(10/4) = 3 while the service is down.
+    let l = limiter(&GLOBAL.replace(r#""domain":"edge""#, r#""domain":"edge","failure_mode":"local","replicas":4"#));
+    let fleet_ip = l.config().limits.get(1).unwrap();
+    assert_eq!(fleet_ip.slots, config::DEFAULT_TABLE_SIZE);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    l.initialize(&store).unwrap();
+    let req = get("/", "10.0.0.7:1", &[]);
+    let admitted = (0..10).filter(|_| !l.check_degraded(&req, &clock, &store).over_limit()).count();
+    assert_eq!(admitted, 3);
+    let d = l.check_degraded(&req, &clock, &store);
+    let r = l.refusal(&d).unwrap();
+    assert!(r.body.contains("fleet-ip"), "{}", r.body);
+    // The local limit is untouched by the degraded check, and vice versa.
+    assert_eq!(l.check(&req, &clock, &store).outcomes.len(), 1);
+    // Another client has its own share.
+    assert!(!l.check_degraded(&get("/", "10.0.0.8:1", &[]), &clock, &store).over_limit());
+}
+
+#[test]
+fn global_config_errors_name_their_field() {
+    let base = |global: &str| {
+        format!(
+            r#"{{"limits":[{{"name":"a","requests":1,"period":"1s","key":"global","scope":"global"}}],"global":{global}}}"#
+        )
+    };
+    let cases = [
+        (base(r#"{"cluster":"rls"}"#), "global: missing field `domain`"),
+        (base(r#"{"cluster":"","domain":"d"}"#), "global.cluster: must be 1 to 255 printable"),
+        (base(r#"{"cluster":"rls","domain":"d","timeout":"0ms"}"#), "global.timeout: must be between 1ms and 5s"),
+        (base(r#"{"cluster":"rls","domain":"d","timeout":"1 s"}"#), "global.timeout: \"1 s\""),
+        (base(r#"{"cluster":"rls","domain":"d","failure_mode":"local"}"#), "global.replicas: is required with failure_mode \"local\""),
+        (base(r#"{"cluster":"rls","domain":"d","replicas":3}"#), "global.replicas: is only used with failure_mode \"local\""),
+        (base(r#"{"cluster":"rls","domain":"d","failure_mode":"open"}"#), "global.failure_mode: unknown variant `open`"),
+        (base(r#"{"cluster":"rls","domain":"d","protocol":"thrift"}"#), "global.protocol: unknown variant `thrift`"),
+        (base(r#"{"cluster":"rls","domain":"d","path":"json"}"#), "global.path: must start with '/'"),
+        (base(r#"{"cluster":"rls","domain":"d","status_on_error":200}"#), "global.status_on_error: must be a 4xx or 5xx"),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","scope":"global"}]}"#.to_string(),
+            "limits[0].scope: is \"global\" but the configuration has no `global` section",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"global":{"cluster":"r","domain":"d"}}"#.to_string(),
+            "global: is set but no limit has \"scope\": \"global\"",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","scope":"fleet"}]}"#.to_string(),
+            "limits[0].scope: unknown variant `fleet`",
+        ),
+    ];
+    for (json, want) in cases {
+        let got = match RateLimitConfig::from_json(json.as_bytes()) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+    }
+}
