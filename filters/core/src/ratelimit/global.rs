@@ -157,6 +157,9 @@ impl RawGlobalService {
         if !printable(&authority) {
             return Err(ConfigError::new("global.authority", "must be 1 to 255 printable characters without spaces"));
         }
+        if self.protocol == Protocol::Grpc && self.cluster.len() + authority.len() > 120 {
+            return Err(ConfigError::new("global.cluster", "and authority together must be at most 120 characters"));
+        }
         let timeout = parse_duration(&self.timeout)
             .map_err(|e| ConfigError::new("global.timeout", format!("\"{}\" {e}", self.timeout)))?;
         if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT {

@@ -1,0 +1,212 @@
+//! The decision: each limited descriptor is one Redis key, updated by one Lua
+//! script run with `EVALSHA` (the `redis` crate falls back to `EVAL` and
+//! reloads the script on `NOSCRIPT`, e.g. after Redis restarted). Redis runs
+//! a script atomically, so concurrent requests from any number of engine
+//! instances cannot both read the same count: there is no read-then-write
+//! window to lose an update in.
+//!
+//! # Keys
+//!
+//! `rl:{<domain>|<key>=<value>|...}` for GCRA, with `:<window>` appended for
+//! the fixed window. The braces are a Redis Cluster hash tag: every key of
+//! one descriptor lives on one slot, so the scripts, which touch one key,
+//! run unchanged on a cluster. A descriptor longer than
+//! [`MAX_KEY_DESCRIPTOR`] bytes is replaced by a stable 64-bit hash.
+//!
+//! # Algorithms
+//!
+//! * `gcra` (default): `requests_per_unit` per unit, up to `requests_per_unit`
+//!   at once; the key holds the theoretical arrival time in microseconds of
+//!   Redis's clock (`TIME`), so the instances' clocks do not matter. A
+//!   refused request is not counted. `duration_until_reset` is the time until
+//!   the bucket is full (OK), or until the request would be admitted
+//!   (OVER_LIMIT).
+//! * `fixed-window`: what `envoyproxy/ratelimit` does: `INCRBY` on a key per
+//!   unit-aligned window (the engine's clock), refused requests counted too.
+//!   `duration_until_reset` is the time to the window's end.
+
+use crate::config::{Config, Limit, Rule};
+use crate::metrics::Metrics;
+use filters_core::hash::StableHasher;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest descriptor kept readable in a Redis key.
+pub const MAX_KEY_DESCRIPTOR: usize = 512;
+
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local capacity = interval * tonumber(ARGV[2])
+local hits = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+if tat - now > capacity then tat = now + capacity end
+local new_tat = tat + interval * hits
+if new_tat - now > capacity then
+  return {0, math.floor((capacity - (tat - now)) / interval), new_tat - capacity - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
+return {1, math.floor((capacity - (new_tat - now)) / interval), new_tat - now}
+";
+
+const FIXED_WINDOW: &str = r"
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+if count == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return count
+";
+
+/// Which algorithm counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// GCRA in Redis.
+    Gcra,
+    /// Fixed window.
+    FixedWindow,
+}
+
+/// One descriptor's verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// 1 OK, 2 OVER_LIMIT.
+    pub code: i32,
+    /// The limit applied (`None`: not limited).
+    pub limit: Option<Limit>,
+    /// Requests left.
+    pub remaining: u32,
+    /// Until reset (see the module docs).
+    pub reset: Duration,
+}
+
+/// The limiter: config, Redis, metrics.
+pub struct Limiter {
+    pub config: Config,
+    pub redis: ConnectionManager,
+    pub algorithm: Algorithm,
+    pub near_limit_ratio: f64,
+    pub metrics: Arc<Metrics>,
+    gcra: Script,
+    fixed: Script,
+}
+
+/// A request: domain, descriptors (entries, hits each).
+pub struct Request {
+    pub domain: String,
+    pub descriptors: Vec<(Vec<(String, String)>, u64)>,
+}
+
+impl Limiter {
+    pub fn new(
+        config: Config,
+        redis: ConnectionManager,
+        algorithm: Algorithm,
+        near_limit_ratio: f64,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Limiter {
+            config,
+            redis,
+            algorithm,
+            near_limit_ratio,
+            metrics,
+            gcra: Script::new(GCRA),
+            fixed: Script::new(FIXED_WINDOW),
+        }
+    }
+
+    /// Decides a request: overall code and one verdict per descriptor.
+    /// `Err` when Redis failed (the caller answers UNAVAILABLE).
+    pub async fn should_rate_limit(&self, req: &Request) -> Result<(i32, Vec<Verdict>), redis::RedisError> {
+        let checks = req.descriptors.iter().map(|(entries, hits)| self.check_one(&req.domain, entries, *hits));
+        let verdicts: Vec<Verdict> = futures_util::future::try_join_all(checks).await?;
+        let over = verdicts.iter().any(|v| v.code == 2 && v.limit.as_ref().is_some_and(|l| !l.shadow));
+        Ok((if over { 2 } else { 1 }, verdicts))
+    }
+
+    async fn check_one(
+        &self,
+        domain: &str,
+        entries: &[(String, String)],
+        hits: u64,
+    ) -> Result<Verdict, redis::RedisError> {
+        let ok = |limit: Option<Limit>| Verdict { code: 1, limit, remaining: 0, reset: Duration::ZERO };
+        let limit = match self.config.rule(domain, entries) {
+            None => {
+                self.metrics.no_limit();
+                return Ok(ok(None));
+            }
+            Some(Rule::Unlimited) => return Ok(ok(None)),
+            Some(Rule::Limited(l)) => l.clone(),
+        };
+        let key = redis_key(domain, entries);
+        let mut conn = self.redis.clone();
+        let rpu = u64::from(limit.requests_per_unit);
+        let (allowed, remaining, reset) = match self.algorithm {
+            Algorithm::Gcra => {
+                let interval_us = (limit.unit_secs * 1_000_000 / rpu).max(1);
+                let (allowed, remaining, micros): (i64, i64, i64) =
+                    self.gcra.key(&key).arg(interval_us).arg(rpu).arg(hits).invoke_async(&mut conn).await?;
+                (allowed == 1, remaining.max(0) as u64, Duration::from_micros(micros.max(0) as u64))
+            }
+            Algorithm::FixedWindow => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let window = now.as_secs() / limit.unit_secs;
+                let end = Duration::from_secs((window + 1) * limit.unit_secs);
+                let count: i64 = self
+                    .fixed
+                    .key(format!("{key}:{window}"))
+                    .arg(hits)
+                    .arg(limit.unit_secs + 1)
+                    .invoke_async(&mut conn)
+                    .await?;
+                let count = count.max(0) as u64;
+                (count <= rpu, rpu.saturating_sub(count), end.saturating_sub(now))
+            }
+        };
+        let used = rpu.saturating_sub(remaining);
+        let near = allowed && (used as f64) > self.near_limit_ratio * rpu as f64;
+        self.metrics.descriptor(limit.id, hits, allowed, near, limit.shadow);
+        Ok(Verdict {
+            code: if allowed { 1 } else { 2 },
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            reset,
+            limit: Some(limit),
+        })
+    }
+}
+
+/// The Redis key of a descriptor.
+pub fn redis_key(domain: &str, entries: &[(String, String)]) -> String {
+    let mut d = String::from(domain);
+    for (k, v) in entries {
+        d.push('|');
+        d.push_str(k);
+        d.push('=');
+        d.push_str(v);
+    }
+    if d.len() > MAX_KEY_DESCRIPTOR {
+        let mut h = StableHasher::default();
+        h.write_field(d.as_bytes());
+        d = format!("{domain}|h={:016x}", h.finish());
+    }
+    format!("rl:{{{d}}}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_hash_tagged_and_bounded() {
+        let e =
+            vec![("generic_key".to_string(), "a".to_string()), ("remote_address".to_string(), "1.2.3.4".to_string())];
+        assert_eq!(redis_key("edge", &e), "rl:{edge|generic_key=a|remote_address=1.2.3.4}");
+        let long = vec![("k".to_string(), "v".repeat(2000))];
+        let k = redis_key("edge", &long);
+        assert!(k.starts_with("rl:{edge|h=") && k.len() < 40, "{k}");
+        assert_eq!(k, redis_key("edge", &long));
+    }
+}

@@ -1,0 +1,282 @@
+//! A stateless rate limit service speaking Envoy's rate limit service API,
+//! with its counts in Redis.
+//!
+//! ```text
+//! ratelimit-engine --config FILE [--config FILE ...] [--redis URL] [--grpc ADDR] [--http ADDR]
+//!                  [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR]
+//! ```
+//!
+//! * gRPC `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` on
+//!   `--grpc` (default `127.0.0.1:8081`);
+//! * HTTP on `--http` (default `127.0.0.1:8080`): `POST /json` (the same
+//!   request and answer in protobuf's JSON mapping: 200 OK, 429 OVER_LIMIT,
+//!   400 undecodable, 503 Redis unavailable), `GET /metrics` (Prometheus),
+//!   `GET /healthcheck` (200 when Redis answers `PING`).
+//!
+//! Each config file declares one domain in `envoyproxy/ratelimit`'s format
+//! (see `config.rs`). Instances keep no state: run as many as needed
+//! against one Redis. A Redis call that fails or takes longer than
+//! `--redis-timeout` (default 100ms) answers UNAVAILABLE, so the proxy's
+//! failure mode decides; the connection is re-established in the background.
+//!
+//! Once listening it prints `listening grpc=ADDR http=ADDR` (real ports when
+//! given port 0).
+#![forbid(unsafe_code)]
+
+mod config;
+mod limiter;
+mod metrics;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use envoy_types::pb::envoy::service::ratelimit::v3 as pb;
+use filters_core::ratelimit::global as wire;
+use limiter::{Algorithm, Limiter, Request, Verdict};
+use pb::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Args {
+    configs: Vec<String>,
+    redis: String,
+    grpc: String,
+    http: String,
+    algorithm: Algorithm,
+    near_limit_ratio: f64,
+    redis_timeout: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        configs: Vec::new(),
+        redis: "redis://127.0.0.1:6379".into(),
+        grpc: "127.0.0.1:8081".into(),
+        http: "127.0.0.1:8080".into(),
+        algorithm: Algorithm::Gcra,
+        near_limit_ratio: 0.8,
+        redis_timeout: Duration::from_millis(100),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--config" => a.configs.push(value()?),
+            "--redis" => a.redis = value()?,
+            "--grpc" => a.grpc = value()?,
+            "--http" => a.http = value()?,
+            "--algorithm" => {
+                a.algorithm = match value()?.as_str() {
+                    "gcra" => Algorithm::Gcra,
+                    "fixed-window" => Algorithm::FixedWindow,
+                    other => return Err(format!("--algorithm: \"{other}\" is not gcra or fixed-window")),
+                }
+            }
+            "--near-limit-ratio" => {
+                let r: f64 = value()?.parse().map_err(|_| "--near-limit-ratio takes a number")?;
+                if !(0.0..=1.0).contains(&r) {
+                    return Err("--near-limit-ratio: must be between 0 and 1".into());
+                }
+                a.near_limit_ratio = r;
+            }
+            "--redis-timeout" => {
+                a.redis_timeout =
+                    filters_core::duration::parse_duration(&value()?).map_err(|e| format!("--redis-timeout {e}"))?;
+            }
+            "-h" | "--help" => {
+                println!("ratelimit-engine --config FILE [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.configs.is_empty() {
+        return Err("--config FILE is required (one per domain)".into());
+    }
+    Ok(a)
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("ratelimit-engine: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args = parse_args()?;
+    let mut files = Vec::new();
+    for path in &args.configs {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+        files.push((path.clone(), text));
+    }
+    let config = config::Config::load(&files)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio: {e}"))?;
+    runtime.block_on(serve(args, config))
+}
+
+async fn serve(args: Args, config: config::Config) -> Result<(), String> {
+    let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis {}: {e}", args.redis))?;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(args.redis_timeout.max(Duration::from_millis(200))))
+        .set_response_timeout(Some(args.redis_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    // Lazy: the service starts (and answers UNAVAILABLE) while Redis is down.
+    let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
+        .map_err(|e| format!("redis: {e}"))?;
+    let metrics = Arc::new(metrics::Metrics::new(config.limit_names.clone()));
+    let domains = config.domains();
+    let limiter = Arc::new(Limiter::new(config, redis, args.algorithm, args.near_limit_ratio, metrics));
+
+    let grpc_listener =
+        tokio::net::TcpListener::bind(&args.grpc).await.map_err(|e| format!("--grpc {}: {e}", args.grpc))?;
+    let http_listener =
+        tokio::net::TcpListener::bind(&args.http).await.map_err(|e| format!("--http {}: {e}", args.http))?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|e| e.to_string())?;
+    let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let app = axum::Router::new()
+        .route("/json", post(json))
+        .route("/metrics", get(prometheus))
+        .route("/healthcheck", get(healthcheck))
+        .with_state(limiter.clone());
+    let grpc = tonic::transport::Server::builder()
+        .add_service(RateLimitServiceServer::new(Grpc(limiter)))
+        .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener));
+    println!("listening grpc={grpc_addr} http={http_addr}");
+    eprintln!(
+        "ratelimit-engine: {domains} domain(s), {:?}, redis {}, grpc {grpc_addr}, http {http_addr}",
+        args.algorithm, args.redis
+    );
+    let http = axum::serve(http_listener, app);
+    tokio::select! {
+        r = grpc => r.map_err(|e| format!("grpc: {e}")),
+        r = http => r.map_err(|e| format!("http: {e}")),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+struct Grpc(Arc<Limiter>);
+
+#[tonic::async_trait]
+impl RateLimitService for Grpc {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<pb::RateLimitRequest>,
+    ) -> Result<tonic::Response<pb::RateLimitResponse>, tonic::Status> {
+        let limiter = &self.0;
+        limiter.metrics.call(true);
+        let r = request.into_inner();
+        let hits = u64::from(r.hits_addend.max(1));
+        let req = Request {
+            domain: r.domain,
+            descriptors: r
+                .descriptors
+                .into_iter()
+                .map(|d| {
+                    let h = d.hits_addend.map(|v| v.value).filter(|v| *v > 0).unwrap_or(hits);
+                    (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), h)
+                })
+                .collect(),
+        };
+        match limiter.should_rate_limit(&req).await {
+            Ok((code, verdicts)) => Ok(tonic::Response::new(pb::RateLimitResponse {
+                overall_code: code,
+                statuses: verdicts.iter().map(grpc_status).collect(),
+                ..Default::default()
+            })),
+            Err(e) => {
+                limiter.metrics.redis_error();
+                Err(tonic::Status::unavailable(format!("redis: {e}")))
+            }
+        }
+    }
+}
+
+fn grpc_status(v: &Verdict) -> pb::rate_limit_response::DescriptorStatus {
+    pb::rate_limit_response::DescriptorStatus {
+        code: v.code,
+        current_limit: v.limit.as_ref().map(|l| pb::rate_limit_response::RateLimit {
+            requests_per_unit: l.requests_per_unit,
+            unit: l.unit,
+            name: l.name.clone(),
+        }),
+        limit_remaining: v.remaining,
+        duration_until_reset: v.limit.as_ref().map(|_| envoy_types::pb::google::protobuf::Duration {
+            seconds: i64::try_from(v.reset.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(v.reset.subsec_nanos()).unwrap_or(0),
+        }),
+        ..Default::default()
+    }
+}
+
+fn wire_status(v: &Verdict) -> wire::DescriptorStatus {
+    wire::DescriptorStatus {
+        code: v.code,
+        current_limit: v.limit.as_ref().map(|l| wire::RateLimitValue {
+            requests_per_unit: l.requests_per_unit,
+            unit: l.unit,
+            name: l.name.clone(),
+        }),
+        limit_remaining: v.remaining,
+        duration_until_reset: v.limit.as_ref().map(|_| wire::ProtoDuration {
+            seconds: i64::try_from(v.reset.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(v.reset.subsec_nanos()).unwrap_or(0),
+        }),
+    }
+}
+
+async fn json(State(limiter): State<Arc<Limiter>>, body: Bytes) -> Response {
+    limiter.metrics.call(false);
+    let r = match wire::decode_json_request(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            limiter.metrics.bad_request();
+            return (StatusCode::BAD_REQUEST, format!("bad request: {e}\n")).into_response();
+        }
+    };
+    let hits = u64::from(r.hits_addend.max(1));
+    let req = Request {
+        domain: r.domain,
+        descriptors: r
+            .descriptors
+            .into_iter()
+            .map(|d| (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), hits))
+            .collect(),
+    };
+    match limiter.should_rate_limit(&req).await {
+        Ok((code, verdicts)) => {
+            let answer = wire::RateLimitResponse {
+                overall_code: code,
+                statuses: verdicts.iter().map(wire_status).collect(),
+                response_headers_to_add: Vec::new(),
+                request_headers_to_add: Vec::new(),
+            };
+            let status = if code == wire::code::OVER_LIMIT { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+            (status, [("content-type", "application/json")], wire::encode_json_response(&answer)).into_response()
+        }
+        Err(e) => {
+            limiter.metrics.redis_error();
+            (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n")).into_response()
+        }
+    }
+}
+
+async fn prometheus(State(limiter): State<Arc<Limiter>>) -> Response {
+    ([("content-type", "text/plain; version=0.0.4")], limiter.metrics.render()).into_response()
+}
+
+async fn healthcheck(State(limiter): State<Arc<Limiter>>) -> Response {
+    let mut conn = limiter.redis.clone();
+    match redis::cmd("PING").query_async::<String>(&mut conn).await {
+        Ok(_) => (StatusCode::OK, "OK\n").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,159 @@
+//! Counters, rendered in the Prometheus text format at `/metrics`. One
+//! series per configured limit (labels `domain` and `descriptor`, the
+//! limit's path in the config), never per descriptor value: cardinality is
+//! fixed by the config, whatever keys clients send.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Default)]
+struct PerLimit {
+    total_hits: AtomicU64,
+    over_limit: AtomicU64,
+    near_limit: AtomicU64,
+    within_limit: AtomicU64,
+    shadow_mode: AtomicU64,
+}
+
+/// The engine's counters.
+pub struct Metrics {
+    names: Vec<(String, String)>,
+    per_limit: Vec<PerLimit>,
+    grpc_calls: AtomicU64,
+    json_calls: AtomicU64,
+    bad_requests: AtomicU64,
+    redis_errors: AtomicU64,
+    no_limit: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    /// Counters for the limits named (domain, descriptor path).
+    pub fn new(names: Vec<(String, String)>) -> Self {
+        let per_limit = names.iter().map(|_| PerLimit::default()).collect();
+        Metrics {
+            names,
+            per_limit,
+            grpc_calls: AtomicU64::new(0),
+            json_calls: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
+            redis_errors: AtomicU64::new(0),
+            no_limit: AtomicU64::new(0),
+        }
+    }
+
+    /// One call, by protocol.
+    pub fn call(&self, grpc: bool) {
+        add(if grpc { &self.grpc_calls } else { &self.json_calls }, 1);
+    }
+
+    /// A request that did not decode.
+    pub fn bad_request(&self) {
+        add(&self.bad_requests, 1);
+    }
+
+    /// A Redis failure.
+    pub fn redis_error(&self) {
+        add(&self.redis_errors, 1);
+    }
+
+    /// A descriptor no limit applies to.
+    pub fn no_limit(&self) {
+        add(&self.no_limit, 1);
+    }
+
+    /// One limited descriptor's outcome.
+    pub fn descriptor(&self, id: usize, hits: u64, allowed: bool, near: bool, shadow: bool) {
+        let Some(m) = self.per_limit.get(id) else { return };
+        add(&m.total_hits, hits);
+        if !allowed {
+            add(&m.over_limit, hits);
+            if shadow {
+                add(&m.shadow_mode, hits);
+            }
+        } else {
+            add(&m.within_limit, hits);
+            if near {
+                add(&m.near_limit, hits);
+            }
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let series: [(&str, &str, fn(&PerLimit) -> &AtomicU64); 5] = [
+            ("total_hits", "Hits counted against the limit.", |m| &m.total_hits),
+            ("over_limit", "Hits over the limit (shadow-mode ones included).", |m| &m.over_limit),
+            ("near_limit", "Hits admitted with more than the near-limit ratio of the limit used.", |m| &m.near_limit),
+            ("within_limit", "Hits admitted.", |m| &m.within_limit),
+            ("shadow_mode", "Hits over a shadow-mode limit, admitted anyway.", |m| &m.shadow_mode),
+        ];
+        for (name, help, field) in series {
+            let _ = writeln!(out, "# HELP ratelimit_engine_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE ratelimit_engine_{name}_total counter");
+            for ((domain, descriptor), m) in self.names.iter().zip(&self.per_limit) {
+                let _ = writeln!(
+                    out,
+                    "ratelimit_engine_{name}_total{{domain=\"{}\",descriptor=\"{}\"}} {}",
+                    escape(domain),
+                    escape(descriptor),
+                    get(field(m))
+                );
+            }
+        }
+        let plain = [
+            ("calls_total{protocol=\"grpc\"}", "calls_total", "ShouldRateLimit calls.", &self.grpc_calls),
+            ("calls_total{protocol=\"json\"}", "", "", &self.json_calls),
+            ("bad_requests_total", "bad_requests_total", "Requests that did not decode.", &self.bad_requests),
+            (
+                "redis_errors_total",
+                "redis_errors_total",
+                "Calls answered UNAVAILABLE because Redis failed.",
+                &self.redis_errors,
+            ),
+            ("no_limit_total", "no_limit_total", "Descriptors no configured limit applies to.", &self.no_limit),
+        ];
+        for (series, family, help, c) in plain {
+            if !family.is_empty() {
+                let _ = writeln!(out, "# HELP ratelimit_engine_{family} {help}");
+                let _ = writeln!(out, "# TYPE ratelimit_engine_{family} counter");
+            }
+            let _ = writeln!(out, "ratelimit_engine_{series} {}", get(c));
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_one_series_per_limit() {
+        let m = Metrics::new(vec![("edge".into(), "edge.generic_key_a".into())]);
+        m.descriptor(0, 1, true, false, false);
+        m.descriptor(0, 1, true, true, false);
+        m.descriptor(0, 2, false, false, true);
+        m.call(true);
+        let text = m.render();
+        for want in [
+            "ratelimit_engine_total_hits_total{domain=\"edge\",descriptor=\"edge.generic_key_a\"} 4",
+            "ratelimit_engine_near_limit_total{domain=\"edge\",descriptor=\"edge.generic_key_a\"} 1",
+            "ratelimit_engine_over_limit_total{domain=\"edge\",descriptor=\"edge.generic_key_a\"} 2",
+            "ratelimit_engine_shadow_mode_total{domain=\"edge\",descriptor=\"edge.generic_key_a\"} 2",
+            "ratelimit_engine_calls_total{protocol=\"grpc\"} 1",
+            "ratelimit_engine_calls_total{protocol=\"json\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+}
