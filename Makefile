@@ -13,7 +13,7 @@ setup:
 
 build: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
-	$(CARGO) build --release -p demo-backend
+	$(CARGO) build --release -p demo-backend -p ratelimit-engine
 	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
 	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
 
@@ -33,6 +33,7 @@ validate-configs: build
 
 integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
+	$(CARGO) test -p integration-tests --test global_rate_limit -- --nocapture
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session

