@@ -26,7 +26,7 @@ run: build
 test: build lint unit validate-configs integration
 
 unit:
-	$(CARGO) test -p filters-core
+	$(CARGO) test -p filters-core -p ratelimit-engine
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -44,6 +44,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
+	$(CARGO) clippy -p ratelimit-engine --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 
 # Criterion benches of the core algorithms, each next to a naive baseline;

@@ -280,3 +280,59 @@ async fn healthcheck(State(limiter): State<Arc<Limiter>>) -> Response {
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n")).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3 as core;
+    use prost::Message;
+
+    /// The filter declares the few messages it needs by hand; Envoy's
+    /// generated types (envoy-types) must read them, and vice versa.
+    #[test]
+    fn filter_messages_agree_with_envoys_generated_types() {
+        let d = vec![vec![
+            ("generic_key".to_string(), "a".to_string()),
+            ("remote_address".to_string(), "10.1.2.3".to_string()),
+        ]];
+        let req = pb::RateLimitRequest::decode(wire::encode_grpc_request("edge", &d).as_slice()).unwrap();
+        assert_eq!(req.domain, "edge");
+        let e = &req.descriptors[0].entries;
+        assert_eq!((e[0].key.as_str(), e[1].value.as_str()), ("generic_key", "10.1.2.3"));
+
+        let target = core::GrpcService::decode(wire::grpc_target("ratelimit", "rls.local").as_slice()).unwrap();
+        let Some(core::grpc_service::TargetSpecifier::EnvoyGrpc(g)) = target.target_specifier else {
+            panic!("not envoy_grpc: {target:?}");
+        };
+        assert_eq!((g.cluster_name.as_str(), g.authority.as_str()), ("ratelimit", "rls.local"));
+
+        let verdict = Verdict {
+            code: 2,
+            limit: Some(config::Limit {
+                requests_per_unit: 7,
+                unit: 2,
+                unit_secs: 60,
+                name: "n".into(),
+                shadow: false,
+                id: 0,
+            }),
+            remaining: 0,
+            reset: Duration::from_millis(1500),
+        };
+        let answer = pb::RateLimitResponse {
+            overall_code: 2,
+            statuses: vec![grpc_status(&verdict)],
+            response_headers_to_add: vec![core::HeaderValue {
+                key: "x-a".into(),
+                value: "1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let a = wire::decode_grpc_answer(&answer.encode_to_vec()).unwrap();
+        assert!(a.over_limit);
+        assert_eq!(a.statuses[0].quota, Some((7, 60)));
+        assert_eq!(a.statuses[0].reset_nanos, 1_500_000_000);
+        assert_eq!(a.response_headers, vec![("x-a".to_string(), "1".to_string())]);
+    }
+}

@@ -6,6 +6,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Picks one counter of a [`PerLimit`].
+type Field = fn(&PerLimit) -> &AtomicU64;
+
 #[derive(Default)]
 struct PerLimit {
     total_hits: AtomicU64,
@@ -86,7 +89,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let series: [(&str, &str, fn(&PerLimit) -> &AtomicU64); 5] = [
+        let series: [(&str, &str, Field); 5] = [
             ("total_hits", "Hits counted against the limit.", |m| &m.total_hits),
             ("over_limit", "Hits over the limit (shadow-mode ones included).", |m| &m.over_limit),
             ("near_limit", "Hits admitted with more than the near-limit ratio of the limit used.", |m| &m.near_limit),
