@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: demo backends a, b, c on 127.0.0.1:8081-8083 and Envoy on
 # :10000 with the rate-limit filter (envoy/rate-limit.yaml), or with
-# envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`). Ctrl-C stops all.
+# envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`; CONFIG=global-rate-limit
+# also starts Redis on :6380 and ratelimit-engine on :8090/:8091). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-rate-limit}"
@@ -13,12 +14,20 @@ trap cleanup EXIT INT TERM
 
 target/release/demo-backend --backend a=127.0.0.1:8081 --backend b=127.0.0.1:8082 --backend c=127.0.0.1:8083 > run/backends.log 2>&1 &
 pids+=($!)
+if [ "$CONFIG" = global-rate-limit ]; then
+    # The rate limit service: Redis without persistence, and one engine.
+    redis-server --bind 127.0.0.1 --port 6380 --save '' --appendonly no > run/redis.log 2>&1 &
+    pids+=($!)
+    target/release/ratelimit-engine --config envoy/ratelimit/edge.yaml --redis redis://127.0.0.1:6380 \
+        --grpc 127.0.0.1:8091 --http 127.0.0.1:8090 > run/engine.log 2>&1 &
+    pids+=($!)
+fi
 .venv/bin/envoy -c "envoy/$CONFIG.yaml" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 200); do
     curl -fs http://127.0.0.1:9901/ready >/dev/null 2>&1 && break
-    if ! kill -0 "${pids[1]}" 2>/dev/null; then echo "Envoy exited; see run/envoy.log:"; tail -n 20 run/envoy.log; exit 1; fi
+    if ! kill -0 "${pids[-1]}" 2>/dev/null; then echo "Envoy exited; see run/envoy.log:"; tail -n 20 run/envoy.log; exit 1; fi
     sleep 0.1
 done
 
@@ -69,6 +78,19 @@ in front of demo backends a, b and c (127.0.0.1:8081-8083).
                                                    # always the same backend, and a signed sticky cookie
   curl -s -D- -o /dev/null http://127.0.0.1:10000/ -H 'cookie: sticky=v1.a.forged' | grep -i x-backend   # forged: ignored
   curl -s http://127.0.0.1:9901/stats/prometheus | grep '^sticky_'
+
+MSG
+elif [ "$CONFIG" = global-rate-limit ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter asking a
+rate limit service (ratelimit-engine on :8091 gRPC / :8090 HTTP, Redis on :6380)
+for its global limits (envoy/ratelimit/edge.yaml: 20 per minute per client).
+
+  for i in $(seq 25); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/; sleep 0.2; done; echo
+                                                   # 20 200s, then 429s (a second proxy would share the count)
+  curl -i http://127.0.0.1:10000/                  # RateLimit headers of the local and the global limit
+  curl -s 127.0.0.1:8090/metrics | grep -v '^#'    # the engine's counters
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep rate_limit_global
 
 MSG
 else

@@ -183,8 +183,9 @@ fn plain_nginx_accepts_every_config_without_the_wasm_parts() {
     assert!(checked >= 5, "only {checked} configs checked");
 }
 
-/// Removes the `wasm { ... }` block and every `proxy_wasm ...;` directive
-/// (whose quoted configuration may span lines).
+/// Removes the `wasm { ... }` block, every `proxy_wasm ...;` directive
+/// (whose quoted configuration may span lines) and the one-line
+/// `wasm_socket_*` directives.
 fn strip_wasm(text: &str) -> String {
     let mut out = String::new();
     let mut in_wasm_block = false;
@@ -197,6 +198,9 @@ fn strip_wasm(text: &str) -> String {
         }
         if line.starts_with("wasm {") {
             in_wasm_block = true;
+            continue;
+        }
+        if t.starts_with("wasm_socket_") {
             continue;
         }
         if in_directive || t.starts_with("proxy_wasm ") {
@@ -261,4 +265,25 @@ fn nginx_chain_of_four_serves() {
     let r = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
     assert_eq!(r.status, 200);
     assert!(r.header("ratelimit").is_some());
+}
+
+#[test]
+fn nginx_global_limit_through_the_json_endpoint() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let redis = fleet::Redis::start();
+    let limits = "domain: edge\ndescriptors:\n  - key: generic_key\n    value: fleet-client\n    descriptors:\n      - key: remote_address\n        rate_limit: { unit: hour, requests_per_unit: 20 }\n";
+    let engine = fleet::Engine::start(limits, &redis, &[]);
+    let json = format!(
+        r#"{{"limits":[{{"name":"fleet-client","requests":20,"period":"1h","key":"client_ip","scope":"global"}}],
+            "global":{{"cluster":"{}","domain":"edge","protocol":"http","timeout":"1s"}}}}"#,
+        engine.http
+    );
+    let n = start(&bin, "global-rate-limit.conf", &b.addrs(), Some(&json))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let mut conn = Conn::open(n.addr).expect("connect");
+    let ok = (0..40).filter(|_| conn.get("/", &[]).map(|r| r.status == 200).unwrap_or(false)).count();
+    // The readiness probe in `start` was one request too.
+    assert_eq!(ok, 19, "20 per hour, one spent on the readiness probe");
+    assert_eq!(engine.metric("ratelimit_engine_calls_total{protocol=\"json\"}"), Some(41));
 }
