@@ -40,6 +40,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release"
 BACKEND = ROOT / "target" / "release" / "demo-backend"
+ENGINE = ROOT / "target" / "release" / "ratelimit-engine"
 OUT = ROOT / "bench" / "results"
 ENVOY_CPU, LOAD_CPU = "0", "1"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -88,6 +89,33 @@ class Backends:
 
     def close(self):
         for p in self.procs.values():
+            p.kill()
+            p.wait()
+
+
+class RateLimitService:
+    """Redis and one ratelimit-engine on the load core, for the global-limit row.
+    The limit (1e9 per second per client) never refuses: what is measured is
+    the cost of asking."""
+
+    LIMITS = ("domain: bench\ndescriptors:\n  - key: generic_key\n    value: all\n    descriptors:\n"
+              "      - key: remote_address\n        rate_limit: { unit: second, requests_per_unit: 1000000000 }\n")
+
+    def __init__(self):
+        self.redis_port = free_port()
+        self.redis = subprocess.Popen(pinned(LOAD_CPU, ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
+                                                        "--save", "", "--appendonly", "no"]), stdout=subprocess.DEVNULL)
+        cfg = SCRATCH / "limits.yaml"
+        cfg.write_text(self.LIMITS)
+        time.sleep(0.3)
+        self.engine = subprocess.Popen(pinned(LOAD_CPU, [str(ENGINE), "--config", str(cfg), "--redis",
+                                                         f"redis://127.0.0.1:{self.redis_port}", "--grpc", "127.0.0.1:0",
+                                                         "--http", "127.0.0.1:0"]), stdout=subprocess.PIPE, text=True)
+        words = dict(w.split("=", 1) for w in self.engine.stdout.readline().split()[1:])
+        self.grpc_port = int(words["grpc"].rsplit(":", 1)[1])
+
+    def close(self):
+        for p in (self.engine, self.redis):
             p.kill()
             p.wait()
 
@@ -143,7 +171,7 @@ def sa(port, host="127.0.0.1"):
 
 
 def endpoints(addrs):
-    return [{"endpoint": {"address": sa(int(a.split(":")[1]))}} for a in addrs]
+    return [{"endpoint": {"address": sa(int(a.rsplit(":", 1)[1]), a.rsplit(":", 1)[0])}} for a in addrs]
 
 
 def cluster(addrs, **extra):
@@ -220,7 +248,20 @@ def filter_configs(addrs):
     }
 
 
-def configs(addrs):
+def global_limit_config(rls_port):
+    return {"limits": [{"name": "all", "requests": 1000000000, "period": "1s", "key": "client_ip", "scope": "global"}],
+            "global": {"cluster": "ratelimit", "domain": "bench", "timeout": "1s"}, "headers": "draft"}
+
+
+def rls_cluster(port, host="127.0.0.1"):
+    return {"name": "ratelimit", "connect_timeout": "1s", "type": "STATIC",
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}}}},
+            "load_assignment": {"cluster_name": "ratelimit", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sa(port, host)}}]}]}}
+
+
+def configs(addrs, rls_port=None):
     a = list(addrs.values())
     f = filter_configs(addrs)
     retry_route = {"retry_policy": {"retry_on": "connect-failure,reset", "num_retries": 2,
@@ -250,10 +291,12 @@ def configs(addrs):
                                     wasm("retry", "retry", f["retry"]),
                                     wasm("sticky", "sticky_session", f["sticky"])],
                                    [override_host_cluster(a)], route(**retry_route)),
+        **({"rate-limit-global": bootstrap([wasm("rate_limit", "rate_limit", global_limit_config(rls_port))],
+                                           [cluster(a), rls_cluster(rls_port)], route())} if rls_port else {}),
     }
 
 
-NATIVE_OF = {"rate-limit": "native-local-ratelimit", "sticky-session": "native-ring-hash-cookie",
+NATIVE_OF = {"rate-limit": "native-local-ratelimit", "rate-limit-global": "native-local-ratelimit", "sticky-session": "native-ring-hash-cookie",
              "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection"}
 
 
@@ -507,8 +550,12 @@ def compose_files():
         text = re.sub(r'"address": "127\.0\.0\.1",(\s*)"port_value": "__LISTENER__"', r'"address": "0.0.0.0",\1"port_value": 10000', text)
         text = text.replace('"port_value": "__ADMIN__"', '"port_value": 9901')
         return text.replace(str(WASM), "/wasm") + "\n"
+    global_cfg = bootstrap([wasm("rate_limit", "rate_limit", global_limit_config(8081))],
+                           [cluster(list(COMPOSE_BACKENDS.values())), rls_cluster(8081, "172.28.0.41")], route())
     return {"envoy-chain.yaml": render(configs(COMPOSE_BACKENDS)["chain-of-four"]),
-            "envoy-rate-limit.yaml": render(rate_limit_scenario_config(COMPOSE_BACKENDS))}
+            "envoy-rate-limit.yaml": render(rate_limit_scenario_config(COMPOSE_BACKENDS)),
+            "envoy-global-rate-limit.yaml": render(global_cfg),
+            "limits-bench.yaml": RateLimitService.LIMITS}
 
 
 def main():
@@ -533,7 +580,7 @@ def main():
             (COMPOSE / name).write_text(text)
             log(f"written: {COMPOSE / name}")
         return
-    for tool in (ENVOY, BACKEND, WASM / "noop_filter.wasm"):
+    for tool in (ENVOY, BACKEND, ENGINE, WASM / "noop_filter.wasm"):
         if not pathlib.Path(tool).exists():
             sys.exit(f"{tool} is missing: run `make loadtest` (it builds everything)")
     conn_counts = [int(c) for c in args.conns.split(",")]
@@ -543,8 +590,9 @@ def main():
               "pinning": f"Envoy on core {ENVOY_CPU}; wrk, ab and the demo backends on core {LOAD_CPU} (taskset)",
               "seconds": args.seconds, "reps": args.reps, "configs": {}, "paired": {}, "scenarios": []}
     backends = Backends(names)
+    rls = RateLimitService() if ENGINE.exists() else None
     try:
-        all_cfgs = configs(backends.addrs)
+        all_cfgs = configs(backends.addrs, rls.grpc_port if rls else None)
         chosen = [] if args.scenarios_only else [c for c in all_cfgs if not args.only or c in args.only.split(",")]
         for name in chosen:
             for conc in (1, 2):
@@ -557,6 +605,8 @@ def main():
             report["paired"][name] = paired(all_cfgs["router"], all_cfgs[name], args.seconds, args.reps)
     finally:
         backends.close()
+        if rls:
+            rls.close()
     if not args.skip_scenarios:
         log("seed scenarios")
         b = Backends(names)
@@ -596,6 +646,20 @@ def main():
         native_added = f"{report['paired'][native]['median'] - 1:+.1%} ({native})" if native in report["paired"] else ""
         floors = f"{added / floor:.2f}" if floor == floor and floor > 0 else ""
         lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {native_added} |")
+    if "rate-limit" in report["configs"] and "rate-limit-global" in report["configs"]:
+        lines += ["", "## A global limit next to the local limiter", "",
+                  "The same never-refusing limit, counted in Envoy's shared data (rate-limit) or by ratelimit-engine "
+                  "and Redis over gRPC (rate-limit-global; the engine and Redis share the load core). Median of the runs.", "",
+                  "| concurrency | conns | p50 ms local / global | p99 ms local / global | Envoy CPU us/request local / global | paired CPU vs router local / global |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        pl, pg = report["paired"].get("rate-limit"), report["paired"].get("rate-limit-global")
+        ratio = f"{pl['median']:.2f} / {pg['median']:.2f}" if pl and pg else ""
+        for conc in report["configs"]["rate-limit"]:
+            for conns in conn_counts:
+                l, g = report["configs"]["rate-limit"][conc][conns], report["configs"]["rate-limit-global"][conc][conns]
+                lines.append(f"| {conc} | {conns} | {l['p50_ms']['median']:.2f} / {g['p50_ms']['median']:.2f} | "
+                             f"{l['p99_ms']['median']:.2f} / {g['p99_ms']['median']:.2f} | "
+                             f"{l['cpu_us_per_request']['median']:.1f} / {g['cpu_us_per_request']['median']:.1f} | {ratio} |")
     if report["scenarios"]:
         lines += ["", "## Seed scenarios", "", "| scenario | expected | measured |", "| --- | --- | --- |"]
         lines += [f"| {s['scenario']} | {s['expected']} | {s['measured']} |" for s in report["scenarios"]]

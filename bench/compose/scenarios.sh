@@ -3,7 +3,8 @@
 # that need no process control, against the compose services.
 set -eu
 : "${CHAIN_URL:=http://127.0.0.1:10000/}" "${RATE_LIMIT_URL:=http://127.0.0.1:10001/}" "${SECONDS:=10}"
-for url in "$CHAIN_URL" "$RATE_LIMIT_URL"; do
+: "${GLOBAL_RATE_LIMIT_URL:=http://127.0.0.1:10002/}"
+for url in "$CHAIN_URL" "$RATE_LIMIT_URL" "$GLOBAL_RATE_LIMIT_URL"; do
     until curl -fs -o /dev/null "$url"; do sleep 1; done
 done
 
@@ -22,3 +23,7 @@ for s in 1 2 3 4 5 6; do
     done | sort -u | tr '\n' ' ')
     echo "session s$s: $backends"
 done
+
+echo "== a global limit (ratelimit-engine + Redis over gRPC): wrk at 10 connections, ${SECONDS}s"
+echo "compare the latency with the rate limit above: the difference is the service call"
+wrk -t1 -c10 -d"${SECONDS}s" --latency "$GLOBAL_RATE_LIMIT_URL"
