@@ -47,7 +47,7 @@ fn compose_harness_is_valid_and_current() {
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
     let wasm_dir = repo().join("target/wasm32-wasip1/release");
-    for name in ["envoy-chain.yaml", "envoy-rate-limit.yaml"] {
+    for name in ["envoy-chain.yaml", "envoy-rate-limit.yaml", "envoy-global-rate-limit.yaml"] {
         let text = std::fs::read_to_string(repo().join("bench/compose").join(name)).expect("compose envoy config");
         let local = text.replace("\"/wasm/", &format!("\"{}/", wasm_dir.display()));
         let path = integration_tests::scratch_dir("compose").join(name);
