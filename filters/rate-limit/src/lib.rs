@@ -327,14 +327,18 @@ impl Filter {
         }
     }
 
-    fn note_timeout(shared: &Shared, pending: &Pending) {
+    /// Counts a failed call as a timeout when gRPC says DEADLINE_EXCEEDED
+    /// or it took the whole timeout. Host clocks are coarse (Envoy's is the
+    /// event loop's cached time), hence the 5 ms of slack.
+    fn note_timeout(shared: &Shared, pending: &Pending, grpc_status: Option<u32>) {
+        const DEADLINE_EXCEEDED: u32 = 4;
         let (Some(g), Some(m), Some(now)) =
             (&shared.limiter.config().global, &shared.metrics.global, filters_host::now_nanos())
         else {
             return;
         };
         let waited = Duration::from_nanos(now.saturating_sub(pending.started));
-        if waited >= g.timeout {
+        if grpc_status == Some(DEADLINE_EXCEEDED) || waited + Duration::from_millis(5) >= g.timeout {
             m.timeouts.inc();
         }
     }
@@ -344,7 +348,7 @@ impl Context for Filter {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
         let Some((shared, pending)) = self.take_pending(token_id) else { return };
         let verdict = if status_code != 0 {
-            Self::note_timeout(&shared, &pending);
+            Self::note_timeout(&shared, &pending, Some(status_code));
             self.service_failed(&shared, pending, &format!("gRPC status {status_code}"))
         } else {
             let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, response_size)
@@ -365,7 +369,7 @@ impl Context for Filter {
         let verdict = match status {
             None => {
                 // No response at all: timeout, reset or connection failure.
-                Self::note_timeout(&shared, &pending);
+                Self::note_timeout(&shared, &pending, None);
                 self.service_failed(&shared, pending, "no response")
             }
             Some(status) => {
@@ -373,7 +377,12 @@ impl Context for Filter {
                     .ok()
                     .flatten()
                     .unwrap_or_default();
-                self.answered(&shared, pending, global::decode_json_answer(status, &body))
+                let answer = global::decode_json_answer(status, &body);
+                if answer.is_err() {
+                    // Envoy answers a timed-out call itself, with a 504.
+                    Self::note_timeout(&shared, &pending, None);
+                }
+                self.answered(&shared, pending, answer)
             }
         };
         Self::finish(verdict);
