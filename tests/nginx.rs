@@ -4,7 +4,7 @@
 //! test prints a SKIPPED line naming the variable and passes.
 
 use integration_tests::*;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,6 @@ fn nginx_bin() -> Option<std::path::PathBuf> {
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 struct Nginx {

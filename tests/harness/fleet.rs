@@ -2,16 +2,12 @@
 //! instances of `ratelimit-engine`, as plain processes on 127.0.0.1, killed
 //! when their handles drop.
 
-use crate::{repo, scratch_dir, Conn, Response};
+use crate::{free_port, repo, scratch_dir, Conn, Response};
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
 
 fn wait_for_port(addr: SocketAddr, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -40,6 +40,12 @@ fn demo_backend_bin() -> PathBuf {
 
 static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 
+/// A port nothing listens on now, for servers that cannot report the one
+/// they bound (nginx, redis-server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
 /// A fresh scratch directory under `target/it`.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let n = UNIQUE.fetch_add(1, Ordering::SeqCst);

@@ -73,7 +73,7 @@ impl Metrics {
             per_limit,
             store_errors: Counter::define("rate_limit.store_errors"),
             client_ip_fallback: Counter::define("rate_limit.client_ip_fallback"),
-            global: config.has_global().then(GlobalMetrics::define),
+            global: config.global.as_ref().map(|_| GlobalMetrics::define()),
         }
     }
 

@@ -143,17 +143,6 @@ pub struct Limit {
     pub degraded: Option<Gcra>,
 }
 
-impl Limit {
-    /// The bucket this limiter runs for the limit: its own for a local
-    /// limit; the degraded one for a global limit (`None` when it has none).
-    pub fn local_bucket(&self) -> Option<&Gcra> {
-        match self.scope {
-            Scope::Local => Some(&self.gcra),
-            Scope::Global => self.degraded.as_ref(),
-        }
-    }
-}
-
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
@@ -169,7 +158,8 @@ pub struct RateLimitConfig {
     pub status: u16,
     /// Shared-data slots per limit.
     pub table_size: u32,
-    /// The rate limit service of the `global` limits (`None`: every limit is local).
+    /// The rate limit service of the `global` limits. Checked: `Some` exactly
+    /// when at least one limit has scope `global`.
     pub global: Option<GlobalService>,
 }
 
@@ -237,11 +227,6 @@ impl RateLimitConfig {
             table_size: raw.table_size,
             global,
         })
-    }
-
-    /// True when some limit is counted by the rate limit service.
-    pub fn has_global(&self) -> bool {
-        self.limits.iter().any(|l| l.scope == Scope::Global)
     }
 
     /// True when some limit keys on the client address.

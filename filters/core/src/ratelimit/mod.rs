@@ -281,7 +281,7 @@ impl RateLimiter {
                 Some(QuotaItem {
                     name: l.name.clone(),
                     quota: l.requests,
-                    window_secs: ceil_secs(u64::try_from(l.period.as_nanos()).unwrap_or(u64::MAX)),
+                    window_secs: window_secs(l),
                     remaining: o.remaining,
                     reset_secs: ceil_secs(o.reset_after),
                     refused: o.state == LimitState::Refused,
@@ -338,9 +338,7 @@ impl RateLimiter {
                 wait = status.reset_nanos;
                 refused_by = Some(i);
             }
-            let (quota, window) = status.quota.unwrap_or_else(|| {
-                (limit.requests, ceil_secs(u64::try_from(limit.period.as_nanos()).unwrap_or(u64::MAX)))
-            });
+            let (quota, window) = status.quota.unwrap_or_else(|| (limit.requests, window_secs(limit)));
             items.push(QuotaItem {
                 name: limit.name.clone(),
                 quota,
@@ -358,15 +356,7 @@ impl RateLimiter {
                 .and_then(|i| self.config.limits.get(i))
                 .map(|l| l.name.as_str())
                 .unwrap_or("");
-            let retry = ceil_secs(wait).max(1);
-            let mut all = vec![
-                ("retry-after".to_string(), retry.to_string()),
-                ("content-type".to_string(), "application/json".to_string()),
-            ];
-            all.append(&mut headers);
-            let body =
-                serde_json::json!({ "error": "rate_limited", "limit": name, "retry_after": retry }).to_string() + "\n";
-            Some(Refusal { status: self.config.status, headers: all, body })
+            Some(self.rate_limited(name, wait, std::mem::take(&mut headers)))
         } else {
             None
         };
@@ -393,16 +383,21 @@ impl RateLimiter {
             return None;
         }
         let limit = self.config.limits.get(decision.refused_by?)?;
-        let retry = ceil_secs(decision.retry_after()).max(1);
-        let mut headers = vec![
+        Some(self.rate_limited(&limit.name, decision.retry_after(), self.headers(decision)))
+    }
+
+    /// The 429 (or `status`): `Retry-After` in whole seconds (at least 1),
+    /// the rate-limit `headers`, and a JSON body naming the limit.
+    fn rate_limited(&self, limit: &str, retry_after_nanos: u64, headers: Vec<(String, String)>) -> Refusal {
+        let retry = ceil_secs(retry_after_nanos).max(1);
+        let mut all = vec![
             ("retry-after".to_string(), retry.to_string()),
             ("content-type".to_string(), "application/json".to_string()),
         ];
-        headers.extend(self.headers(decision));
-        let body = serde_json::json!({ "error": "rate_limited", "limit": limit.name, "retry_after": retry })
-            .to_string()
-            + "\n";
-        Some(Refusal { status: self.config.status, headers, body })
+        all.extend(headers);
+        let body =
+            serde_json::json!({ "error": "rate_limited", "limit": limit, "retry_after": retry }).to_string() + "\n";
+        Refusal { status: self.config.status, headers: all, body }
     }
 }
 
@@ -487,6 +482,11 @@ fn store_error(limit: usize) -> LimitOutcome {
 
 fn longest_wait(outcomes: &[LimitOutcome]) -> Option<usize> {
     outcomes.iter().filter(|o| o.state == LimitState::Refused).max_by_key(|o| o.retry_after).map(|o| o.limit)
+}
+
+/// A limit's period in whole seconds, rounded up (the `w` of `RateLimit-Policy`).
+fn window_secs(limit: &Limit) -> u64 {
+    ceil_secs(u64::try_from(limit.period.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn ceil_secs(nanos: u64) -> u64 {
