@@ -77,27 +77,27 @@ impl Metrics {
         }
     }
 
+    /// The service's verdicts (each `Allowed` or `Refused`).
     fn record_global(&self, states: &[(usize, LimitState)], mode: Mode) {
         for &(i, state) in states {
-            let Some(m) = self.per_limit.get(i) else { continue };
-            match (state, mode) {
-                (LimitState::Refused, Mode::Enforce) => m.refused.inc(),
-                (LimitState::Refused, Mode::Shadow) => m.shadow_refused.inc(),
-                _ => m.allowed.inc(),
-            }
+            self.count(i, state, mode);
+        }
+    }
+
+    fn count(&self, limit: usize, state: LimitState, mode: Mode) {
+        let Some(m) = self.per_limit.get(limit) else { return };
+        match (state, mode) {
+            (LimitState::Allowed, _) => m.allowed.inc(),
+            (LimitState::Refused, Mode::Enforce) => m.refused.inc(),
+            (LimitState::Refused, Mode::Shadow) => m.shadow_refused.inc(),
+            (LimitState::StoreError, _) => self.store_errors.inc(),
+            (LimitState::NotCharged, _) => {}
         }
     }
 
     fn record(&self, decision: &Decision, mode: Mode) {
         for o in &decision.outcomes {
-            let Some(m) = self.per_limit.get(o.limit) else { continue };
-            match (o.state, mode) {
-                (LimitState::Allowed, _) => m.allowed.inc(),
-                (LimitState::Refused, Mode::Enforce) => m.refused.inc(),
-                (LimitState::Refused, Mode::Shadow) => m.shadow_refused.inc(),
-                (LimitState::StoreError, _) => self.store_errors.inc(),
-                (LimitState::NotCharged, _) => {}
-            }
+            self.count(o.limit, o.state, mode);
         }
         if decision.client_ip_fallback {
             self.client_ip_fallback.inc();
