@@ -85,9 +85,16 @@ pub enum Rule {
 
 #[derive(Debug, Default)]
 struct Node {
-    /// Children by (key, value); a value of `None` matches any value.
-    children: HashMap<(String, Option<String>), Node>,
+    /// Children by key, then by value.
+    children: HashMap<String, Branch>,
     rule: Option<Rule>,
+}
+
+/// The children of one key: per value, and the one without a value.
+#[derive(Debug, Default)]
+struct Branch {
+    by_value: HashMap<String, Node>,
+    any_value: Option<Box<Node>>,
 }
 
 /// Every domain's tree.
@@ -127,10 +134,9 @@ impl Config {
             return None;
         }
         for (key, value) in entries {
-            node = node
-                .children
-                .get(&(key.clone(), Some(value.clone())))
-                .or_else(|| node.children.get(&(key.clone(), None)))?;
+            // Looked up by &str: no allocation per request.
+            let branch = node.children.get(key.as_str())?;
+            node = branch.by_value.get(value.as_str()).or(branch.any_value.as_deref())?;
         }
         node.rule.as_ref()
     }
@@ -189,15 +195,24 @@ fn add(
             }))
         }
     };
-    let slot = (raw.key.clone(), raw.value.clone());
-    if parent.children.contains_key(&slot) {
+    let branch = parent.children.entry(raw.key.clone()).or_default();
+    let taken = match &raw.value {
+        Some(v) => branch.by_value.contains_key(v),
+        None => branch.any_value.is_some(),
+    };
+    if taken {
         return Err(format!("{path}: {field}: key \"{}\" with this value is declared twice", raw.key));
     }
     let mut node = Node { children: HashMap::new(), rule };
     for (i, child) in raw.descriptors.into_iter().enumerate() {
         add(&mut node, child, domain, &label, &format!("{field}.descriptors[{i}]"), path, names)?;
     }
-    parent.children.insert(slot, node);
+    match raw.value {
+        Some(v) => {
+            branch.by_value.insert(v, node);
+        }
+        None => branch.any_value = Some(Box::new(node)),
+    }
     Ok(())
 }
 
