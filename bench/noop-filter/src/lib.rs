@@ -1,38 +1,23 @@
 //! The floor any Proxy-Wasm filter pays: the VM is entered for request and
-//! response headers, and nothing else happens. The load harness compares
-//! every filter with this.
+//! response headers (and the other callbacks the SDK exports), and nothing
+//! else happens. Built through the same adapter as the real filters, so the
+//! load harness compares every filter with exactly what it cannot avoid.
 
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
+use filters_core::host::{Filter, Flow, Host, Refused};
 
-filters_host::filter_entry!(Root);
+filters_host::filter_entry!(Noop);
 
-/// Root context with nothing to configure.
-#[derive(Default)]
-pub struct Root;
+/// A filter that does nothing.
+pub struct Noop;
 
-impl Context for Root {}
+impl Filter for Noop {
+    type Stream = ();
 
-impl RootContext for Root {
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Noop))
+    fn configure<H: Host>(_host: &H, _config: &[u8]) -> Result<Self, Refused> {
+        Ok(Noop)
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-struct Noop;
-
-impl Context for Noop {}
-
-impl HttpContext for Noop {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Action::Continue
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        Action::Continue
+    fn on_request_headers<H: Host>(&self, _stream: &mut (), _host: &H) -> Flow {
+        Flow::Continue
     }
 }

@@ -53,3 +53,17 @@ impl RequestView {
         self.peer.as_deref()
     }
 }
+
+impl RequestView {
+    /// Reads a view from the host: only the `names` headers (one call each,
+    /// first value only) or, with `None`, all of them in one call; plus the
+    /// peer address (`source.address`) when `with_peer`.
+    pub fn fetch<H: crate::host::Host + ?Sized>(host: &H, names: Option<&[String]>, with_peer: bool) -> Self {
+        let headers = match names {
+            Some(names) => names.iter().filter_map(|n| Some((n.clone(), host.request_header(n)?))).collect(),
+            None => host.request_headers(),
+        };
+        let peer = if with_peer { crate::host::property_text(host, &["source", "address"]) } else { None };
+        RequestView::new(headers, peer)
+    }
+}

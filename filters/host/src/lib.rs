@@ -1,82 +1,77 @@
-//! The proxy-wasm side of `filters-core`'s seams, shared by every filter.
+//! The one adapter between proxy-wasm and the core: [`ProxyHost`] implements
+//! the core's [`Host`] seam over proxy-wasm's host calls, and
+//! [`filter_entry!`] turns any core [`Filter`] into proxy-wasm root and HTTP
+//! contexts. This crate is the only code in the workspace that calls
+//! `proxy_wasm`'s host functions (`clippy.toml` refuses them elsewhere).
 //!
-//! This is the host-compatibility layer between Envoy and nginx
-//! (`ngx_wasm_module`): everything that differs between the two hosts is
-//! handled here or in the core's store protocol, never in a filter.
-//!
-//! * Shared data: [`HostStore`] maps proxy-wasm's `get/set_shared_data`
-//!   onto [`SharedStore`]; the compare-and-swap protocol that is correct under
-//!   both hosts lives in `filters_core::store::update_u64`.
-//! * Request headers are fetched in one host call, values as bytes: a header
-//!   value that is not UTF-8 (legal on the wire) is decoded lossily instead of
-//!   trapping the VM as the SDK's string accessors would.
-//! * `source.address` is `ip:port` in Envoy and `ip` in nginx; the core parses
-//!   both.
-//! * Every host call's error is returned, never unwrapped.
+//! Host differences handled here (the rest is in the core's store protocol
+//! and parsers):
+//! * Header values and properties are read as bytes: a value that is not
+//!   UTF-8 (legal on the wire) is decoded lossily instead of trapping the VM
+//!   as the SDK's string accessors would.
+//! * Shared data: a missing key is `NotFound` in one host and an empty answer
+//!   in the other; both are "absent". A compare-and-swap mismatch is `false`.
+//! * Every host call's error is returned or ignored, never unwrapped.
 #![forbid(unsafe_code)]
+// This crate is where host calls are allowed (clippy.toml refuses them elsewhere).
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 #![warn(missing_docs)]
 
-use filters_core::config::ConfigError;
-use filters_core::request::RequestView;
+pub use proxy_wasm;
+
+use filters_core::clock::Clock;
+use filters_core::host::{Call, CallReply, Filter, Flow, Host, MetricKind};
 use filters_core::store::{Entry, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{MapType, MetricType, Status};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
+use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-/// Declares a filter's proxy-wasm entry point: the log level and the root
-/// context, created with `Default`. The one `unsafe` the SDK's `main!`
-/// needs (`#[no_mangle]` exports) is allowed here and nowhere else.
+/// Declares a filter's proxy-wasm entry point for a core [`Filter`] type:
+/// log level, root context and HTTP contexts. The one `unsafe` the SDK's
+/// `main!` needs (`#[no_mangle]` exports) is allowed here and nowhere else.
 #[macro_export]
 macro_rules! filter_entry {
-    ($root:ident) => {
-        #[allow(unsafe_code)]
+    ($filter:ty) => {
+        #[allow(unsafe_code, clippy::disallowed_types)]
         mod proxy_wasm_entry {
-            proxy_wasm::main! {{
-                proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-                proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-                    Box::new(<super::$root as Default>::default())
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::proxy_wasm::main! {{
+                $crate::proxy_wasm::set_log_level($crate::proxy_wasm::types::LogLevel::Info);
+                $crate::proxy_wasm::set_root_context(|_| -> Box<dyn $crate::proxy_wasm::traits::RootContext> {
+                    Box::new($crate::Root::<$filter>::default())
                 });
             }}
         }
     };
 }
 
-/// Reads the plugin configuration and parses it with `parse`. On failure
-/// logs the one line that names the field and the reason, and returns
-/// `None`: the filter's `on_configure` then returns false and the proxy
-/// refuses the configuration.
-pub fn load_config<T>(parse: impl FnOnce(&[u8]) -> Result<T, ConfigError>) -> Option<T> {
-    let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    match parse(&bytes) {
-        Ok(config) => Some(config),
-        Err(e) => {
-            log::error!("{e}");
-            None
-        }
-    }
-}
-
-/// The result of creating a filter's shared-data table at configure time:
-/// the number of entries created, or `None` after logging the one line that
-/// says what could not be created (the filter then refuses the configuration).
-pub fn created_or_log(what: &str, result: Result<u32, StoreError>) -> Option<u32> {
-    match result {
-        Ok(n) => Some(n),
-        Err(e) => {
-            log::error!("shared data is unavailable, cannot create {what}: {e}");
-            None
-        }
-    }
-}
-
-/// proxy-wasm shared data as a [`SharedStore`].
+/// The proxy, through proxy-wasm's host calls.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct HostStore;
+pub struct ProxyHost;
 
-impl SharedStore for HostStore {
+fn lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+impl Clock for ProxyHost {
+    /// Both hosts always answer; were one to refuse, 0 reads as a clock
+    /// stepped far back, which every algorithm in the core tolerates.
+    fn now_nanos(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .and_then(|d| u64::try_from(d.as_nanos()).ok())
+            .unwrap_or(0)
+    }
+}
+
+impl SharedStore for ProxyHost {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(value), cas)) => Ok(Some(Entry { value, cas: cas.unwrap_or(0) })),
@@ -94,149 +89,207 @@ impl SharedStore for HostStore {
     }
 }
 
-/// The host's wall clock in nanoseconds since the epoch, `None` if the host
-/// refuses (the caller then skips its time-based decision).
-pub fn now_nanos() -> Option<u64> {
-    let t = hostcalls::get_current_time().ok()?;
-    u64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_nanos()).ok()
+impl Host for ProxyHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()?.map(lossy)
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, value)| (name, lossy(value)))
+            .collect()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        hostcalls::get_property(path.to_vec()).ok()?
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()?.map(lossy)
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        hostcalls::send_http_response(u32::from(status), headers, Some(body)).is_ok()
+    }
+
+    fn dispatch(&self, call: &Call<'_>) -> Result<u32, String> {
+        let sent = match *call {
+            Call::Grpc { target, service, method, body, timeout } => {
+                hostcalls::dispatch_grpc_call(target, service, method, Vec::new(), Some(body), timeout)
+            }
+            Call::Http { target, headers, body, timeout } => {
+                hostcalls::dispatch_http_call(target, headers.to_vec(), Some(body), Vec::new(), timeout)
+            }
+        };
+        sent.map_err(|status| format!("{status:?}"))
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        let bytes = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok()??;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
+    fn call_body(&self, reply: CallReply) -> Vec<u8> {
+        let (buffer, size) = match reply {
+            CallReply::Grpc { size, .. } => (BufferType::GrpcReceiveBuffer, size),
+            CallReply::Http { size } => (BufferType::HttpCallResponseBody, size),
+        };
+        hostcalls::get_buffer(buffer, 0, size).ok().flatten().unwrap_or_default()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+        };
+        hostcalls::define_metric(kind, name).ok()
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) {
+        if let Ok(delta) = i64::try_from(delta) {
+            let _ = hostcalls::increment_metric(id, delta);
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        let _ = hostcalls::record_metric(id, value);
+    }
 }
 
-/// The request headers and, when `with_peer`, the peer address, read in as
-/// few host calls as possible.
-pub fn request_view(with_peer: bool) -> RequestView {
-    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(name, value)| (name, String::from_utf8_lossy(&value).into_owned()))
-        .collect();
-    let peer = if with_peer { property_string(&["source", "address"]) } else { None };
-    RequestView::new(headers, peer)
+/// The root context of filter `F`: configures it once per VM (worker) from
+/// the plugin configuration; a refusal is logged in one line and the proxy
+/// refuses the configuration.
+pub struct Root<F: Filter> {
+    filter: Option<Rc<F>>,
 }
 
-/// Like [`request_view`], but fetching only the named headers (lower case),
-/// one host call each: cheaper when a filter needs few or none. Only the
-/// first value of each is read.
-pub fn request_view_of(names: &[String], with_peer: bool) -> RequestView {
-    let headers = names
-        .iter()
-        .filter_map(|n| {
-            let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, n).ok()??;
-            Some((n.clone(), String::from_utf8_lossy(&v).into_owned()))
-        })
-        .collect();
-    let peer = if with_peer { property_string(&["source", "address"]) } else { None };
-    RequestView::new(headers, peer)
+impl<F: Filter> Default for Root<F> {
+    fn default() -> Self {
+        Root { filter: None }
+    }
 }
 
-/// A property as text (nginx returns text; Envoy returns text for addresses).
-pub fn property_string(path: &[&str]) -> Option<String> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-}
+impl<F: Filter> Context for Root<F> {}
 
-/// A counter metric; a host that refuses to define it yields a counter that
-/// counts nothing rather than a failed configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Counter(Option<u32>);
-
-impl Counter {
-    /// Defines (or finds, on a second worker) the counter `name`.
-    pub fn define(name: &str) -> Counter {
-        match hostcalls::define_metric(MetricType::Counter, name) {
-            Ok(id) => Counter(Some(id)),
-            Err(status) => {
-                log::warn!("could not define metric {name}: {status:?}");
-                Counter(None)
+impl<F: Filter> RootContext for Root<F> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes =
+            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
+        match F::configure(&ProxyHost, &bytes) {
+            Ok(filter) => {
+                self.filter = Some(Rc::new(filter));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
             }
         }
     }
 
-    /// Adds one.
-    pub fn inc(&self) {
-        self.add(1);
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream::<F> { filter: self.filter.clone(), state: F::Stream::default() }))
     }
 
-    /// Adds `n`.
-    pub fn add(&self, n: u64) {
-        if let (Some(id), Ok(n)) = (self.0, i64::try_from(n)) {
-            if n > 0 {
-                let _ = hostcalls::increment_metric(id, n);
-            }
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// One request through filter `F`.
+struct Stream<F: Filter> {
+    filter: Option<Rc<F>>,
+    state: F::Stream,
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}
+
+impl<F: Filter> Stream<F> {
+    fn call_reply(&mut self, token: u32, reply: CallReply) {
+        let Some(filter) = self.filter.clone() else { return };
+        if filter.on_call_reply(&mut self.state, &ProxyHost, token, reply) == Flow::Continue {
+            let _ = hostcalls::resume_http_request();
         }
     }
 }
 
-/// A gauge metric; like [`Counter`], a refused definition yields a gauge
-/// that records nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct Gauge(Option<u32>);
+impl<F: Filter> Context for Stream<F> {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
+        self.call_reply(token_id, CallReply::Grpc { status: status_code, size: response_size });
+    }
 
-impl Gauge {
-    /// Defines (or finds) the gauge `name`.
-    pub fn define(name: &str) -> Gauge {
-        match hostcalls::define_metric(MetricType::Gauge, name) {
-            Ok(id) => Gauge(Some(id)),
-            Err(status) => {
-                log::warn!("could not define metric {name}: {status:?}");
-                Gauge(None)
-            }
+    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
+        self.call_reply(token_id, CallReply::Http { size: body_size });
+    }
+}
+
+impl<F: Filter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match &self.filter {
+            Some(filter) => action(filter.on_request_headers(&mut self.state, &ProxyHost)),
+            None => Action::Continue,
         }
     }
 
-    /// Sets the value.
-    pub fn set(&self, value: u64) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::record_metric(id, value);
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some(filter) = &self.filter {
+            filter.on_response_headers(&mut self.state, &ProxyHost);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some(filter) = &self.filter {
+            filter.on_log(&mut self.state, &ProxyHost);
         }
     }
 }
 
-/// A response header's value (first one).
-pub fn response_header(name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-        .ok()
-        .flatten()
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
-}
+/// Test-only wrapper: traps the VM when a request carries
+/// `x-rate-limit-test-trap`, so the integration tests can show what Envoy's
+/// `failure_policy` does when the VM dies. Used only by the rate limiter's
+/// `trap-on-demand` build; never in a shipped `.wasm`.
+pub struct TrapOnDemand<F: Filter>(F);
 
-/// A property holding an integer: Envoy encodes integers as 8 little-endian
-/// bytes, nginx as decimal text; both are accepted.
-pub fn property_u64(path: &[&str]) -> Option<u64> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
-    parse_integer_property(&bytes)
-}
+impl<F: Filter> Filter for TrapOnDemand<F> {
+    type Stream = F::Stream;
 
-/// See [`property_u64`]: decimal text first (nginx), else 8 little-endian
-/// bytes (Envoy). Envoy's encoding of a status or flag set is never all ASCII
-/// digits, so the two cannot be confused.
-pub fn parse_integer_property(bytes: &[u8]) -> Option<u64> {
-    if !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) {
-        return std::str::from_utf8(bytes).ok()?.parse().ok();
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, filters_core::host::Refused> {
+        F::configure(host, config).map(TrapOnDemand)
     }
-    Some(u64::from_le_bytes(<[u8; 8]>::try_from(bytes).ok()?))
-}
 
-#[cfg(test)]
-mod tests {
-    use super::parse_integer_property;
-
-    #[test]
-    fn integer_properties_of_both_hosts() {
-        assert_eq!(parse_integer_property(&503u64.to_le_bytes()), Some(503));
-        assert_eq!(parse_integer_property(b"503"), Some(503));
-        assert_eq!(parse_integer_property(b"12345678"), Some(12_345_678));
-        assert_eq!(parse_integer_property(b""), None);
-        assert_eq!(parse_integer_property(b"50x"), None);
+    fn on_request_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) -> Flow {
+        if host.request_header("x-rate-limit-test-trap").is_some() {
+            std::process::abort();
+        }
+        self.0.on_request_headers(stream, host)
     }
-}
 
-/// Sends a local reply; returns false if the host refused.
-pub fn send_local_reply(status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
-    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-    hostcalls::send_http_response(u32::from(status), headers, Some(body)).is_ok()
-}
+    fn on_response_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
+        self.0.on_response_headers(stream, host)
+    }
 
-/// Adds a response header; errors are ignored (the response goes out without it).
-pub fn add_response_header(name: &str, value: &str) {
-    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    fn on_log<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
+        self.0.on_log(stream, host)
+    }
+
+    fn on_call_reply<H: Host>(&self, stream: &mut Self::Stream, host: &H, token: u32, reply: CallReply) -> Flow {
+        self.0.on_call_reply(stream, host, token, reply)
+    }
 }

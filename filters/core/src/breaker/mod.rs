@@ -35,7 +35,10 @@
 
 pub mod config;
 pub mod expr;
+mod filter;
 pub mod window;
+
+pub use filter::{resolve_key, BreakerFilter, BreakerMetrics, BreakerStream, FilterMetrics, Role};
 
 use crate::hash::hash_bytes;
 use crate::store::{update_bytes, SharedStore, StoreError};
@@ -487,41 +490,6 @@ impl Breakers {
     }
 }
 
-/// Envoy response flags that mean the upstream failed at the network
-/// level: no healthy upstream (UH, 0x2), upstream request timeout (UT, 0x4),
-/// upstream remote reset (UR, 0x10), upstream connection failure (UF, 0x20),
-/// upstream connection termination (UC, 0x40).
-pub const NETWORK_FAILURE_FLAGS: u64 = 0x2 | 0x4 | 0x10 | 0x20 | 0x40;
-
-/// Did the request fail at the network level (connect failure, reset,
-/// timeout, no healthy upstream)?
-///
-/// Envoy says so in `response.flags` ([`NETWORK_FAILURE_FLAGS`]) and in
-/// `response.code_details` (`upstream_reset_before_response_started{...}`,
-/// `response_timeout`, `no_healthy_upstream`, ...); either suffices.
-/// `via_upstream` means the upstream answered, whatever the status. Where the
-/// host has neither (nginx), a 502, 503 or 504 counts as a network failure; in
-/// nginx that includes those statuses when an upstream sends them itself.
-pub fn network_failure(flags: Option<u64>, code_details: Option<&str>, status: u16) -> bool {
-    let details = code_details.map(str::trim).filter(|d| !d.is_empty());
-    if flags.is_none() && details.is_none() {
-        return matches!(status, 502..=504);
-    }
-    if flags.is_some_and(|f| f & NETWORK_FAILURE_FLAGS != 0) {
-        return true;
-    }
-    details.is_some_and(|d| {
-        d.starts_with("upstream_reset")
-            || d.starts_with("upstream_response_timeout")
-            || d.starts_with("response_timeout")
-            || d.starts_with("upstream_per_try_timeout")
-            || d.starts_with("upstream_per_try_idle_timeout")
-            || d.starts_with("no_healthy_upstream")
-            || d.contains("connection_failure")
-            || d.contains("connection_termination")
-    })
-}
-
 fn put_u16(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_le_bytes());
 }
@@ -555,5 +523,7 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

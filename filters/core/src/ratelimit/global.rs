@@ -141,6 +141,20 @@ pub struct GlobalService {
     pub status_on_error: u16,
 }
 
+impl GlobalService {
+    /// The service's target as the host takes it: for gRPC, a serialized
+    /// `GrpcService` naming the cluster and authority (lengths are checked
+    /// at configure time, so the bytes are ASCII); for HTTP, the cluster.
+    pub fn target(&self) -> String {
+        match self.protocol {
+            Protocol::Grpc => {
+                String::from_utf8(grpc_target(&self.cluster, &self.authority)).unwrap_or_else(|_| self.cluster.clone())
+            }
+            Protocol::Http => self.cluster.clone(),
+        }
+    }
+}
+
 impl RawGlobalService {
     pub(super) fn check(self) -> Result<GlobalService, ConfigError> {
         let printable = |s: &str| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic());

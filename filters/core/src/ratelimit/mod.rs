@@ -35,8 +35,11 @@
 //! side.
 
 pub mod config;
+mod filter;
 pub mod gcra;
 pub mod global;
+
+pub use filter::{FilterMetrics, GlobalMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
 
 use crate::clock::Clock;
 use crate::hash::StableHasher;
@@ -364,16 +367,12 @@ impl RateLimiter {
     }
 
     /// The reply under `failure_mode: "deny"` when the service cannot answer.
-    pub fn service_failure_refusal(&self) -> Option<Refusal> {
-        let global = self.config.global.as_ref()?;
-        if global.failure_mode != global::FailureMode::Deny || self.config.mode == Mode::Shadow {
-            return None;
-        }
-        Some(Refusal {
+    pub fn service_failure_refusal(&self, global: &global::GlobalService) -> Refusal {
+        Refusal {
             status: global.status_on_error,
             headers: vec![("content-type".to_string(), "application/json".to_string())],
             body: "{\"error\":\"rate_limit_service_unavailable\"}\n".to_string(),
-        })
+        }
     }
 
     /// The local reply for a refused request, or `None` when the request
@@ -493,5 +492,7 @@ fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(NANOS_PER_SEC)
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -470,18 +470,6 @@ fn ok_answer_passes_with_headers_and_shadow_mode_never_refuses() {
 }
 
 #[test]
-fn failure_modes() {
-    let allow = limiter(GLOBAL);
-    assert_eq!(allow.service_failure_refusal(), None);
-    let deny = limiter(
-        &GLOBAL.replace(r#""domain":"edge""#, r#""domain":"edge","failure_mode":"deny","status_on_error":503"#),
-    );
-    let r = deny.service_failure_refusal().unwrap();
-    assert_eq!(r.status, 503);
-    assert!(r.body.contains("rate_limit_service_unavailable"));
-}
-
-#[test]
 fn local_failure_mode_enforces_a_share_of_each_global_limit() {
     // 10 per minute over 4 replicas: each proxy admits ceil(10/4) = 3 while the service is down.
     let l = limiter(&GLOBAL.replace(r#""domain":"edge""#, r#""domain":"edge","failure_mode":"local","replicas":4"#));

@@ -30,6 +30,9 @@
 //!    `Retry-After` gets one.
 
 pub mod budget;
+mod filter;
+
+pub use filter::{create_budget, with_budget, PolicyMetrics, RetryFilter, RetryMetrics, RetryStream};
 
 use crate::config::{parse_json, ConfigError};
 use crate::duration::parse_duration;
@@ -373,5 +376,7 @@ fn check_policy(i: usize, raw: RawPolicy) -> Result<Policy, ConfigError> {
     })
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

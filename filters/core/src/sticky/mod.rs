@@ -28,7 +28,10 @@
 
 pub mod config;
 pub mod cookie;
+mod filter;
 pub mod hashing;
+
+pub use filter::{BackendMetrics, FilterMetrics, SessionStream, StickyFilter};
 
 use crate::net::client_ip;
 use crate::request::RequestView;
@@ -372,5 +375,7 @@ fn query_param(path: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+#[cfg(test)]
+mod filter_tests;
 #[cfg(test)]
 mod tests;

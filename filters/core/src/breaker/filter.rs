@@ -1,0 +1,305 @@
+//! The circuit breaker as a proxy filter: resolve the request's key, admit
+//! or reject it, and record its outcome at completion.
+//!
+//! # The request path
+//!
+//! * **Key**: `xds.cluster_name` / `xds.route_name` (Envoy; nginx has no
+//!   `xds.*` properties, so the `:authority` stands in), the `:authority`
+//!   (`default` when empty), a request header (`-` when absent) or a fixed
+//!   name; cut to [`MAX_KEY_BYTES`].
+//! * **Admission**: the slot where each key's breaker was last found is
+//!   cached per worker (a hint, checked against the record's key on use;
+//!   the cache is cleared when it reaches `max_breakers` entries). A closed
+//!   breaker admits from the record's head alone, without decoding its
+//!   window. Otherwise the record is updated by compare-and-swap, and a
+//!   rejection is answered with `status` (503), `Retry-After` in whole
+//!   seconds (at least 1), `x-circuit-breaker: <key>; state=<state>` and the
+//!   configured body or a JSON one.
+//! * **Completion**: what happened upstream is read once
+//!   ([`crate::upstream`]). A request whose client went away before any
+//!   answer tells nothing about the upstream: it is not recorded, and a
+//!   half-open probe gives its place back. Otherwise a **failure** is a
+//!   network-level failure or a status in `failure_statuses`, and slowness
+//!   is the time from admission to completion.
+
+use super::config::{BreakerConfig, KeyKind};
+use super::{Admission, Breakers, Record, State, Transition};
+use crate::host::{property_text, Filter, Flow, Host, Refused};
+use crate::store::StoreError;
+use crate::upstream::Upstream;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// Longest key kept, in bytes: a longer header value is cut here.
+pub const MAX_KEY_BYTES: usize = 128;
+/// Metric name component for keys beyond `max_breakers` metric sets.
+pub const OTHER_KEYS: &str = "_other";
+
+crate::metrics! {
+    /// One breaker's metrics (`circuit_breaker.<key>.*`).
+    pub struct BreakerMetrics {
+        state: Gauge = "state",
+        requests: Counter = "requests",
+        failures: Counter = "failures",
+        rejected: Counter = "rejected",
+        opened: Counter = "opened",
+        half_opened: Counter = "half_opened",
+        closed: Counter = "closed",
+    }
+}
+
+crate::metrics! {
+    /// The filter's own counters (`circuit_breaker.*`).
+    pub struct FilterMetrics {
+        configured: Counter = "configured",
+        untracked: Counter = "untracked",
+        store_errors: Counter = "store_errors",
+    }
+}
+
+impl BreakerMetrics {
+    fn transition<H: Host>(&self, host: &H, t: Option<Transition>) {
+        let Some(t) = t else { return };
+        self.state.set(host, t.to.gauge());
+        match t.to {
+            State::Open => self.opened.inc(host),
+            State::HalfOpen => self.half_opened.inc(host),
+            State::Closed => self.closed.inc(host),
+        }
+    }
+}
+
+/// The circuit-breaker filter, one per worker.
+#[derive(Debug)]
+pub struct BreakerFilter {
+    breakers: Breakers,
+    /// Where each key's breaker was last found (a hint; verified on use).
+    slots: RefCell<HashMap<String, u32>>,
+    per_key: RefCell<HashMap<String, BreakerMetrics>>,
+    metrics: FilterMetrics,
+}
+
+/// What a request is to its breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Not measured (untracked, or the store failed).
+    #[default]
+    None,
+    /// Passed while closed.
+    Pass,
+    /// A half-open probe.
+    Probe,
+    /// Answered locally by the breaker.
+    Rejected,
+}
+
+/// One request's state.
+#[derive(Debug, Default)]
+pub struct BreakerStream {
+    key: String,
+    role: Role,
+    start: u64,
+}
+
+impl BreakerStream {
+    /// The request's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+/// Metric-name-safe form of a key.
+fn metric_component(key: &str) -> String {
+    key.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+}
+
+/// The breaker key of the request (see the module docs).
+pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
+    let authority = || host.request_header(":authority").filter(|a| !a.is_empty()).unwrap_or_else(|| "default".into());
+    let property = |name: &str| property_text(host, &["xds", name]).filter(|v| !v.is_empty());
+    let mut key = match kind {
+        KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),
+        KeyKind::Route => property("route_name").unwrap_or_else(authority),
+        KeyKind::Authority => authority(),
+        KeyKind::Header(name) => host.request_header(name).unwrap_or_else(|| "-".into()),
+        KeyKind::Fixed(name) => name.clone(),
+    };
+    if key.len() > MAX_KEY_BYTES {
+        let mut cut = MAX_KEY_BYTES;
+        while !key.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        key.truncate(cut);
+    }
+    key
+}
+
+impl BreakerFilter {
+    /// The breakers (configuration, state machine, table).
+    pub fn breakers(&self) -> &Breakers {
+        &self.breakers
+    }
+
+    fn key_metrics<H: Host>(&self, host: &H, key: &str) -> BreakerMetrics {
+        let name = metric_component(key);
+        let mut all = self.per_key.borrow_mut();
+        if let Some(m) = all.get(&name) {
+            return *m;
+        }
+        let name =
+            if all.len() >= self.breakers.config().max_breakers as usize { OTHER_KEYS.to_string() } else { name };
+        *all.entry(name.clone()).or_insert_with(|| BreakerMetrics::define(host, &format!("circuit_breaker.{name}.")))
+    }
+
+    fn store_failed<H: Host, R>(&self, host: &H, e: StoreError) -> Option<R> {
+        log::warn!("{e}");
+        self.metrics.store_errors.inc(host);
+        None
+    }
+
+    /// Runs `f` on `key`'s record, finding (or claiming) its slot first.
+    /// `None`: not tracked (table full) or the store failed (counted).
+    fn with_record<H: Host, R>(
+        &self,
+        host: &H,
+        key: &str,
+        now: u64,
+        mut f: impl FnMut(&mut Record) -> (bool, R),
+    ) -> Option<R> {
+        let cached = self.slots.borrow().get(key).copied();
+        if let Some(slot) = cached {
+            match self.breakers.update(host, slot, key, &mut f) {
+                Ok(Some(r)) => return Some(r),
+                Ok(None) => {
+                    self.slots.borrow_mut().remove(key);
+                }
+                Err(e) => return self.store_failed(host, e),
+            }
+        }
+        let slot = match self.breakers.find(host, key, now) {
+            Ok(Some((slot, _))) => slot,
+            Ok(None) => {
+                self.metrics.untracked.inc(host);
+                return None;
+            }
+            Err(e) => return self.store_failed(host, e),
+        };
+        {
+            let mut slots = self.slots.borrow_mut();
+            if slots.len() >= self.breakers.config().max_breakers as usize {
+                slots.clear();
+            }
+            slots.insert(key.to_string(), slot);
+        }
+        self.breakers.update(host, slot, key, f).unwrap_or_else(|e| self.store_failed(host, e))
+    }
+
+    /// A closed breaker admits from its record's head (the cached slot's).
+    fn closed_fast<H: Host>(&self, host: &H, key: &str) -> bool {
+        let Some(slot) = self.slots.borrow().get(key).copied() else { return false };
+        let head = host
+            .get(&Breakers::slot_key(slot))
+            .ok()
+            .flatten()
+            .and_then(|e| self.breakers.decode_head(&e.value).map(|(k, st)| (k == key, st)));
+        head == Some((true, State::Closed))
+    }
+
+    fn reject<H: Host>(&self, host: &H, key: &str, retry_after_ns: u64, state: State) -> Flow {
+        let retry = retry_after_ns.div_ceil(1_000_000_000).max(1);
+        let cfg = self.breakers.config();
+        let mut headers = vec![
+            ("retry-after".to_string(), retry.to_string()),
+            ("x-circuit-breaker".to_string(), format!("{key}; state={}", state.name())),
+        ];
+        let body = match &cfg.body {
+            Some(b) => b.clone(),
+            None => {
+                headers.push(("content-type".to_string(), "application/json".to_string()));
+                serde_json::json!({"error": "circuit_open", "breaker": key, "state": state.name(), "retry_after": retry})
+                    .to_string()
+                    + "\n"
+            }
+        };
+        if host.send_reply(cfg.status, &headers, body.as_bytes()) {
+            return Flow::Pause;
+        }
+        log::warn!("host refused the local reply; request let through");
+        Flow::Continue
+    }
+}
+
+impl Filter for BreakerFilter {
+    type Stream = BreakerStream;
+
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+        let breakers = Breakers::new(BreakerConfig::from_json(config)?);
+        let created = Refused::store("the breaker table", breakers.initialize(host))?;
+        let metrics = FilterMetrics::define(host, "circuit_breaker.");
+        metrics.configured.inc(host);
+        log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);
+        Ok(BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics })
+    }
+
+    fn on_request_headers<H: Host>(&self, stream: &mut BreakerStream, host: &H) -> Flow {
+        let now = host.now_nanos();
+        stream.key = resolve_key(&self.breakers.config().key, host);
+        stream.start = now;
+        if self.closed_fast(host, &stream.key) {
+            stream.role = Role::Pass;
+            return Flow::Continue;
+        }
+        let admitted = self.with_record(host, &stream.key, now, |rec| {
+            let (a, changed, t) = self.breakers.admit(rec, now);
+            (changed, (a, t, rec.state))
+        });
+        let Some((admission, transition, state)) = admitted else { return Flow::Continue };
+        let metrics = self.key_metrics(host, &stream.key);
+        metrics.transition(host, transition);
+        metrics.state.set(host, state.gauge());
+        match admission {
+            Admission::Pass => stream.role = Role::Pass,
+            Admission::Probe => stream.role = Role::Probe,
+            Admission::Reject { retry_after_ns, state } => {
+                stream.role = Role::Rejected;
+                metrics.rejected.inc(host);
+                return self.reject(host, &stream.key, retry_after_ns, state);
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_log<H: Host>(&self, stream: &mut BreakerStream, host: &H) {
+        let probe = match stream.role {
+            Role::Pass => false,
+            Role::Probe => true,
+            Role::None | Role::Rejected => return,
+        };
+        let now = host.now_nanos();
+        let upstream = Upstream::read(host);
+        if upstream.client_gone() {
+            if probe {
+                self.with_record(host, &stream.key, now, |rec| (self.breakers.release_probe(rec), ()));
+            }
+            return;
+        }
+        let metrics = self.key_metrics(host, &stream.key);
+        let sample =
+            self.breakers.sample(upstream.status, upstream.network_failure(), now.saturating_sub(stream.start));
+        metrics.requests.inc(host);
+        if sample.failure {
+            metrics.failures.inc(host);
+        }
+        let outcome = self.with_record(host, &stream.key, now, |rec| {
+            let (changed, t) = self.breakers.complete(rec, now, &sample, probe);
+            (changed, (t, rec.state))
+        });
+        if let Some((t, state)) = outcome {
+            metrics.transition(host, t);
+            if let Some(t) = t {
+                log::info!("breaker {} {} -> {}", stream.key, t.from.name(), t.to.name());
+            }
+            metrics.state.set(host, state.gauge());
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The circuit-breaker filter driven through the recording host: its
+//! README's states, failures and responses, request by request, and the host
+//! calls each request makes.
+
+use super::{BreakerFilter, BreakerMetrics, FilterMetrics, Role};
+use crate::host::Flow;
+use crate::store::CasRule;
+use crate::testing::{Exchange, HostCalls, Outcome};
+
+const S: u64 = 1_000_000_000;
+const CONFIG: &str = r#"{"consecutive_failures":3,"open_for":"10s"}"#;
+
+fn breaker(config: &str) -> Exchange<BreakerFilter> {
+    let x = Exchange::<BreakerFilter>::new(CasRule::Envoy, config).unwrap();
+    x.host.set_property("xds.cluster_name", "backend");
+    x
+}
+
+fn send(x: &Exchange<BreakerFilter>, status: u16) -> Outcome {
+    x.request(&[(":method", "GET"), (":path", "/"), (":authority", "example.com")], status, &[])
+}
+
+/// A request whose client goes away before any answer: no status, no
+/// details.
+fn abandoned(x: &Exchange<BreakerFilter>) -> Outcome {
+    let (mut stream, flow) = x.start(&[(":method", "GET"), (":path", "/")]);
+    x.finish(&mut stream, flow, None)
+}
+
+#[test]
+fn trips_after_consecutive_failures_and_rejects_with_retry_after() {
+    let x = breaker(CONFIG);
+    for _ in 0..3 {
+        assert_eq!(send(&x, 500).status(500), 500);
+    }
+    let rejected = send(&x, 200);
+    let reply = rejected.reply.unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after"), Some("10"));
+    assert_eq!(reply.header("x-circuit-breaker"), Some("backend; state=open"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert!(reply.body.contains(r#""error":"circuit_open""#), "{}", reply.body);
+    assert_eq!(x.host.metric("circuit_breaker.backend.failures"), 3);
+    assert_eq!(x.host.metric("circuit_breaker.backend.opened"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.rejected"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.state"), 1);
+}
+
+#[test]
+fn a_success_resets_the_streak() {
+    let x = breaker(CONFIG);
+    for status in [500, 500, 200, 500, 500] {
+        send(&x, status);
+    }
+    assert_eq!(send(&x, 200).status(200), 200, "never three in a row");
+}
+
+#[test]
+fn half_open_probe_success_closes_and_failure_reopens_for_longer() {
+    let x = breaker(CONFIG);
+    for _ in 0..3 {
+        send(&x, 500);
+    }
+    x.host.clock.advance(10 * S);
+    assert_eq!(send(&x, 502).status(502), 502, "the probe reaches the upstream");
+    let reopened = send(&x, 200).reply.unwrap();
+    assert_eq!(reopened.header("retry-after"), Some("20"), "open_for doubled after a failed probe");
+    x.host.clock.advance(20 * S);
+    assert_eq!(send(&x, 200).status(200), 200, "probe");
+    assert_eq!(send(&x, 200).status(200), 200, "closed again");
+    assert_eq!(x.host.metric("circuit_breaker.backend.closed"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.half_opened"), 2);
+}
+
+#[test]
+fn half_open_admits_only_its_probes() {
+    let x = breaker(CONFIG);
+    for _ in 0..3 {
+        send(&x, 500);
+    }
+    x.host.clock.advance(10 * S);
+    let (mut probe, flow) = x.start(&[(":method", "GET"), (":path", "/")]);
+    assert_eq!((flow, probe.role()), (Flow::Continue, Role::Probe));
+    let other = send(&x, 200).reply.unwrap();
+    assert_eq!(other.header("x-circuit-breaker"), Some("backend; state=half-open"));
+    x.host.set_property_u64("response.code", 200);
+    x.finish(&mut probe, Flow::Continue, Some(&[(":status", "200")]));
+    assert_eq!(send(&x, 200).status(200), 200);
+}
+
+#[test]
+fn an_abandoned_probe_gives_its_place_back() {
+    let x = breaker(CONFIG);
+    for _ in 0..3 {
+        send(&x, 500);
+    }
+    x.host.clock.advance(10 * S);
+    abandoned(&x);
+    let (probe, _) = x.start(&[(":method", "GET"), (":path", "/")]);
+    assert_eq!(probe.role(), Role::Probe, "the next request may probe at once");
+}
+
+#[test]
+fn abandoned_requests_are_not_recorded() {
+    let x = breaker(CONFIG);
+    for _ in 0..5 {
+        abandoned(&x);
+    }
+    assert_eq!(x.host.metric("circuit_breaker.backend.requests"), 0);
+}
+
+/// A request answered `status` as Envoy reports it: `flags` and `details`.
+fn envoy(x: &Exchange<BreakerFilter>, status: u16, flags: u64, details: &str) -> Outcome {
+    let (mut stream, flow) = x.start(&[(":method", "GET"), (":path", "/")]);
+    x.host.set_property_u64("response.flags", flags);
+    x.host.set_property("response.code_details", details);
+    let code = status.to_string();
+    x.finish(&mut stream, flow, Some(&[(":status", code.as_str())]))
+}
+
+#[test]
+fn network_failures_count_even_when_envoy_answers_for_the_upstream() {
+    let only_500 = CONFIG.replace('}', r#","failure_statuses":[500]}"#);
+    let x = breaker(&only_500);
+    for _ in 0..3 {
+        envoy(&x, 503, 0x20, "upstream_reset_before_response_started{connection_failure}");
+    }
+    assert_eq!(send(&x, 200).status(200), 503, "three connect failures tripped it");
+    // A 503 the upstream sent itself is no failure here (only 500 is).
+    let y = breaker(&only_500);
+    for _ in 0..3 {
+        envoy(&y, 503, 0, "via_upstream");
+    }
+    assert_eq!(envoy(&y, 200, 0, "via_upstream").status(200), 200);
+}
+
+#[test]
+fn in_nginx_a_502_to_504_is_a_network_failure() {
+    let x = breaker(&CONFIG.replace('}', r#","failure_statuses":[500]}"#));
+    for _ in 0..3 {
+        send(&x, 504); // no flags, no details: nginx
+    }
+    assert_eq!(send(&x, 200).status(200), 503);
+}
+
+#[test]
+fn keys_follow_the_cluster_else_the_authority() {
+    let x = Exchange::<BreakerFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
+    // nginx: no xds.* properties, so the authority stands in.
+    for _ in 0..3 {
+        x.request(&[(":method", "GET"), (":path", "/"), (":authority", "shop")], 500, &[]);
+    }
+    let r = x.request(&[(":method", "GET"), (":path", "/"), (":authority", "shop")], 200, &[]);
+    assert_eq!(r.reply.unwrap().header("x-circuit-breaker"), Some("shop; state=open"));
+    let other = x.request(&[(":method", "GET"), (":path", "/"), (":authority", "blog")], 200, &[]);
+    assert_eq!(other.status(200), 200, "another authority has its own breaker");
+}
+
+#[test]
+fn header_keys_are_cut_at_128_bytes_and_a_missing_header_is_dash() {
+    let x = breaker(&CONFIG.replace("}", r#","key":"header:x-tenant"}"#));
+    let long = "é".repeat(100);
+    for _ in 0..3 {
+        x.request(&[(":method", "GET"), ("x-tenant", &long)], 500, &[]);
+    }
+    let r = x.request(&[(":method", "GET"), ("x-tenant", &long)], 200, &[]).reply.unwrap();
+    let key = r.header("x-circuit-breaker").unwrap().split(';').next().unwrap().to_string();
+    assert_eq!(key.len(), 128);
+    for _ in 0..3 {
+        x.request(&[(":method", "GET")], 500, &[]);
+    }
+    let r = x.request(&[(":method", "GET")], 200, &[]).reply.unwrap();
+    assert_eq!(r.header("x-circuit-breaker"), Some("-; state=open"));
+}
+
+#[test]
+fn an_open_breaker_rejects_on_every_worker() {
+    let a = breaker(CONFIG);
+    let b = Exchange::<BreakerFilter>::on(a.host.worker(), CONFIG).unwrap();
+    b.host.set_property("xds.cluster_name", "backend");
+    for _ in 0..3 {
+        send(&a, 500);
+    }
+    assert_eq!(send(&b, 200).status(200), 503);
+}
+
+#[test]
+fn a_configured_body_replaces_the_json_one() {
+    let x = breaker(&CONFIG.replace("}", r#","body":"down\n","status":429}"#));
+    for _ in 0..3 {
+        send(&x, 500);
+    }
+    let r = send(&x, 200).reply.unwrap();
+    assert_eq!((r.status, r.body.as_str(), r.header("content-type")), (429, "down\n", None));
+}
+
+#[test]
+fn host_calls_per_request_are_pinned() {
+    let x = breaker(r#"{"consecutive_failures":5}"#);
+    send(&x, 200); // finds and caches the slot
+    let out = send(&x, 200);
+    // Request callback: xds.cluster_name and the record's head (bytes); the
+    // clock. Log callback: :status, code details, flags and the record's
+    // read (bytes); the clock, the `requests` counter, the record's
+    // compare-and-swap write (the window counts every request) and the
+    // `state` gauge.
+    assert_eq!(out.calls, HostCalls { returning_bytes: 6, returning_nothing: 5, callbacks_reading: 2 }, "{out:?}");
+}
+
+#[test]
+fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
+    crate::config::assert_metrics_table(
+        include_str!("../../../circuit-breaker/README.md"),
+        &[("circuit_breaker.<key>.", BreakerMetrics::SUFFIXES), ("circuit_breaker.", FilterMetrics::SUFFIXES)],
+    );
+}

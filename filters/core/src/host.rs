@@ -1,0 +1,325 @@
+//! The host seam: everything a filter asks of the proxy, and the shape of a
+//! filter as the proxy drives it.
+//!
+//! A filter is written once against [`Host`] and [`Filter`]. In the proxy,
+//! `filters-host` implements [`Host`] over proxy-wasm's host calls and turns a
+//! [`Filter`] into proxy-wasm root and HTTP contexts; in tests,
+//! [`crate::testing::RecordingHost`] serves scripted requests, a fake clock and
+//! an in-memory store that follows either host's compare-and-swap rule, and
+//! counts every call. Both are generic parameters, never `dyn`: the seam costs
+//! nothing at run time.
+//!
+//! # What each call costs
+//!
+//! `../shared/COST-MODEL.md` measured Envoy 1.40: a call that **returns bytes**
+//! (a header, a property, shared data, a call's answer) makes the host call
+//! back into the VM to allocate and costs about 0.13-0.16 of a no-op filter,
+//! plus 0.3-0.5 for the first one in each callback; a call that returns
+//! nothing (set a header, compare-and-swap, a metric, the clock) is nearly
+//! free. The method docs below say which class each call is in; the
+//! recording host counts them per request so that tests pin each filter's
+//! count.
+
+use crate::clock::Clock;
+use crate::config::ConfigError;
+use crate::store::{SharedStore, StoreError};
+use std::fmt;
+use std::time::Duration;
+
+/// A call to another service, dispatched while the request waits.
+#[derive(Debug, Clone, Copy)]
+pub enum Call<'a> {
+    /// A unary gRPC call.
+    Grpc {
+        /// The host's name for the upstream (Envoy: a serialized `GrpcService`).
+        target: &'a str,
+        /// Fully qualified service name.
+        service: &'a str,
+        /// Method name.
+        method: &'a str,
+        /// The serialized request message.
+        body: &'a [u8],
+        /// How long to wait for the answer.
+        timeout: Duration,
+    },
+    /// An HTTP call.
+    Http {
+        /// The upstream (Envoy: a cluster name).
+        target: &'a str,
+        /// Request headers, pseudo-headers included.
+        headers: &'a [(&'a str, &'a str)],
+        /// Request body.
+        body: &'a [u8],
+        /// How long to wait for the answer.
+        timeout: Duration,
+    },
+}
+
+/// The answer to a dispatched call, as the host announces it. The body is
+/// read with [`Host::call_body`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallReply {
+    /// A gRPC call ended with `status` (0 is OK) and a body of `size` bytes.
+    Grpc {
+        /// The gRPC status code.
+        status: u32,
+        /// The size of the response message.
+        size: usize,
+    },
+    /// An HTTP call ended; its `:status` (absent when no response came at
+    /// all) is read with [`Host::call_status`].
+    Http {
+        /// The size of the response body.
+        size: usize,
+    },
+}
+
+/// Whether the proxy carries on with the request after a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Go on (after a call's answer: resume the paused request).
+    Continue,
+    /// Stop here: a local reply was sent, or the request waits for a call.
+    Pause,
+}
+
+/// The kinds of metric a filter defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Set to a value.
+    Gauge,
+}
+
+/// What a filter asks of the proxy. Every method is infallible from the
+/// filter's side: a refusal by the host is reported in the return value
+/// (`None`, `false`, `Err`) or, for calls that return nothing, ignored (the
+/// request goes on without the header or the metric).
+///
+/// The clock ([`Clock`]) and shared data ([`SharedStore`]) are the two seams
+/// the algorithms already take; a `Host` is both. Reading the clock returns
+/// nothing in the cost model's sense; a shared-data read returns bytes, a
+/// write does not.
+pub trait Host: Clock + SharedStore {
+    /// The first value of request header `name` (lower case), decoded lossily
+    /// when it is not UTF-8. Returns bytes.
+    fn request_header(&self, name: &str) -> Option<String>;
+    /// Every request header, in order. Returns bytes (one call, however many).
+    fn request_headers(&self) -> Vec<(String, String)>;
+    /// A property (`["source", "address"]`, `["response", "code"]`, ...).
+    /// Returns bytes.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// Sets request header `name` to `value`, or removes it (`None`).
+    fn set_request_header(&self, name: &str, value: Option<&str>);
+    /// The first value of response header `name` (lower case). Returns bytes.
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// Adds a response header.
+    fn add_response_header(&self, name: &str, value: &str);
+    /// Answers the request locally; `false` when the host refused.
+    fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool;
+    /// Dispatches `call`; its token, or the host's refusal as text.
+    fn dispatch(&self, call: &Call<'_>) -> Result<u32, String>;
+    /// The `:status` of an HTTP call's answer (`None`: no response at all).
+    /// Returns bytes. Only meaningful while handling that answer.
+    fn call_status(&self) -> Option<u16>;
+    /// The body of a call's answer, `size` bytes at most. Returns bytes.
+    /// Only meaningful while handling that answer.
+    fn call_body(&self, reply: CallReply) -> Vec<u8>;
+    /// Defines (or finds, on another worker) a metric; `None` if refused.
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32>;
+    /// Adds `delta` to a counter.
+    fn increment_metric(&self, id: u32, delta: u64);
+    /// Sets a gauge.
+    fn record_metric(&self, id: u32, value: u64);
+}
+
+/// Reads a property as text: nginx returns text, Envoy returns text for
+/// addresses and names.
+pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String> {
+    let bytes = host.property(path)?;
+    Some(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
+}
+
+/// Reads a property holding an integer: Envoy encodes integers as 8
+/// little-endian bytes, nginx as decimal text; both are accepted.
+pub fn property_u64<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<u64> {
+    parse_integer_property(&host.property(path)?)
+}
+
+/// See [`property_u64`]: decimal text first (nginx), else 8 little-endian
+/// bytes (Envoy). Envoy's encoding of a status or flag set is never all ASCII
+/// digits, so the two cannot be confused.
+pub fn parse_integer_property(bytes: &[u8]) -> Option<u64> {
+    if !bytes.is_empty() && bytes.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(bytes).ok()?.parse().ok();
+    }
+    Some(u64::from_le_bytes(<[u8; 8]>::try_from(bytes).ok()?))
+}
+
+/// Why a filter refused its configuration. `Display` is the one line logged
+/// before the proxy refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A field is wrong.
+    Config(ConfigError),
+    /// The shared table the filter needs could not be created.
+    Store {
+        /// What could not be created, e.g. "the rate-limit table".
+        what: &'static str,
+        /// The store's error.
+        error: StoreError,
+    },
+}
+
+impl From<ConfigError> for Refused {
+    fn from(e: ConfigError) -> Self {
+        Refused::Config(e)
+    }
+}
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refused::Config(e) => e.fmt(f),
+            Refused::Store { what, error } => write!(f, "shared data is unavailable, cannot create {what}: {error}"),
+        }
+    }
+}
+
+impl Refused {
+    /// Wraps a configure-time store result: the number of entries created,
+    /// or a refusal saying that `what` could not be created.
+    pub fn store<T>(what: &'static str, result: Result<T, StoreError>) -> Result<T, Refused> {
+        result.map_err(|error| Refused::Store { what, error })
+    }
+}
+
+/// A filter as the proxy drives it: configured once per VM (per worker),
+/// then called for each request. `Stream` is the per-request state; `self` is
+/// shared by every request of the worker.
+pub trait Filter: Sized + 'static {
+    /// Per-request state, created empty when a request starts.
+    type Stream: Default;
+
+    /// Checks the configuration bytes and builds the filter (metrics
+    /// defined, shared tables created). An `Err` is logged in one line and the
+    /// proxy refuses the configuration.
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused>;
+
+    /// The request headers arrived.
+    fn on_request_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) -> Flow;
+
+    /// The response headers arrived (from upstream or a local reply).
+    fn on_response_headers<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}
+
+    /// The request completed (or was abandoned): the access-log phase.
+    fn on_log<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}
+
+    /// A call dispatched for this request answered. `Continue` resumes the
+    /// request; `Pause` leaves it as it is (a local reply was sent).
+    fn on_call_reply<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _token: u32, _reply: CallReply) -> Flow {
+        Flow::Continue
+    }
+}
+
+/// A counter; a host that refused to define it yields one that counts
+/// nothing rather than a failed configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counter(Option<u32>);
+
+impl Counter {
+    /// Defines (or finds, on a second worker) the counter `name`.
+    pub fn define<H: Host + ?Sized>(host: &H, name: &str) -> Counter {
+        Counter(define(host, MetricKind::Counter, name))
+    }
+
+    /// Adds one.
+    pub fn inc<H: Host + ?Sized>(&self, host: &H) {
+        self.add(host, 1);
+    }
+
+    /// Adds `n` (nothing when `n` is 0).
+    pub fn add<H: Host + ?Sized>(&self, host: &H, n: u64) {
+        if let Some(id) = self.0.filter(|_| n > 0) {
+            host.increment_metric(id, n);
+        }
+    }
+}
+
+/// A gauge; like [`Counter`], a refused definition records nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauge(Option<u32>);
+
+impl Gauge {
+    /// Defines (or finds) the gauge `name`.
+    pub fn define<H: Host + ?Sized>(host: &H, name: &str) -> Gauge {
+        Gauge(define(host, MetricKind::Gauge, name))
+    }
+
+    /// Sets the value.
+    pub fn set<H: Host + ?Sized>(&self, host: &H, value: u64) {
+        if let Some(id) = self.0 {
+            host.record_metric(id, value);
+        }
+    }
+}
+
+fn define<H: Host + ?Sized>(host: &H, kind: MetricKind, name: &str) -> Option<u32> {
+    let id = host.define_metric(kind, name);
+    if id.is_none() {
+        log::warn!("could not define metric {name}");
+    }
+    id
+}
+
+/// Declares a set of metrics once: the struct, its `define` (every name is
+/// `prefix` followed by the field's suffix) and `SUFFIXES`, the list the
+/// README tests compare the metrics tables against.
+///
+/// ```ignore
+/// metrics! {
+///     /// Calls to the rate limit service.
+///     pub struct GlobalMetrics {
+///         calls: Counter = "calls",
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! metrics {
+    ($(#[$doc:meta])* $vis:vis struct $name:ident { $($(#[$fdoc:meta])* $field:ident : $kind:ident = $suffix:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        $vis struct $name {
+            $($(#[$fdoc])* #[doc = concat!("`<prefix>", $suffix, "`")] pub $field: $crate::host::$kind,)*
+        }
+
+        impl $name {
+            /// Every metric's name after the prefix, in declaration order.
+            #[allow(dead_code)]
+            pub const SUFFIXES: &'static [&'static str] = &[$($suffix),*];
+
+            /// Defines every metric, named `prefix` + suffix.
+            pub fn define<H: $crate::host::Host + ?Sized>(host: &H, prefix: &str) -> Self {
+                $name { $($field: $crate::host::$kind::define(host, &format!("{prefix}{}", $suffix)),)* }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_integer_property;
+
+    #[test]
+    fn integer_properties_of_both_hosts() {
+        assert_eq!(parse_integer_property(&503u64.to_le_bytes()), Some(503));
+        assert_eq!(parse_integer_property(b"503"), Some(503));
+        assert_eq!(parse_integer_property(b"12345678"), Some(12_345_678));
+        assert_eq!(parse_integer_property(b""), None);
+        assert_eq!(parse_integer_property(b"50x"), None);
+    }
+}

@@ -1,0 +1,166 @@
+//! The retry-headers filter as a proxy filter, and the budget's store
+//! protocol.
+//!
+//! # The budget in shared data
+//!
+//! The budget is one record, [`BUDGET_KEY`], holding the ring of slices
+//! ([`Budget::encode`]), created at configure time when absent (a record
+//! left by another worker, or before a VM reload, is kept). Every change is
+//! one read-decide-compare-and-swap ([`crate::store::update_bytes`]); a
+//! record that does not decode (another version, damage) is replaced by an
+//! empty ring. A request under a policy reserves at request time (each
+//! request also deposits) and, at completion, gives back what it reserved
+//! and did not use: used = `upstream.request_attempt_count` - 1 in Envoy;
+//! where that property is missing (nginx, or a request that never reached
+//! the router) nothing is known to be used and everything goes back. When
+//! the store fails, the request is granted nothing (`x-envoy-max-retries:
+//! 0`) and the failure is counted.
+
+use super::budget::{Budget, Slice};
+use super::{Outcome, RetryConfig, BUDGET_KEY};
+use crate::host::{property_u64, Filter, Flow, Host, Refused};
+use crate::net::parse_addr;
+use crate::request::RequestView;
+use crate::store::{update_bytes, SharedStore, StoreError};
+
+crate::metrics! {
+    /// The filter's counters (`retry.*`).
+    pub struct RetryMetrics {
+        configured: Counter = "configured",
+        retries: Counter = "retries",
+        budget_refused: Counter = "budget_refused",
+        forged_stripped: Counter = "forged_stripped",
+        not_idempotent: Counter = "not_idempotent",
+        retry_after_added: Counter = "retry_after_added",
+        store_errors: Counter = "store_errors",
+    }
+}
+
+crate::metrics! {
+    /// One policy's counter (`retry.<policy>.*`).
+    pub struct PolicyMetrics {
+        requests: Counter = "requests",
+    }
+}
+
+/// Applies `f` to the shared budget ring (an empty ring if the record is
+/// missing or does not decode); returns its result.
+pub fn with_budget<S: SharedStore + ?Sized, R>(
+    store: &S,
+    budget: &Budget,
+    mut f: impl FnMut(&mut Vec<Slice>) -> R,
+) -> Result<R, StoreError> {
+    update_bytes(store, BUDGET_KEY, |cur| {
+        let mut ring = cur.and_then(|b| budget.decode(b)).unwrap_or_else(|| budget.empty());
+        let r = f(&mut ring);
+        (Some(budget.encode(&ring)), r)
+    })
+}
+
+/// Creates the budget record if it is absent or does not decode; true when
+/// it was created.
+pub fn create_budget<S: SharedStore + ?Sized>(store: &S, budget: &Budget) -> Result<bool, StoreError> {
+    update_bytes(store, BUDGET_KEY, |cur| match cur.and_then(|b| budget.decode(b)) {
+        Some(_) => (None, false),
+        None => (Some(budget.encode(&budget.empty())), true),
+    })
+}
+
+/// The retry filter, one per worker.
+#[derive(Debug)]
+pub struct RetryFilter {
+    config: RetryConfig,
+    metrics: RetryMetrics,
+    per_policy: Vec<PolicyMetrics>,
+}
+
+/// One request's state.
+#[derive(Debug, Default)]
+pub struct RetryStream {
+    /// Retries reserved from the budget for this request.
+    reserved: u32,
+}
+
+impl RetryFilter {
+    /// The configuration.
+    pub fn config(&self) -> &RetryConfig {
+        &self.config
+    }
+}
+
+impl Filter for RetryFilter {
+    type Stream = RetryStream;
+
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+        let config = RetryConfig::from_json(config)?;
+        Refused::store("the retry budget", create_budget(host, &config.budget))?;
+        let per_policy =
+            config.policies.iter().map(|p| PolicyMetrics::define(host, &format!("retry.{}.", p.name))).collect();
+        let metrics = RetryMetrics::define(host, "retry.");
+        metrics.configured.inc(host);
+        log::info!("configured {} polic(ies)", config.policies.len());
+        Ok(RetryFilter { config, metrics, per_policy })
+    }
+
+    fn on_request_headers<H: Host>(&self, stream: &mut RetryStream, host: &H) -> Flow {
+        let (cfg, m) = (&self.config, &self.metrics);
+        let req = RequestView::fetch(host, None, !cfg.trusted_sources.is_empty());
+        let trusted = cfg.trusted(req.peer().and_then(parse_addr));
+        let plan = cfg.plan(&req, trusted);
+        for name in &plan.strip {
+            host.set_request_header(name, None);
+            m.forged_stripped.inc(host);
+        }
+        let Some(policy) = plan.policy else { return Flow::Continue };
+        if let Some(p) = self.per_policy.get(policy) {
+            p.requests.inc(host);
+        }
+        if plan.outcome == Outcome::NotIdempotent {
+            m.not_idempotent.inc(host);
+        }
+        // Every request under a policy deposits into the budget; retriable
+        // ones reserve what they may use.
+        let now = host.now_nanos();
+        let granted =
+            with_budget(host, &cfg.budget, |ring| cfg.budget.reserve(ring, now, plan.want)).unwrap_or_else(|_| {
+                m.store_errors.inc(host);
+                0
+            });
+        if plan.want > 0 && granted == 0 {
+            m.budget_refused.inc(host);
+        }
+        stream.reserved = granted;
+        for (name, value) in cfg.headers(policy, granted) {
+            host.set_request_header(&name, Some(&value));
+        }
+        Flow::Continue
+    }
+
+    fn on_response_headers<H: Host>(&self, _stream: &mut RetryStream, host: &H) {
+        let status = host.response_header(":status").and_then(|s| s.trim().parse::<u16>().ok());
+        if let Some(secs) = status.and_then(|s| self.config.retry_after_for(s)) {
+            if host.response_header("retry-after").is_none() {
+                host.add_response_header("retry-after", &secs.to_string());
+                self.metrics.retry_after_added.inc(host);
+            }
+        }
+    }
+
+    fn on_log<H: Host>(&self, stream: &mut RetryStream, host: &H) {
+        let reserved = std::mem::take(&mut stream.reserved);
+        if reserved == 0 {
+            return;
+        }
+        let used = property_u64(host, &["upstream", "request_attempt_count"]).map_or(0, |a| a.saturating_sub(1));
+        let used = u32::try_from(used).unwrap_or(u32::MAX).min(reserved);
+        self.metrics.retries.add(host, u64::from(used));
+        let refund = reserved - used;
+        if refund > 0 {
+            let budget = self.config.budget;
+            let now = host.now_nanos();
+            if with_budget(host, &budget, |ring| budget.refund(ring, now, refund)).is_err() {
+                self.metrics.store_errors.inc(host);
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Sticky sessions as a proxy filter: pick the backend for each request,
+//! write its `ip:port` into the header the proxy's upstream selection reads
+//! (Envoy's `override_host` load-balancing policy, or an nginx `map`), pin
+//! the session with a signed cookie, and record each backend's outcomes in
+//! shared data so that every worker fails over together.
+//!
+//! # Per request
+//!
+//! * The upstream header is removed first: a client never chooses the
+//!   upstream itself.
+//! * Each backend's health record is read at most once per request, and only
+//!   when the choice needs it (the cache in [`SessionStream`]'s request
+//!   callback). A health record that cannot be read counts as up (and as a
+//!   store error).
+//! * The `random` fallback's seed mixes the clock with a per-worker counter,
+//!   so two requests in the same nanosecond still differ.
+//! * At completion the outcome is attributed to the backend that answered
+//!   (`upstream.address`), else to the chosen one; when the proxy answered
+//!   from another backend than the chosen one (a retry moved away), the
+//!   chosen one failed. A **failure** is a network-level failure or any
+//!   5xx ([`crate::upstream`]); a request whose client went away before any
+//!   answer is not recorded.
+
+use super::config::{Fallback, KeySource, StickyConfig};
+use super::Sticky;
+use crate::hash::mix64;
+use crate::host::{property_text, Filter, Flow, Host, Refused};
+use crate::request::RequestView;
+use crate::upstream::Upstream;
+use std::cell::Cell;
+
+crate::metrics! {
+    /// One backend's counters (`sticky.<backend>.*`).
+    pub struct BackendMetrics {
+        assigned: Counter = "assigned",
+        failovers: Counter = "failovers",
+        ejected: Counter = "ejected",
+    }
+}
+
+crate::metrics! {
+    /// The filter's own counters (`sticky.*`).
+    pub struct FilterMetrics {
+        configured: Counter = "configured",
+        cookie_rejected: Counter = "cookie_rejected",
+        all_down: Counter = "all_down",
+        store_errors: Counter = "store_errors",
+    }
+}
+
+/// The sticky-session filter, one per worker.
+#[derive(Debug)]
+pub struct StickyFilter {
+    sticky: Sticky,
+    per_backend: Vec<BackendMetrics>,
+    metrics: FilterMetrics,
+    needs_peer: bool,
+    /// Per-worker counter mixed into the `random` fallback's seed.
+    random_counter: Cell<u64>,
+}
+
+/// One request's state.
+#[derive(Debug, Default)]
+pub struct SessionStream {
+    chosen: Option<usize>,
+    set_cookie: Option<String>,
+}
+
+impl StickyFilter {
+    /// The sticky-session logic.
+    pub fn sticky(&self) -> &Sticky {
+        &self.sticky
+    }
+
+    fn record<H: Host>(&self, host: &H, backend: usize, now: u64, failure: bool) {
+        match self.sticky.record(host, backend, now, failure) {
+            Ok(true) => {
+                if let Some(m) = self.per_backend.get(backend) {
+                    m.ejected.inc(host);
+                }
+                log::warn!("backend {} ejected after failures in a row", self.sticky.name(backend));
+            }
+            Ok(false) => {}
+            Err(_) => self.metrics.store_errors.inc(host),
+        }
+    }
+
+    fn random_seed(&self, now: u64) -> u64 {
+        let n = self.random_counter.get().wrapping_add(1);
+        self.random_counter.set(n);
+        mix64(now ^ n.rotate_left(32))
+    }
+
+    fn all_down<H: Host>(&self, host: &H) -> Flow {
+        self.metrics.all_down.inc(host);
+        let headers = vec![("retry-after".to_string(), "1".to_string())];
+        if host.send_reply(503, &headers, b"no backend is available\n") {
+            return Flow::Pause;
+        }
+        Flow::Continue
+    }
+}
+
+impl Filter for StickyFilter {
+    type Stream = SessionStream;
+
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+        let sticky = Sticky::new(StickyConfig::from_json(config)?);
+        let created = Refused::store("the health records", sticky.initialize(host))?;
+        let cfg = sticky.config();
+        let per_backend =
+            cfg.backends.iter().map(|b| BackendMetrics::define(host, &format!("sticky.{}.", b.name))).collect();
+        let needs_peer = cfg.fallback == Fallback::ClientIp || cfg.session_key.contains(&KeySource::ClientIp);
+        let metrics = FilterMetrics::define(host, "sticky.");
+        metrics.configured.inc(host);
+        log::info!("configured {} backend(s), {created} new health record(s)", cfg.backends.len());
+        Ok(StickyFilter { sticky, per_backend, metrics, needs_peer, random_counter: Cell::new(0) })
+    }
+
+    fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
+        let sticky = &self.sticky;
+        let upstream_header = &sticky.config().upstream_header;
+        host.set_request_header(upstream_header, None);
+        let now = host.now_nanos();
+        let req = RequestView::fetch(host, None, self.needs_peer);
+        let mut known: Vec<Option<bool>> = vec![None; sticky.config().backends.len()];
+        let mut up = |i: usize| -> bool {
+            if let Some(Some(is_up)) = known.get(i) {
+                return *is_up;
+            }
+            let is_up = sticky.health(host, i).map(|h| h.up(now)).unwrap_or_else(|_| {
+                self.metrics.store_errors.inc(host);
+                true
+            });
+            if let Some(slot) = known.get_mut(i) {
+                *slot = Some(is_up);
+            }
+            is_up
+        };
+        let Ok(choice) = sticky.choose(&req, &mut up, self.random_seed(now)) else { return self.all_down(host) };
+        if choice.cookie_rejected {
+            self.metrics.cookie_rejected.inc(host);
+        }
+        if let Some(m) = self.per_backend.get(choice.backend) {
+            m.assigned.inc(host);
+        }
+        if let Some(m) = choice.failed_over_from.and_then(|f| self.per_backend.get(f)) {
+            m.failovers.inc(host);
+        }
+        if let Some(b) = sticky.config().backends.get(choice.backend) {
+            host.set_request_header(upstream_header, Some(&b.address.to_string()));
+        }
+        stream.chosen = Some(choice.backend);
+        stream.set_cookie = choice.set_cookie;
+        Flow::Continue
+    }
+
+    fn on_response_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) {
+        let Some(chosen) = stream.chosen else { return };
+        if let Some(c) = stream.set_cookie.take() {
+            host.add_response_header("set-cookie", &c);
+        }
+        if let Some(h) = &self.sticky.config().backend_header {
+            host.add_response_header(h, self.sticky.name(chosen));
+        }
+    }
+
+    fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
+        let Some(chosen) = stream.chosen else { return };
+        let now = host.now_nanos();
+        let used =
+            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen);
+        let upstream = Upstream::read(host);
+        if upstream.client_gone() {
+            return;
+        }
+        let failure = upstream.status >= 500 || upstream.network_failure();
+        if used != chosen {
+            self.record(host, chosen, now, true);
+        }
+        self.record(host, used, now, failure);
+    }
+}

@@ -1,0 +1,181 @@
+//! The sticky-session filter driven through the recording host: placement,
+//! cookie pinning, passive health and failover as its README states them,
+//! and the host calls each request makes.
+
+use super::{BackendMetrics, FilterMetrics, StickyFilter};
+use crate::host::Flow;
+use crate::store::CasRule;
+use crate::testing::{Exchange, HostCalls, Outcome};
+
+const CONFIG: &str = r#"{
+  "backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},
+              {"name":"c","address":"127.0.0.1:8083"}],
+  "session_key":["header:x-session-id"],
+  "cookie":{"name":"sticky","secret":"0123456789abcdef-secret"},
+  "backend_header":"x-sticky-backend",
+  "health":{"failures":3,"eject_for":"30s"}}"#;
+
+const S: u64 = 1_000_000_000;
+
+fn sticky(config: &str) -> Exchange<StickyFilter> {
+    let x = Exchange::<StickyFilter>::new(CasRule::Envoy, config).unwrap();
+    x.host.set_property("source.address", "192.0.2.1:3000");
+    x
+}
+
+/// A request with `headers`, answered `status` by the backend at `answered`
+/// (`None`: the one the filter chose).
+fn send(x: &Exchange<StickyFilter>, headers: &[(&str, &str)], status: u16, answered: Option<&str>) -> Outcome {
+    let (mut stream, flow) = x.start(headers);
+    let chosen = x.host.upstream_header("x-sticky-upstream");
+    if let Some(address) = answered.map(str::to_string).or(chosen) {
+        x.host.set_property("upstream.address", address);
+    }
+    let code = status.to_string();
+    x.finish(&mut stream, flow, Some(&[(":status", code.as_str())]))
+}
+
+fn session(x: &Exchange<StickyFilter>, id: &str, status: u16) -> Outcome {
+    send(x, &[(":method", "GET"), (":path", "/"), ("x-session-id", id)], status, None)
+}
+
+fn backend(out: &Outcome) -> String {
+    out.header("x-sticky-backend").unwrap_or_default()
+}
+
+#[test]
+fn a_session_key_always_lands_on_the_same_backend_and_is_pinned() {
+    let x = sticky(CONFIG);
+    let first = session(&x, "s1", 200);
+    let name = backend(&first);
+    assert!(["a", "b", "c"].contains(&name.as_str()));
+    let cookie = first.header("set-cookie").unwrap();
+    assert!(cookie.starts_with(&format!("sticky=v1.{name}.")), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    for _ in 0..5 {
+        assert_eq!(backend(&session(&x, "s1", 200)), name);
+    }
+    let address = first.upstream_header("x-sticky-upstream").unwrap();
+    assert!(address.starts_with("127.0.0.1:808"), "{address}");
+}
+
+#[test]
+fn a_valid_cookie_wins_and_a_forged_one_is_ignored_and_counted() {
+    let x = sticky(CONFIG);
+    let pinned = session(&x, "s1", 200);
+    let name = backend(&pinned);
+    let cookie = pinned.header("set-cookie").unwrap();
+    let value = cookie.split(';').next().unwrap().to_string();
+    // Another session key, but the cookie pins it; no new Set-Cookie.
+    let out = send(&x, &[(":method", "GET"), ("x-session-id", "other"), ("cookie", &value)], 200, None);
+    assert_eq!(backend(&out), name);
+    assert_eq!(out.header("set-cookie"), None);
+    let other = if name == "a" { "b" } else { "a" };
+    let forged = value.replacen(&format!("v1.{name}."), &format!("v1.{other}."), 1);
+    let out = send(&x, &[(":method", "GET"), ("x-session-id", "s1"), ("cookie", &forged)], 200, None);
+    assert_eq!(backend(&out), name, "placed by its key again, not by the forged cookie");
+    assert!(out.header("set-cookie").is_some(), "re-pinned");
+    assert_eq!(x.host.metric("sticky.cookie_rejected"), 1);
+}
+
+#[test]
+fn a_client_cannot_choose_the_upstream() {
+    let x = sticky(CONFIG);
+    let out = send(&x, &[(":method", "GET"), ("x-session-id", "s1"), ("x-sticky-upstream", "10.6.6.6:1")], 200, None);
+    assert!(out.upstream_header("x-sticky-upstream").unwrap().starts_with("127.0.0.1:"));
+}
+
+#[test]
+fn failures_in_a_row_eject_a_backend_and_its_sessions_fail_over() {
+    let x = sticky(CONFIG);
+    let home = backend(&session(&x, "s1", 200));
+    for _ in 0..3 {
+        assert_eq!(backend(&session(&x, "s1", 503)), home);
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
+    let moved = session(&x, "s1", 200);
+    assert_ne!(backend(&moved), home, "failed over");
+    assert_eq!(x.host.metric(&format!("sticky.{home}.failovers")), 1);
+    // It comes back after eject_for.
+    x.host.clock.advance(30 * S);
+    assert_eq!(backend(&session(&x, "s1", 200)), home);
+}
+
+#[test]
+fn an_ejection_is_seen_by_every_worker() {
+    let a = sticky(CONFIG);
+    let b = Exchange::<StickyFilter>::on(a.host.worker(), CONFIG).unwrap();
+    let home = backend(&session(&a, "s1", 200));
+    for _ in 0..3 {
+        session(&a, "s1", 503);
+    }
+    assert_ne!(backend(&session(&b, "s1", 200)), home);
+}
+
+#[test]
+fn abandoned_requests_do_not_reset_or_add_to_a_streak() {
+    let x = sticky(CONFIG);
+    let home = backend(&session(&x, "s1", 200));
+    session(&x, "s1", 503);
+    session(&x, "s1", 503);
+    let (mut stream, flow) = x.start(&[(":method", "GET"), ("x-session-id", "s1")]);
+    x.finish(&mut stream, flow, None); // the client went away
+    session(&x, "s1", 503);
+    assert_ne!(backend(&session(&x, "s1", 200)), home, "three failures in a row, the abandoned one aside");
+}
+
+#[test]
+fn an_answer_from_another_backend_counts_against_the_chosen_one() {
+    let x = sticky(CONFIG);
+    let home = backend(&session(&x, "s1", 200));
+    let elsewhere = if home == "a" { "127.0.0.1:8082" } else { "127.0.0.1:8081" };
+    for _ in 0..3 {
+        send(&x, &[(":method", "GET"), ("x-session-id", "s1")], 200, Some(elsewhere));
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
+}
+
+#[test]
+fn every_backend_down_is_a_503_when_configured() {
+    let x = sticky(&CONFIG.replace(r#""backend_header""#, r#""all_down":"503","backend_header""#));
+    for id in ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"] {
+        for _ in 0..3 {
+            session(&x, id, 503);
+        }
+    }
+    let out = session(&x, "s1", 200);
+    assert_eq!(out.flow, Flow::Pause);
+    let reply = out.reply.unwrap();
+    assert_eq!((reply.status, reply.header("retry-after")), (503, Some("1")));
+    assert!(x.host.metric("sticky.all_down") >= 1);
+}
+
+#[test]
+fn no_session_key_falls_back_to_the_client_address() {
+    let x = sticky(CONFIG);
+    let first = backend(&send(&x, &[(":method", "GET")], 200, None));
+    for _ in 0..5 {
+        assert_eq!(backend(&send(&x, &[(":method", "GET")], 200, None)), first);
+    }
+}
+
+#[test]
+fn host_calls_per_request_are_pinned() {
+    let x = sticky(r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"}]}"#);
+    let out = send(&x, &[(":method", "GET")], 200, None);
+    // Request callback: every request header, source.address and the chosen
+    // backend's health record (bytes); the upstream header removed and set,
+    // the clock, the `assigned` counter (nothing). Log callback:
+    // upstream.address, :status, code details, flags and the health record
+    // read (bytes); the clock (nothing; a success on a clean record writes
+    // nothing).
+    assert_eq!(out.calls, HostCalls { returning_bytes: 8, returning_nothing: 5, callbacks_reading: 2 }, "{out:?}");
+}
+
+#[test]
+fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
+    crate::config::assert_metrics_table(
+        include_str!("../../../sticky-session/README.md"),
+        &[("sticky.<backend>.", BackendMetrics::SUFFIXES), ("sticky.", FilterMetrics::SUFFIXES)],
+    );
+}

@@ -1,0 +1,489 @@
+//! A recording host for native tests of whole filters: it serves scripted
+//! request headers, response headers, properties and call answers over a
+//! [`FakeClock`] and a [`MemoryStore`] that follows Envoy's or nginx's
+//! compare-and-swap rule, and records every host call: what was set, added,
+//! replied and dispatched, the metrics, and how many calls of each cost
+//! class a request made.
+//!
+//! [`Exchange`] drives a [`Filter`] through one request the way the proxy
+//! does (request headers, a call's answer, response headers, log).
+
+use crate::clock::{Clock, FakeClock};
+use crate::host::{Call, CallReply, Filter, Flow, Host, MetricKind, Refused};
+use crate::store::{CasRule, Entry, MemoryStore, SharedStore, StoreError};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Host calls made during one request, by cost class (see
+/// `../shared/COST-MODEL.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostCalls {
+    /// Calls that return bytes: headers, properties, shared-data reads, a
+    /// call's answer.
+    pub returning_bytes: u32,
+    /// Calls that return nothing: set or add a header, shared-data writes,
+    /// metrics, the clock, replies, dispatches.
+    pub returning_nothing: u32,
+    /// Callbacks in which at least one call returned bytes (each pays the
+    /// first-call premium once).
+    pub callbacks_reading: u32,
+}
+
+/// A local reply the filter sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A call the filter dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// The token handed back.
+    pub token: u32,
+    /// `grpc` or `http`.
+    pub protocol: &'static str,
+    /// The target.
+    pub target: String,
+    /// HTTP headers (empty for gRPC), or `[service, method]` for gRPC.
+    pub headers: Vec<(String, String)>,
+    /// The body sent.
+    pub body: Vec<u8>,
+    /// The timeout asked for.
+    pub timeout: Duration,
+}
+
+/// The scripted answer to the next call.
+#[derive(Debug, Clone, Default)]
+struct Answer {
+    status: Option<u16>,
+    body: Vec<u8>,
+}
+
+/// A fake proxy that records what a filter does.
+#[derive(Debug)]
+pub struct RecordingHost {
+    /// The clock every call sees; move it with `advance` / `set`.
+    pub clock: FakeClock,
+    /// The shared data: one per proxy, shared by every "worker" made with
+    /// [`RecordingHost::worker`].
+    pub store: Rc<MemoryStore>,
+    request: RefCell<Vec<(String, String)>>,
+    response: RefCell<Vec<(String, String)>>,
+    properties: RefCell<HashMap<String, Vec<u8>>>,
+    replies: RefCell<Vec<Reply>>,
+    dispatched: RefCell<Vec<Dispatched>>,
+    refuse_dispatch: Cell<bool>,
+    answer: RefCell<Answer>,
+    metrics: RefCell<Vec<(String, MetricKind, u64)>>,
+    calls: Cell<HostCalls>,
+    read_in_callback: Cell<bool>,
+}
+
+impl Default for RecordingHost {
+    fn default() -> Self {
+        Self::new(CasRule::Envoy)
+    }
+}
+
+impl RecordingHost {
+    /// A host whose shared data follows `rule`, clock at 1000 s.
+    pub fn new(rule: CasRule) -> Self {
+        RecordingHost {
+            clock: FakeClock::at(1_000_000_000_000),
+            store: Rc::new(MemoryStore::new(rule)),
+            request: RefCell::default(),
+            response: RefCell::default(),
+            properties: RefCell::default(),
+            replies: RefCell::default(),
+            dispatched: RefCell::default(),
+            refuse_dispatch: Cell::new(false),
+            answer: RefCell::default(),
+            metrics: RefCell::default(),
+            calls: Cell::default(),
+            read_in_callback: Cell::new(false),
+        }
+    }
+
+    /// Another worker of the same proxy: its own requests and metrics, the
+    /// same shared data, its clock set to this one's.
+    pub fn worker(&self) -> Self {
+        let mut other = RecordingHost::new(CasRule::Envoy);
+        other.store = Rc::clone(&self.store);
+        other.clock.set(self.clock.now_nanos());
+        other
+    }
+
+    /// Starts a new request with these headers: forgets the previous one's
+    /// headers, replies, call counts and `response.*` / `upstream.*`
+    /// properties (others, such as `source.address`, stay until changed).
+    pub fn begin(&self, headers: &[(&str, &str)]) {
+        *self.request.borrow_mut() = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        self.response.borrow_mut().clear();
+        self.properties.borrow_mut().retain(|k, _| !k.starts_with("response.") && !k.starts_with("upstream."));
+        self.replies.borrow_mut().clear();
+        self.calls.set(HostCalls::default());
+    }
+
+    /// Sets the response headers the filter will see.
+    pub fn respond(&self, headers: &[(&str, &str)]) {
+        *self.response.borrow_mut() = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+    }
+
+    /// Sets a property (path joined with `.`, e.g. `"response.code"`).
+    pub fn set_property(&self, path: &str, value: impl Into<Vec<u8>>) {
+        self.properties.borrow_mut().insert(path.to_string(), value.into());
+    }
+
+    /// Sets an integer property the way Envoy encodes it (8 LE bytes).
+    pub fn set_property_u64(&self, path: &str, value: u64) {
+        self.set_property(path, value.to_le_bytes().to_vec());
+    }
+
+    /// The answer the next call's reply carries: HTTP `:status` (or `None`
+    /// for no response) and body.
+    pub fn answer_with(&self, status: Option<u16>, body: impl Into<Vec<u8>>) {
+        *self.answer.borrow_mut() = Answer { status, body: body.into() };
+    }
+
+    /// Makes the host refuse (or accept again) every dispatch.
+    pub fn refuse_dispatch(&self, refuse: bool) {
+        self.refuse_dispatch.set(refuse);
+    }
+
+    /// The current request headers (after the filter's changes).
+    pub fn request_headers_now(&self) -> Vec<(String, String)> {
+        self.request.borrow().clone()
+    }
+
+    /// The request header `name` as the upstream would receive it.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        self.request.borrow().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    /// The response headers now (after the filter's additions).
+    pub fn response_headers_now(&self) -> Vec<(String, String)> {
+        self.response.borrow().clone()
+    }
+
+    /// The first response header `name` now.
+    pub fn response_header_now(&self, name: &str) -> Option<String> {
+        self.response.borrow().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+    }
+
+    /// The local reply sent during this request, if any.
+    pub fn reply(&self) -> Option<Reply> {
+        self.replies.borrow().last().cloned()
+    }
+
+    /// Every call dispatched so far.
+    pub fn dispatched(&self) -> Vec<Dispatched> {
+        self.dispatched.borrow().clone()
+    }
+
+    /// A metric's value (0 when never defined or never moved).
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics.borrow().iter().find(|(n, _, _)| n == name).map_or(0, |(_, _, v)| *v)
+    }
+
+    /// Whether a metric of that name was defined.
+    pub fn has_metric(&self, name: &str) -> bool {
+        self.metrics.borrow().iter().any(|(n, _, _)| n == name)
+    }
+
+    /// Every defined metric's name.
+    pub fn metric_names(&self) -> Vec<String> {
+        self.metrics.borrow().iter().map(|(n, _, _)| n.clone()).collect()
+    }
+
+    /// Host calls made since the request began.
+    pub fn calls(&self) -> HostCalls {
+        self.calls.get()
+    }
+
+    /// Marks the start of a callback (for [`HostCalls::callbacks_reading`]).
+    pub fn enter_callback(&self) {
+        self.read_in_callback.set(false);
+    }
+
+    fn bytes(&self) {
+        let mut c = self.calls.get();
+        c.returning_bytes += 1;
+        if !self.read_in_callback.replace(true) {
+            c.callbacks_reading += 1;
+        }
+        self.calls.set(c);
+    }
+
+    fn nothing(&self) {
+        let mut c = self.calls.get();
+        c.returning_nothing += 1;
+        self.calls.set(c);
+    }
+}
+
+fn first(list: &[(String, String)], name: &str) -> Option<String> {
+    list.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+}
+
+impl Clock for RecordingHost {
+    fn now_nanos(&self) -> u64 {
+        self.nothing();
+        self.clock.now_nanos()
+    }
+}
+
+impl SharedStore for RecordingHost {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.bytes();
+        self.store.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        self.nothing();
+        self.store.set(key, value, cas)
+    }
+}
+
+impl Host for RecordingHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.bytes();
+        first(&self.request.borrow(), name)
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.bytes();
+        self.request.borrow().clone()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.bytes();
+        self.properties.borrow().get(&path.join(".")).cloned()
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.nothing();
+        let mut req = self.request.borrow_mut();
+        req.retain(|(n, _)| n != name);
+        if let Some(v) = value {
+            req.push((name.to_string(), v.to_string()));
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.bytes();
+        first(&self.response.borrow(), name)
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.nothing();
+        self.response.borrow_mut().push((name.to_string(), value.to_string()));
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+        self.nothing();
+        self.replies.borrow_mut().push(Reply {
+            status,
+            headers: headers.to_vec(),
+            body: String::from_utf8_lossy(body).into_owned(),
+        });
+        true
+    }
+
+    fn dispatch(&self, call: &Call<'_>) -> Result<u32, String> {
+        self.nothing();
+        if self.refuse_dispatch.get() {
+            return Err("BadArgument".to_string());
+        }
+        let mut all = self.dispatched.borrow_mut();
+        let token = u32::try_from(all.len()).unwrap_or(u32::MAX).saturating_add(1);
+        all.push(match *call {
+            Call::Grpc { target, service, method, body, timeout } => Dispatched {
+                token,
+                protocol: "grpc",
+                target: target.to_string(),
+                headers: vec![("service".to_string(), service.to_string()), ("method".to_string(), method.to_string())],
+                body: body.to_vec(),
+                timeout,
+            },
+            Call::Http { target, headers, body, timeout } => Dispatched {
+                token,
+                protocol: "http",
+                target: target.to_string(),
+                headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+                body: body.to_vec(),
+                timeout,
+            },
+        });
+        Ok(token)
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        self.bytes();
+        self.answer.borrow().status
+    }
+
+    fn call_body(&self, _reply: CallReply) -> Vec<u8> {
+        self.bytes();
+        self.answer.borrow().body.clone()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        let mut all = self.metrics.borrow_mut();
+        if let Some(i) = all.iter().position(|(n, _, _)| n == name) {
+            return u32::try_from(i).ok();
+        }
+        all.push((name.to_string(), kind, 0));
+        u32::try_from(all.len() - 1).ok()
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) {
+        self.nothing();
+        if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
+            m.2 += delta;
+        }
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.nothing();
+        if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
+            m.2 = value;
+        }
+    }
+}
+
+/// A filter configured on a recording host, driven one request at a time.
+pub struct Exchange<F: Filter> {
+    /// The filter (one worker's instance).
+    pub filter: F,
+    /// The host it runs on.
+    pub host: RecordingHost,
+}
+
+/// What became of one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// What the request-headers callback returned.
+    pub flow: Flow,
+    /// The local reply, if the filter sent one.
+    pub reply: Option<Reply>,
+    /// The request headers the upstream would receive.
+    pub upstream: Vec<(String, String)>,
+    /// The response headers the client would receive (upstream's plus the
+    /// filter's), empty when it replied locally.
+    pub response: Vec<(String, String)>,
+    /// Host calls the request made.
+    pub calls: HostCalls,
+}
+
+impl Outcome {
+    /// The status the client saw: the local reply's, else `upstream_status`.
+    pub fn status(&self, upstream_status: u16) -> u16 {
+        self.reply.as_ref().map_or(upstream_status, |r| r.status)
+    }
+
+    /// The first response header `name` the client saw (local reply's or
+    /// upstream's plus the filter's).
+    pub fn header(&self, name: &str) -> Option<String> {
+        match &self.reply {
+            Some(r) => r.header(name).map(str::to_string),
+            None => first(&self.response, name),
+        }
+    }
+
+    /// The request header `name` the upstream received.
+    pub fn upstream_header(&self, name: &str) -> Option<String> {
+        first(&self.upstream, name)
+    }
+}
+
+impl<F: Filter> Exchange<F> {
+    /// Configures `F` from JSON on a fresh host following `rule`.
+    pub fn new(rule: CasRule, config: &str) -> Result<Self, Refused> {
+        Self::on(RecordingHost::new(rule), config)
+    }
+
+    /// Configures `F` on `host` (for example one sharing another's store).
+    pub fn on(host: RecordingHost, config: &str) -> Result<Self, Refused> {
+        let filter = F::configure(&host, config.as_bytes())?;
+        Ok(Exchange { filter, host })
+    }
+
+    /// The request-headers callback alone; returns the stream for the later
+    /// phases.
+    pub fn start(&self, headers: &[(&str, &str)]) -> (F::Stream, Flow) {
+        self.host.begin(headers);
+        self.host.enter_callback();
+        let mut stream = F::Stream::default();
+        let flow = self.filter.on_request_headers(&mut stream, &self.host);
+        (stream, flow)
+    }
+
+    /// Delivers the answer to call `token` (scripted with
+    /// [`RecordingHost::answer_with`]).
+    pub fn reply(&self, stream: &mut F::Stream, token: u32, reply: CallReply) -> Flow {
+        self.host.enter_callback();
+        self.filter.on_call_reply(stream, &self.host, token, reply)
+    }
+
+    /// The response-headers and log callbacks, with the upstream answering
+    /// `response` (`None`: the client went away before any answer, so only
+    /// the log callback runs).
+    pub fn finish(&self, stream: &mut F::Stream, flow: Flow, response: Option<&[(&str, &str)]>) -> Outcome {
+        // A local reply always pauses the request; with requests
+        // interleaved on one host, the last reply may be another's.
+        let reply = if flow == Flow::Pause { self.host.reply() } else { None };
+        if let Some(r) = &reply {
+            // The local reply passes through the response path too.
+            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let status = r.status.to_string();
+            let mut all = vec![(":status", status.as_str())];
+            all.extend(headers);
+            self.host.respond(&all);
+            self.host.enter_callback();
+            self.filter.on_response_headers(stream, &self.host);
+        } else if let (Flow::Continue, Some(resp)) = (flow, response) {
+            self.host.respond(resp);
+            self.host.enter_callback();
+            self.filter.on_response_headers(stream, &self.host);
+        }
+        self.host.enter_callback();
+        self.filter.on_log(stream, &self.host);
+        Outcome {
+            flow,
+            reply: reply.clone(),
+            upstream: self.host.request_headers_now(),
+            response: if reply.is_some() { Vec::new() } else { self.host.response_headers_now() },
+            calls: self.host.calls(),
+        }
+    }
+
+    /// One whole request: headers in, the upstream answers `status` with
+    /// `extra` response headers (unless the filter replied), log.
+    pub fn request(&self, headers: &[(&str, &str)], status: u16, extra: &[(&str, &str)]) -> Outcome {
+        let (mut stream, flow) = self.start(headers);
+        let code = status.to_string();
+        let mut resp = vec![(":status", code.as_str())];
+        resp.extend_from_slice(extra);
+        self.host.set_property_u64("response.code", u64::from(status));
+        self.finish(&mut stream, flow, Some(&resp))
+    }
+
+    /// A plain `GET path` from `peer` answered 200.
+    pub fn get(&self, path: &str) -> Outcome {
+        self.request(&[(":method", "GET"), (":path", path), (":authority", "example.com")], 200, &[])
+    }
+}

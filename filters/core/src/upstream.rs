@@ -1,0 +1,122 @@
+//! What happened upstream, read once at completion and shared by every
+//! filter that learns from outcomes (the circuit breaker, sticky sessions'
+//! passive health).
+//!
+//! A completed request is one of three things:
+//! * **answered**: a status arrived (from the upstream, or from the proxy on
+//!   its behalf: Envoy's 503 for a failed connection, 504 for a timeout);
+//! * **network failure** within that: the proxy says the upstream failed at
+//!   the network level ([`Upstream::network_failure`]);
+//! * **client gone**: no status and no code details at all; the client went
+//!   away before anything was known about the upstream, and the request says
+//!   nothing about it.
+//!
+//! Each filter then defines failure on top of this: the breaker counts a
+//! network failure or a status in its `failure_statuses`; sticky counts a
+//! network failure or any 5xx.
+
+use crate::host::{property_text, property_u64, Host};
+
+/// Envoy response flags that mean the upstream failed at the network
+/// level: no healthy upstream (UH, 0x2), upstream request timeout (UT, 0x4),
+/// upstream remote reset (UR, 0x10), upstream connection failure (UF, 0x20),
+/// upstream connection termination (UC, 0x40).
+pub const NETWORK_FAILURE_FLAGS: u64 = 0x2 | 0x4 | 0x10 | 0x20 | 0x40;
+
+/// The outcome of a request as the proxy reports it at completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Upstream {
+    /// The response status (0: none).
+    pub status: u16,
+    /// Envoy's `response.flags` (`None` in nginx).
+    pub flags: Option<u64>,
+    /// Envoy's `response.code_details` (`None` in nginx).
+    pub details: Option<String>,
+}
+
+impl Upstream {
+    /// Reads the outcome at completion: `:status` of the response headers,
+    /// else the `response.code` property; then `response.code_details` and
+    /// `response.flags`. Four reads at most, all returning bytes.
+    pub fn read<H: Host + ?Sized>(host: &H) -> Upstream {
+        let status = host
+            .response_header(":status")
+            .and_then(|s| s.trim().parse::<u16>().ok())
+            .or_else(|| property_u64(host, &["response", "code"]).and_then(|c| u16::try_from(c).ok()))
+            .unwrap_or(0);
+        let details = property_text(host, &["response", "code_details"]);
+        let flags = property_u64(host, &["response", "flags"]);
+        Upstream { status, flags, details }
+    }
+
+    /// The client went away before any answer: nothing is known about the
+    /// upstream.
+    pub fn client_gone(&self) -> bool {
+        self.status == 0 && self.details.is_none()
+    }
+
+    /// Did the request fail at the network level (connect failure, reset,
+    /// timeout, no healthy upstream)?
+    ///
+    /// Envoy says so in `response.flags` ([`NETWORK_FAILURE_FLAGS`]) and in
+    /// `response.code_details` (`upstream_reset_before_response_started{...}`,
+    /// `response_timeout`, `no_healthy_upstream`, ...); either suffices.
+    /// `via_upstream` means the upstream answered, whatever the status. Where
+    /// the host has neither (nginx), a 502, 503 or 504 counts as a network
+    /// failure; in nginx that includes those statuses when an upstream sends
+    /// them itself.
+    pub fn network_failure(&self) -> bool {
+        network_failure(self.flags, self.details.as_deref(), self.status)
+    }
+}
+
+/// See [`Upstream::network_failure`].
+pub fn network_failure(flags: Option<u64>, code_details: Option<&str>, status: u16) -> bool {
+    let details = code_details.map(str::trim).filter(|d| !d.is_empty());
+    if flags.is_none() && details.is_none() {
+        return matches!(status, 502..=504);
+    }
+    if flags.is_some_and(|f| f & NETWORK_FAILURE_FLAGS != 0) {
+        return true;
+    }
+    details.is_some_and(|d| {
+        d.starts_with("upstream_reset")
+            || d.starts_with("upstream_response_timeout")
+            || d.starts_with("response_timeout")
+            || d.starts_with("upstream_per_try_timeout")
+            || d.starts_with("upstream_per_try_idle_timeout")
+            || d.starts_with("no_healthy_upstream")
+            || d.contains("connection_failure")
+            || d.contains("connection_termination")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_failures_from_flags_code_details_or_status() {
+        assert!(network_failure(Some(4), Some("response_timeout"), 504), "route timeout");
+        assert!(network_failure(Some(0), Some("response_timeout"), 504), "details alone suffice");
+        assert!(network_failure(Some(0x20), Some(""), 503), "flags alone suffice");
+        assert!(network_failure(None, Some("upstream_reset_before_response_started{connection_failure}"), 503));
+        assert!(network_failure(None, Some("no_healthy_upstream"), 503));
+        assert!(!network_failure(Some(0), Some("via_upstream"), 503), "the upstream itself said 503");
+        assert!(
+            !network_failure(Some(0x8), Some("via_upstream"), 200),
+            "a downstream/local reset is not the upstream's"
+        );
+        // nginx: neither flags nor details.
+        assert!(network_failure(None, None, 502));
+        assert!(network_failure(None, Some(""), 504));
+        assert!(!network_failure(None, None, 500));
+    }
+
+    #[test]
+    fn client_gone_is_no_status_and_no_details() {
+        assert!(Upstream::default().client_gone());
+        assert!(!Upstream { status: 0, flags: Some(0x20), details: Some("upstream_reset".into()) }.client_gone());
+        assert!(!Upstream { status: 200, ..Upstream::default() }.client_gone());
+    }
+}
