@@ -3,8 +3,7 @@
 
 use super::expr::{Expr, Operand};
 use super::window::Shape;
-use crate::config::{parse_json, ConfigError};
-use crate::duration::parse_duration;
+use crate::config::{check_reply_status, parse_json, ConfigError, NonZeroDuration};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -15,7 +14,7 @@ struct RawConfig {
     #[serde(default = "default_max_breakers")]
     max_breakers: u32,
     #[serde(default = "default_window")]
-    window: String,
+    window: NonZeroDuration,
     #[serde(default = "default_buckets")]
     buckets: u32,
     #[serde(default = "default_min_requests")]
@@ -25,7 +24,7 @@ struct RawConfig {
     #[serde(default)]
     consecutive_failures: Option<u32>,
     #[serde(default)]
-    slow_call_threshold: Option<String>,
+    slow_call_threshold: Option<NonZeroDuration>,
     #[serde(default)]
     slow_call_ratio: Option<f64>,
     #[serde(default)]
@@ -33,9 +32,9 @@ struct RawConfig {
     #[serde(default = "default_failure_statuses")]
     failure_statuses: Vec<serde_json::Value>,
     #[serde(default = "default_open_for")]
-    open_for: String,
+    open_for: NonZeroDuration,
     #[serde(default)]
-    max_open_for: Option<String>,
+    max_open_for: Option<NonZeroDuration>,
     #[serde(default = "default_half_open")]
     half_open_requests: u32,
     #[serde(default = "default_status")]
@@ -50,8 +49,8 @@ fn default_key() -> String {
 fn default_max_breakers() -> u32 {
     DEFAULT_MAX_BREAKERS
 }
-fn default_window() -> String {
-    "10s".into()
+fn default_window() -> NonZeroDuration {
+    NonZeroDuration::from_secs(10)
 }
 fn default_buckets() -> u32 {
     10
@@ -62,8 +61,8 @@ fn default_min_requests() -> u32 {
 fn default_failure_statuses() -> Vec<serde_json::Value> {
     vec![serde_json::Value::String("5xx".into())]
 }
-fn default_open_for() -> String {
-    "10s".into()
+fn default_open_for() -> NonZeroDuration {
+    NonZeroDuration::from_secs(10)
 }
 fn default_half_open() -> u32 {
     1
@@ -127,6 +126,92 @@ pub struct BreakerConfig {
     pub body: Option<String>,
 }
 
+/// The trip conditions, checked.
+struct Conditions {
+    failure_ratio: Option<f64>,
+    consecutive_failures: Option<u32>,
+    slow_call_threshold_ns: Option<u64>,
+    slow_call_ratio: Option<f64>,
+    expression: Option<Expr>,
+}
+
+fn check_ratio(field: &str, v: Option<f64>) -> Result<Option<f64>, ConfigError> {
+    match v {
+        Some(r) if !(r > 0.0 && r <= 1.0) => Err(ConfigError::new(field, "must be a ratio above 0 and at most 1")),
+        other => Ok(other),
+    }
+}
+
+fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
+    let failure_ratio = check_ratio("failure_ratio", raw.failure_ratio)?;
+    let slow_call_ratio = check_ratio("slow_call_ratio", raw.slow_call_ratio)?;
+    if raw.consecutive_failures == Some(0) {
+        return Err(ConfigError::new("consecutive_failures", "must be at least 1"));
+    }
+    let slow_call_threshold_ns = match (raw.slow_call_threshold, slow_call_ratio) {
+        (Some(t), Some(_)) => Some(t.nanos()),
+        (None, None) => None,
+        (Some(_), None) => return Err(ConfigError::new("slow_call_ratio", "is needed with slow_call_threshold")),
+        (None, Some(_)) => return Err(ConfigError::new("slow_call_threshold", "is needed with slow_call_ratio")),
+    };
+    let expression = match &raw.expression {
+        Some(text) => Some(Expr::parse(text).map_err(|e| ConfigError::new("expression", e.to_string()))?),
+        None => None,
+    };
+    if failure_ratio.is_none()
+        && raw.consecutive_failures.is_none()
+        && slow_call_ratio.is_none()
+        && expression.is_none()
+    {
+        return Err(ConfigError::new(
+            ".",
+            "no trip condition: give failure_ratio, consecutive_failures, slow_call_ratio or expression",
+        ));
+    }
+    let consecutive_failures = raw.consecutive_failures;
+    Ok(Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression })
+}
+
+/// The window's shape: its buckets, and the status and latency bins the
+/// expression reads.
+fn check_shape(raw: &RawConfig, expression: Option<&Expr>) -> Result<Shape, ConfigError> {
+    if raw.buckets == 0 || raw.buckets > 120 {
+        return Err(ConfigError::new("buckets", "must be between 1 and 120"));
+    }
+    let bucket_ns = raw.window.nanos() / u64::from(raw.buckets);
+    if bucket_ns < 1_000_000 {
+        return Err(ConfigError::new("window", "must give each bucket at least 1ms"));
+    }
+    let mut status_bounds = vec![0u16, 1000];
+    let mut latency = false;
+    for op in expression.iter().flat_map(|e| e.operands()) {
+        match op {
+            Operand::ResponseCodeRatio { from, to, div_from, div_to } => {
+                status_bounds.extend([*from, *to, *div_from, *div_to])
+            }
+            Operand::LatencyAtQuantileMs(_) => latency = true,
+            Operand::NetworkErrorRatio | Operand::Num(_) => {}
+        }
+    }
+    status_bounds.sort_unstable();
+    status_bounds.dedup();
+    Ok(Shape { buckets: raw.buckets, bucket_ns, status_bounds, latency })
+}
+
+fn check_failure_statuses(raw: &[serde_json::Value]) -> Result<Vec<(u16, u16)>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            parse_status_spec(v).ok_or_else(|| {
+                ConfigError::new(
+                    format!("failure_statuses[{i}]"),
+                    "must be a status code (e.g. 502) or a class (e.g. \"5xx\")",
+                )
+            })
+        })
+        .collect()
+}
+
 impl BreakerConfig {
     /// Parses and checks the plugin configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
@@ -140,90 +225,28 @@ impl BreakerConfig {
         if raw.max_breakers == 0 || raw.max_breakers > 65_536 {
             return Err(ConfigError::new("max_breakers", "must be between 1 and 65536"));
         }
-        let window = duration_ns("window", &raw.window)?;
-        if raw.buckets == 0 || raw.buckets > 120 {
-            return Err(ConfigError::new("buckets", "must be between 1 and 120"));
-        }
-        let bucket_ns = window / u64::from(raw.buckets);
-        if bucket_ns < 1_000_000 {
-            return Err(ConfigError::new("window", "must give each bucket at least 1ms"));
-        }
-        let ratio = |field: &str, v: Option<f64>| -> Result<Option<f64>, ConfigError> {
-            match v {
-                Some(r) if !(r > 0.0 && r <= 1.0) => {
-                    Err(ConfigError::new(field, "must be a ratio above 0 and at most 1"))
-                }
-                other => Ok(other),
-            }
-        };
-        let failure_ratio = ratio("failure_ratio", raw.failure_ratio)?;
-        let slow_call_ratio = ratio("slow_call_ratio", raw.slow_call_ratio)?;
-        if raw.consecutive_failures == Some(0) {
-            return Err(ConfigError::new("consecutive_failures", "must be at least 1"));
-        }
-        let slow_call_threshold_ns = match (&raw.slow_call_threshold, slow_call_ratio) {
-            (Some(t), Some(_)) => Some(duration_ns("slow_call_threshold", t)?),
-            (None, None) => None,
-            (Some(_), None) => return Err(ConfigError::new("slow_call_ratio", "is needed with slow_call_threshold")),
-            (None, Some(_)) => return Err(ConfigError::new("slow_call_threshold", "is needed with slow_call_ratio")),
-        };
-        let expression = match &raw.expression {
-            Some(text) => Some(Expr::parse(text).map_err(|e| ConfigError::new("expression", e.to_string()))?),
-            None => None,
-        };
-        if failure_ratio.is_none()
-            && raw.consecutive_failures.is_none()
-            && slow_call_ratio.is_none()
-            && expression.is_none()
-        {
-            return Err(ConfigError::new(
-                ".",
-                "no trip condition: give failure_ratio, consecutive_failures, slow_call_ratio or expression",
-            ));
-        }
-        let mut failure_statuses = Vec::new();
-        for (i, v) in raw.failure_statuses.iter().enumerate() {
-            failure_statuses.push(parse_status_spec(v).ok_or_else(|| {
-                ConfigError::new(
-                    format!("failure_statuses[{i}]"),
-                    "must be a status code (e.g. 502) or a class (e.g. \"5xx\")",
-                )
-            })?);
-        }
-        let open_for_ns = duration_ns("open_for", &raw.open_for)?;
-        let max_open_for_ns = match &raw.max_open_for {
-            Some(t) => duration_ns("max_open_for", t)?,
-            None => open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR),
-        };
+        let conditions = check_conditions(&raw)?;
+        let shape = check_shape(&raw, conditions.expression.as_ref())?;
+        let failure_statuses = check_failure_statuses(&raw.failure_statuses)?;
+        let open_for_ns = raw.open_for.nanos();
+        let max_open_for_ns =
+            raw.max_open_for.map_or(open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR), NonZeroDuration::nanos);
         if max_open_for_ns < open_for_ns {
             return Err(ConfigError::new("max_open_for", "must not be shorter than open_for"));
         }
         if raw.half_open_requests == 0 || raw.half_open_requests > 1000 {
             return Err(ConfigError::new("half_open_requests", "must be between 1 and 1000"));
         }
-        if !(400..=599).contains(&raw.status) {
-            return Err(ConfigError::new("status", "must be a 4xx or 5xx status code"));
-        }
-        let mut status_bounds = vec![0u16, 1000];
-        let mut latency = false;
-        for op in expression.iter().flat_map(|e| e.operands()) {
-            match op {
-                Operand::ResponseCodeRatio { from, to, div_from, div_to } => {
-                    status_bounds.extend([*from, *to, *div_from, *div_to])
-                }
-                Operand::LatencyAtQuantileMs(_) => latency = true,
-                Operand::NetworkErrorRatio | Operand::Num(_) => {}
-            }
-        }
-        status_bounds.sort_unstable();
-        status_bounds.dedup();
+        check_reply_status("status", raw.status)?;
+        let Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression } =
+            conditions;
         Ok(BreakerConfig {
             key,
             max_breakers: raw.max_breakers,
-            shape: Shape { buckets: raw.buckets, bucket_ns, status_bounds, latency },
+            shape,
             min_requests: raw.min_requests,
             failure_ratio,
-            consecutive_failures: raw.consecutive_failures,
+            consecutive_failures,
             slow_call_threshold_ns,
             slow_call_ratio,
             expression,
@@ -240,14 +263,6 @@ impl BreakerConfig {
     pub fn is_failure_status(&self, status: u16) -> bool {
         self.failure_statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
     }
-}
-
-fn duration_ns(field: &str, text: &str) -> Result<u64, ConfigError> {
-    let d = parse_duration(text).map_err(|e| ConfigError::new(field, format!("\"{text}\" {e}")))?;
-    if d.is_zero() {
-        return Err(ConfigError::new(field, "must be longer than zero"));
-    }
-    u64::try_from(d.as_nanos()).map_err(|_| ConfigError::new(field, "is too long"))
 }
 
 fn parse_key(text: &str) -> Option<KeyKind> {

@@ -4,8 +4,9 @@
 
 use super::gcra::Gcra;
 use super::global::{FailureMode, GlobalService, RawGlobalService};
-use crate::config::{parse_json, ConfigError};
-use crate::duration::parse_duration;
+use crate::config::{
+    check_name, check_reply_status, check_trusted_hops, parse_json, same_metric_name, ConfigError, NonZeroDuration,
+};
 use crate::matcher::{valid_header_name, Matcher, RawMatch};
 use serde::Deserialize;
 use std::time::Duration;
@@ -50,7 +51,7 @@ fn default_table_size() -> u32 {
 struct RawLimit {
     name: String,
     requests: u64,
-    period: String,
+    period: NonZeroDuration,
     #[serde(default)]
     burst: Option<u64>,
     key: serde_json::Value,
@@ -170,15 +171,11 @@ impl RateLimitConfig {
         if raw.limits.is_empty() {
             return Err(ConfigError::new("limits", "must hold at least one limit"));
         }
-        if !(400..=599).contains(&raw.status) {
-            return Err(ConfigError::new("status", "must be a 4xx or 5xx status code"));
-        }
+        check_reply_status("status", raw.status)?;
         if raw.table_size == 0 || raw.table_size > MAX_TABLE_SIZE {
             return Err(ConfigError::new("table_size", format!("must be between 1 and {MAX_TABLE_SIZE}")));
         }
-        if raw.trusted_hops > 16 {
-            return Err(ConfigError::new("trusted_hops", "must be at most 16"));
-        }
+        check_trusted_hops("trusted_hops", raw.trusted_hops)?;
         let global = match raw.global {
             Some(g) => Some(g.check()?),
             None => None,
@@ -196,8 +193,7 @@ impl RateLimitConfig {
                 ));
             }
             let limit = check_limit(i, l, raw.table_size, replicas)?;
-            let metric_name = |n: &str| n.replace('-', "_");
-            if limits.iter().any(|o| metric_name(&o.name) == metric_name(&limit.name)) {
+            if limits.iter().any(|o| same_metric_name(&o.name, &limit.name)) {
                 return Err(ConfigError::new(
                     format!("limits[{i}].name"),
                     format!(
@@ -271,26 +267,16 @@ impl RateLimitConfig {
 
 fn check_limit(i: usize, raw: RawLimit, table_size: u32, replicas: Option<u32>) -> Result<Limit, ConfigError> {
     let field = |f: &str| format!("limits[{i}].{f}");
-    let name_ok = !raw.name.is_empty()
-        && raw.name.len() <= 64
-        && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        return Err(ConfigError::new(field("name"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"));
-    }
+    check_name(&field("name"), &raw.name)?;
     if raw.requests == 0 {
         return Err(ConfigError::new(field("requests"), "must be at least 1"));
     }
-    let period = parse_duration(&raw.period)
-        .map_err(|e| ConfigError::new(field("period"), format!("\"{}\" {e}", raw.period)))?;
-    if period.is_zero() {
-        return Err(ConfigError::new(field("period"), "must be longer than zero"));
-    }
+    let period = raw.period.get();
     let burst = raw.burst.unwrap_or(raw.requests);
     if burst == 0 {
         return Err(ConfigError::new(field("burst"), "must be at least 1"));
     }
-    let period_nanos =
-        u64::try_from(period.as_nanos()).map_err(|_| ConfigError::new(field("period"), "is too long"))?;
+    let period_nanos = raw.period.nanos();
     let gcra = Gcra::new(raw.requests, period_nanos, burst).ok_or_else(|| {
         ConfigError::new(field("requests"), "is more than one request per nanosecond of period, or burst is too large")
     })?;

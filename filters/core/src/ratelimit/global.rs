@@ -32,8 +32,7 @@
 //! digits of its stable hash, so a client cannot make the service store
 //! kilobyte keys.
 
-use crate::config::ConfigError;
-use crate::duration::parse_duration;
+use crate::config::{check_reply_status, ConfigError, NonZeroDuration};
 use crate::hash::StableHasher;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -62,7 +61,7 @@ pub(super) struct RawGlobalService {
     #[serde(default)]
     authority: Option<String>,
     #[serde(default = "default_timeout")]
-    timeout: String,
+    timeout: NonZeroDuration,
     #[serde(default)]
     failure_mode: RawFailureMode,
     #[serde(default)]
@@ -75,8 +74,8 @@ fn default_path() -> String {
     "/json".to_string()
 }
 
-fn default_timeout() -> String {
-    "50ms".to_string()
+fn default_timeout() -> NonZeroDuration {
+    NonZeroDuration::from_millis(50)
 }
 
 fn default_status_on_error() -> u16 {
@@ -174,8 +173,7 @@ impl RawGlobalService {
         if self.protocol == Protocol::Grpc && self.cluster.len() + authority.len() > 120 {
             return Err(ConfigError::new("global.cluster", "and authority together must be at most 120 characters"));
         }
-        let timeout = parse_duration(&self.timeout)
-            .map_err(|e| ConfigError::new("global.timeout", format!("\"{}\" {e}", self.timeout)))?;
+        let timeout = self.timeout.get();
         if timeout < Duration::from_millis(1) || timeout > MAX_TIMEOUT {
             return Err(ConfigError::new("global.timeout", "must be between 1ms and 5s"));
         }
@@ -196,9 +194,7 @@ impl RawGlobalService {
                 return Err(ConfigError::new("global.replicas", "is only used with failure_mode \"local\""));
             }
         };
-        if !(400..=599).contains(&self.status_on_error) {
-            return Err(ConfigError::new("global.status_on_error", "must be a 4xx or 5xx status code"));
-        }
+        check_reply_status("global.status_on_error", self.status_on_error)?;
         Ok(GlobalService {
             cluster: self.cluster,
             domain: self.domain,

@@ -500,7 +500,8 @@ fn global_config_errors_name_their_field() {
     let cases = [
         (base(r#"{"cluster":"rls"}"#), "global: missing field `domain`"),
         (base(r#"{"cluster":"","domain":"d"}"#), "global.cluster: must be 1 to 255 printable"),
-        (base(r#"{"cluster":"rls","domain":"d","timeout":"0ms"}"#), "global.timeout: must be between 1ms and 5s"),
+        (base(r#"{"cluster":"rls","domain":"d","timeout":"500us"}"#), "global.timeout: must be between 1ms and 5s"),
+        (base(r#"{"cluster":"rls","domain":"d","timeout":"0ms"}"#), "global.timeout: must be longer than zero"),
         (base(r#"{"cluster":"rls","domain":"d","timeout":"1 s"}"#), "global.timeout: \"1 s\""),
         (base(r#"{"cluster":"rls","domain":"d","failure_mode":"local"}"#), "global.replicas: is required with failure_mode \"local\""),
         (base(r#"{"cluster":"rls","domain":"d","replicas":3}"#), "global.replicas: is only used with failure_mode \"local\""),

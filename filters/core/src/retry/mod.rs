@@ -34,8 +34,7 @@ mod filter;
 
 pub use filter::{create_budget, with_budget, PolicyMetrics, RetryFilter, RetryMetrics, RetryStream};
 
-use crate::config::{parse_json, ConfigError};
-use crate::duration::parse_duration;
+use crate::config::{check_name, parse_json, same_metric_name, ConfigError, NonZeroDuration};
 use crate::matcher::{valid_header_name, Matcher, RawMatch};
 use crate::net::Cidr;
 use crate::request::RequestView;
@@ -106,7 +105,7 @@ struct RawBudget {
     #[serde(default = "default_min_per_second")]
     min_per_second: u32,
     #[serde(default = "default_window")]
-    window: String,
+    window: NonZeroDuration,
 }
 
 impl Default for RawBudget {
@@ -121,8 +120,8 @@ fn default_ratio() -> f64 {
 fn default_min_per_second() -> u32 {
     10
 }
-fn default_window() -> String {
-    "10s".into()
+fn default_window() -> NonZeroDuration {
+    NonZeroDuration::from_secs(10)
 }
 
 #[derive(Deserialize)]
@@ -136,7 +135,7 @@ struct RawPolicy {
     #[serde(default = "default_max_retries")]
     max_retries: u32,
     #[serde(default)]
-    per_try_timeout: Option<String>,
+    per_try_timeout: Option<NonZeroDuration>,
     #[serde(default)]
     retriable_status_codes: Vec<u16>,
     #[serde(default)]
@@ -195,7 +194,7 @@ impl RetryConfig {
         let mut policies: Vec<Policy> = Vec::with_capacity(raw.policies.len());
         for (i, p) in raw.policies.into_iter().enumerate() {
             let policy = check_policy(i, p)?;
-            if policies.iter().any(|o| o.name.replace('-', "_") == policy.name.replace('-', "_")) {
+            if policies.iter().any(|o| same_metric_name(&o.name, &policy.name)) {
                 return Err(ConfigError::new(
                     format!("policies[{i}].name"),
                     format!("\"{}\" is used by another policy", policy.name),
@@ -216,9 +215,7 @@ impl RetryConfig {
         if !(0.0..=10.0).contains(&b.ratio) {
             return Err(ConfigError::new("budget.ratio", "must be between 0 and 10"));
         }
-        let window = parse_duration(&b.window)
-            .map_err(|e| ConfigError::new("budget.window", format!("\"{}\" {e}", b.window)))?;
-        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let window_ns = b.window.nanos();
         if window_ns < 10_000_000 {
             return Err(ConfigError::new("budget.window", "must be at least 10ms"));
         }
@@ -323,12 +320,7 @@ pub struct Plan {
 
 fn check_policy(i: usize, raw: RawPolicy) -> Result<Policy, ConfigError> {
     let field = |f: &str| format!("policies[{i}].{f}");
-    let name_ok = !raw.name.is_empty()
-        && raw.name.len() <= 64
-        && raw.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        return Err(ConfigError::new(field("name"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"));
-    }
+    check_name(&field("name"), &raw.name)?;
     let matcher = raw.matcher.check(&field("match"))?;
     let conditions: Vec<&str> = raw.retry_on.split(',').map(str::trim).collect();
     if let Some(bad) = conditions.iter().find(|c| !RETRY_ON.contains(c)) {
@@ -340,11 +332,9 @@ fn check_policy(i: usize, raw: RawPolicy) -> Result<Policy, ConfigError> {
     if raw.max_retries > 10 {
         return Err(ConfigError::new(field("max_retries"), "must be at most 10"));
     }
-    let per_try_timeout_ms = match &raw.per_try_timeout {
+    let per_try_timeout_ms = match raw.per_try_timeout {
         Some(t) => {
-            let d =
-                parse_duration(t).map_err(|e| ConfigError::new(field("per_try_timeout"), format!("\"{t}\" {e}")))?;
-            let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            let ms = u64::try_from(t.get().as_millis()).unwrap_or(u64::MAX);
             if ms == 0 {
                 return Err(ConfigError::new(field("per_try_timeout"), "must be at least 1ms"));
             }

@@ -132,3 +132,11 @@ fn readme_json_example_parses() {
         RetryConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
     }
 }
+
+#[test]
+fn zero_durations_are_refused() {
+    let got = RetryConfig::from_json(br#"{"policies":[{"name":"p","per_try_timeout":"0ms"}]}"#).unwrap_err();
+    assert_eq!(got.to_string(), "invalid plugin configuration: policies[0].per_try_timeout: must be longer than zero");
+    let got = RetryConfig::from_json(br#"{"policies":[],"budget":{"window":"0s"}}"#).unwrap_err();
+    assert_eq!(got.to_string(), "invalid plugin configuration: budget.window: must be longer than zero");
+}

@@ -2,8 +2,7 @@
 //! with its default, in `filters/sticky-session/README.md`.
 
 use super::hashing::is_prime;
-use crate::config::{parse_json, ConfigError};
-use crate::duration::parse_duration;
+use crate::config::{check_name, check_trusted_hops, parse_json, ConfigError, NonZeroDuration};
 use serde::Deserialize;
 use std::net::SocketAddr;
 
@@ -66,7 +65,7 @@ struct RawCookie {
     #[serde(default = "default_path")]
     path: String,
     #[serde(default)]
-    max_age: Option<String>,
+    max_age: Option<NonZeroDuration>,
     #[serde(default = "yes")]
     http_only: bool,
     #[serde(default)]
@@ -98,7 +97,7 @@ struct RawHealth {
     #[serde(default = "default_failures")]
     failures: u32,
     #[serde(default = "default_eject_for")]
-    eject_for: String,
+    eject_for: NonZeroDuration,
 }
 
 impl Default for RawHealth {
@@ -110,8 +109,8 @@ impl Default for RawHealth {
 fn default_failures() -> u32 {
     5
 }
-fn default_eject_for() -> String {
-    "30s".into()
+fn default_eject_for() -> NonZeroDuration {
+    NonZeroDuration::from_secs(30)
 }
 
 /// Where a session key comes from.
@@ -222,139 +221,129 @@ pub struct StickyConfig {
     pub all_down: AllDown,
 }
 
-fn header_name_ok(n: &str) -> bool {
-    crate::matcher::valid_header_name(n)
+fn check_header(field: &str, name: &str) -> Result<(), ConfigError> {
+    if crate::matcher::valid_header_name(name) {
+        return Ok(());
+    }
+    Err(ConfigError::new(field, "must be a header name"))
 }
 
-fn name_ok(n: &str) -> bool {
-    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+fn check_backends(raw: Vec<RawBackend>) -> Result<Vec<Backend>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new("backends", "must hold at least one backend"));
+    }
+    if raw.len() > 1024 {
+        return Err(ConfigError::new("backends", "must hold at most 1024 backends"));
+    }
+    let mut backends: Vec<Backend> = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
+        let f = |x: &str| format!("backends[{i}].{x}");
+        check_name(&f("name"), &b.name)?;
+        if backends.iter().any(|o| o.name == b.name) {
+            return Err(ConfigError::new(f("name"), format!("\"{}\" is used by another backend", b.name)));
+        }
+        let address: SocketAddr = b
+            .address
+            .parse()
+            .map_err(|_| ConfigError::new(f("address"), format!("\"{}\" is not ip:port", b.address)))?;
+        if b.weight == 0 || b.weight > 1000 {
+            return Err(ConfigError::new(f("weight"), "must be between 1 and 1000"));
+        }
+        backends.push(Backend { name: b.name, address, weight: b.weight });
+    }
+    Ok(backends)
 }
 
-impl StickyConfig {
-    /// Parses and checks the plugin configuration.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = parse_json(bytes)?;
-        if raw.backends.is_empty() {
-            return Err(ConfigError::new("backends", "must hold at least one backend"));
-        }
-        if raw.backends.len() > 1024 {
-            return Err(ConfigError::new("backends", "must hold at most 1024 backends"));
-        }
-        let mut backends: Vec<Backend> = Vec::new();
-        for (i, b) in raw.backends.into_iter().enumerate() {
-            let f = |x: &str| format!("backends[{i}].{x}");
-            if !name_ok(&b.name) {
-                return Err(ConfigError::new(f("name"), "must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'"));
-            }
-            if backends.iter().any(|o| o.name == b.name) {
-                return Err(ConfigError::new(f("name"), format!("\"{}\" is used by another backend", b.name)));
-            }
-            let address: SocketAddr = b
-                .address
-                .parse()
-                .map_err(|_| ConfigError::new(f("address"), format!("\"{}\" is not ip:port", b.address)))?;
-            if b.weight == 0 || b.weight > 1000 {
-                return Err(ConfigError::new(f("weight"), "must be between 1 and 1000"));
-            }
-            backends.push(Backend { name: b.name, address, weight: b.weight });
-        }
-        if raw.session_key.is_empty() {
-            return Err(ConfigError::new("session_key", "must name at least one source"));
-        }
-        let mut session_key = Vec::new();
-        for (i, s) in raw.session_key.iter().enumerate() {
+fn check_session_key(raw: &[String]) -> Result<Vec<KeySource>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new("session_key", "must name at least one source"));
+    }
+    let header_ok = |n: &&str| crate::matcher::valid_header_name(n);
+    raw.iter()
+        .enumerate()
+        .map(|(i, s)| {
             let bad = || {
                 ConfigError::new(
                     format!("session_key[{i}]"),
                     format!("unknown source \"{s}\"; use cookie:<name>, header:<name>, query:<name> or client_ip"),
                 )
             };
-            session_key.push(if s == "client_ip" {
+            Ok(if s == "client_ip" {
                 KeySource::ClientIp
             } else if let Some(n) = s.strip_prefix("cookie:") {
-                KeySource::Cookie(Some(n).filter(|n| header_name_ok(n)).ok_or_else(bad)?.to_string())
+                KeySource::Cookie(Some(n).filter(header_ok).ok_or_else(bad)?.to_string())
             } else if let Some(n) = s.strip_prefix("header:") {
-                KeySource::Header(Some(n).filter(|n| header_name_ok(n)).ok_or_else(bad)?.to_ascii_lowercase())
+                KeySource::Header(Some(n).filter(header_ok).ok_or_else(bad)?.to_ascii_lowercase())
             } else if let Some(n) = s.strip_prefix("query:") {
                 KeySource::Query(Some(n).filter(|n| !n.is_empty()).ok_or_else(bad)?.to_string())
             } else {
                 return Err(bad());
-            });
-        }
-        if raw.trusted_hops > 16 {
-            return Err(ConfigError::new("trusted_hops", "must be at most 16"));
-        }
-        if raw.hashing == Hashing::Maglev && (!is_prime(raw.table_size) || raw.table_size > 1_000_003) {
-            return Err(ConfigError::new(
-                "table_size",
-                format!("{} is not a prime up to 1000003 (e.g. 65537)", raw.table_size),
-            ));
-        }
-        if raw.hashing == Hashing::Maglev && (raw.table_size as usize) < backends.len() * 100 {
-            return Err(ConfigError::new("table_size", "must be at least 100 x the number of backends"));
-        }
-        let cookie = match raw.cookie {
-            None => None,
-            Some(c) => {
-                if !header_name_ok(&c.name) {
-                    return Err(ConfigError::new("cookie.name", "must be a cookie name"));
-                }
-                if !c.path.starts_with('/') || c.path.contains(';') {
-                    return Err(ConfigError::new("cookie.path", "must start with '/' and hold no ';'"));
-                }
-                let max_age = match &c.max_age {
-                    None => None,
-                    Some(t) => Some(
-                        parse_duration(t)
-                            .map_err(|e| ConfigError::new("cookie.max_age", format!("\"{t}\" {e}")))?
-                            .as_secs(),
-                    ),
-                };
-                let same_site = match c.same_site.to_ascii_lowercase().as_str() {
-                    "strict" => "Strict",
-                    "lax" => "Lax",
-                    "none" => "None",
-                    _ => return Err(ConfigError::new("cookie.same_site", "must be Strict, Lax or None")),
-                }
-                .to_string();
-                if same_site == "None" && !c.secure {
-                    return Err(ConfigError::new(
-                        "cookie.same_site",
-                        "None needs secure: true (browsers drop it otherwise)",
-                    ));
-                }
-                let secret = match (c.sign, c.secret) {
-                    (true, Some(s)) if s.len() >= 16 => Some(s.into_bytes()),
-                    (true, Some(_)) => return Err(ConfigError::new("cookie.secret", "must be at least 16 characters")),
-                    (true, None) => {
-                        return Err(ConfigError::new("cookie.secret", "is required while cookie.sign is true"))
-                    }
-                    (false, _) => None,
-                };
-                Some(CookieConfig {
-                    name: c.name,
-                    path: c.path,
-                    max_age,
-                    http_only: c.http_only,
-                    secure: c.secure,
-                    same_site,
-                    secret,
-                })
-            }
-        };
-        if !header_name_ok(&raw.upstream_header) {
-            return Err(ConfigError::new("upstream_header", "must be a header name"));
-        }
+            })
+        })
+        .collect()
+}
+
+fn check_table(hashing: Hashing, table_size: u32, backends: usize) -> Result<(), ConfigError> {
+    if hashing != Hashing::Maglev {
+        return Ok(());
+    }
+    if !is_prime(table_size) || table_size > 1_000_003 {
+        return Err(ConfigError::new("table_size", format!("{table_size} is not a prime up to 1000003 (e.g. 65537)")));
+    }
+    if (table_size as usize) < backends * 100 {
+        return Err(ConfigError::new("table_size", "must be at least 100 x the number of backends"));
+    }
+    Ok(())
+}
+
+fn check_cookie(c: RawCookie) -> Result<CookieConfig, ConfigError> {
+    check_header("cookie.name", &c.name).map_err(|_| ConfigError::new("cookie.name", "must be a cookie name"))?;
+    if !c.path.starts_with('/') || c.path.contains(';') {
+        return Err(ConfigError::new("cookie.path", "must start with '/' and hold no ';'"));
+    }
+    let same_site = match c.same_site.to_ascii_lowercase().as_str() {
+        "strict" => "Strict",
+        "lax" => "Lax",
+        "none" => "None",
+        _ => return Err(ConfigError::new("cookie.same_site", "must be Strict, Lax or None")),
+    };
+    if same_site == "None" && !c.secure {
+        return Err(ConfigError::new("cookie.same_site", "None needs secure: true (browsers drop it otherwise)"));
+    }
+    let secret = match (c.sign, c.secret) {
+        (true, Some(s)) if s.len() >= 16 => Some(s.into_bytes()),
+        (true, Some(_)) => return Err(ConfigError::new("cookie.secret", "must be at least 16 characters")),
+        (true, None) => return Err(ConfigError::new("cookie.secret", "is required while cookie.sign is true")),
+        (false, _) => None,
+    };
+    Ok(CookieConfig {
+        name: c.name,
+        path: c.path,
+        // A cookie lives whole seconds: less than one would expire on arrival.
+        max_age: c.max_age.map(|d| d.get().as_secs().max(1)),
+        http_only: c.http_only,
+        secure: c.secure,
+        same_site: same_site.to_string(),
+        secret,
+    })
+}
+
+impl StickyConfig {
+    /// Parses and checks the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = parse_json(bytes)?;
+        let backends = check_backends(raw.backends)?;
+        let session_key = check_session_key(&raw.session_key)?;
+        check_trusted_hops("trusted_hops", raw.trusted_hops)?;
+        check_table(raw.hashing, raw.table_size, backends.len())?;
+        let cookie = raw.cookie.map(check_cookie).transpose()?;
+        check_header("upstream_header", &raw.upstream_header)?;
         if let Some(h) = &raw.backend_header {
-            if !header_name_ok(h) {
-                return Err(ConfigError::new("backend_header", "must be a header name"));
-            }
+            check_header("backend_header", h)?;
         }
         if raw.health.failures == 0 {
             return Err(ConfigError::new("health.failures", "must be at least 1"));
         }
-        let eject = parse_duration(&raw.health.eject_for)
-            .map_err(|e| ConfigError::new("health.eject_for", format!("\"{}\" {e}", raw.health.eject_for)))?;
         Ok(StickyConfig {
             backends,
             session_key,
@@ -366,7 +355,7 @@ impl StickyConfig {
             upstream_header: raw.upstream_header.to_ascii_lowercase(),
             backend_header: raw.backend_header.map(|h| h.to_ascii_lowercase()),
             failures: raw.health.failures,
-            eject_for_ns: u64::try_from(eject.as_nanos()).unwrap_or(u64::MAX),
+            eject_for_ns: raw.health.eject_for.nanos(),
             repin_on_failover: raw.repin_on_failover,
             all_down: raw.all_down,
         })

@@ -261,3 +261,19 @@ fn adding_a_backend_keeps_pinned_sessions() {
         "keys moved between old backends: {to_new} of {moved_unpinned} went to d"
     );
 }
+
+#[test]
+fn zero_durations_are_refused_where_they_would_silently_do_nothing() {
+    let base = r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}]"#;
+    let cases = [
+        (format!(r#"{base},"health":{{"eject_for":"0s"}}}}"#), "health.eject_for: must be longer than zero"),
+        (
+            format!(r#"{base},"cookie":{{"max_age":"0s","secret":"0123456789abcdef"}}}}"#),
+            "cookie.max_age: must be longer than zero",
+        ),
+    ];
+    for (json, want) in cases {
+        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        assert!(got.ends_with(want), "{json}: {got}");
+    }
+}
