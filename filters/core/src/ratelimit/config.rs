@@ -110,8 +110,8 @@ pub enum KeyPart {
     Path,
     /// The method.
     Method,
-    /// Nothing: one bucket for every request.
-    Global,
+    /// Nothing: one bucket for all requests (`"all"`; `"global"` is an alias).
+    All,
 }
 
 /// One checked limit.
@@ -248,7 +248,7 @@ impl RateLimitConfig {
                     KeyPart::Header(h) => add(h),
                     KeyPart::Path => add(":path"),
                     KeyPart::Method => add(":method"),
-                    KeyPart::ClientIp | KeyPart::Global => {}
+                    KeyPart::ClientIp | KeyPart::All => {}
                 }
             }
             if !l.matcher.methods.is_empty() {
@@ -297,7 +297,7 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32, replicas: Option<u32>) 
     };
     let slots = match (raw.scope, &degraded) {
         (Scope::Global, None) => 0,
-        _ if key.iter().all(|k| *k == KeyPart::Global) => 1,
+        _ if key.iter().all(|k| *k == KeyPart::All) => 1,
         _ => table_size,
     };
     Ok(Limit {
@@ -330,7 +330,7 @@ fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, Con
             parse_key_part(text).ok_or_else(|| {
                 ConfigError::new(
                     &f,
-                    format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or global"),
+                    format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or all"),
                 )
             })
         })
@@ -342,7 +342,9 @@ fn parse_key_part(text: &str) -> Option<KeyPart> {
         "client_ip" => Some(KeyPart::ClientIp),
         "path" => Some(KeyPart::Path),
         "method" => Some(KeyPart::Method),
-        "global" => Some(KeyPart::Global),
+        // "global" is the old spelling, kept as an alias; it is unrelated to
+        // `"scope": "global"` (counted by the rate limit service).
+        "all" | "global" => Some(KeyPart::All),
         _ => {
             let name = text.strip_prefix("header:")?;
             valid_header_name(name).then(|| KeyPart::Header(name.to_ascii_lowercase()))
@@ -374,8 +376,8 @@ mod tests {
         let l = c.limits.first().unwrap();
         assert_eq!(l.burst, 50);
         assert_eq!(l.key, vec![KeyPart::ClientIp]);
-        let c = RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"global"}]}"#)
-            .unwrap();
+        let c =
+            RateLimitConfig::from_json(br#"{"limits":[{"name":"a","requests":7,"period":"1m","key":"all"}]}"#).unwrap();
         assert_eq!(c.limits.first().unwrap().burst, 7);
     }
 
@@ -417,17 +419,17 @@ mod tests {
     fn each_bad_config_names_its_field() {
         let cases = [
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":1}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all","colour":1}]}"#,
                 "limits[0].colour: unknown field `colour`",
             ),
             (r#"{"limits":[],"bogus":true}"#, "bogus: unknown field `bogus`"),
             (
-                r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"all"}]}"#,
                 "limits[0].requests: must be at least 1",
             ),
-            (r#"{"limits":[{"name":"a","requests":1,"period":"soon","key":"global"}]}"#, "limits[0].period: \"soon\""),
+            (r#"{"limits":[{"name":"a","requests":1,"period":"soon","key":"all"}]}"#, "limits[0].period: \"soon\""),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"all"}]}"#,
                 "limits[0].burst: must be at least 1",
             ),
             (
@@ -439,29 +441,29 @@ mod tests {
                 "limits[0].key[1]: unknown key kind \"ip\"",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"0s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"0s","key":"all"}]}"#,
                 "limits[0].period: must be longer than zero",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":-1,"period":"1s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":-1,"period":"1s","key":"all"}]}"#,
                 "limits[0].requests: invalid value",
             ),
-            (r#"{"limits":[{"name":"a b","requests":1,"period":"1s","key":"global"}]}"#, "limits[0].name: must be"),
+            (r#"{"limits":[{"name":"a b","requests":1,"period":"1s","key":"all"}]}"#, "limits[0].name: must be"),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"},{"name":"a","requests":1,"period":"1s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"},{"name":"a","requests":1,"period":"1s","key":"all"}]}"#,
                 "limits[1].name: \"a\" is used",
             ),
             (r#"{"limits":[]}"#, "limits: must hold at least one limit"),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"mode":"audit"}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"mode":"audit"}"#,
                 "mode: unknown variant `audit`",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"table_size":0}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"table_size":0}"#,
                 "table_size: must be between",
             ),
             (
-                r#"{"limits":[{"name":"a-b","requests":1,"period":"1s","key":"global"},{"name":"a_b","requests":1,"period":"1s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a-b","requests":1,"period":"1s","key":"all"},{"name":"a_b","requests":1,"period":"1s","key":"all"}]}"#,
                 "limits[1].name: \"a_b\" is used by another limit",
             ),
             (
@@ -469,19 +471,19 @@ mod tests {
                 "table_size: 5 limits x table_size = 5242880 slots, more than 4194304",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"status":200}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":200}"#,
                 "status: must be a 4xx or 5xx",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"path_prefix":"api"}}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all","match":{"path_prefix":"api"}}]}"#,
                 "limits[0].match.path_prefix: must start with '/'",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","match":{"headers":[{"name":"x"}]}}]}"#,
+                r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all","match":{"headers":[{"name":"x"}]}}]}"#,
                 "limits[0].match.headers[0]: needs exactly one",
             ),
             (
-                r#"{"limits":[{"name":"a","requests":2000000000,"period":"1s","key":"global"}]}"#,
+                r#"{"limits":[{"name":"a","requests":2000000000,"period":"1s","key":"all"}]}"#,
                 "limits[0].requests: is more than one request per nanosecond",
             ),
             ("not json", "invalid plugin configuration: .: expected ident at line 1 column 2"),

@@ -79,7 +79,7 @@ fn shadow_mode_counts_but_never_refuses() {
 fn refused_configuration_names_the_field() {
     let e = Exchange::<RateLimitFilter>::new(
         CasRule::Envoy,
-        r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"global"}]}"#,
+        r#"{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"all"}]}"#,
     )
     .err()
     .unwrap();
@@ -230,7 +230,7 @@ fn an_answer_for_another_token_is_ignored() {
 fn local_refusal_skips_the_service() {
     let config = global("").replacen(
         r#""limits":["#,
-        r#""limits":[{"name":"local","requests":1,"period":"1m","burst":1,"key":"global"},"#,
+        r#""limits":[{"name":"local","requests":1,"period":"1m","burst":1,"key":"all"},"#,
         1,
     );
     let x = filter(&config);

@@ -262,7 +262,7 @@ impl RateLimiter {
                 },
                 KeyPart::Path => h.write_field(req.path().as_bytes()),
                 KeyPart::Method => h.write_field(req.method().as_bytes()),
-                KeyPart::Global => {}
+                KeyPart::All => {}
             }
         }
         h.finish() % u64::from(limit.slots)
@@ -313,7 +313,7 @@ impl RateLimiter {
                     KeyPart::Header(name) => (name.as_str(), req.header(name).unwrap_or("")),
                     KeyPart::Path => ("path", req.path()),
                     KeyPart::Method => ("method", req.method()),
-                    KeyPart::Global => continue,
+                    KeyPart::All => continue,
                 };
                 d.push((key.to_string(), global::descriptor_value(value)));
             }

@@ -83,7 +83,7 @@ fn allowed_response_headers_count_down() {
 
 #[test]
 fn header_style_none_and_draft_only() {
-    let none = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"global"}],"headers":"none"}"#);
+    let none = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"all"}],"headers":"none"}"#);
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let r = get("/", "10.0.0.1:5000", &[]);
@@ -92,7 +92,7 @@ fn header_style_none_and_draft_only() {
     let names: Vec<&str> = refusal.headers.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, vec!["retry-after", "content-type"]);
     assert_eq!(refusal.headers.first().map(|(_, v)| v.as_str()), Some("60"));
-    let draft = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"global"}]}"#);
+    let draft = limiter(r#"{"limits":[{"name":"g","requests":1,"period":"1m","key":"all"}]}"#);
     let names: Vec<String> = draft
         .headers(&draft.check(&r, &clock, &MemoryStore::new(CasRule::Envoy)))
         .into_iter()
@@ -103,7 +103,7 @@ fn header_style_none_and_draft_only() {
 
 #[test]
 fn shadow_mode_never_refuses_but_reports() {
-    let l = limiter(r#"{"limits":[{"name":"g","requests":10,"period":"1s","key":"global"}],"mode":"shadow"}"#);
+    let l = limiter(r#"{"limits":[{"name":"g","requests":10,"period":"1s","key":"all"}],"mode":"shadow"}"#);
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let r = get("/", "10.0.0.1:5000", &[]);
@@ -120,8 +120,8 @@ fn shadow_mode_never_refuses_but_reports() {
 fn request_refused_by_one_limit_charges_none() {
     let l = limiter(
         r#"{"limits":[
-            {"name":"all","requests":100,"period":"1s","key":"global"},
-            {"name":"api","requests":2,"period":"1s","key":"global","match":{"path_prefix":"/api"}}]}"#,
+            {"name":"all","requests":100,"period":"1s","key":"all"},
+            {"name":"api","requests":2,"period":"1s","key":"all","match":{"path_prefix":"/api"}}]}"#,
     );
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
@@ -137,7 +137,7 @@ fn request_refused_by_one_limit_charges_none() {
 #[test]
 fn matcher_methods_prefix_and_headers() {
     let l = limiter(
-        r#"{"limits":[{"name":"w","requests":1,"period":"1h","key":"global",
+        r#"{"limits":[{"name":"w","requests":1,"period":"1h","key":"all",
             "match":{"methods":["POST"],"path_prefix":"/api","headers":[{"name":"x-tier","equals":"free"},{"name":"x-admin","present":false}]}}]}"#,
     );
     let clock = FakeClock::at(T0);
@@ -284,7 +284,7 @@ fn store_failure_fails_open_and_is_reported() {
 
 #[test]
 fn retry_after_rounds_up_to_whole_seconds() {
-    let l = limiter(r#"{"limits":[{"name":"g","requests":2,"period":"3s","burst":1,"key":"global"}]}"#);
+    let l = limiter(r#"{"limits":[{"name":"g","requests":2,"period":"3s","burst":1,"key":"all"}]}"#);
     let clock = FakeClock::at(T0);
     let store = MemoryStore::new(CasRule::Envoy);
     let r = get("/", "10.0.0.1:1", &[]);
@@ -297,7 +297,7 @@ fn retry_after_rounds_up_to_whole_seconds() {
 #[test]
 fn initialize_creates_every_slot_once_and_keeps_live_state() {
     let l = limiter(
-        r#"{"limits":[{"name":"ip","requests":1,"period":"1h","key":"client_ip"},{"name":"g","requests":1,"period":"1h","key":"global"}],"table_size":64}"#,
+        r#"{"limits":[{"name":"ip","requests":1,"period":"1h","key":"client_ip"},{"name":"g","requests":1,"period":"1h","key":"all"}],"table_size":64}"#,
     );
     let store = MemoryStore::new(CasRule::NginxStrict);
     assert_eq!(l.initialize(&store).unwrap(), 65);
@@ -335,7 +335,7 @@ fn first_touch_race_cannot_admit_twice_after_initialize() {
             self.inner.set(key, value, cas)
         }
     }
-    let json = r#"{"limits":[{"name":"one","requests":1,"period":"1h","key":"global"}]}"#;
+    let json = r#"{"limits":[{"name":"one","requests":1,"period":"1h","key":"all"}]}"#;
     let (w1, w2) = (limiter(json), limiter(json));
     let store = MemoryStore::new(CasRule::Envoy);
     w1.initialize(&store).unwrap();
@@ -494,7 +494,7 @@ fn local_failure_mode_enforces_a_share_of_each_global_limit() {
 fn global_config_errors_name_their_field() {
     let base = |global: &str| {
         format!(
-            r#"{{"limits":[{{"name":"a","requests":1,"period":"1s","key":"global","scope":"global"}}],"global":{global}}}"#
+            r#"{{"limits":[{{"name":"a","requests":1,"period":"1s","key":"all","scope":"global"}}],"global":{global}}}"#
         )
     };
     let cases = [
@@ -503,22 +503,35 @@ fn global_config_errors_name_their_field() {
         (base(r#"{"cluster":"rls","domain":"d","timeout":"500us"}"#), "global.timeout: must be between 1ms and 5s"),
         (base(r#"{"cluster":"rls","domain":"d","timeout":"0ms"}"#), "global.timeout: must be longer than zero"),
         (base(r#"{"cluster":"rls","domain":"d","timeout":"1 s"}"#), "global.timeout: \"1 s\""),
-        (base(r#"{"cluster":"rls","domain":"d","failure_mode":"local"}"#), "global.replicas: is required with failure_mode \"local\""),
-        (base(r#"{"cluster":"rls","domain":"d","replicas":3}"#), "global.replicas: is only used with failure_mode \"local\""),
-        (base(r#"{"cluster":"rls","domain":"d","failure_mode":"open"}"#), "global.failure_mode: unknown variant `open`"),
+        (
+            base(r#"{"cluster":"rls","domain":"d","failure_mode":"local"}"#),
+            "global.replicas: is required with failure_mode \"local\"",
+        ),
+        (
+            base(r#"{"cluster":"rls","domain":"d","replicas":3}"#),
+            "global.replicas: is only used with failure_mode \"local\"",
+        ),
+        (
+            base(r#"{"cluster":"rls","domain":"d","failure_mode":"open"}"#),
+            "global.failure_mode: unknown variant `open`",
+        ),
         (base(r#"{"cluster":"rls","domain":"d","protocol":"thrift"}"#), "global.protocol: unknown variant `thrift`"),
         (base(r#"{"cluster":"rls","domain":"d","path":"json"}"#), "global.path: must start with '/'"),
-        (base(r#"{"cluster":"rls","domain":"d","status_on_error":200}"#), "global.status_on_error: must be a 4xx or 5xx"),
         (
-            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","scope":"global"}]}"#.to_string(),
+            base(r#"{"cluster":"rls","domain":"d","status_on_error":200}"#),
+            "global.status_on_error: must be a 4xx or 5xx",
+        ),
+        (
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all","scope":"global"}]}"#.to_string(),
             "limits[0].scope: is \"global\" but the configuration has no `global` section",
         ),
         (
-            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global"}],"global":{"cluster":"r","domain":"d"}}"#.to_string(),
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"global":{"cluster":"r","domain":"d"}}"#
+                .to_string(),
             "global: is set but no limit has \"scope\": \"global\"",
         ),
         (
-            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","scope":"fleet"}]}"#.to_string(),
+            r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all","scope":"fleet"}]}"#.to_string(),
             "limits[0].scope: unknown variant `fleet`",
         ),
     ];
@@ -528,5 +541,15 @@ fn global_config_errors_name_their_field() {
             Err(e) => e.to_string(),
         };
         assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+    }
+}
+
+#[test]
+fn key_all_is_one_bucket_and_global_is_its_alias() {
+    for key in ["all", "global"] {
+        let json = format!(r#"{{"limits":[{{"name":"a","requests":7,"period":"1m","key":"{key}"}}]}}"#);
+        let c = RateLimitConfig::from_json(json.as_bytes()).unwrap();
+        let l = c.limits.first().unwrap();
+        assert_eq!((l.key.as_slice(), l.slots), (&[KeyPart::All][..], 1), "{key}");
     }
 }

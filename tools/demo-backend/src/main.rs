@@ -20,7 +20,6 @@
 //! port when given port 0), so tests can use port 0.
 #![forbid(unsafe_code)]
 
-use filters_core::duration::parse_duration;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -285,4 +284,24 @@ fn reason(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Status",
     }
+}
+
+/// A duration as the filters' configs write them: a whole number and a unit
+/// (`ns`, `us`, `ms`, `s`, `m`, `h`). The backend is a test server and keeps
+/// its own copy rather than depending on the filters' core.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("\"{text}\" must start with a whole number"))?;
+    let per_unit: u64 = match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return Err(format!("\"{text}\" has an unknown unit; use ns, us, ms, s, m or h")),
+    };
+    n.checked_mul(per_unit).map(Duration::from_nanos).ok_or_else(|| format!("\"{text}\" is too large"))
 }
