@@ -182,7 +182,7 @@ fn add(
             if rpu == 0 {
                 return Err(format!("{path}: {field}.rate_limit.requests_per_unit: must be at least 1"));
             }
-            let unit_secs = filters_core::ratelimit::global::unit_seconds(unit).unwrap_or(1);
+            let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit).unwrap_or(1);
             let id = names.len();
             names.push((domain.to_string(), label.clone()));
             Some(Rule::Limited(Limit {

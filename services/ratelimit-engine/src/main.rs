@@ -33,7 +33,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use envoy_types::pb::envoy::service::ratelimit::v3 as pb;
-use filters_core::ratelimit::global as wire;
+use filters_core::ratelimit::protocol as wire;
 use limiter::{Algorithm, Limiter, Request, Verdict};
 use pb::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
 use std::sync::Arc;
@@ -170,59 +170,33 @@ async fn serve(args: Args, config: config::Config) -> Result<(), String> {
 
 struct Grpc(Arc<Limiter>);
 
-#[tonic::async_trait]
-impl RateLimitService for Grpc {
-    async fn should_rate_limit(
-        &self,
-        request: tonic::Request<pb::RateLimitRequest>,
-    ) -> Result<tonic::Response<pb::RateLimitResponse>, tonic::Status> {
-        let limiter = &self.0;
-        limiter.metrics.call(true);
-        let r = request.into_inner();
-        let hits = u64::from(r.hits_addend.max(1));
-        let req = Request {
-            domain: r.domain,
-            descriptors: r
-                .descriptors
-                .into_iter()
-                .map(|d| {
-                    let h = d.hits_addend.map(|v| v.value).filter(|v| *v > 0).unwrap_or(hits);
-                    (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), h)
-                })
-                .collect(),
-        };
-        match limiter.should_rate_limit(&req).await {
-            Ok((code, verdicts)) => Ok(tonic::Response::new(pb::RateLimitResponse {
-                overall_code: code,
-                statuses: verdicts.iter().map(grpc_status).collect(),
-                ..Default::default()
-            })),
-            Err(e) => {
-                limiter.metrics.redis_error();
-                Err(tonic::Status::unavailable(format!("redis: {e}")))
-            }
-        }
+/// gRPC and `/json` carry the same messages; the engine reads and writes
+/// them as one type, the protocol's (`filters_core::ratelimit::protocol`).
+/// tonic hands the gRPC handler Envoy's generated types, which are re-read
+/// as ours through their protobuf encoding (same field numbers: tested
+/// below).
+fn transcode<A: prost::Message, B: prost::Message + Default>(a: &A) -> Result<B, prost::DecodeError> {
+    B::decode(a.encode_to_vec().as_slice())
+}
+
+/// The limiter's request for a message: each descriptor charges its own
+/// `hits_addend` when above 0, else the request's (at least 1).
+fn request_of(r: wire::RateLimitRequest) -> Request {
+    let hits = u64::from(r.hits_addend.max(1));
+    Request {
+        domain: r.domain,
+        descriptors: r
+            .descriptors
+            .into_iter()
+            .map(|d| {
+                let h = d.hits_addend.map(|v| v.value).filter(|v| *v > 0).unwrap_or(hits);
+                (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), h)
+            })
+            .collect(),
     }
 }
 
-fn grpc_status(v: &Verdict) -> pb::rate_limit_response::DescriptorStatus {
-    pb::rate_limit_response::DescriptorStatus {
-        code: v.code,
-        current_limit: v.limit.as_ref().map(|l| pb::rate_limit_response::RateLimit {
-            requests_per_unit: l.requests_per_unit,
-            unit: l.unit,
-            name: l.name.clone(),
-        }),
-        limit_remaining: v.remaining,
-        duration_until_reset: v.limit.as_ref().map(|_| envoy_types::pb::google::protobuf::Duration {
-            seconds: i64::try_from(v.reset.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(v.reset.subsec_nanos()).unwrap_or(0),
-        }),
-        ..Default::default()
-    }
-}
-
-fn wire_status(v: &Verdict) -> wire::DescriptorStatus {
+fn status_of(v: &Verdict) -> wire::DescriptorStatus {
     wire::DescriptorStatus {
         code: v.code,
         current_limit: v.limit.as_ref().map(|l| wire::RateLimitValue {
@@ -238,6 +212,35 @@ fn wire_status(v: &Verdict) -> wire::DescriptorStatus {
     }
 }
 
+/// Decides a request for either transport; `Err` when Redis failed (counted).
+async fn decide(limiter: &Limiter, r: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, String> {
+    match limiter.should_rate_limit(&request_of(r)).await {
+        Ok((code, verdicts)) => Ok(wire::RateLimitResponse {
+            overall_code: code,
+            statuses: verdicts.iter().map(status_of).collect(),
+            response_headers_to_add: Vec::new(),
+            request_headers_to_add: Vec::new(),
+        }),
+        Err(e) => {
+            limiter.metrics.redis_error();
+            Err(format!("redis: {e}"))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RateLimitService for Grpc {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<pb::RateLimitRequest>,
+    ) -> Result<tonic::Response<pb::RateLimitResponse>, tonic::Status> {
+        self.0.metrics.call(true);
+        let r = transcode(&request.into_inner()).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let answer = decide(&self.0, r).await.map_err(tonic::Status::unavailable)?;
+        transcode(&answer).map(tonic::Response::new).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
 async fn json(State(limiter): State<Arc<Limiter>>, body: Bytes) -> Response {
     limiter.metrics.call(false);
     let r = match wire::decode_json_request(&body) {
@@ -247,30 +250,13 @@ async fn json(State(limiter): State<Arc<Limiter>>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("bad request: {e}\n")).into_response();
         }
     };
-    let hits = u64::from(r.hits_addend.max(1));
-    let req = Request {
-        domain: r.domain,
-        descriptors: r
-            .descriptors
-            .into_iter()
-            .map(|d| (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), hits))
-            .collect(),
-    };
-    match limiter.should_rate_limit(&req).await {
-        Ok((code, verdicts)) => {
-            let answer = wire::RateLimitResponse {
-                overall_code: code,
-                statuses: verdicts.iter().map(wire_status).collect(),
-                response_headers_to_add: Vec::new(),
-                request_headers_to_add: Vec::new(),
-            };
-            let status = if code == wire::code::OVER_LIMIT { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+    match decide(&limiter, r).await {
+        Ok(answer) => {
+            let over = answer.overall_code == wire::code::OVER_LIMIT;
+            let status = if over { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
             (status, [("content-type", "application/json")], wire::encode_json_response(&answer)).into_response()
         }
-        Err(e) => {
-            limiter.metrics.redis_error();
-            (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n")).into_response()
-        }
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
@@ -290,6 +276,7 @@ async fn healthcheck(State(limiter): State<Arc<Limiter>>) -> Response {
 mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3 as core;
+    use filters_core::ratelimit::global;
     use prost::Message;
 
     /// The filter declares the few messages it needs by hand; Envoy's
@@ -300,7 +287,7 @@ mod tests {
             ("generic_key".to_string(), "a".to_string()),
             ("remote_address".to_string(), "10.1.2.3".to_string()),
         ]];
-        let req = pb::RateLimitRequest::decode(wire::encode_grpc_request("edge", &d).as_slice()).unwrap();
+        let req = pb::RateLimitRequest::decode(global::encode_grpc_request("edge", &d).as_slice()).unwrap();
         assert_eq!(req.domain, "edge");
         let e = &req.descriptors[0].entries;
         assert_eq!((e[0].key.as_str(), e[1].value.as_str()), ("generic_key", "10.1.2.3"));
@@ -326,7 +313,7 @@ mod tests {
         };
         let answer = pb::RateLimitResponse {
             overall_code: 2,
-            statuses: vec![grpc_status(&verdict)],
+            statuses: vec![transcode(&status_of(&verdict)).unwrap()],
             response_headers_to_add: vec![core::HeaderValue {
                 key: "x-a".into(),
                 value: "1".into(),
@@ -334,10 +321,24 @@ mod tests {
             }],
             ..Default::default()
         };
-        let a = wire::decode_grpc_answer(&answer.encode_to_vec()).unwrap();
+        let a = global::decode_grpc_answer(&answer.encode_to_vec()).unwrap();
         assert!(a.over_limit);
         assert_eq!(a.statuses[0].quota, Some((7, 60)));
         assert_eq!(a.statuses[0].reset_nanos, 1_500_000_000);
         assert_eq!(a.response_headers, vec![("x-a".to_string(), "1".to_string())]);
+
+        // Envoy's request, with a descriptor's own hits_addend, read as ours.
+        let envoy = pb::RateLimitRequest {
+            domain: "edge".into(),
+            descriptors: vec![envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor {
+                entries: vec![],
+                hits_addend: Some(envoy_types::pb::google::protobuf::UInt64Value { value: 4 }),
+                ..Default::default()
+            }],
+            hits_addend: 2,
+        };
+        let ours: wire::RateLimitRequest = transcode(&envoy).unwrap();
+        let req = request_of(ours);
+        assert_eq!((req.domain.as_str(), req.descriptors[0].1), ("edge", 4));
     }
 }

@@ -17,6 +17,7 @@
 
 use super::config::{Mode, RateLimitConfig};
 use super::global::{self, AnswerError, FailureMode, GlobalService, Protocol};
+use super::protocol;
 use super::{quota_headers, Decision, GlobalCall, LimitState, QuotaItem, RateLimiter, Refusal};
 use crate::host::{Call, CallReply, Counter, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
@@ -135,8 +136,8 @@ impl RateLimitFilter {
                 let body = global::encode_grpc_request(&g.domain, &call.descriptors);
                 host.dispatch(&Call::Grpc {
                     target: &self.target,
-                    service: global::GRPC_SERVICE,
-                    method: global::GRPC_METHOD,
+                    service: protocol::GRPC_SERVICE,
+                    method: protocol::GRPC_METHOD,
                     body: &body,
                     timeout: g.timeout,
                 })

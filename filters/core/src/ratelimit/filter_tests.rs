@@ -1,7 +1,7 @@
 //! The rate-limit filter driven through the recording host: what its README
 //! promises, request by request, and the host calls each request makes.
 
-use super::global::{code, DescriptorStatus, RateLimitResponse};
+use super::protocol::{code, DescriptorStatus, RateLimitResponse};
 use super::RateLimitFilter;
 use crate::host::{CallReply, Flow};
 use crate::store::CasRule;
@@ -128,7 +128,7 @@ fn global_limit_asks_the_service_over_grpc() {
     assert_eq!(call.protocol, "grpc");
     assert_eq!(call.headers[0].1, "envoy.service.ratelimit.v3.RateLimitService");
     assert_eq!(call.timeout, std::time::Duration::from_millis(50));
-    let sent = super::global::RateLimitRequest::decode(call.body.as_slice()).unwrap();
+    let sent = super::protocol::RateLimitRequest::decode(call.body.as_slice()).unwrap();
     assert_eq!(sent.domain, "edge");
     assert_eq!(x.host.metric("rate_limit.global.calls"), 1);
     assert_eq!(x.host.metric("rate_limit.global.ok"), 1);

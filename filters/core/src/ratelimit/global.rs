@@ -7,11 +7,10 @@
 //! endpoint, the format `envoyproxy/ratelimit` serves, where it does not
 //! (nginx's `ngx_wasm_module`).
 //!
-//! This module holds the protocol, nothing host-specific: the few messages,
-//! hand-declared with `prost` derives (field numbers from
-//! `envoy/service/ratelimit/v3/rls.proto`; unknown fields are skipped), their
-//! JSON (protobuf's canonical JSON mapping, as `protojson` writes it), and the
-//! reading of an answer into what the filter does.
+//! This module holds what the filter makes of the protocol
+//! ([`super::protocol`]), nothing host-specific: the `global` section of the
+//! configuration, the descriptors a request sends, and the reading of an
+//! answer into what the filter does.
 //!
 //! # Descriptors
 //!
@@ -26,21 +25,20 @@
 //! | `header:<name>` | `<name>` | the header's value (`""` when absent) |
 //! | `path` | `path` | the path without the query string |
 //! | `method` | `method` | the method |
-//! | `global` | (none) | |
+//! | `all` | (none) | |
 //!
 //! A value longer than [`MAX_VALUE_LEN`] bytes is sent as `h:` and 16 hex
 //! digits of its stable hash, so a client cannot make the service store
 //! kilobyte keys.
 
+use super::protocol::{
+    self, code, unit_seconds, DescriptorEntry, HeaderValue, RateLimitDescriptor, RateLimitRequest, RateLimitResponse,
+};
 use crate::config::{check_reply_status, ConfigError, NonZeroDuration};
 use crate::hash::StableHasher;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::time::Duration;
 
-/// gRPC service of `ShouldRateLimit`.
-pub const GRPC_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
-/// gRPC method.
-pub const GRPC_METHOD: &str = "ShouldRateLimit";
 /// Longest descriptor value sent as is.
 pub const MAX_VALUE_LEN: usize = 256;
 /// Most headers taken from one answer (`response_headers_to_add` and
@@ -146,9 +144,8 @@ impl GlobalService {
     /// at configure time, so the bytes are ASCII); for HTTP, the cluster.
     pub fn target(&self) -> String {
         match self.protocol {
-            Protocol::Grpc => {
-                String::from_utf8(grpc_target(&self.cluster, &self.authority)).unwrap_or_else(|_| self.cluster.clone())
-            }
+            Protocol::Grpc => String::from_utf8(protocol::grpc_target(&self.cluster, &self.authority))
+                .unwrap_or_else(|_| self.cluster.clone()),
             Protocol::Http => self.cluster.clone(),
         }
     }
@@ -221,201 +218,6 @@ pub fn descriptor_value(value: &str) -> String {
     format!("h:{:016x}", h.finish())
 }
 
-// --- The wire messages (field numbers from rls.proto and its imports). ---
-
-/// `envoy.service.ratelimit.v3.RateLimitRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitRequest {
-    /// The domain.
-    #[prost(string, tag = "1")]
-    pub domain: String,
-    /// One per matching limit.
-    #[prost(message, repeated, tag = "2")]
-    pub descriptors: Vec<RateLimitDescriptor>,
-    /// Hits to charge (0 means 1).
-    #[prost(uint32, tag = "3")]
-    pub hits_addend: u32,
-}
-
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor` (entries only).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitDescriptor {
-    /// The entries.
-    #[prost(message, repeated, tag = "1")]
-    pub entries: Vec<DescriptorEntry>,
-}
-
-/// `RateLimitDescriptor.Entry`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DescriptorEntry {
-    /// Key.
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-}
-
-/// `envoy.service.ratelimit.v3.RateLimitResponse` (the fields the filter uses).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitResponse {
-    /// `Code`: 0 unknown, 1 OK, 2 OVER_LIMIT.
-    #[prost(int32, tag = "1")]
-    pub overall_code: i32,
-    /// One per descriptor, in the request's order.
-    #[prost(message, repeated, tag = "2")]
-    pub statuses: Vec<DescriptorStatus>,
-    /// Headers for the response to the client.
-    #[prost(message, repeated, tag = "3")]
-    pub response_headers_to_add: Vec<HeaderValue>,
-    /// Headers for the request to the upstream.
-    #[prost(message, repeated, tag = "4")]
-    pub request_headers_to_add: Vec<HeaderValue>,
-}
-
-/// `RateLimitResponse.DescriptorStatus`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct DescriptorStatus {
-    /// `Code`.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// The limit the service applied.
-    #[prost(message, optional, tag = "2")]
-    pub current_limit: Option<RateLimitValue>,
-    /// Requests left in the current unit.
-    #[prost(uint32, tag = "3")]
-    pub limit_remaining: u32,
-    /// Until the limit resets.
-    #[prost(message, optional, tag = "4")]
-    pub duration_until_reset: Option<ProtoDuration>,
-}
-
-/// `RateLimitResponse.RateLimit`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RateLimitValue {
-    /// Requests per unit.
-    #[prost(uint32, tag = "1")]
-    pub requests_per_unit: u32,
-    /// `Unit`: 1 second, 2 minute, 3 hour, 4 day, 5 month, 6 year, 7 week.
-    #[prost(int32, tag = "2")]
-    pub unit: i32,
-    /// Optional name.
-    #[prost(string, tag = "3")]
-    pub name: String,
-}
-
-/// `envoy.config.core.v3.HeaderValue`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct HeaderValue {
-    /// Name.
-    #[prost(string, tag = "1")]
-    pub key: String,
-    /// Value.
-    #[prost(string, tag = "2")]
-    pub value: String,
-    /// Value as bytes (used instead of `value` when set).
-    #[prost(bytes = "vec", tag = "3")]
-    pub raw_value: Vec<u8>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoDuration {
-    /// Seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
-
-/// `envoy.config.core.v3.GrpcService`, naming an Envoy cluster.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct GrpcService {
-    /// `envoy_grpc`.
-    #[prost(message, optional, tag = "1")]
-    pub envoy_grpc: Option<EnvoyGrpc>,
-}
-
-/// `GrpcService.EnvoyGrpc`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct EnvoyGrpc {
-    /// Cluster.
-    #[prost(string, tag = "1")]
-    pub cluster_name: String,
-    /// `:authority` (the cluster name when empty).
-    #[prost(string, tag = "2")]
-    pub authority: String,
-}
-
-/// Response codes.
-pub mod code {
-    /// Not known: treated as a failed call.
-    pub const UNKNOWN: i32 = 0;
-    /// Under the limit.
-    pub const OK: i32 = 1;
-    /// Over the limit.
-    pub const OVER_LIMIT: i32 = 2;
-}
-
-/// Seconds in a `Unit` (`None` for UNKNOWN or an unknown value). A month is
-/// 30 days and a year 365, as `envoyproxy/ratelimit` counts them.
-pub fn unit_seconds(unit: i32) -> Option<u64> {
-    match unit {
-        1 => Some(1),
-        2 => Some(60),
-        3 => Some(3_600),
-        4 => Some(86_400),
-        5 => Some(30 * 86_400),
-        6 => Some(365 * 86_400),
-        7 => Some(7 * 86_400),
-        _ => None,
-    }
-}
-
-/// The unit's name in JSON.
-pub fn unit_name(unit: i32) -> &'static str {
-    match unit {
-        1 => "SECOND",
-        2 => "MINUTE",
-        3 => "HOUR",
-        4 => "DAY",
-        5 => "MONTH",
-        6 => "YEAR",
-        7 => "WEEK",
-        _ => "UNKNOWN",
-    }
-}
-
-fn unit_from_name(name: &str) -> i32 {
-    match name {
-        "SECOND" => 1,
-        "MINUTE" => 2,
-        "HOUR" => 3,
-        "DAY" => 4,
-        "MONTH" => 5,
-        "YEAR" => 6,
-        "WEEK" => 7,
-        _ => 0,
-    }
-}
-
-fn code_name(code: i32) -> &'static str {
-    match code {
-        code::OK => "OK",
-        code::OVER_LIMIT => "OVER_LIMIT",
-        _ => "UNKNOWN",
-    }
-}
-
-fn code_from_name(name: &str) -> i32 {
-    match name {
-        "OK" => code::OK,
-        "OVER_LIMIT" => code::OVER_LIMIT,
-        _ => code::UNKNOWN,
-    }
-}
-
 /// The request message for `domain` and `descriptors`.
 pub fn request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
     RateLimitRequest {
@@ -424,6 +226,7 @@ pub fn request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
             .iter()
             .map(|d| RateLimitDescriptor {
                 entries: d.iter().map(|(k, v)| DescriptorEntry { key: k.clone(), value: v.clone() }).collect(),
+                hits_addend: None,
             })
             .collect(),
         hits_addend: 0,
@@ -435,208 +238,9 @@ pub fn encode_grpc_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> 
     prost::Message::encode_to_vec(&request(domain, descriptors))
 }
 
-/// What Envoy's `dispatch_grpc_call` takes as its target: a serialized
-/// `GrpcService` naming the cluster. (A bare cluster name also works, unless
-/// its bytes happen to parse as a `GrpcService`: `"h1"` does.)
-pub fn grpc_target(cluster: &str, authority: &str) -> Vec<u8> {
-    prost::Message::encode_to_vec(&GrpcService {
-        envoy_grpc: Some(EnvoyGrpc { cluster_name: cluster.to_string(), authority: authority.to_string() }),
-    })
-}
-
-// --- JSON (protobuf's canonical mapping, as envoyproxy/ratelimit's /json speaks it). ---
-
-#[derive(Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct JsonRequest {
-    domain: String,
-    #[serde(default)]
-    descriptors: Vec<JsonDescriptor>,
-    #[serde(default, alias = "hits_addend", skip_serializing_if = "Option::is_none")]
-    hits_addend: Option<u32>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct JsonDescriptor {
-    #[serde(default)]
-    entries: Vec<JsonEntry>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-struct JsonEntry {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    value: String,
-}
-
-/// The JSON body of a `/json` request.
+/// The `/json` request body.
 pub fn encode_json_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
-    let body = JsonRequest {
-        domain: domain.to_string(),
-        descriptors: descriptors
-            .iter()
-            .map(|d| JsonDescriptor {
-                entries: d.iter().map(|(k, v)| JsonEntry { key: k.clone(), value: v.clone() }).collect(),
-            })
-            .collect(),
-        hits_addend: None,
-    };
-    serde_json::to_vec(&body).unwrap_or_default()
-}
-
-/// A JSON request body as the protobuf message (for services that accept
-/// `/json`; both proto and lowerCamelCase field names are accepted).
-pub fn decode_json_request(body: &[u8]) -> Result<RateLimitRequest, String> {
-    let r: JsonRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    Ok(RateLimitRequest {
-        domain: r.domain,
-        descriptors: r
-            .descriptors
-            .into_iter()
-            .map(|d| RateLimitDescriptor {
-                entries: d.entries.into_iter().map(|e| DescriptorEntry { key: e.key, value: e.value }).collect(),
-            })
-            .collect(),
-        hits_addend: r.hits_addend.unwrap_or(0),
-    })
-}
-
-/// An enum in JSON: its name, or its number.
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum JsonEnum {
-    Name(String),
-    Number(i32),
-}
-
-impl JsonEnum {
-    fn value(&self, by_name: fn(&str) -> i32) -> i32 {
-        match self {
-            JsonEnum::Name(n) => by_name(n),
-            JsonEnum::Number(n) => *n,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonResponse {
-    #[serde(default, alias = "overall_code")]
-    overall_code: Option<JsonEnum>,
-    #[serde(default)]
-    statuses: Vec<JsonStatus>,
-    #[serde(default, alias = "response_headers_to_add")]
-    response_headers_to_add: Vec<JsonHeader>,
-    #[serde(default, alias = "request_headers_to_add")]
-    request_headers_to_add: Vec<JsonHeader>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonStatus {
-    #[serde(default)]
-    code: Option<JsonEnum>,
-    #[serde(default, alias = "current_limit")]
-    current_limit: Option<JsonLimit>,
-    #[serde(default, alias = "limit_remaining")]
-    limit_remaining: u32,
-    #[serde(default, alias = "duration_until_reset")]
-    duration_until_reset: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonLimit {
-    #[serde(default, alias = "requests_per_unit")]
-    requests_per_unit: u32,
-    #[serde(default)]
-    unit: Option<JsonEnum>,
-    #[serde(default)]
-    name: String,
-}
-
-#[derive(Deserialize)]
-struct JsonHeader {
-    #[serde(default)]
-    key: String,
-    #[serde(default)]
-    value: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonResponseOut<'a> {
-    overall_code: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    statuses: Vec<JsonStatusOut<'a>>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonStatusOut<'a> {
-    code: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_limit: Option<JsonLimitOut<'a>>,
-    #[serde(skip_serializing_if = "is_zero")]
-    limit_remaining: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    duration_until_reset: Option<String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonLimitOut<'a> {
-    #[serde(skip_serializing_if = "str::is_empty")]
-    name: &'a str,
-    requests_per_unit: u32,
-    unit: &'static str,
-}
-
-fn is_zero(v: &u32) -> bool {
-    *v == 0
-}
-
-/// A response as `/json` returns it (protojson: zero values left out).
-pub fn encode_json_response(r: &RateLimitResponse) -> Vec<u8> {
-    let out = JsonResponseOut {
-        overall_code: code_name(r.overall_code),
-        statuses: r
-            .statuses
-            .iter()
-            .map(|s| JsonStatusOut {
-                code: code_name(s.code),
-                current_limit: s.current_limit.as_ref().map(|l| JsonLimitOut {
-                    name: &l.name,
-                    requests_per_unit: l.requests_per_unit,
-                    unit: unit_name(l.unit),
-                }),
-                limit_remaining: s.limit_remaining,
-                duration_until_reset: s.duration_until_reset.as_ref().map(json_duration),
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&out).unwrap_or_default()
-}
-
-fn json_duration(d: &ProtoDuration) -> String {
-    if d.nanos == 0 {
-        format!("{}s", d.seconds)
-    } else {
-        format!("{}.{:09}", d.seconds, d.nanos.unsigned_abs()).trim_end_matches('0').to_string() + "s"
-    }
-}
-
-/// Nanoseconds of a JSON duration (`"1.5s"`, `"12s"`, `"0.000001s"`).
-fn parse_json_duration(text: &str) -> Option<u64> {
-    let secs = text.strip_suffix('s')?;
-    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
-    let whole: u64 = whole.parse().ok()?;
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac_nanos: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
-    whole.checked_mul(1_000_000_000)?.checked_add(frac_nanos)
+    protocol::encode_json_request(&request(domain, descriptors))
 }
 
 // --- Reading an answer. ---
@@ -701,39 +305,7 @@ pub fn decode_json_answer(status: u16, body: &[u8]) -> Result<Answer, AnswerErro
     if status != 200 && status != 429 {
         return Err(AnswerError::HttpStatus(status));
     }
-    let r: JsonResponse = serde_json::from_slice(body).map_err(|e| AnswerError::Undecodable(e.to_string()))?;
-    let header = |h: JsonHeader| HeaderValue { key: h.key, value: h.value, raw_value: Vec::new() };
-    let mut statuses = Vec::with_capacity(r.statuses.len());
-    for s in r.statuses {
-        let reset = match s.duration_until_reset {
-            Some(text) => {
-                let nanos = parse_json_duration(&text)
-                    .ok_or_else(|| AnswerError::Undecodable(format!("duration \"{text}\"")))?;
-                Some(ProtoDuration {
-                    seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
-                    nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
-                })
-            }
-            None => None,
-        };
-        statuses.push(DescriptorStatus {
-            code: s.code.map(|c| c.value(code_from_name)).unwrap_or(code::UNKNOWN),
-            current_limit: s.current_limit.map(|l| RateLimitValue {
-                requests_per_unit: l.requests_per_unit,
-                unit: l.unit.map(|u| u.value(unit_from_name)).unwrap_or(0),
-                name: l.name,
-            }),
-            limit_remaining: s.limit_remaining,
-            duration_until_reset: reset,
-        });
-    }
-    let r = RateLimitResponse {
-        overall_code: r.overall_code.map(|c| c.value(code_from_name)).unwrap_or(code::UNKNOWN),
-        statuses,
-        response_headers_to_add: r.response_headers_to_add.into_iter().map(header).collect(),
-        request_headers_to_add: r.request_headers_to_add.into_iter().map(header).collect(),
-    };
-    answer_of(r)
+    answer_of(protocol::decode_json_response(body).map_err(AnswerError::Undecodable)?)
 }
 
 fn answer_of(r: RateLimitResponse) -> Result<Answer, AnswerError> {
@@ -796,6 +368,7 @@ fn valid_headers(headers: &[HeaderValue]) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ratelimit::protocol::*;
     use prost::Message;
 
     fn descriptors() -> Vec<Descriptor> {
@@ -889,15 +462,27 @@ mod tests {
 
     #[test]
     fn json_request_is_what_envoyproxy_ratelimit_reads() {
-        let body = encode_json_request("edge", &descriptors());
+        let body = super::encode_json_request("edge", &descriptors());
         assert_eq!(
             String::from_utf8(body.clone()).unwrap(),
             r#"{"domain":"edge","descriptors":[{"entries":[{"key":"generic_key","value":"per-client"},{"key":"remote_address","value":"10.0.0.1"}]}]}"#
         );
         assert_eq!(decode_json_request(&body).unwrap(), request("edge", &descriptors()));
+        let mut with_hits = request("edge", &descriptors());
+        with_hits.hits_addend = 2;
+        with_hits.descriptors[0].hits_addend = Some(UInt64Value { value: 7 });
+        let round = decode_json_request(&protocol::encode_json_request(&with_hits)).unwrap();
+        assert_eq!(round, with_hits);
         let r = decode_json_request(br#"{"domain":"d","descriptors":[{"entries":[{"key":"k"}]}],"hits_addend":3}"#)
             .unwrap();
         assert_eq!((r.hits_addend, r.descriptors[0].entries[0].value.as_str()), (3, ""));
+        // A descriptor's own hitsAddend (a UInt64Value: a number or a string in protojson).
+        let r =
+            decode_json_request(br#"{"domain":"d","descriptors":[{"entries":[],"hitsAddend":"5"},{"hitsAddend":0}]}"#)
+                .unwrap();
+        let hits: Vec<Option<u64>> = r.descriptors.iter().map(|d| d.hits_addend.as_ref().map(|h| h.value)).collect();
+        assert_eq!(hits, [Some(5), Some(0)]);
+        assert!(decode_json_request(br#"{"domain":"d","hitsAddend":"many"}"#).is_err());
     }
 
     #[test]

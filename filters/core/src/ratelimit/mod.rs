@@ -38,6 +38,7 @@ pub mod config;
 mod filter;
 pub mod gcra;
 pub mod global;
+pub mod protocol;
 
 pub use filter::{FilterMetrics, GlobalMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
 

@@ -1,0 +1,494 @@
+//! Envoy's rate limit service protocol
+//! (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`), in one
+//! place for both of its sides: the filter (client) and
+//! `services/ratelimit-engine` (server).
+//!
+//! * The messages, hand-declared with `prost` derives (field numbers from
+//!   `envoy/service/ratelimit/v3/rls.proto` and its imports; unknown fields
+//!   are skipped). The engine's tests check them against Envoy's generated
+//!   types.
+//! * gRPC: the messages' protobuf encoding (`prost::Message`).
+//! * JSON, as `envoyproxy/ratelimit`'s `/json` endpoint speaks it:
+//!   protobuf's canonical JSON mapping (protojson), requests and responses,
+//!   encoded and decoded.
+//!
+//! What an answer means for a request is the filter's business
+//! ([`super::global`]); what a request counts is the engine's.
+
+use serde::{Deserialize, Serialize};
+
+/// gRPC service of `ShouldRateLimit`.
+pub const GRPC_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+/// gRPC method.
+pub const GRPC_METHOD: &str = "ShouldRateLimit";
+
+/// `envoy.service.ratelimit.v3.RateLimitRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitRequest {
+    /// The domain.
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    /// One per matching limit.
+    #[prost(message, repeated, tag = "2")]
+    pub descriptors: Vec<RateLimitDescriptor>,
+    /// Hits to charge (0 means 1).
+    #[prost(uint32, tag = "3")]
+    pub hits_addend: u32,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor` (entries and
+/// hits_addend; the `limit` override is not read).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitDescriptor {
+    /// The entries.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<DescriptorEntry>,
+    /// Hits to charge this descriptor (overrides the request's).
+    #[prost(message, optional, tag = "3")]
+    pub hits_addend: Option<UInt64Value>,
+}
+
+/// `google.protobuf.UInt64Value`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UInt64Value {
+    /// The value.
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
+}
+
+/// `RateLimitDescriptor.Entry`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescriptorEntry {
+    /// Key.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse` (the fields the filter uses).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitResponse {
+    /// `Code`: 0 unknown, 1 OK, 2 OVER_LIMIT.
+    #[prost(int32, tag = "1")]
+    pub overall_code: i32,
+    /// One per descriptor, in the request's order.
+    #[prost(message, repeated, tag = "2")]
+    pub statuses: Vec<DescriptorStatus>,
+    /// Headers for the response to the client.
+    #[prost(message, repeated, tag = "3")]
+    pub response_headers_to_add: Vec<HeaderValue>,
+    /// Headers for the request to the upstream.
+    #[prost(message, repeated, tag = "4")]
+    pub request_headers_to_add: Vec<HeaderValue>,
+}
+
+/// `RateLimitResponse.DescriptorStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DescriptorStatus {
+    /// `Code`.
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// The limit the service applied.
+    #[prost(message, optional, tag = "2")]
+    pub current_limit: Option<RateLimitValue>,
+    /// Requests left in the current unit.
+    #[prost(uint32, tag = "3")]
+    pub limit_remaining: u32,
+    /// Until the limit resets.
+    #[prost(message, optional, tag = "4")]
+    pub duration_until_reset: Option<ProtoDuration>,
+}
+
+/// `RateLimitResponse.RateLimit`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitValue {
+    /// Requests per unit.
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    /// `Unit`: 1 second, 2 minute, 3 hour, 4 day, 5 month, 6 year, 7 week.
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+    /// Optional name.
+    #[prost(string, tag = "3")]
+    pub name: String,
+}
+
+/// `envoy.config.core.v3.HeaderValue`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderValue {
+    /// Name.
+    #[prost(string, tag = "1")]
+    pub key: String,
+    /// Value.
+    #[prost(string, tag = "2")]
+    pub value: String,
+    /// Value as bytes (used instead of `value` when set).
+    #[prost(bytes = "vec", tag = "3")]
+    pub raw_value: Vec<u8>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProtoDuration {
+    /// Seconds.
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    /// Nanoseconds.
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// `envoy.config.core.v3.GrpcService`, naming an Envoy cluster.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GrpcService {
+    /// `envoy_grpc`.
+    #[prost(message, optional, tag = "1")]
+    pub envoy_grpc: Option<EnvoyGrpc>,
+}
+
+/// `GrpcService.EnvoyGrpc`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EnvoyGrpc {
+    /// Cluster.
+    #[prost(string, tag = "1")]
+    pub cluster_name: String,
+    /// `:authority` (the cluster name when empty).
+    #[prost(string, tag = "2")]
+    pub authority: String,
+}
+
+/// Response codes.
+pub mod code {
+    /// Not known: treated as a failed call.
+    pub const UNKNOWN: i32 = 0;
+    /// Under the limit.
+    pub const OK: i32 = 1;
+    /// Over the limit.
+    pub const OVER_LIMIT: i32 = 2;
+}
+
+/// Seconds in a `Unit` (`None` for UNKNOWN or an unknown value). A month is
+/// 30 days and a year 365, as `envoyproxy/ratelimit` counts them.
+pub fn unit_seconds(unit: i32) -> Option<u64> {
+    match unit {
+        1 => Some(1),
+        2 => Some(60),
+        3 => Some(3_600),
+        4 => Some(86_400),
+        5 => Some(30 * 86_400),
+        6 => Some(365 * 86_400),
+        7 => Some(7 * 86_400),
+        _ => None,
+    }
+}
+
+/// The unit's name in JSON.
+pub fn unit_name(unit: i32) -> &'static str {
+    match unit {
+        1 => "SECOND",
+        2 => "MINUTE",
+        3 => "HOUR",
+        4 => "DAY",
+        5 => "MONTH",
+        6 => "YEAR",
+        7 => "WEEK",
+        _ => "UNKNOWN",
+    }
+}
+
+fn unit_from_name(name: &str) -> i32 {
+    match name {
+        "SECOND" => 1,
+        "MINUTE" => 2,
+        "HOUR" => 3,
+        "DAY" => 4,
+        "MONTH" => 5,
+        "YEAR" => 6,
+        "WEEK" => 7,
+        _ => 0,
+    }
+}
+
+fn code_name(code: i32) -> &'static str {
+    match code {
+        code::OK => "OK",
+        code::OVER_LIMIT => "OVER_LIMIT",
+        _ => "UNKNOWN",
+    }
+}
+
+fn code_from_name(name: &str) -> i32 {
+    match name {
+        "OK" => code::OK,
+        "OVER_LIMIT" => code::OVER_LIMIT,
+        _ => code::UNKNOWN,
+    }
+}
+
+/// What Envoy's `dispatch_grpc_call` takes as its target: a serialized
+/// `GrpcService` naming the cluster. (A bare cluster name also works, unless
+/// its bytes happen to parse as a `GrpcService`: `"h1"` does.)
+pub fn grpc_target(cluster: &str, authority: &str) -> Vec<u8> {
+    prost::Message::encode_to_vec(&GrpcService {
+        envoy_grpc: Some(EnvoyGrpc { cluster_name: cluster.to_string(), authority: authority.to_string() }),
+    })
+}
+
+// --- JSON (protobuf's canonical mapping, as envoyproxy/ratelimit's /json speaks it). ---
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct JsonRequest {
+    domain: String,
+    #[serde(default)]
+    descriptors: Vec<JsonDescriptor>,
+    #[serde(default, alias = "hits_addend", skip_serializing_if = "Option::is_none")]
+    hits_addend: Option<JsonU64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct JsonDescriptor {
+    #[serde(default)]
+    entries: Vec<JsonEntry>,
+    #[serde(default, alias = "hits_addend", skip_serializing_if = "Option::is_none")]
+    hits_addend: Option<JsonU64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct JsonEntry {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// A request as `/json` takes it (client side).
+pub fn encode_json_request(r: &RateLimitRequest) -> Vec<u8> {
+    let body = JsonRequest {
+        domain: r.domain.clone(),
+        descriptors: r
+            .descriptors
+            .iter()
+            .map(|d| JsonDescriptor {
+                entries: d.entries.iter().map(|e| JsonEntry { key: e.key.clone(), value: e.value.clone() }).collect(),
+                hits_addend: d.hits_addend.as_ref().map(|h| JsonU64::Number(h.value)),
+            })
+            .collect(),
+        hits_addend: (r.hits_addend > 0).then_some(JsonU64::Number(u64::from(r.hits_addend))),
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// A `/json` request body as the message (server side; both proto and
+/// lowerCamelCase field names are accepted, and 64-bit numbers as numbers or
+/// strings, as protobuf's JSON mapping allows).
+pub fn decode_json_request(body: &[u8]) -> Result<RateLimitRequest, String> {
+    let r: JsonRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let hits_addend = r.hits_addend.map(|h| h.value()).transpose()?.unwrap_or(0);
+    let mut descriptors = Vec::with_capacity(r.descriptors.len());
+    for d in r.descriptors {
+        let hits = d.hits_addend.map(|h| h.value()).transpose()?;
+        descriptors.push(RateLimitDescriptor {
+            entries: d.entries.into_iter().map(|e| DescriptorEntry { key: e.key, value: e.value }).collect(),
+            hits_addend: hits.map(|value| UInt64Value { value }),
+        });
+    }
+    Ok(RateLimitRequest {
+        domain: r.domain,
+        descriptors,
+        hits_addend: u32::try_from(hits_addend).map_err(|_| "hitsAddend is out of range".to_string())?,
+    })
+}
+
+/// A 64-bit number in JSON: a number, or a string holding one.
+#[derive(Serialize, Deserialize, Clone)]
+#[serde(untagged)]
+enum JsonU64 {
+    Number(u64),
+    Text(String),
+}
+
+impl JsonU64 {
+    fn value(self) -> Result<u64, String> {
+        match self {
+            JsonU64::Number(n) => Ok(n),
+            JsonU64::Text(t) => t.parse().map_err(|_| format!("\"{t}\" is not a whole number")),
+        }
+    }
+}
+
+/// An enum in JSON: its name, or its number.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum JsonEnum {
+    Name(String),
+    Number(i32),
+}
+
+impl JsonEnum {
+    fn value(&self, by_name: fn(&str) -> i32) -> i32 {
+        match self {
+            JsonEnum::Name(n) => by_name(n),
+            JsonEnum::Number(n) => *n,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonResponse {
+    #[serde(default, alias = "overall_code")]
+    overall_code: Option<JsonEnum>,
+    #[serde(default)]
+    statuses: Vec<JsonStatus>,
+    #[serde(default, alias = "response_headers_to_add")]
+    response_headers_to_add: Vec<JsonHeader>,
+    #[serde(default, alias = "request_headers_to_add")]
+    request_headers_to_add: Vec<JsonHeader>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonStatus {
+    #[serde(default)]
+    code: Option<JsonEnum>,
+    #[serde(default, alias = "current_limit")]
+    current_limit: Option<JsonLimit>,
+    #[serde(default, alias = "limit_remaining")]
+    limit_remaining: u32,
+    #[serde(default, alias = "duration_until_reset")]
+    duration_until_reset: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLimit {
+    #[serde(default, alias = "requests_per_unit")]
+    requests_per_unit: u32,
+    #[serde(default)]
+    unit: Option<JsonEnum>,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct JsonHeader {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonResponseOut<'a> {
+    overall_code: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    statuses: Vec<JsonStatusOut<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonStatusOut<'a> {
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_limit: Option<JsonLimitOut<'a>>,
+    #[serde(skip_serializing_if = "is_zero")]
+    limit_remaining: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_until_reset: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonLimitOut<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    requests_per_unit: u32,
+    unit: &'static str,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// A response as `/json` returns it (protojson: zero values left out).
+pub fn encode_json_response(r: &RateLimitResponse) -> Vec<u8> {
+    let out = JsonResponseOut {
+        overall_code: code_name(r.overall_code),
+        statuses: r
+            .statuses
+            .iter()
+            .map(|s| JsonStatusOut {
+                code: code_name(s.code),
+                current_limit: s.current_limit.as_ref().map(|l| JsonLimitOut {
+                    name: &l.name,
+                    requests_per_unit: l.requests_per_unit,
+                    unit: unit_name(l.unit),
+                }),
+                limit_remaining: s.limit_remaining,
+                duration_until_reset: s.duration_until_reset.as_ref().map(json_duration),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&out).unwrap_or_default()
+}
+
+fn json_duration(d: &ProtoDuration) -> String {
+    if d.nanos == 0 {
+        format!("{}s", d.seconds)
+    } else {
+        format!("{}.{:09}", d.seconds, d.nanos.unsigned_abs()).trim_end_matches('0').to_string() + "s"
+    }
+}
+
+/// Nanoseconds of a JSON duration (`"1.5s"`, `"12s"`, `"0.000001s"`).
+fn parse_json_duration(text: &str) -> Option<u64> {
+    let secs = text.strip_suffix('s')?;
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
+    let whole: u64 = whole.parse().ok()?;
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_nanos: u64 = if frac.is_empty() { 0 } else { format!("{frac:0<9}").parse().ok()? };
+    whole.checked_mul(1_000_000_000)?.checked_add(frac_nanos)
+}
+
+/// A `/json` answer body as the message (client side).
+pub fn decode_json_response(body: &[u8]) -> Result<RateLimitResponse, String> {
+    let r: JsonResponse = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let header = |h: JsonHeader| HeaderValue { key: h.key, value: h.value, raw_value: Vec::new() };
+    let mut statuses = Vec::with_capacity(r.statuses.len());
+    for s in r.statuses {
+        let reset = match s.duration_until_reset {
+            Some(text) => {
+                let nanos = parse_json_duration(&text).ok_or_else(|| format!("duration \"{text}\""))?;
+                Some(ProtoDuration {
+                    seconds: i64::try_from(nanos / 1_000_000_000).unwrap_or(i64::MAX),
+                    nanos: i32::try_from(nanos % 1_000_000_000).unwrap_or(0),
+                })
+            }
+            None => None,
+        };
+        statuses.push(DescriptorStatus {
+            code: s.code.map(|c| c.value(code_from_name)).unwrap_or(code::UNKNOWN),
+            current_limit: s.current_limit.map(|l| RateLimitValue {
+                requests_per_unit: l.requests_per_unit,
+                unit: l.unit.map(|u| u.value(unit_from_name)).unwrap_or(0),
+                name: l.name,
+            }),
+            limit_remaining: s.limit_remaining,
+            duration_until_reset: reset,
+        });
+    }
+    let r = RateLimitResponse {
+        overall_code: r.overall_code.map(|c| c.value(code_from_name)).unwrap_or(code::UNKNOWN),
+        statuses,
+        response_headers_to_add: r.response_headers_to_add.into_iter().map(header).collect(),
+        request_headers_to_add: r.request_headers_to_add.into_iter().map(header).collect(),
+    };
+    Ok(r)
+}
