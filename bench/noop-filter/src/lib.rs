@@ -12,6 +12,7 @@ pub struct Noop;
 
 impl Filter for Noop {
     type Stream = ();
+    const METRIC_PREFIX: &'static str = "noop";
 
     fn configure<H: Host>(_host: &H, _config: &[u8]) -> Result<Self, Refused> {
         Ok(Noop)

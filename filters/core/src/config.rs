@@ -153,7 +153,7 @@ pub(crate) fn json_blocks(markdown: &str) -> Vec<&str> {
 /// placeholder such as `<limit>`). In the table, a name written `.suffix`
 /// after a full name shares that name's prefix.
 #[cfg(test)]
-pub(crate) fn assert_metrics_table(readme: &str, sets: &[(&str, &[&str])]) {
+pub(crate) fn assert_metrics_table<F: crate::host::Filter>(readme: &str, sets: &[(&str, &[&str])]) {
     let section = readme.split("## Metrics").nth(1).expect("a ## Metrics section");
     let mut documented = std::collections::BTreeSet::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
@@ -168,8 +168,9 @@ pub(crate) fn assert_metrics_table(readme: &str, sets: &[(&str, &[&str])]) {
             documented.insert(full);
         }
     }
-    let defined: std::collections::BTreeSet<String> =
+    let mut defined: std::collections::BTreeSet<String> =
         sets.iter().flat_map(|(p, suffixes)| suffixes.iter().map(move |s| format!("{p}{s}"))).collect();
+    defined.insert(format!("{}.configured", F::METRIC_PREFIX));
     assert_eq!(documented, defined, "README metrics table vs metrics defined");
 }
 

@@ -205,6 +205,11 @@ pub trait Filter: Sized + 'static {
     /// Per-request state, created empty when a request starts.
     type Stream: Default;
 
+    /// The first component of every metric the filter defines
+    /// (`rate_limit`, ...); `<prefix>.configured` counts the VMs that
+    /// configured it ([`configure`]).
+    const METRIC_PREFIX: &'static str;
+
     /// Checks the configuration bytes and builds the filter (metrics
     /// defined, shared tables created). An `Err` is logged in one line and the
     /// proxy refuses the configuration.
@@ -224,6 +229,15 @@ pub trait Filter: Sized + 'static {
     fn on_call_reply<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _token: u32, _reply: CallReply) -> Flow {
         Flow::Continue
     }
+}
+
+/// Configures `F` as the proxy does when it loads the plugin: on success,
+/// counts `<prefix>.configured` (one per VM: each worker and the main
+/// thread; it grows on a VM reload).
+pub fn configure<F: Filter, H: Host>(host: &H, config: &[u8]) -> Result<F, Refused> {
+    let filter = F::configure(host, config)?;
+    Counter::define(host, &format!("{}.configured", F::METRIC_PREFIX)).inc(host);
+    Ok(filter)
 }
 
 /// A counter; a host that refused to define it yields one that counts

@@ -418,7 +418,7 @@ impl<F: Filter> Exchange<F> {
 
     /// Configures `F` on `host` (for example one sharing another's store).
     pub fn on(host: RecordingHost, config: &str) -> Result<Self, Refused> {
-        let filter = F::configure(&host, config.as_bytes())?;
+        let filter = crate::host::configure::<F, _>(&host, config.as_bytes())?;
         Ok(Exchange { filter, host })
     }
 
@@ -485,5 +485,33 @@ impl<F: Filter> Exchange<F> {
     /// A plain `GET path` from `peer` answered 200.
     pub fn get(&self, path: &str) -> Outcome {
         self.request(&[(":method", "GET"), (":path", path), (":authority", "example.com")], 200, &[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostCalls;
+
+    /// `bench/README.md`'s table of host calls per request is the one the
+    /// filters' tests pin.
+    #[test]
+    fn the_host_call_table_in_bench_readme_is_the_pinned_one() {
+        let measured: [(&str, HostCalls); 4] = [
+            ("rate-limit", crate::ratelimit::filter_tests::calls_per_request()),
+            ("circuit-breaker", crate::breaker::filter_tests::calls_per_request()),
+            ("retry", crate::retry::filter_tests::calls_per_request()),
+            ("sticky-session", crate::sticky::filter_tests::calls_per_request()),
+        ];
+        let readme = include_str!("../../../bench/README.md");
+        for (filter, calls) in measured {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{filter}` |")))
+                .unwrap_or_else(|| panic!("no row for {filter} in bench/README.md"));
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let got = (cells[3].parse::<u32>().unwrap(), cells[4].parse::<u32>().unwrap(), cells[5].parse::<u32>().unwrap());
+            let want = (calls.returning_bytes, calls.callbacks_reading, calls.returning_nothing);
+            assert_eq!(got, want, "{filter}: (returning bytes, callbacks reading, returning nothing)");
+        }
     }
 }

@@ -186,7 +186,7 @@ impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes =
             hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        match F::configure(&ProxyHost, &bytes) {
+        match filters_core::host::configure::<F, _>(&ProxyHost, &bytes) {
             Ok(filter) => {
                 self.filter = Some(Rc::new(filter));
                 true
@@ -269,6 +269,7 @@ pub struct TrapOnDemand<F: Filter>(F);
 
 impl<F: Filter> Filter for TrapOnDemand<F> {
     type Stream = F::Stream;
+    const METRIC_PREFIX: &'static str = F::METRIC_PREFIX;
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, filters_core::host::Refused> {
         F::configure(host, config).map(TrapOnDemand)

@@ -51,7 +51,6 @@ crate::metrics! {
 crate::metrics! {
     /// The filter's own counters (`circuit_breaker.*`).
     pub struct FilterMetrics {
-        configured: Counter = "configured",
         untracked: Counter = "untracked",
         store_errors: Counter = "store_errors",
     }
@@ -231,12 +230,12 @@ impl BreakerFilter {
 
 impl Filter for BreakerFilter {
     type Stream = BreakerStream;
+    const METRIC_PREFIX: &'static str = "circuit_breaker";
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let breakers = Breakers::new(BreakerConfig::from_json(config)?);
         let created = Refused::store("the breaker table", breakers.initialize(host))?;
         let metrics = FilterMetrics::define(host, "circuit_breaker.");
-        metrics.configured.inc(host);
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);
         Ok(BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics })
     }

@@ -194,22 +194,27 @@ fn a_configured_body_replaces_the_json_one() {
     assert_eq!((r.status, r.body.as_str(), r.header("content-type")), (429, "down\n", None));
 }
 
-#[test]
-fn host_calls_per_request_are_pinned() {
+/// A request through a closed breaker under the documented defaults (key
+/// `cluster`; one trip condition is required).
+pub(crate) fn calls_per_request() -> HostCalls {
     let x = breaker(r#"{"consecutive_failures":5}"#);
     send(&x, 200); // finds and caches the slot
-    let out = send(&x, 200);
+    send(&x, 200).calls
+}
+
+#[test]
+fn host_calls_per_request_are_pinned() {
     // Request callback: xds.cluster_name and the record's head (bytes); the
     // clock. Log callback: :status, code details, flags and the record's
     // read (bytes); the clock, the `requests` counter, the record's
     // compare-and-swap write (the window counts every request) and the
     // `state` gauge.
-    assert_eq!(out.calls, HostCalls { returning_bytes: 6, returning_nothing: 5, callbacks_reading: 2 }, "{out:?}");
+    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 6, returning_nothing: 5, callbacks_reading: 2 });
 }
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table(
+    crate::config::assert_metrics_table::<BreakerFilter>(
         include_str!("../../../circuit-breaker/README.md"),
         &[("circuit_breaker.<key>.", BreakerMetrics::SUFFIXES), ("circuit_breaker.", FilterMetrics::SUFFIXES)],
     );

@@ -524,6 +524,6 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod filter_tests;
+pub(crate) mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -35,7 +35,6 @@ crate::metrics! {
 crate::metrics! {
     /// The filter's own counters (`rate_limit.*`).
     pub struct FilterMetrics {
-        configured: Counter = "configured",
         store_errors: Counter = "store_errors",
         client_ip_fallback: Counter = "client_ip_fallback",
     }
@@ -279,6 +278,7 @@ impl RateLimitFilter {
 
 impl Filter for RateLimitFilter {
     type Stream = RateLimitStream;
+    const METRIC_PREFIX: &'static str = "rate_limit";
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let config = RateLimitConfig::from_json(config)?;
@@ -293,7 +293,6 @@ impl Filter for RateLimitFilter {
         // Create every bucket before the first request (see the module's
         // "Bounded memory"); existing buckets, e.g. after a VM reload, are kept.
         let created = Refused::store("the rate-limit table", limiter.initialize(host))?;
-        metrics.configured.inc(host);
         log::info!(
             "configured {} limit(s), mode {:?}, {created} new slot(s)",
             limiter.config().limits.len(),

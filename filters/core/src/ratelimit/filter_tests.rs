@@ -243,17 +243,23 @@ fn local_refusal_skips_the_service() {
 
 // ---- host calls ----
 
-/// The README's first example, reduced to its per-client limit (the
-/// documented default shape: one limit keyed on the client address).
+/// One request through the documented defaults: one limit keyed on the
+/// client address, `"headers": "draft"`.
+pub(crate) fn calls_per_request() -> HostCalls {
+    let x = filter(r#"{"limits":[{"name":"per-client","requests":10,"period":"1s","burst":5,"key":"client_ip"}]}"#);
+    x.get("/").calls
+}
+
 #[test]
 fn host_calls_per_request_are_pinned() {
-    let x = filter(LOCAL);
-    let out = x.get("/");
     // Returning bytes: source.address and the bucket's shared-data read, in
     // the request-headers callback. Returning nothing: the clock, the
-    // compare-and-swap write, the `allowed` counter and the five headers of
-    // `"headers": "both"` on the response.
-    assert_eq!(out.calls, HostCalls { returning_bytes: 2, returning_nothing: 8, callbacks_reading: 1 }, "{out:?}");
+    // compare-and-swap write, the `allowed` counter and the two draft
+    // headers on the response.
+    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 2, returning_nothing: 5, callbacks_reading: 1 });
+    // "headers": "both" adds three response headers, nothing else.
+    let both = filter(LOCAL).get("/").calls;
+    assert_eq!(both, HostCalls { returning_bytes: 2, returning_nothing: 8, callbacks_reading: 1 });
 }
 
 #[test]
@@ -271,7 +277,7 @@ fn host_calls_of_a_global_limit_are_pinned() {
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
     use super::{FilterMetrics, GlobalMetrics, LimitMetrics};
-    crate::config::assert_metrics_table(
+    crate::config::assert_metrics_table::<RateLimitFilter>(
         include_str!("../../../rate-limit/README.md"),
         &[
             ("rate_limit.<limit>.", LimitMetrics::SUFFIXES),

@@ -494,6 +494,6 @@ fn ceil_secs(nanos: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod filter_tests;
+pub(crate) mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,6 @@ use crate::store::{update_bytes, SharedStore, StoreError};
 crate::metrics! {
     /// The filter's counters (`retry.*`).
     pub struct RetryMetrics {
-        configured: Counter = "configured",
         retries: Counter = "retries",
         budget_refused: Counter = "budget_refused",
         forged_stripped: Counter = "forged_stripped",
@@ -90,6 +89,7 @@ impl RetryFilter {
 
 impl Filter for RetryFilter {
     type Stream = RetryStream;
+    const METRIC_PREFIX: &'static str = "retry";
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let config = RetryConfig::from_json(config)?;
@@ -97,7 +97,6 @@ impl Filter for RetryFilter {
         let per_policy =
             config.policies.iter().map(|p| PolicyMetrics::define(host, &format!("retry.{}.", p.name))).collect();
         let metrics = RetryMetrics::define(host, "retry.");
-        metrics.configured.inc(host);
         log::info!("configured {} polic(ies)", config.policies.len());
         Ok(RetryFilter { config, metrics, per_policy })
     }

@@ -367,6 +367,6 @@ fn check_policy(i: usize, raw: RawPolicy) -> Result<Policy, ConfigError> {
 }
 
 #[cfg(test)]
-mod filter_tests;
+pub(crate) mod filter_tests;
 #[cfg(test)]
 mod tests;

@@ -41,7 +41,6 @@ crate::metrics! {
 crate::metrics! {
     /// The filter's own counters (`sticky.*`).
     pub struct FilterMetrics {
-        configured: Counter = "configured",
         cookie_rejected: Counter = "cookie_rejected",
         all_down: Counter = "all_down",
         store_errors: Counter = "store_errors",
@@ -103,6 +102,7 @@ impl StickyFilter {
 
 impl Filter for StickyFilter {
     type Stream = SessionStream;
+    const METRIC_PREFIX: &'static str = "sticky";
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let sticky = Sticky::new(StickyConfig::from_json(config)?);
@@ -112,7 +112,6 @@ impl Filter for StickyFilter {
             cfg.backends.iter().map(|b| BackendMetrics::define(host, &format!("sticky.{}.", b.name))).collect();
         let needs_peer = cfg.fallback == Fallback::ClientIp || cfg.session_key.contains(&KeySource::ClientIp);
         let metrics = FilterMetrics::define(host, "sticky.");
-        metrics.configured.inc(host);
         log::info!("configured {} backend(s), {created} new health record(s)", cfg.backends.len());
         Ok(StickyFilter { sticky, per_backend, metrics, needs_peer, random_counter: Cell::new(0) })
     }

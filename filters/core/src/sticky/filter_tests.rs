@@ -159,22 +159,27 @@ fn no_session_key_falls_back_to_the_client_address() {
     }
 }
 
+/// A request without a pinning cookie under the documented defaults (two
+/// backends, keyed on the client address).
+pub(crate) fn calls_per_request() -> HostCalls {
+    let x = sticky(r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"}]}"#);
+    send(&x, &[(":method", "GET")], 200, None).calls
+}
+
 #[test]
 fn host_calls_per_request_are_pinned() {
-    let x = sticky(r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"}]}"#);
-    let out = send(&x, &[(":method", "GET")], 200, None);
     // Request callback: every request header, source.address and the chosen
     // backend's health record (bytes); the upstream header removed and set,
     // the clock, the `assigned` counter (nothing). Log callback:
     // upstream.address, :status, code details, flags and the health record
     // read (bytes); the clock (nothing; a success on a clean record writes
     // nothing).
-    assert_eq!(out.calls, HostCalls { returning_bytes: 8, returning_nothing: 5, callbacks_reading: 2 }, "{out:?}");
+    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 8, returning_nothing: 5, callbacks_reading: 2 });
 }
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table(
+    crate::config::assert_metrics_table::<StickyFilter>(
         include_str!("../../../sticky-session/README.md"),
         &[("sticky.<backend>.", BackendMetrics::SUFFIXES), ("sticky.", FilterMetrics::SUFFIXES)],
     );

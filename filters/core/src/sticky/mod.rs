@@ -376,6 +376,6 @@ fn query_param(path: &str, name: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod filter_tests;
+pub(crate) mod filter_tests;
 #[cfg(test)]
 mod tests;
