@@ -509,7 +509,8 @@ mod tests {
                 .find(|l| l.starts_with(&format!("| `{filter}` |")))
                 .unwrap_or_else(|| panic!("no row for {filter} in bench/README.md"));
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            let got = (cells[3].parse::<u32>().unwrap(), cells[4].parse::<u32>().unwrap(), cells[5].parse::<u32>().unwrap());
+            let got =
+                (cells[3].parse::<u32>().unwrap(), cells[4].parse::<u32>().unwrap(), cells[5].parse::<u32>().unwrap());
             let want = (calls.returning_bytes, calls.callbacks_reading, calls.returning_nothing);
             assert_eq!(got, want, "{filter}: (returning bytes, callbacks reading, returning nothing)");
         }
