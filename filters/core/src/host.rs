@@ -290,35 +290,38 @@ fn define<H: Host + ?Sized>(host: &H, kind: MetricKind, name: &str) -> Option<u3
     id
 }
 
-/// Declares a set of metrics once: the struct, its `define` (every name is
-/// `prefix` followed by the field's suffix) and `SUFFIXES`, the list the
-/// README tests compare the metrics tables against.
+/// Declares a set of metrics once: the struct (one field per metric, named
+/// as the metric's last component), its `define` (every name is `prefix`
+/// followed by the field's name) and `SUFFIXES`, the list the README tests
+/// compare the metrics tables against.
 ///
 /// ```ignore
 /// metrics! {
 ///     /// Calls to the rate limit service.
-///     pub struct GlobalMetrics {
-///         calls: Counter = "calls",
-///     }
+///     pub struct GlobalMetrics { gauges: [], counters: [calls, ok, over_limit] }
 /// }
 /// ```
 #[macro_export]
 macro_rules! metrics {
-    ($(#[$doc:meta])* $vis:vis struct $name:ident { $($(#[$fdoc:meta])* $field:ident : $kind:ident = $suffix:literal),* $(,)? }) => {
+    ($(#[$doc:meta])* $vis:vis struct $name:ident { gauges: [$($g:ident),* $(,)?], counters: [$($c:ident),* $(,)?] $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, Default)]
         $vis struct $name {
-            $($(#[$fdoc])* #[doc = concat!("`<prefix>", $suffix, "`")] pub $field: $crate::host::$kind,)*
+            $(#[doc = concat!("Gauge `<prefix>", stringify!($g), "`.")] pub $g: $crate::host::Gauge,)*
+            $(#[doc = concat!("Counter `<prefix>", stringify!($c), "`.")] pub $c: $crate::host::Counter,)*
         }
 
         impl $name {
             /// Every metric's name after the prefix, in declaration order.
             #[allow(dead_code)]
-            pub const SUFFIXES: &'static [&'static str] = &[$($suffix),*];
+            pub const SUFFIXES: &'static [&'static str] = &[$(stringify!($g),)* $(stringify!($c)),*];
 
-            /// Defines every metric, named `prefix` + suffix.
+            /// Defines every metric, named `prefix` + field name.
             pub fn define<H: $crate::host::Host + ?Sized>(host: &H, prefix: &str) -> Self {
-                $name { $($field: $crate::host::$kind::define(host, &format!("{prefix}{}", $suffix)),)* }
+                $name {
+                    $($g: $crate::host::Gauge::define(host, &format!("{prefix}{}", stringify!($g))),)*
+                    $($c: $crate::host::Counter::define(host, &format!("{prefix}{}", stringify!($c))),)*
+                }
             }
         }
     };

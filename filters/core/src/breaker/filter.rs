@@ -37,23 +37,12 @@ pub const OTHER_KEYS: &str = "_other";
 
 crate::metrics! {
     /// One breaker's metrics (`circuit_breaker.<key>.*`).
-    pub struct BreakerMetrics {
-        state: Gauge = "state",
-        requests: Counter = "requests",
-        failures: Counter = "failures",
-        rejected: Counter = "rejected",
-        opened: Counter = "opened",
-        half_opened: Counter = "half_opened",
-        closed: Counter = "closed",
-    }
+    pub struct BreakerMetrics { gauges: [state], counters: [requests, failures, rejected, opened, half_opened, closed] }
 }
 
 crate::metrics! {
     /// The filter's own counters (`circuit_breaker.*`).
-    pub struct FilterMetrics {
-        untracked: Counter = "untracked",
-        store_errors: Counter = "store_errors",
-    }
+    pub struct FilterMetrics { gauges: [], counters: [untracked, store_errors] }
 }
 
 impl BreakerMetrics {

@@ -25,33 +25,20 @@ use std::time::Duration;
 
 crate::metrics! {
     /// One limit's verdicts (`rate_limit.<limit>.*`).
-    pub struct LimitMetrics {
-        allowed: Counter = "allowed",
-        refused: Counter = "refused",
-        shadow_refused: Counter = "shadow_refused",
-    }
+    pub struct LimitMetrics { gauges: [], counters: [allowed, refused, shadow_refused] }
 }
 
 crate::metrics! {
     /// The filter's own counters (`rate_limit.*`).
-    pub struct FilterMetrics {
-        store_errors: Counter = "store_errors",
-        client_ip_fallback: Counter = "client_ip_fallback",
-    }
+    pub struct FilterMetrics { gauges: [], counters: [store_errors, client_ip_fallback] }
 }
 
 crate::metrics! {
     /// Calls to the rate limit service (`rate_limit.global.*`, defined only
     /// when a limit is global).
     pub struct GlobalMetrics {
-        calls: Counter = "calls",
-        ok: Counter = "ok",
-        over_limit: Counter = "over_limit",
-        errors: Counter = "errors",
-        timeouts: Counter = "timeouts",
-        failure_mode_allowed: Counter = "failure_mode_allowed",
-        failure_mode_denied: Counter = "failure_mode_denied",
-        degraded: Counter = "degraded",
+        gauges: [],
+        counters: [calls, ok, over_limit, errors, timeouts, failure_mode_allowed, failure_mode_denied, degraded],
     }
 }
 

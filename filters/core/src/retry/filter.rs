@@ -26,20 +26,14 @@ use crate::store::{update_bytes, SharedStore, StoreError};
 crate::metrics! {
     /// The filter's counters (`retry.*`).
     pub struct RetryMetrics {
-        retries: Counter = "retries",
-        budget_refused: Counter = "budget_refused",
-        forged_stripped: Counter = "forged_stripped",
-        not_idempotent: Counter = "not_idempotent",
-        retry_after_added: Counter = "retry_after_added",
-        store_errors: Counter = "store_errors",
+        gauges: [],
+        counters: [retries, budget_refused, forged_stripped, not_idempotent, retry_after_added, store_errors],
     }
 }
 
 crate::metrics! {
     /// One policy's counter (`retry.<policy>.*`).
-    pub struct PolicyMetrics {
-        requests: Counter = "requests",
-    }
+    pub struct PolicyMetrics { gauges: [], counters: [requests] }
 }
 
 /// Applies `f` to the shared budget ring (an empty ring if the record is

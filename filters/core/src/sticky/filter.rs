@@ -31,20 +31,12 @@ use std::cell::Cell;
 
 crate::metrics! {
     /// One backend's counters (`sticky.<backend>.*`).
-    pub struct BackendMetrics {
-        assigned: Counter = "assigned",
-        failovers: Counter = "failovers",
-        ejected: Counter = "ejected",
-    }
+    pub struct BackendMetrics { gauges: [], counters: [assigned, failovers, ejected] }
 }
 
 crate::metrics! {
     /// The filter's own counters (`sticky.*`).
-    pub struct FilterMetrics {
-        cookie_rejected: Counter = "cookie_rejected",
-        all_down: Counter = "all_down",
-        store_errors: Counter = "store_errors",
-    }
+    pub struct FilterMetrics { gauges: [], counters: [cookie_rejected, all_down, store_errors] }
 }
 
 /// The sticky-session filter, one per worker.
