@@ -286,3 +286,14 @@ fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
         ],
     );
 }
+
+#[test]
+fn exact_across_workers_under_nginx_strict_cas_too() {
+    let a = Exchange::<RateLimitFilter>::new(CasRule::NginxStrict, LOCAL).unwrap();
+    let b = Exchange::<RateLimitFilter>::on(a.host.worker(), LOCAL).unwrap();
+    for x in [&a, &b] {
+        x.host.set_property("source.address", "10.0.0.1"); // nginx: no port
+    }
+    let admitted = (0..20).filter(|i| [&a, &b][i % 2].get("/").status(200) == 200).count();
+    assert_eq!(admitted, 5);
+}

@@ -151,3 +151,17 @@ fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
         &[("retry.<policy>.", PolicyMetrics::SUFFIXES), ("retry.", RetryMetrics::SUFFIXES)],
     );
 }
+
+#[test]
+fn the_budget_is_exact_under_nginx_strict_cas_too() {
+    let a = Exchange::<RetryFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
+    let b = Exchange::<RetryFilter>::on(a.host.worker(), CONFIG).unwrap();
+    let granted: u32 = (0..10)
+        .map(|i| {
+            let x = [&a, &b][i % 2];
+            x.host.set_property("source.address", "192.0.2.7");
+            get(x, "/api", 4).upstream_header("x-envoy-max-retries").unwrap().parse::<u32>().unwrap()
+        })
+        .sum();
+    assert_eq!(granted, 12);
+}

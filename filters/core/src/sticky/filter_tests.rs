@@ -184,3 +184,15 @@ fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
         &[("sticky.<backend>.", BackendMetrics::SUFFIXES), ("sticky.", FilterMetrics::SUFFIXES)],
     );
 }
+
+#[test]
+fn an_ejection_is_seen_by_every_worker_under_nginx_strict_cas_too() {
+    let a = Exchange::<StickyFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
+    let b = Exchange::<StickyFilter>::on(a.host.worker(), CONFIG).unwrap();
+    let home = backend(&session(&a, "s1", 200));
+    for _ in 0..3 {
+        session(&a, "s1", 503);
+    }
+    assert_ne!(backend(&session(&b, "s1", 200)), home);
+    assert_eq!(a.host.metric(&format!("sticky.{home}.ejected")), 1);
+}
