@@ -216,3 +216,50 @@ fn upstream_timeouts_trip_the_breaker() {
     // 504 is not in failure_statuses: only the network classification counted them.
     assert!(is_rejection(&s.get("/flaky/x")), "two timeouts in a row: open");
 }
+
+const TRIP_AFTER_3: &str = r#"{"key":"cluster","consecutive_failures":3,"open_for":"1s","max_open_for":"8s"}"#;
+
+/// Clients that give up on a hung upstream (Envoy: no code, flag DC,
+/// `downstream_remote_disconnect`) say nothing about it: they neither count
+/// nor reset the failure streak.
+#[test]
+fn requests_the_client_gave_up_on_neither_count_nor_reset_the_streak() {
+    let s = Setup::new(Some(TRIP_AFTER_3));
+    s.set_flaky("fail=1");
+    for _ in 0..2 {
+        assert_eq!(s.get("/flaky/x").header("x-backend"), Some("b"));
+    }
+    s.set_flaky("fail=0&hang=1");
+    for _ in 0..4 {
+        abandon(s.envoy.addr, "/flaky/x", &[], Duration::from_millis(300));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // Envoy completes the abandoned streams
+    s.set_flaky("hang=0&fail=1");
+    assert_eq!(s.get("/flaky/x").header("x-backend"), Some("b"), "the third failure reaches the backend");
+    let r = s.get("/flaky/x");
+    assert!(is_rejection(&r), "three failures in a row, the abandoned requests aside, tripped it: {}", r.status);
+    assert_eq!(s.stat("flaky.requests"), 3, "abandoned requests were not recorded");
+}
+
+/// A half-open probe whose client gives up gives its place back and closes
+/// nothing: the breaker must not reopen the flood gates on a hung upstream.
+#[test]
+fn a_probe_the_client_gave_up_on_does_not_close_the_breaker() {
+    let s = Setup::new(Some(TRIP_AFTER_3));
+    s.set_flaky("fail=1");
+    for _ in 0..3 {
+        s.get("/flaky/x");
+    }
+    assert!(is_rejection(&s.get("/flaky/x")));
+    std::thread::sleep(Duration::from_millis(1300)); // open_for
+    s.set_flaky("fail=0&hang=1");
+    abandon(s.envoy.addr, "/flaky/x", &[], Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.stat("flaky.closed"), 0, "the abandoned probe closed the breaker");
+    assert_eq!(s.stat("flaky.state"), 2, "still half-open");
+    // The place was given back: the next request probes, and its success closes.
+    s.set_flaky("hang=0");
+    let r = s.get("/flaky/x");
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
+    assert_eq!(s.stat("flaky.closed"), 1);
+}

@@ -246,3 +246,23 @@ fn address_outside_the_cluster_falls_back_to_round_robin() {
         (0..6).map(|_| s.get(&[("x-session-id", "one")]).header("x-backend").unwrap_or("-").to_string()).collect();
     assert_eq!(seen.len(), 3, "round robin over the cluster: {seen:?}");
 }
+
+/// Clients giving up on a hung backend (Envoy: no code, flag DC) must not
+/// reset its failure streak, or a backend that hangs is never ejected.
+#[test]
+fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
+    let s = Setup::new(None); // 3 failures in a row eject
+    let on_b = (0..200).map(|i| format!("u{i}")).find(|id| s.backend_of(id) == "b").expect("a session on b");
+    let b = s.backends[1].as_ref().expect("backend b");
+    for _ in 0..2 {
+        b.set("b", "fail=1&hang=0");
+        assert_eq!(s.get(&[("x-session-id", &on_b)]).status, 503);
+        b.set("b", "fail=0&hang=1");
+        abandon(s.envoy.addr, "/", &[("x-session-id", &on_b)], std::time::Duration::from_millis(300));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    b.set("b", "fail=1&hang=0");
+    assert_eq!(s.get(&[("x-session-id", &on_b)]).status, 503);
+    assert_eq!(s.stat("b.ejected"), 1, "three failures in a row, the abandoned requests aside, eject b");
+    assert_ne!(s.backend_of(&on_b), "b");
+}

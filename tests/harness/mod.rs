@@ -367,6 +367,21 @@ pub fn http_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::
     Conn::open(addr)?.get(path, &all)
 }
 
+/// A client that gives up: sends a GET on a fresh connection, waits
+/// `patience` without reading, and closes the connection. Envoy then
+/// completes the stream as the downstream's disconnect.
+pub fn abandon(addr: SocketAddr, path: &str, headers: &[(&str, &str)], patience: Duration) {
+    let Ok(mut conn) = Conn::open(addr) else { return };
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n");
+    for (n, v) in headers {
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let _ = conn.writer.write_all(req.as_bytes());
+    std::thread::sleep(patience);
+    let _ = conn.writer.shutdown(std::net::Shutdown::Both);
+}
+
 fn read_response(r: &mut BufReader<TcpStream>, head: bool) -> std::io::Result<Response> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
     let mut line = String::new();

@@ -7,9 +7,14 @@
 //!   its behalf: Envoy's 503 for a failed connection, 504 for a timeout);
 //! * **network failure** within that: the proxy says the upstream failed at
 //!   the network level ([`Upstream::network_failure`]);
-//! * **client gone**: no status and no code details at all; the client went
-//!   away before anything was known about the upstream, and the request says
-//!   nothing about it.
+//! * **client gone**: no status and no sign of an upstream failure; the
+//!   client went away before anything was known about the upstream, and the
+//!   request says nothing about it. Envoy reports that as no response code,
+//!   flag `DC` (downstream connection termination) or `DR` (downstream
+//!   remote reset) and details `downstream_remote_disconnect`; nginx as
+//!   status 499 ("client closed request") with no flags and no details. A
+//!   client that leaves after the upstream answered leaves its status behind,
+//!   and the request counts.
 //!
 //! Each filter then defines failure on top of this: the breaker counts a
 //! network failure or a status in its `failure_statuses`; sticky counts a
@@ -22,6 +27,16 @@ use crate::host::{property_text, property_u64, Host};
 /// upstream remote reset (UR, 0x10), upstream connection failure (UF, 0x20),
 /// upstream connection termination (UC, 0x40).
 pub const NETWORK_FAILURE_FLAGS: u64 = 0x2 | 0x4 | 0x10 | 0x20 | 0x40;
+
+/// Envoy response flags that mean the downstream went away: downstream
+/// connection termination (DC, 0x4000) and downstream remote reset (DR,
+/// 1 << 28). Informational: a request with no status and no sign of an
+/// upstream failure is "client gone" whatever its flags.
+pub const CLIENT_GONE_FLAGS: u64 = 0x4000 | (1 << 28);
+
+/// The status nginx logs when the client closed the connection before the
+/// upstream answered.
+pub const NGINX_CLIENT_CLOSED: u16 = 499;
 
 /// The outcome of a request as the proxy reports it at completion.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,9 +65,12 @@ impl Upstream {
     }
 
     /// The client went away before any answer: nothing is known about the
-    /// upstream.
+    /// upstream (see the module docs).
     pub fn client_gone(&self) -> bool {
-        self.status == 0 && self.details.is_none()
+        if self.status == 0 {
+            return !self.network_failure();
+        }
+        self.status == NGINX_CLIENT_CLOSED && self.flags.is_none() && self.details.is_none()
     }
 
     /// Did the request fail at the network level (connect failure, reset,
@@ -114,9 +132,22 @@ mod tests {
     }
 
     #[test]
-    fn client_gone_is_no_status_and_no_details() {
+    fn client_gone_is_no_status_and_no_upstream_failure() {
         assert!(Upstream::default().client_gone());
+        // What Envoy 1.40 reports when the client disconnects from a hung upstream.
+        let envoy_abort = Upstream {
+            status: 0,
+            flags: Some(CLIENT_GONE_FLAGS & 0x4000),
+            details: Some("downstream_remote_disconnect".into()),
+        };
+        assert!(envoy_abort.client_gone());
         assert!(!Upstream { status: 0, flags: Some(0x20), details: Some("upstream_reset".into()) }.client_gone());
+        assert!(!Upstream { status: 0, flags: Some(0x4), details: None }.client_gone(), "upstream timeout");
         assert!(!Upstream { status: 200, ..Upstream::default() }.client_gone());
+        // The client left after the upstream answered: the status counts.
+        assert!(!Upstream { status: 503, flags: Some(0x4000), details: Some("via_upstream".into()) }.client_gone());
+        // nginx's 499, but only where the host has no flags (an upstream's own 499 under Envoy counts).
+        assert!(Upstream { status: 499, ..Upstream::default() }.client_gone());
+        assert!(!Upstream { status: 499, flags: Some(0), details: Some("via_upstream".into()) }.client_gone());
     }
 }

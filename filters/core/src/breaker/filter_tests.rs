@@ -219,3 +219,39 @@ fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
         &[("circuit_breaker.<key>.", BreakerMetrics::SUFFIXES), ("circuit_breaker.", FilterMetrics::SUFFIXES)],
     );
 }
+
+/// A request whose client gives up while the upstream hangs, as Envoy 1.40
+/// reports it: no response code, flag DC, details `downstream_remote_disconnect`.
+fn aborted_in_envoy(x: &Exchange<BreakerFilter>) -> Outcome {
+    let (mut stream, flow) = x.start(&[(":method", "GET"), (":path", "/")]);
+    x.host.set_property_u64("response.code", 0);
+    x.host.set_property_u64("response.flags", 0x4000);
+    x.host.set_property("response.code_details", "downstream_remote_disconnect");
+    x.finish(&mut stream, flow, None)
+}
+
+#[test]
+fn a_probe_the_client_gave_up_on_gives_its_place_back_and_closes_nothing() {
+    let x = breaker(CONFIG);
+    for _ in 0..3 {
+        send(&x, 500);
+    }
+    x.host.clock.advance(10 * S);
+    aborted_in_envoy(&x);
+    assert_eq!(x.host.metric("circuit_breaker.backend.closed"), 0, "an aborted probe closed the breaker");
+    let (next, _) = x.start(&[(":method", "GET"), (":path", "/")]);
+    assert_eq!(next.role(), Role::Probe, "the probe's place was given back");
+}
+
+#[test]
+fn requests_the_client_gave_up_on_neither_reset_the_streak_nor_count() {
+    let x = breaker(CONFIG);
+    send(&x, 500);
+    send(&x, 500);
+    for _ in 0..5 {
+        aborted_in_envoy(&x);
+    }
+    assert_eq!(x.host.metric("circuit_breaker.backend.requests"), 2);
+    send(&x, 500);
+    assert_eq!(send(&x, 200).status(200), 503, "three failures in a row, the aborted ones aside");
+}

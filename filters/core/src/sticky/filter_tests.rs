@@ -196,3 +196,19 @@ fn an_ejection_is_seen_by_every_worker_under_nginx_strict_cas_too() {
     assert_ne!(backend(&session(&b, "s1", 200)), home);
     assert_eq!(a.host.metric(&format!("sticky.{home}.ejected")), 1);
 }
+
+#[test]
+fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
+    let x = sticky(CONFIG);
+    let home = backend(&session(&x, "s1", 200));
+    for _ in 0..2 {
+        session(&x, "s1", 503);
+        // Envoy 1.40: the client left a hung upstream; no code, DC, downstream_remote_disconnect.
+        let (mut stream, flow) = x.start(&[(":method", "GET"), ("x-session-id", "s1")]);
+        x.host.set_property_u64("response.flags", 0x4000);
+        x.host.set_property("response.code_details", "downstream_remote_disconnect");
+        x.finish(&mut stream, flow, None);
+    }
+    session(&x, "s1", 503);
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
+}
