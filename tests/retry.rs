@@ -194,3 +194,28 @@ fn bad_configs_are_refused_at_load() {
     ];
     assert_refused_at_load(&base, "filters/retry/README.md", &cases);
 }
+
+/// Requests held open past the budget's window (slow backend here; a client
+/// sending its body slowly does the same) must not give back, into the new
+/// window, reservations whose slice has aged out: that minted retries the
+/// budget never had (400 where 160 were allowed).
+#[test]
+fn requests_held_past_the_window_do_not_mint_retries() {
+    let s = Setup::new(Some(
+        r#"{"policies":[{"name":"reads","match":{"methods":["GET"]},"max_retries":3}],
+            "budget":{"ratio":0,"min_per_second":10,"window":"1s"}}"#,
+    ));
+    s.set_backend("latency=1500ms");
+    let addr = s.envoy.addr;
+    let held: Vec<_> = (0..4).map(|_| std::thread::spawn(move || http_get(addr, "/", &[]).map(|r| r.status))).collect();
+    for h in held {
+        assert_eq!(h.join().expect("thread").expect("held request"), 200);
+    }
+    s.set_backend("latency=0ms&fail=1");
+    let before = s.backend_requests();
+    let r = burst(s.envoy.addr, "/", 20, 20, |_| vec![]);
+    let retries = s.backend_requests() - before - 20;
+    println!("after 4 requests held 1.5 s (window 1 s): 20 failing GETs got {retries} retries; the budget allows 10");
+    assert_eq!(r.count(503), 20);
+    assert!(retries <= 13, "{retries} retries: refunds of aged-out reservations were minted into the new window");
+}

@@ -16,6 +16,16 @@
 //! upstream therefore sees at most about `(1 + ratio)` times the request rate
 //! plus `min_per_second` retries per second, instead of `1 + max_retries`
 //! times.
+//!
+//! # Refunds go back where they were charged
+//!
+//! A refund goes into the slice its reservation was charged to, and only
+//! while that slice is still in the window. A reservation therefore holds
+//! budget for one window at most (its slice then ages out, and the tokens
+//! with it), and a request that is held open longer, for example by a client
+//! that sends its body slowly, cannot give back tokens that have already
+//! aged out: refunding into the current slice instead would mint retries the
+//! budget never had.
 
 /// The budget's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,8 +47,8 @@ pub struct Slice {
     pub epoch: u64,
     /// Requests that deposited into the budget.
     pub requests: u32,
-    /// Retries reserved minus retries given back (may go below zero in one
-    /// slice when a refund lands in a later slice than its reservation).
+    /// Retries reserved minus retries given back (never below zero: a
+    /// refund only returns what its own slice was charged).
     pub retries: i64,
 }
 
@@ -89,10 +99,17 @@ impl Budget {
         grant
     }
 
-    /// Gives back `n` reserved retries that were not used.
-    pub fn refund(&self, ring: &mut [Slice], now: u64, n: u32) {
-        if let Some(s) = self.current(ring, now) {
-            s.retries -= i64::from(n);
+    /// Gives back `n` retries that were reserved at `reserved_at` and not
+    /// used: into the slice they were charged to, while it is still in the
+    /// window at `now`; otherwise they are gone (see the module docs).
+    pub fn refund(&self, ring: &mut [Slice], reserved_at: u64, now: u64, n: u32) {
+        let (charged, current) = (reserved_at / self.bucket_ns(), now / self.bucket_ns());
+        if charged > current || current - charged >= u64::from(self.buckets) {
+            return;
+        }
+        let len = ring.len() as u64;
+        if let Some(s) = ring.get_mut((charged % len.max(1)) as usize).filter(|s| s.epoch == charged) {
+            s.retries = (s.retries - i64::from(n)).max(0);
         }
     }
 
@@ -177,8 +194,25 @@ mod tests {
         assert_eq!(b.reserve(&mut ring, T0, 7), 7);
         assert_eq!(b.reserve(&mut ring, T0, 7), 3);
         assert_eq!(b.reserve(&mut ring, T0, 7), 0);
-        b.refund(&mut ring, T0 + S, 6);
+        b.refund(&mut ring, T0, T0 + S, 6);
         assert_eq!(b.reserve(&mut ring, T0 + S, 7), 6);
+    }
+
+    /// A client that holds its requests open past the window must not turn
+    /// their unused reservations into retries the budget never had.
+    #[test]
+    fn refunds_after_the_window_mint_nothing() {
+        let b = Budget { ratio: 0.0, min_per_second: 1, window_ns: 10 * S, buckets: 10 };
+        let mut ring = b.empty();
+        assert_eq!(b.reserve(&mut ring, T0, 10), 10);
+        // Held 12 s: the reservation's slice has aged out.
+        let later = T0 + 12 * S;
+        b.refund(&mut ring, T0, later, 10);
+        assert_eq!(b.available(&ring, later), 10, "the floor, nothing more");
+        // A refund can never return more than its slice was charged.
+        assert_eq!(b.reserve(&mut ring, later, 4), 4);
+        b.refund(&mut ring, later, later, 100);
+        assert_eq!(b.available(&ring, later), 10);
     }
 
     #[test]
@@ -195,7 +229,7 @@ mod tests {
         let b = budget();
         let mut ring = b.empty();
         b.reserve(&mut ring, T0, 3);
-        b.refund(&mut ring, T0 + 3 * S, 5);
+        b.refund(&mut ring, T0, T0 + 3 * S, 2);
         let bytes = b.encode(&ring);
         assert_eq!(b.decode(&bytes), Some(ring));
         assert_eq!(b.decode(bytes.get(..bytes.len() - 1).unwrap()), None);

@@ -10,7 +10,8 @@
 //! record that does not decode (another version, damage) is replaced by an
 //! empty ring. A request under a policy reserves at request time (each
 //! request also deposits) and, at completion, gives back what it reserved
-//! and did not use: used = `upstream.request_attempt_count` - 1 in Envoy;
+//! and did not use, into the slice it was charged to while that slice is in
+//! the window ([`Budget::refund`]): used = `upstream.request_attempt_count` - 1 in Envoy;
 //! where that property is missing (nginx, or a request that never reached
 //! the router) nothing is known to be used and everything goes back. When
 //! the store fails, the request is granted nothing (`x-envoy-max-retries:
@@ -72,6 +73,8 @@ pub struct RetryFilter {
 pub struct RetryStream {
     /// Retries reserved from the budget for this request.
     reserved: u32,
+    /// When they were reserved (the refund goes back to that slice).
+    reserved_at: u64,
 }
 
 impl RetryFilter {
@@ -123,6 +126,7 @@ impl Filter for RetryFilter {
             m.budget_refused.inc(host);
         }
         stream.reserved = granted;
+        stream.reserved_at = now;
         for (name, value) in cfg.headers(policy, granted) {
             host.set_request_header(&name, Some(&value));
         }
@@ -151,7 +155,8 @@ impl Filter for RetryFilter {
         if refund > 0 {
             let budget = self.config.budget;
             let now = host.now_nanos();
-            if with_budget(host, &budget, |ring| budget.refund(ring, now, refund)).is_err() {
+            let at = stream.reserved_at;
+            if with_budget(host, &budget, |ring| budget.refund(ring, at, now, refund)).is_err() {
                 self.metrics.store_errors.inc(host);
             }
         }

@@ -5,6 +5,8 @@ use super::{PolicyMetrics, RetryFilter, RetryMetrics};
 use crate::store::CasRule;
 use crate::testing::{Exchange, HostCalls, Outcome};
 
+const S: u64 = 1_000_000_000;
+
 const CONFIG: &str = r#"{"policies":[
     {"name":"reads","match":{"path_prefix":"/api"},"max_retries":3,"per_try_timeout":"500ms"},
     {"name":"default","max_retries":2}],
@@ -164,4 +166,22 @@ fn the_budget_is_exact_under_nginx_strict_cas_too() {
         })
         .sum();
     assert_eq!(granted, 12);
+}
+
+#[test]
+fn requests_held_open_past_the_window_do_not_mint_retries() {
+    // min_per_second 1 over 10 s: 10 retries; ratio 0.2 adds one per 5 requests.
+    let x = retry(CONFIG);
+    // Four requests reserve what the budget has, then are held 11 s.
+    let held: Vec<_> = (0..4).map(|_| x.start(&[(":method", "GET"), (":path", "/api")]).0).collect();
+    x.host.clock.advance(11 * S);
+    for mut stream in held {
+        x.host.set_property_u64("upstream.request_attempt_count", 1);
+        x.finish(&mut stream, crate::host::Flow::Continue, Some(&[(":status", "200")]));
+    }
+    // Failing requests now get what a fresh window allows, no more.
+    let granted: u32 = (0..10)
+        .map(|_| get(&x, "/api", 4).upstream_header("x-envoy-max-retries").unwrap().parse::<u32>().unwrap())
+        .sum();
+    assert!(granted <= 12, "{granted} retries: the held requests' refunds were minted into the new window");
 }
