@@ -390,3 +390,28 @@ fn vm_failure_is_reloaded_and_limiting_continues() {
     assert!(e.stat("wasm.rate_limit.vm_reload_backoff").unwrap_or(0) >= 1, "{}", e.admin_get("/stats?filter=wasm"));
     assert!(e.stat("wasmcustom.rate_limit.configured").unwrap_or(0) >= 3, "the new VM did not configure");
 }
+
+/// A limit on `/api` holds however the client spells the path: with the
+/// sample's Envoy path normalisation on, and without it (the filter
+/// normalises too, for hosts and configs that do not).
+#[test]
+fn a_path_limit_cannot_be_escaped_by_spelling_the_path_differently() {
+    let json = r#"{"limits":[{"name":"api","requests":1,"period":"1h","key":"all","match":{"path_prefix":"/api"}}]}"#;
+    let b = Backends::start(&["a", "b"]);
+    let sample = with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), json);
+    assert!(sample.contains("normalize_path: true") && sample.contains("merge_slashes: true"));
+    let raw = sample
+        .replace("normalize_path: true", "normalize_path: false")
+        .replace("merge_slashes: true", "merge_slashes: false");
+    for (what, yaml) in [("Envoy normalising", sample), ("Envoy not normalising", raw)] {
+        let e = Envoy::start(&yaml, 2);
+        let mut c = Conn::open(e.addr).unwrap();
+        assert_eq!(c.get("/api/x", &[]).unwrap().status, 200, "{what}");
+        for spelling in ["/api/x", "//api/x", "/%61pi/x", "/./api/x", "/x/../api/x", "/api//x"] {
+            assert_eq!(c.get(spelling, &[]).unwrap().status, 429, "{what}: {spelling} escaped the limit");
+        }
+        // Documented as a different path: case, and an escaped '%'.
+        assert_eq!(c.get("/API/x", &[]).unwrap().status, 200, "{what}");
+        assert_eq!(c.get("/%2561pi/x", &[]).unwrap().status, 200, "{what}");
+    }
+}

@@ -20,6 +20,7 @@ pub mod hash;
 pub mod host;
 pub mod matcher;
 pub mod net;
+pub mod path;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;

@@ -14,8 +14,14 @@ pub struct RawMatch {
     methods: Vec<String>,
     #[serde(default)]
     path_prefix: Option<String>,
+    #[serde(default = "yes")]
+    case_sensitive: bool,
     #[serde(default)]
     headers: Vec<RawHeaderMatch>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -42,8 +48,11 @@ pub enum HeaderMatch {
 pub struct Matcher {
     /// Upper-case methods, any of which matches (empty: any method).
     pub methods: Vec<String>,
-    /// A prefix of the path (empty: any path).
+    /// A prefix of the normalised path ([`crate::path`]; empty: any path),
+    /// itself normalised, and lower-cased when not `case_sensitive`.
     pub path_prefix: String,
+    /// Compare the path case-sensitively (the default, as Envoy's routes).
+    pub case_sensitive: bool,
     /// All must hold.
     pub headers: Vec<HeaderMatch>,
 }
@@ -70,13 +79,23 @@ impl Matcher {
         if !self.methods.is_empty() && !self.methods.iter().any(|x| x == req.method()) {
             return false;
         }
-        if !req.path().starts_with(&self.path_prefix) {
+        if !self.path_prefix.is_empty() && !self.path_matches(&req.path()) {
             return false;
         }
         self.headers.iter().all(|h| match h {
             HeaderMatch::Present(name, want) => req.header(name).is_some() == *want,
             HeaderMatch::Equals(name, value) => req.header(name) == Some(value.as_str()),
         })
+    }
+}
+
+impl Matcher {
+    fn path_matches(&self, path: &str) -> bool {
+        match (self.case_sensitive, path.get(..self.path_prefix.len())) {
+            (true, _) => path.starts_with(&self.path_prefix),
+            (false, Some(head)) => head.eq_ignore_ascii_case(&self.path_prefix),
+            (false, None) => false,
+        }
     }
 }
 
@@ -97,6 +116,13 @@ fn check_match(field: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
     if !path_prefix.is_empty() && !path_prefix.starts_with('/') {
         return Err(ConfigError::new(format!("{field}.path_prefix"), "must start with '/'"));
     }
+    if path_prefix.contains(['?', '#']) {
+        return Err(ConfigError::new(format!("{field}.path_prefix"), "must be a path, without '?' or '#'"));
+    }
+    // Requests are matched on their normalised path: so is the prefix.
+    let path_prefix =
+        if path_prefix.is_empty() { path_prefix } else { crate::path::normalize(&path_prefix).into_owned() };
+    let path_prefix = if raw.case_sensitive { path_prefix } else { path_prefix.to_ascii_lowercase() };
     let mut headers = Vec::with_capacity(raw.headers.len());
     for (j, h) in raw.headers.into_iter().enumerate() {
         let f = format!("{field}.headers[{j}]");
@@ -110,5 +136,5 @@ fn check_match(field: &str, raw: RawMatch) -> Result<Matcher, ConfigError> {
             _ => return Err(ConfigError::new(f, "needs exactly one of \"present\" or \"equals\"")),
         });
     }
-    Ok(Matcher { methods, path_prefix, headers })
+    Ok(Matcher { methods, path_prefix, case_sensitive: raw.case_sensitive, headers })
 }

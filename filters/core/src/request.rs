@@ -42,10 +42,10 @@ impl RequestView {
         self.header(":method").unwrap_or("")
     }
 
-    /// `:path` without the query string.
-    pub fn path(&self) -> &str {
-        let full = self.header(":path").unwrap_or("");
-        full.split(['?', '#']).next().unwrap_or(full)
+    /// `:path` without the query string, normalised ([`crate::path`]): the
+    /// one spelling every path match and path key sees.
+    pub fn path(&self) -> std::borrow::Cow<'_, str> {
+        crate::path::normalize(self.header(":path").unwrap_or(""))
     }
 
     /// The peer address as the host reported it.

@@ -297,3 +297,28 @@ fn exact_across_workers_under_nginx_strict_cas_too() {
     let admitted = (0..20).filter(|i| [&a, &b][i % 2].get("/").status(200) == 200).count();
     assert_eq!(admitted, 5);
 }
+
+#[test]
+fn a_path_limit_cannot_be_escaped_by_spelling_the_path_differently() {
+    let x =
+        filter(r#"{"limits":[{"name":"api","requests":1,"period":"1h","key":"all","match":{"path_prefix":"/api"}}]}"#);
+    assert_eq!(x.get("/api/x").status(200), 200);
+    for spelling in ["/api/x", "//api/x", "/%61pi/x", "/./api/x", "/x/../api/x", "/api/./x?y=1"] {
+        assert_eq!(x.get(spelling).status(200), 429, "{spelling} escaped the limit");
+    }
+    assert_eq!(x.get("/API/x").status(200), 200, "paths are case-sensitive unless the match says otherwise");
+    let ci = filter(
+        r#"{"limits":[{"name":"api","requests":1,"period":"1h","key":"all","match":{"path_prefix":"/Api","case_sensitive":false}}]}"#,
+    );
+    assert_eq!(ci.get("/api/x").status(200), 200);
+    assert_eq!(ci.get("/API/x").status(200), 429);
+    assert_eq!(ci.get("/%41pi/x").status(200), 429);
+}
+
+#[test]
+fn a_path_key_counts_every_spelling_of_a_path_in_one_bucket() {
+    let x = filter(r#"{"limits":[{"name":"p","requests":1,"period":"1h","key":"path"}]}"#);
+    assert_eq!(x.get("/a/b").status(200), 200);
+    assert_eq!(x.get("//a/./b").status(200), 429);
+    assert_eq!(x.get("/a/c").status(200), 200);
+}

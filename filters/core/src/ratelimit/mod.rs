@@ -300,6 +300,7 @@ impl RateLimiter {
     pub fn global_call(&self, req: &RequestView) -> Option<GlobalCall> {
         let mut call = GlobalCall::default();
         let mut ip_cache = None;
+        let path = req.path();
         for (i, limit) in self.config.limits.iter().enumerate() {
             if limit.scope != Scope::Global || !limit.matcher.matches(req) {
                 continue;
@@ -312,7 +313,7 @@ impl RateLimiter {
                         ("remote_address", self.client_ip(req, &mut ip_cache, &mut call.client_ip_fallback))
                     }
                     KeyPart::Header(name) => (name.as_str(), req.header(name).unwrap_or("")),
-                    KeyPart::Path => ("path", req.path()),
+                    KeyPart::Path => ("path", &*path),
                     KeyPart::Method => ("method", req.method()),
                     KeyPart::All => continue,
                 };
