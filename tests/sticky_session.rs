@@ -162,6 +162,10 @@ fn client_ip_stickiness_replaces_ip_hash() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b", "c"]);
     let base = sample_config("sticky-session.yaml", &b.addrs());
+    // 64 backends at weight 1000 took Envoy to 1.37 GB and 7 s to start.
+    let list: Vec<String> =
+        (0..64).map(|i| format!(r#"{{"name":"b{i}","address":"127.0.0.1:{}","weight":1000}}"#, 20000 + i)).collect();
+    let ketama_64x1000 = format!(r#"{{"backends":[{}],"hashing":"ketama"}}"#, list.join(","));
     let cases = [
         (r#"{"backends":[]}"#, "backends: must hold at least one backend"),
         (
@@ -183,6 +187,11 @@ fn bad_configs_are_refused_at_load() {
         (
             r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"cookie":{"name":"s"}}"#,
             "cookie.secret: is required while cookie.sign is true",
+        ),
+        (&ketama_64x1000, "backends: weights adding up to 64000 need 10240000 ketama points, more than 1048576"),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"backend_header":"content-length"}"#,
+            "backend_header: \"content-length\" is a header the filter must not write",
         ),
     ];
     assert_refused_at_load(&base, "filters/sticky-session/README.md", &cases);

@@ -228,6 +228,84 @@ fn check_header(field: &str, name: &str) -> Result<(), ConfigError> {
     Err(ConfigError::new(field, "must be a header name"))
 }
 
+/// Headers the filter must not write: HTTP framing and connection headers,
+/// routing (`host`), cookies and credentials. Writing one would break the
+/// response or the request, or overwrite what the application owns.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "host",
+    "cookie",
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "location",
+    "x-forwarded-for",
+];
+
+/// A header the filter writes: a header name that is not reserved.
+fn check_written_header(field: &str, name: &str) -> Result<(), ConfigError> {
+    check_header(field, name)?;
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS.contains(&lower.as_str()) {
+        return Err(ConfigError::new(field, format!("\"{name}\" is a header the filter must not write")));
+    }
+    Ok(())
+}
+
+/// Ring points per unit of weight (ketama).
+pub const KETAMA_POINTS_PER_WEIGHT: u32 = 160;
+/// Most ketama points (16 bytes each, in every worker): 16 MB.
+pub const MAX_KETAMA_POINTS: u64 = 1 << 20;
+/// Most steps a Maglev table may take to build (each worker builds it at
+/// start-up): about a tenth of a second natively.
+pub const MAX_MAGLEV_STEPS: u64 = 1 << 26;
+
+/// What the hash table costs, refused when it is more than a worker should
+/// pay at start-up.
+fn check_table_cost(hashing: Hashing, table_size: u32, backends: &[Backend]) -> Result<(), ConfigError> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    let heaviest = backends.iter().map(|b| u64::from(b.weight)).max().unwrap_or(1);
+    match hashing {
+        Hashing::Ketama => {
+            let points = total * u64::from(KETAMA_POINTS_PER_WEIGHT);
+            if points > MAX_KETAMA_POINTS {
+                return Err(ConfigError::new(
+                    "backends",
+                    format!(
+                        "weights adding up to {total} need {points} ketama points, more than {MAX_KETAMA_POINTS} \
+                         (16 MB in every worker); use smaller weights (only their ratios matter) or maglev"
+                    ),
+                ));
+            }
+        }
+        Hashing::Maglev => {
+            // Each round visits every backend and fills total/heaviest slots.
+            let steps = u64::from(table_size) * heaviest * backends.len() as u64 / total.max(1);
+            if steps > MAX_MAGLEV_STEPS {
+                return Err(ConfigError::new(
+                    "backends",
+                    format!(
+                        "weights from 1 to {heaviest} over {} backends take {steps} steps to build the Maglev table, \
+                         more than {MAX_MAGLEV_STEPS}; use closer weights or a smaller table_size",
+                        backends.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_backends(raw: Vec<RawBackend>) -> Result<Vec<Backend>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::new("backends", "must hold at least one backend"));
@@ -297,6 +375,13 @@ fn check_table(hashing: Hashing, table_size: u32, backends: usize) -> Result<(),
 }
 
 fn check_cookie(c: RawCookie) -> Result<CookieConfig, ConfigError> {
+    // Max-Age is whole seconds, and Max-Age=0 deletes the cookie.
+    let max_age = match c.max_age.map(|d| d.get().as_secs()) {
+        Some(0) => {
+            return Err(ConfigError::new("cookie.max_age", "must be at least 1s (Max-Age=0 deletes the cookie)"))
+        }
+        other => other,
+    };
     check_header("cookie.name", &c.name).map_err(|_| ConfigError::new("cookie.name", "must be a cookie name"))?;
     if !c.path.starts_with('/') || c.path.contains(';') {
         return Err(ConfigError::new("cookie.path", "must start with '/' and hold no ';'"));
@@ -319,8 +404,7 @@ fn check_cookie(c: RawCookie) -> Result<CookieConfig, ConfigError> {
     Ok(CookieConfig {
         name: c.name,
         path: c.path,
-        // A cookie lives whole seconds: less than one would expire on arrival.
-        max_age: c.max_age.map(|d| d.get().as_secs().max(1)),
+        max_age,
         http_only: c.http_only,
         secure: c.secure,
         same_site: same_site.to_string(),
@@ -336,10 +420,18 @@ impl StickyConfig {
         let session_key = check_session_key(&raw.session_key)?;
         check_trusted_hops("trusted_hops", raw.trusted_hops)?;
         check_table(raw.hashing, raw.table_size, backends.len())?;
+        check_table_cost(raw.hashing, raw.table_size, &backends)?;
         let cookie = raw.cookie.map(check_cookie).transpose()?;
-        check_header("upstream_header", &raw.upstream_header)?;
+        check_written_header("upstream_header", &raw.upstream_header)?;
+        let upstream = raw.upstream_header.to_ascii_lowercase();
+        if session_key.contains(&KeySource::Header(upstream.clone())) {
+            return Err(ConfigError::new(
+                "upstream_header",
+                format!("\"{upstream}\" is also a session_key source: the filter would overwrite the session id"),
+            ));
+        }
         if let Some(h) = &raw.backend_header {
-            check_header("backend_header", h)?;
+            check_written_header("backend_header", h)?;
         }
         if raw.health.failures == 0 {
             return Err(ConfigError::new("health.failures", "must be at least 1"));

@@ -84,6 +84,10 @@ fn base64url(bytes: &[u8]) -> String {
     out
 }
 
+/// Decodes unpadded base64url, canonical spellings only: the unused low
+/// bits of the last character must be zero, so that one value has exactly
+/// one spelling (otherwise each signature had 16 accepted spellings, and a
+/// tampered cookie was accepted and not counted as rejected).
 fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     let mut bits: u32 = 0;
     let mut nbits = 0;
@@ -98,7 +102,9 @@ fn base64url_decode(text: &str) -> Option<Vec<u8>> {
             bits &= (1 << nbits) - 1;
         }
     }
-    Some(out)
+    // Leftover bits: 0 (a multiple of 4 characters), 2 or 4 (after one or two
+    // bytes), all zero; 6 left over (one lone character) is no encoding.
+    (nbits < 6 && bits == 0).then_some(out)
 }
 
 /// Every value of cookie `name` in the request's `Cookie` headers, in order.
@@ -124,11 +130,21 @@ mod tests {
         assert_eq!(s.verify(&v), Some("backend-b"));
         // Another backend's name with this signature.
         assert_eq!(s.verify(&v.replace("backend-b", "backend-a")), None);
-        // A flipped signature character.
-        let mut tampered = v.clone();
-        let last = tampered.pop().unwrap();
-        tampered.push(if last == 'A' { 'B' } else { 'A' });
-        assert_eq!(s.verify(&tampered), None);
+        // Every signature character, changed to every other character of
+        // the alphabet: none verifies (this includes the spellings that
+        // differ only in the unused low bits of the last character).
+        let sig_start = v.rfind('.').unwrap() + 1;
+        for pos in sig_start..v.len() {
+            for &c in ALPHABET.iter() {
+                let mut tampered = v.clone().into_bytes();
+                if tampered[pos] == c {
+                    continue;
+                }
+                tampered[pos] = c;
+                let tampered = String::from_utf8(tampered).unwrap();
+                assert_eq!(s.verify(&tampered), None, "{tampered} verified");
+            }
+        }
         // Another secret.
         assert_eq!(Signer::new(Some(b"other")).verify(&v), None);
         for junk in ["", "v1.", "v1.a", "v1..x", "v2.backend-b.AAAA", "v1.backend-b.!!!", "backend-b"] {
@@ -159,6 +175,11 @@ mod tests {
             assert_eq!(base64url_decode(&base64url(&bytes)), Some(bytes));
         }
         assert_eq!(base64url(b"\xfb\xff"), "-_8");
+        // Non-canonical: unused low bits set, or a lone trailing character.
+        assert_eq!(base64url_decode("-_8"), Some(b"\xfb\xff".to_vec()));
+        assert_eq!(base64url_decode("-_9"), None);
+        assert_eq!(base64url_decode("AB"), None);
+        assert_eq!(base64url_decode("AAAAA"), None);
     }
 
     #[test]

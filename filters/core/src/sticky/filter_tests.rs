@@ -212,3 +212,18 @@ fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
     session(&x, "s1", 503);
     assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
 }
+
+#[test]
+fn at_most_four_pinning_cookies_are_verified_per_request() {
+    let x = sticky(CONFIG);
+    let pinned = session(&x, "s1", 200);
+    let name = backend(&pinned);
+    let valid = pinned.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let forged = "sticky=v1.a.AAAAAAAAAAAAAAAAAAAAAA";
+    let late = format!("{forged}; {forged}; {forged}; {forged}; {valid}");
+    let out = send(&x, &[(":method", "GET"), ("x-session-id", "other"), ("cookie", &late)], 200, None);
+    assert!(out.header("set-cookie").is_some(), "the fifth cookie was not verified: placed afresh");
+    let early = format!("{forged}; {valid}");
+    let out = send(&x, &[(":method", "GET"), ("x-session-id", "other"), ("cookie", &early)], 200, None);
+    assert_eq!(backend(&out), name, "within the first four, a valid cookie still pins");
+}

@@ -40,6 +40,10 @@ use config::{AllDown, Fallback, Hashing, KeySource, StickyConfig};
 use cookie::{cookie_values, Signer};
 use hashing::{failover_hash, Ketama, Maglev, Member};
 
+/// Pinning cookies verified per request at most (each costs an HMAC); a
+/// request carrying more has the rest ignored.
+pub const MAX_PIN_COOKIES: usize = 4;
+
 /// Shared-data namespace of the health records.
 pub const SHARED_NAMESPACE: &str = "sticky_health";
 
@@ -128,7 +132,7 @@ impl Sticky {
             cfg.backends.iter().map(|b| Member { name: b.name.clone(), weight: b.weight }).collect();
         let table = match cfg.hashing {
             Hashing::Maglev => Table::Maglev(Maglev::build(&members, cfg.table_size)),
-            Hashing::Ketama => Table::Ketama(Ketama::build(&members, 160)),
+            Hashing::Ketama => Table::Ketama(Ketama::build(&members, config::KETAMA_POINTS_PER_WEIGHT)),
         };
         let signer = cfg.cookie.as_ref().map(|c| Signer::new(c.secret.as_deref()));
         Sticky { cfg, table, signer }
@@ -195,8 +199,11 @@ impl Sticky {
         let mut pinned = None;
         if let (Some(signer), Some(cc)) = (&self.signer, &self.cfg.cookie) {
             let values = cookie_values(req.header_values("cookie"), &cc.name);
+            // Each verification is an HMAC: a request may make the filter
+            // check MAX_PIN_COOKIES of them, no more.
             pinned = values
                 .iter()
+                .take(MAX_PIN_COOKIES)
                 .filter_map(|v| signer.verify(v))
                 .find_map(|name| self.cfg.backends.iter().position(|b| b.name == name));
             cookie_rejected = pinned.is_none() && !values.is_empty();

@@ -277,3 +277,59 @@ fn zero_durations_are_refused_where_they_would_silently_do_nothing() {
         assert!(got.ends_with(want), "{json}: {got}");
     }
 }
+
+fn backends_json(n: usize, weight: impl Fn(usize) -> u32) -> String {
+    let list: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"name":"b{i}","address":"10.0.{}.{}:80","weight":{}}}"#, i / 250, i % 250 + 1, weight(i)))
+        .collect();
+    list.join(",")
+}
+
+#[test]
+fn hash_tables_too_costly_to_build_are_refused_with_the_limit() {
+    let refused = |json: String, want: &str| {
+        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        assert!(got.contains(want), "{got}");
+    };
+    // 164M ketama points made the VM's configure fail with no field line.
+    refused(
+        format!(r#"{{"backends":[{}],"hashing":"ketama"}}"#, backends_json(1024, |_| 1000)),
+        "backends: weights adding up to 1024000 need 163840000 ketama points, more than 1048576",
+    );
+    refused(format!(r#"{{"backends":[{}],"hashing":"ketama"}}"#, backends_json(64, |_| 1000)), "ketama points");
+    // One heavy backend among many light ones: Maglev's build loops for long.
+    refused(
+        format!(r#"{{"backends":[{}],"table_size":1000003}}"#, backends_json(1024, |i| if i == 0 { 1000 } else { 1 })),
+        "steps to build the Maglev table",
+    );
+    // What it costs to stay under the limits is fine.
+    let ok = |json: String| StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap();
+    ok(format!(r#"{{"backends":[{}],"hashing":"ketama"}}"#, backends_json(64, |_| 100)));
+    ok(format!(r#"{{"backends":[{}],"table_size":1000003}}"#, backends_json(1024, |_| 1000)));
+}
+
+#[test]
+fn headers_the_filter_must_not_write_are_refused() {
+    let base = r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}]"#;
+    for (extra, want) in [
+        (
+            r#""backend_header":"content-length""#,
+            "backend_header: \"content-length\" is a header the filter must not write",
+        ),
+        (r#""backend_header":"Set-Cookie""#, "backend_header: \"Set-Cookie\" is a header the filter must not write"),
+        (r#""upstream_header":"host""#, "upstream_header: \"host\" is a header the filter must not write"),
+        (r#""upstream_header":":authority""#, "upstream_header: must be a header name"),
+        (
+            r#""session_key":["header:x-session"],"upstream_header":"X-Session""#,
+            "upstream_header: \"x-session\" is also a session_key source: the filter would overwrite the session id",
+        ),
+        (
+            r#""cookie":{"secret":"0123456789abcdef","max_age":"500ms"}"#,
+            "cookie.max_age: must be at least 1s (Max-Age=0 deletes the cookie)",
+        ),
+    ] {
+        let json = format!("{base},{extra}}}");
+        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        assert!(got.ends_with(want), "{json}: {got}");
+    }
+}
