@@ -119,8 +119,13 @@ pub fn check_trusted_hops(field: &str, hops: u32) -> Result<(), ConfigError> {
     Err(ConfigError::new(field, format!("must be at most {MAX_TRUSTED_HOPS}")))
 }
 
-/// Parses JSON into `T`, reporting the path of the field that failed.
+/// Parses JSON into `T`, reporting the path of the field that failed. The
+/// document must be an object: serde would otherwise fill a struct from a
+/// JSON array positionally, so `[true, 5]` would configure a filter.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ConfigError::new(".", "must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(v) => {

@@ -229,6 +229,10 @@ impl BreakerConfig {
         let shape = check_shape(&raw, conditions.expression.as_ref())?;
         let failure_statuses = check_failure_statuses(&raw.failure_statuses)?;
         let open_for_ns = raw.open_for.nanos();
+        // Shorter, and the breaker is open for no request at all.
+        if open_for_ns < 1_000_000 {
+            return Err(ConfigError::new("open_for", "must be at least 1ms"));
+        }
         let max_open_for_ns =
             raw.max_open_for.map_or(open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR), NonZeroDuration::nanos);
         if max_open_for_ns < open_for_ns {

@@ -81,11 +81,25 @@ pub trait Metrics {
     fn value(&self, operand: &Operand) -> f64;
 }
 
+/// Longest expression accepted, in characters.
+pub const MAX_LEN: usize = 1024;
+/// Deepest nesting of parentheses accepted.
+pub const MAX_DEPTH: usize = 16;
+/// Most comparisons in one expression.
+pub const MAX_COMPARISONS: usize = 64;
+
 impl Expr {
-    /// Parses an expression.
+    /// Parses an expression. Expressions are bounded ([`MAX_LEN`],
+    /// [`MAX_DEPTH`], [`MAX_COMPARISONS`]): parsing, evaluating and dropping
+    /// one recurse over its tree, and a VM's stack is small, so an
+    /// over-deep expression must be refused with a line, not overflow it.
     pub fn parse(text: &str) -> Result<Expr, ExprError> {
+        let len = text.chars().count();
+        if len > MAX_LEN {
+            return Err(ExprError { column: MAX_LEN + 1, reason: format!("longer than {MAX_LEN} characters") });
+        }
         let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, pos: 0, end_column: text.chars().count() + 1 };
+        let mut p = Parser { tokens, pos: 0, end_column: len + 1, depth: 0, comparisons: 0 };
         let e = p.or()?;
         match p.peek() {
             None => Ok(e),
@@ -220,6 +234,8 @@ struct Parser {
     tokens: Vec<Token>,
     pos: usize,
     end_column: usize,
+    depth: usize,
+    comparisons: usize,
 }
 
 impl Parser {
@@ -269,10 +285,21 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Expr, ExprError> {
         if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) {
+            if self.depth >= MAX_DEPTH {
+                let column = self.peek().map_or(self.end_column, |t| t.column);
+                return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
+            }
             self.pos += 1;
+            self.depth += 1;
             let e = self.or()?;
+            self.depth -= 1;
             self.expect(&Kind::RParen, "`)`")?;
             return Ok(e);
+        }
+        self.comparisons += 1;
+        if self.comparisons > MAX_COMPARISONS {
+            let column = self.peek().map_or(self.end_column, |t| t.column);
+            return Err(ExprError { column, reason: format!("more than {MAX_COMPARISONS} comparisons") });
         }
         let left = self.operand()?;
         let op = match self.peek().map(|t| &t.kind) {
@@ -401,6 +428,19 @@ mod tests {
             assert_eq!(Expr::parse(&format!("NetworkErrorRatio() {op} 1")).unwrap().eval(&m), want, "{op}");
         }
         assert!(Expr::parse("0.5 < NetworkErrorRatio()").unwrap().eval(&m));
+    }
+
+    #[test]
+    fn over_deep_or_over_long_expressions_are_refused_not_overflowed() {
+        let deep = format!("{}NetworkErrorRatio() > 0.5{}", "(".repeat(20_000), ")".repeat(20_000));
+        assert!(Expr::parse(&deep).unwrap_err().to_string().contains("longer than 1024 characters"));
+        let deep = format!("{}NetworkErrorRatio() > 0.5{}", "(".repeat(17), ")".repeat(17));
+        assert_eq!(Expr::parse(&deep).unwrap_err().to_string(), "at column 17: parentheses nested deeper than 16");
+        let ok = format!("{}NetworkErrorRatio() > 0.5{}", "(".repeat(16), ")".repeat(16));
+        assert!(Expr::parse(&ok).is_ok());
+        let wide = vec!["1 > 0"; 65].join("||");
+        assert!(Expr::parse(&wide).unwrap_err().to_string().ends_with("more than 64 comparisons"));
+        assert!(Expr::parse(&vec!["1 > 0"; 64].join("||")).is_ok());
     }
 
     #[test]

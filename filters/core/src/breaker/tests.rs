@@ -356,3 +356,12 @@ fn decode_head_matches_the_full_decode() {
     assert_eq!(b.decode_head(bytes.get(..20).unwrap()), None);
     assert_eq!(b.decode_head(FREE), None);
 }
+
+#[test]
+fn nonsense_configurations_are_refused() {
+    let e = BreakerConfig::from_json(br#"{"consecutive_failures":5,"open_for":"1ns"}"#).unwrap_err();
+    assert_eq!(e.to_string(), "invalid plugin configuration: open_for: must be at least 1ms");
+    // A JSON array used to fill the struct positionally.
+    let e = BreakerConfig::from_json(br#"["cluster", 256, "10s"]"#).unwrap_err();
+    assert_eq!(e.to_string(), "invalid plugin configuration: .: must be a JSON object");
+}

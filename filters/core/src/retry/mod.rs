@@ -42,6 +42,11 @@ use budget::Budget;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// Longest budget window: one minute.
+pub const MAX_BUDGET_WINDOW_NS: u64 = 60_000_000_000;
+/// Most retries per second a budget grants regardless of traffic.
+pub const MAX_MIN_PER_SECOND: u32 = 100_000;
+
 /// Shared-data key of the budget (the `shm_kv` zone in nginx is `retry_budget`).
 pub const BUDGET_KEY: &str = "retry_budget/budget";
 
@@ -218,6 +223,17 @@ impl RetryConfig {
         let window_ns = b.window.nanos();
         if window_ns < 10_000_000 {
             return Err(ConfigError::new("budget.window", "must be at least 10ms"));
+        }
+        // The whole window's floor is available at once: a long window is a
+        // large burst of retries (1h at 10/s: 36,000 up front).
+        if window_ns > MAX_BUDGET_WINDOW_NS {
+            return Err(ConfigError::new(
+                "budget.window",
+                "must be at most 1m (min_per_second x window retries are available at once)",
+            ));
+        }
+        if b.min_per_second > MAX_MIN_PER_SECOND {
+            return Err(ConfigError::new("budget.min_per_second", format!("must be at most {MAX_MIN_PER_SECOND}")));
         }
         let mut retry_after = Vec::new();
         for (status, secs) in raw.retry_after {

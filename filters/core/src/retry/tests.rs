@@ -140,3 +140,15 @@ fn zero_durations_are_refused() {
     let got = RetryConfig::from_json(br#"{"policies":[],"budget":{"window":"0s"}}"#).unwrap_err();
     assert_eq!(got.to_string(), "invalid plugin configuration: budget.window: must be longer than zero");
 }
+
+#[test]
+fn budgets_that_are_a_flood_of_retries_up_front_are_refused() {
+    let got = RetryConfig::from_json(br#"{"policies":[],"budget":{"window":"1h"}}"#).unwrap_err().to_string();
+    assert!(got.ends_with("budget.window: must be at most 1m (min_per_second x window retries are available at once)"));
+    let got = RetryConfig::from_json(br#"{"policies":[],"budget":{"min_per_second":4294967295}}"#).unwrap_err();
+    assert!(got.to_string().ends_with("budget.min_per_second: must be at most 100000"));
+    assert!(RetryConfig::from_json(br#"[{"name":"p"}]"#)
+        .unwrap_err()
+        .to_string()
+        .ends_with(".: must be a JSON object"));
+}
