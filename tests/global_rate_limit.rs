@@ -327,6 +327,12 @@ fn a_missing_cluster_follows_the_failure_mode_and_the_vm_survives() {
     let envoy = f.envoys.first().expect("envoy");
     assert_eq!(envoy.stat("wasmcustom.rate_limit.global.failure_mode_denied"), Some(5));
     assert!(!envoy.log().contains("Function: proxy_on_request_headers failed"), "no trap");
+    // A typo in the cluster is loud: the configure-time warning names what is
+    // in use, the first failure says calls fail, and the gauge stays up.
+    let log = envoy.log();
+    assert!(log.contains(r#"global limits ask cluster "nope""#), "no configure-time warning:\n{log}");
+    assert!(log.contains(r#"calls to the rate limit service (cluster "nope", domain "#), "no failure warning:\n{log}");
+    assert_eq!(envoy.stat("wasmcustom.rate_limit.global.failing"), Some(1));
 }
 
 #[test]

@@ -21,6 +21,7 @@ use super::protocol;
 use super::{quota_headers, Decision, GlobalCall, LimitState, QuotaItem, RateLimiter, Refusal};
 use crate::host::{Call, CallReply, Counter, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
+use std::cell::Cell;
 use std::time::Duration;
 
 crate::metrics! {
@@ -37,8 +38,8 @@ crate::metrics! {
     /// Calls to the rate limit service (`rate_limit.global.*`, defined only
     /// when a limit is global).
     pub struct GlobalMetrics {
-        gauges: [],
-        counters: [calls, ok, over_limit, errors, timeouts, failure_mode_allowed, failure_mode_denied, degraded],
+        gauges: [failing],
+        counters: [calls, ok, over_limit, errors, timeouts, failure_mode_allowed, failure_mode_denied, degraded, no_limit],
     }
 }
 
@@ -55,6 +56,11 @@ pub struct RateLimitFilter {
     needs_peer: bool,
     /// The headers the limits read (`None`: all of them).
     needed_headers: Option<Vec<String>>,
+    /// Calls are failing (as last seen by this worker): the first failure
+    /// after a success, or after start, logs a warning.
+    failing: Cell<Option<bool>>,
+    /// An answer without any limit was logged.
+    warned_no_limit: Cell<bool>,
 }
 
 /// A request paused for the service's answer.
@@ -145,7 +151,7 @@ impl RateLimitFilter {
     fn service_failed<H: Host>(&self, host: &H, stream: &mut RateLimitStream, pending: Pending, why: &str) -> Flow {
         let Some(g) = &self.limiter.config().global else { return Flow::Continue };
         self.global_metric(host, |m| m.errors);
-        log::debug!("rate limit service failed ({why}); failure mode {:?}", g.failure_mode);
+        self.service_state(host, g, Some(why));
         let style = self.limiter.config().headers;
         match g.failure_mode {
             FailureMode::Allow => {
@@ -180,6 +186,19 @@ impl RateLimitFilter {
         pending: Pending,
         answer: global::Answer,
     ) -> Flow {
+        if let Some(g) = &self.limiter.config().global {
+            self.service_state(host, g, None);
+            if !answer.statuses.is_empty() && answer.statuses.iter().all(|s| s.quota.is_none()) {
+                self.global_metric(host, |m| m.no_limit);
+                if !self.warned_no_limit.replace(true) {
+                    log::warn!(
+                        "the rate limit service applies no limit to domain \"{}\": check global.domain and the \
+                         service's configuration (counted in rate_limit.global.no_limit)",
+                        g.domain
+                    );
+                }
+            }
+        }
         let outcome = self.limiter.judge_answer(&pending.call, &answer, pending.local);
         for &(i, state) in &outcome.states {
             self.count(host, i, state);
@@ -193,6 +212,28 @@ impl RateLimitFilter {
         }
         stream.response_headers = outcome.response_headers;
         Flow::Continue
+    }
+
+    /// Tracks whether calls fail: the `failing` gauge, and one warning line
+    /// when they start failing (a wrong `global.cluster` fails every call).
+    fn service_state<H: Host>(&self, host: &H, g: &GlobalService, failure: Option<&str>) {
+        let failing = failure.is_some();
+        if self.failing.replace(Some(failing)) == Some(failing) {
+            return;
+        }
+        if let Some(m) = &self.global {
+            m.failing.set(host, u64::from(failing));
+        }
+        match failure {
+            Some(why) => log::warn!(
+                "calls to the rate limit service (cluster \"{}\", domain \"{}\") fail: {why}; failure_mode {:?} \
+                 decides until they succeed",
+                g.cluster,
+                g.domain,
+                g.failure_mode
+            ),
+            None => log::info!("the rate limit service (cluster \"{}\") answers", g.cluster),
+        }
     }
 
     /// Counts a failed call as a timeout (see the module docs).
@@ -286,17 +327,31 @@ impl Filter for RateLimitFilter {
             limiter.config().mode
         );
         if let Some(g) = &limiter.config().global {
-            log::info!(
-                "global limits: {:?} to {} ({}), domain {}, timeout {:?}, failure mode {:?}",
-                g.protocol,
+            // A typo here silently turns every global limit into failure_mode:
+            // say loudly what is in use.
+            log::warn!(
+                "global limits ask cluster \"{}\" ({:?}, {}) for domain \"{}\", timeout {:?}: if the cluster is \
+                 wrong every call fails and failure mode {:?} decides; if the domain is wrong the service limits \
+                 nothing",
                 g.cluster,
+                g.protocol,
                 g.path,
                 g.domain,
                 g.timeout,
                 g.failure_mode
             );
         }
-        Ok(RateLimitFilter { limiter, target, per_limit, metrics, global, needs_peer, needed_headers })
+        Ok(RateLimitFilter {
+            limiter,
+            target,
+            per_limit,
+            metrics,
+            global,
+            needs_peer,
+            needed_headers,
+            failing: Cell::new(None),
+            warned_no_limit: Cell::new(false),
+        })
     }
 
     fn on_request_headers<H: Host>(&self, stream: &mut RateLimitStream, host: &H) -> Flow {

@@ -1,7 +1,7 @@
 //! The rate-limit filter driven through the recording host: what its README
 //! promises, request by request, and the host calls each request makes.
 
-use super::protocol::{code, DescriptorStatus, RateLimitResponse};
+use super::protocol::{code, DescriptorStatus, RateLimitResponse, RateLimitValue};
 use super::RateLimitFilter;
 use crate::host::{CallReply, Flow};
 use crate::store::CasRule;
@@ -99,7 +99,12 @@ fn answer(over: bool) -> Vec<u8> {
     let c = if over { code::OVER_LIMIT } else { code::OK };
     RateLimitResponse {
         overall_code: c,
-        statuses: vec![DescriptorStatus { code: c, limit_remaining: if over { 0 } else { 7 }, ..Default::default() }],
+        statuses: vec![DescriptorStatus {
+            code: c,
+            current_limit: Some(RateLimitValue { requests_per_unit: 20, unit: 2, name: String::new() }),
+            limit_remaining: if over { 0 } else { 7 },
+            ..Default::default()
+        }],
         ..Default::default()
     }
     .encode_to_vec()
@@ -266,6 +271,7 @@ fn host_calls_per_request_are_pinned() {
 fn host_calls_of_a_global_limit_are_pinned() {
     let x = filter(&global(""));
     x.host.answer_with(None, answer(false));
+    ask(&x, grpc_ok(1)); // the first answer also sets the `failing` gauge to 0
     let out = ask(&x, grpc_ok(1));
     // Returning bytes: source.address (request callback) and the answer's
     // body (call callback). Returning nothing: the `calls` counter, the
@@ -321,4 +327,24 @@ fn a_path_key_counts_every_spelling_of_a_path_in_one_bucket() {
     assert_eq!(x.get("/a/b").status(200), 200);
     assert_eq!(x.get("//a/./b").status(200), 429);
     assert_eq!(x.get("/a/c").status(200), 200);
+}
+
+#[test]
+fn a_wrong_cluster_or_domain_is_loud() {
+    // Every call failing (a wrong cluster): the gauge says so until one succeeds.
+    let x = filter(&global(""));
+    ask(&x, CallReply::Grpc { status: 14, size: 0 });
+    assert_eq!(x.host.metric("rate_limit.global.failing"), 1);
+    x.host.answer_with(None, answer(false));
+    ask(&x, grpc_ok(1));
+    assert_eq!(x.host.metric("rate_limit.global.failing"), 0);
+    // Answers that limit nothing (a wrong domain: OK without any current_limit).
+    let unlimited = RateLimitResponse {
+        overall_code: code::OK,
+        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
+        ..Default::default()
+    };
+    x.host.answer_with(None, unlimited.encode_to_vec());
+    ask(&x, grpc_ok(1));
+    assert_eq!(x.host.metric("rate_limit.global.no_limit"), 1);
 }
