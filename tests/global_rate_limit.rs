@@ -266,7 +266,8 @@ fn after_a_redis_restart_the_service_recovers_without_restarting_the_proxies() {
     // extra admission (it was 200 ms, and once admitted 6 of 5). The engine's
     // own 100 ms Redis timeout still answers UNAVAILABLE promptly while
     // Redis is down.
-    let mut f = fleet(1, &limits(5, "hour", false), &plugin(r#","timeout":"2s""#), &["--redis-timeout", "100ms"], false);
+    let mut f =
+        fleet(1, &limits(5, "hour", false), &plugin(r#","timeout":"2s""#), &["--redis-timeout", "100ms"], false);
     let (s, _) = run(f.envoys.first().expect("envoy"), "redis", 8);
     assert_eq!(s.iter().filter(|s| **s == 200).count(), 5, "{s:?}");
     assert_eq!(f.envoys.first().expect("envoy").stat("wasmcustom.rate_limit.global.errors"), Some(0), "no call failed");

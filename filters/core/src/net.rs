@@ -58,6 +58,30 @@ pub fn client_ip(req: &RequestView, trusted_hops: u32) -> (Option<IpAddr>, Clien
     }
 }
 
+/// The key of a client address: the address itself when the prefix is the
+/// full length, else its network (`2001:db8:1:2::/64`), so that a client
+/// rotating addresses inside its network keeps one key.
+pub fn network_key(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
+    // An IPv4 client reaching a dual-stack listener as ::ffff:a.b.c.d is an
+    // IPv4 client (its top 64 bits are zero: as IPv6, every such client would
+    // share one /64).
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) if ipv4_prefix < 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(ipv4_prefix)).unwrap_or(0);
+            format!("{}/{ipv4_prefix}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) if ipv6_prefix < 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(ipv6_prefix)).unwrap_or(0);
+            format!("{}/{ipv6_prefix}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// An address range in CIDR notation (`10.0.0.0/8`, `::1/128`, or a bare
 /// address for a single host).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +117,23 @@ impl Cidr {
             }
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod network_key_tests {
+    use super::network_key;
+
+    #[test]
+    fn clients_are_keyed_by_their_network() {
+        let key = |s: &str| network_key(s.parse().unwrap(), 32, 64);
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64", "one /64, one key");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7", "IPv4-mapped is IPv4");
+        assert_eq!(network_key("192.0.2.7".parse().unwrap(), 24, 64), "192.0.2.0/24");
+        assert_eq!(network_key("2001:db8::1".parse().unwrap(), 32, 128), "2001:db8::1");
     }
 }
 

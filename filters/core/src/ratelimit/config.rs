@@ -31,6 +31,10 @@ struct RawConfig {
     limits: Vec<RawLimit>,
     #[serde(default)]
     trusted_hops: u32,
+    #[serde(default = "default_ipv4_prefix")]
+    ipv4_prefix: u8,
+    #[serde(default = "default_ipv6_prefix")]
+    ipv6_prefix: u8,
     #[serde(default)]
     mode: Mode,
     #[serde(default)]
@@ -45,6 +49,16 @@ struct RawConfig {
 
 fn default_status() -> u16 {
     429
+}
+
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+
+/// A /64 is what one subscriber or host usually gets, and rotates addresses
+/// inside: keyed per address, every rotation would be a fresh bucket.
+fn default_ipv6_prefix() -> u8 {
+    64
 }
 
 fn default_table_size() -> u32 {
@@ -156,6 +170,10 @@ pub struct RateLimitConfig {
     pub limits: Vec<Limit>,
     /// Proxies in front of us whose `X-Forwarded-For` entries are trusted.
     pub trusted_hops: u32,
+    /// `client_ip` keys are the client's IPv4 network of this many bits.
+    pub ipv4_prefix: u8,
+    /// `client_ip` keys are the client's IPv6 network of this many bits.
+    pub ipv6_prefix: u8,
     /// Enforce or shadow.
     pub mode: Mode,
     /// Response headers.
@@ -181,6 +199,12 @@ impl RateLimitConfig {
             return Err(ConfigError::new("table_size", format!("must be between 1 and {MAX_TABLE_SIZE}")));
         }
         check_trusted_hops("trusted_hops", raw.trusted_hops)?;
+        if !(8..=32).contains(&raw.ipv4_prefix) {
+            return Err(ConfigError::new("ipv4_prefix", "must be between 8 and 32"));
+        }
+        if !(16..=128).contains(&raw.ipv6_prefix) {
+            return Err(ConfigError::new("ipv6_prefix", "must be between 16 and 128"));
+        }
         let global = match raw.global {
             Some(g) => Some(g.check()?),
             None => None,
@@ -222,6 +246,8 @@ impl RateLimitConfig {
         Ok(RateLimitConfig {
             limits,
             trusted_hops: raw.trusted_hops,
+            ipv4_prefix: raw.ipv4_prefix,
+            ipv6_prefix: raw.ipv6_prefix,
             mode: raw.mode,
             headers: raw.headers,
             status: raw.status,

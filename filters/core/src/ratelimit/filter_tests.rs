@@ -348,3 +348,22 @@ fn a_wrong_cluster_or_domain_is_loud() {
     ask(&x, grpc_ok(1));
     assert_eq!(x.host.metric("rate_limit.global.no_limit"), 1);
 }
+
+#[test]
+fn ipv6_clients_rotating_inside_their_64_share_one_bucket() {
+    let x = filter(LOCAL);
+    for i in 0..5 {
+        x.host.set_property("source.address", format!("[2001:db8:1:2::{i:x}]:4000"));
+        assert_eq!(x.get("/").status(200), 200);
+    }
+    x.host.set_property("source.address", "[2001:db8:1:2:ffff::9]:4000");
+    assert_eq!(x.get("/").status(200), 429, "a sixth address in the same /64 is the same client");
+    x.host.set_property("source.address", "[2001:db8:1:3::1]:4000");
+    assert_eq!(x.get("/").status(200), 200, "the next /64 is another client");
+    // "ipv6_prefix": 128 keys each address.
+    let per_address = filter(&LOCAL.replace(r#""headers":"both""#, r#""ipv6_prefix":128"#));
+    for i in 0..7 {
+        per_address.host.set_property("source.address", format!("[2001:db8:1:2::{i:x}]:4000"));
+        assert_eq!(per_address.get("/").status(200), 200);
+    }
+}

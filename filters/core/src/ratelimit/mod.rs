@@ -242,7 +242,8 @@ impl RateLimiter {
         cache.get_or_insert_with(|| {
             let (ip, source) = client_ip(req, self.config.trusted_hops);
             *fallback = source == ClientIpSource::PeerFallback;
-            ip.map(|ip| ip.to_string()).unwrap_or_default()
+            ip.map(|ip| crate::net::network_key(ip, self.config.ipv4_prefix, self.config.ipv6_prefix))
+                .unwrap_or_default()
         })
     }
 
