@@ -17,8 +17,9 @@
 //!   and the request counts.
 //!
 //! Each filter then defines failure on top of this: the breaker counts a
-//! network failure or a status in its `failure_statuses`; sticky counts a
-//! network failure or any 5xx.
+//! network failure, a status in its `failure_statuses` or a status outside
+//! 100-599 ([`Upstream::invalid_status`]); sticky counts a network failure,
+//! any 5xx or an invalid status.
 
 use crate::host::{property_text, property_u64, Host};
 
@@ -71,6 +72,12 @@ impl Upstream {
             return !self.network_failure();
         }
         self.status == NGINX_CLIENT_CLOSED && self.flags.is_none() && self.details.is_none()
+    }
+
+    /// A status no HTTP response can have (outside 100-599): the upstream is
+    /// broken, whatever the filter counts as a failure otherwise.
+    pub fn invalid_status(&self) -> bool {
+        self.status != 0 && !(100..=599).contains(&self.status)
     }
 
     /// Did the request fail at the network level (connect failure, reset,

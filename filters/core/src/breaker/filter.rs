@@ -5,7 +5,8 @@
 //!
 //! * **Key**: `xds.cluster_name` / `xds.route_name` (Envoy; nginx has no
 //!   `xds.*` properties, so the `:authority` stands in), the `:authority`
-//!   (`default` when empty), a request header (`-` when absent) or a fixed
+//!   (normalised: [`normalize_authority`]; `default` when empty), a request
+//!   header (`-` when absent) or a fixed
 //!   name; cut to [`MAX_KEY_BYTES`].
 //! * **Admission**: the slot where each key's breaker was last found is
 //!   cached per worker (a hint, checked against the record's key on use;
@@ -19,7 +20,8 @@
 //!   ([`crate::upstream`]). A request whose client went away before any
 //!   answer tells nothing about the upstream: it is not recorded, and a
 //!   half-open probe gives its place back. Otherwise a **failure** is a
-//!   network-level failure or a status in `failure_statuses`, and slowness
+//!   network-level failure, a status in `failure_statuses` or a status
+//!   outside 100-599, and slowness
 //!   is the time from admission to completion.
 
 use super::config::{BreakerConfig, KeyKind};
@@ -101,9 +103,23 @@ fn metric_component(key: &str) -> String {
     key.chars().take(64).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+/// One spelling per authority: lower case, no trailing dot, no default port
+/// (`:80`, `:443`). A client cannot dodge an open breaker, or flood the table
+/// with keys, by respelling the host.
+pub fn normalize_authority(authority: &str) -> String {
+    let a = authority.trim().to_ascii_lowercase();
+    let a = a.strip_suffix(":80").or_else(|| a.strip_suffix(":443")).unwrap_or(&a);
+    a.strip_suffix('.').unwrap_or(a).to_string()
+}
+
 /// The breaker key of the request (see the module docs).
 pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
-    let authority = || host.request_header(":authority").filter(|a| !a.is_empty()).unwrap_or_else(|| "default".into());
+    let authority = || {
+        host.request_header(":authority")
+            .map(|a| normalize_authority(&a))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| "default".into())
+    };
     let property = |name: &str| property_text(host, &["xds", name]).filter(|v| !v.is_empty());
     let mut key = match kind {
         KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),
@@ -272,8 +288,9 @@ impl Filter for BreakerFilter {
             return;
         }
         let metrics = self.key_metrics(host, &stream.key);
-        let sample =
+        let mut sample =
             self.breakers.sample(upstream.status, upstream.network_failure(), now.saturating_sub(stream.start));
+        sample.failure |= upstream.invalid_status();
         metrics.requests.inc(host);
         if sample.failure {
             metrics.failures.inc(host);

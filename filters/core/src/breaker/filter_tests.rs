@@ -255,3 +255,22 @@ fn requests_the_client_gave_up_on_neither_reset_the_streak_nor_count() {
     send(&x, 500);
     assert_eq!(send(&x, 200).status(200), 503, "three failures in a row, the aborted ones aside");
 }
+
+#[test]
+fn an_invalid_status_is_a_failure_whatever_failure_statuses_say() {
+    let x = breaker(&CONFIG.replace('}', r#","failure_statuses":[500]}"#));
+    for _ in 0..3 {
+        send(&x, 999);
+    }
+    assert_eq!(send(&x, 200).status(200), 503);
+}
+
+#[test]
+fn respelling_the_authority_is_the_same_breaker() {
+    let x = breaker(&CONFIG.replace('}', r#","key":"authority"}"#));
+    for authority in ["Shop.Example.com", "shop.example.com.", "shop.example.com:443"] {
+        x.request(&[(":method", "GET"), (":authority", authority)], 500, &[]);
+    }
+    let r = x.request(&[(":method", "GET"), (":authority", "SHOP.example.com:80")], 200, &[]);
+    assert_eq!(r.reply.unwrap().header("x-circuit-breaker"), Some("shop.example.com; state=open"));
+}

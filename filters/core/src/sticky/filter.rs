@@ -17,8 +17,8 @@
 //! * At completion the outcome is attributed to the backend that answered
 //!   (`upstream.address`), else to the chosen one; when the proxy answered
 //!   from another backend than the chosen one (a retry moved away), the
-//!   chosen one failed. A **failure** is a network-level failure or any
-//!   5xx ([`crate::upstream`]); a request whose client went away before any
+//!   chosen one failed. A **failure** is a network-level failure, any 5xx
+//!   or a status outside 100-599 ([`crate::upstream`]); a request whose client went away before any
 //!   answer is not recorded.
 
 use super::config::{Fallback, KeySource, StickyConfig};
@@ -165,7 +165,7 @@ impl Filter for StickyFilter {
         if upstream.client_gone() {
             return;
         }
-        let failure = upstream.status >= 500 || upstream.network_failure();
+        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
         if used != chosen {
             self.record(host, chosen, now, true);
         }
