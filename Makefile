@@ -6,7 +6,7 @@ WASM_TARGET = wasm32-wasip1
 FILTERS     = rate-limit circuit-breaker retry sticky-session
 ENVOY      ?= .venv/bin/envoy
 
-.PHONY: setup build run test unit integration lint validate-configs bench loadtest clean
+.PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean
 
 setup:
 	@scripts/setup.sh
@@ -62,6 +62,14 @@ loadtest: build
 	@scripts/setup.sh --load
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter
 	python3 bench/loadtest.py $(LOADTEST_ARGS)
+
+# Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each under
+# libFuzzer; inputs that widen coverage are merged into fuzz/corpus/, which
+# `make test` replays (the core's and the engine's corpus_replays tests).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	@scripts/setup.sh --fuzz
+	scripts/fuzz.sh $(FUZZ_SECONDS)
 
 clean:
 	$(CARGO) clean

