@@ -184,7 +184,9 @@ fn breakers_keyed_on_a_header_are_independent() {
 fn bad_configs_are_refused_at_load() {
     let b = Backends::start(&["a", "b"]);
     let base = sample_config("circuit-breaker.yaml", &b.addrs());
-    let cases = [
+    let deep = format!(r#"{{"expression":"{}NetworkErrorRatio() > 0.5{}"}}"#, "(".repeat(20_000), ")".repeat(20_000));
+    let wide = format!(r#"{{"expression":"{}"}}"#, vec!["1 > 0"; 65].join("||"));
+    let cases: [(&str, &str); 9] = [
         (r#"{"consecutive_failures":5,"colour":"red"}"#, "colour: unknown field `colour`"),
         (r#"{"key":"cluster"}"#, ".: no trip condition"),
         (r#"{"failure_ratio":1.5}"#, "failure_ratio: must be a ratio above 0 and at most 1"),
@@ -198,6 +200,9 @@ fn bad_configs_are_refused_at_load() {
             "expression: at column 1: unknown function `NetworkErrorRate`",
         ),
         (r#"{"consecutive_failures":5,"key":"upstream"}"#, "key: unknown key \"upstream\""),
+        // 20,000 nested parentheses overflowed the VM's stack: refused, but no line.
+        (&deep, "expression: at column 1025: longer than 1024 characters"),
+        (&wide, "expression: at column 449: more than 64 comparisons"),
     ];
     assert_refused_at_load(&base, "filters/circuit-breaker/README.md", &cases);
 }
