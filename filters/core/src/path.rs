@@ -10,7 +10,9 @@
 //! 2. a percent-encoded unreserved character (`A-Z a-z 0-9 - . _ ~`) is
 //!    decoded (`%61` is `a`); every other escape is kept, with upper-case hex
 //!    (`%2f` is `%2F`, still not a `/`); a `%` not followed by two hex digits
-//!    is kept as it is;
+//!    is written `%25` (otherwise decoding what follows could make a new
+//!    escape of it: `%1%61` would become `%1a`, and normalising twice would
+//!    differ; found by the `path` fuzz target);
 //! 3. runs of `/` become one;
 //! 4. `.` and `..` segments are resolved (`/a/./b/../c` is `/a/c`; `..` never
 //!    climbs above the root).
@@ -78,6 +80,10 @@ fn decode_unreserved(path: &str) -> String {
                 }
                 i += 3;
             }
+            None if c == b'%' => {
+                out.push_str("%25");
+                i += 1;
+            }
             None => {
                 // Copy the whole character (paths may hold raw UTF-8).
                 let len = path.get(i..).and_then(|r| r.chars().next()).map_or(1, char::len_utf8);
@@ -137,8 +143,17 @@ mod tests {
         assert_eq!(normalize("/%2561pi/x"), "/%2561pi/x");
         assert_eq!(normalize("/;/api/x"), "/;/api/x");
         assert_eq!(normalize("/api%2fx"), "/api%2Fx");
-        assert_eq!(normalize("/100%"), "/100%");
-        assert_eq!(normalize("/%zz/é/../a"), "/%zz/a");
+        assert_eq!(normalize("/100%"), "/100%25");
+        assert_eq!(normalize("/%zz/é/../a"), "/%25zz/a");
+    }
+
+    /// Found by the `path` fuzz target: decoding `%61` after a stray `%1`
+    /// made a new escape, `%1a`, so normalising twice gave another path.
+    #[test]
+    fn normalising_is_idempotent_around_stray_percent_signs() {
+        let once = normalize("/qq%61pi/%2F\u{fffd}%1%61pi/%2F\u{fffd}%1z").into_owned();
+        assert_eq!(once, "/qqapi/%2F\u{fffd}%251api/%2F\u{fffd}%251z");
+        assert_eq!(normalize(&once), once);
     }
 
     #[test]
