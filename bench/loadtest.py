@@ -235,7 +235,7 @@ def bootstrap(filters, clusters, rt, direct_response=False):
 def filter_configs(addrs):
     names = sorted(addrs)
     return {
-        "rate_limit": {"limits": [{"name": "all", "requests": 1000000000, "period": "1s", "key": "client_ip"}],
+        "rate_limit": {"limits": [{"name": "all", "requests": 1000000, "period": "1s", "key": "client_ip"}],
                        "headers": "draft"},
         "circuit_breaker": {"key": "cluster", "consecutive_failures": 5, "min_requests": 10,
                             "expression": "LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"},
@@ -249,7 +249,7 @@ def filter_configs(addrs):
 
 
 def global_limit_config(rls_port):
-    return {"limits": [{"name": "all", "requests": 1000000000, "period": "1s", "key": "client_ip", "scope": "global"}],
+    return {"limits": [{"name": "all", "requests": 1000000, "period": "1s", "key": "client_ip", "scope": "global"}],
             "global": {"cluster": "ratelimit", "domain": "bench", "timeout": "1s"}, "headers": "draft"}
 
 
@@ -434,7 +434,7 @@ def scenario_key_flood(addrs, keys=1_000_000, table_size=65536):
     """The rate limiter keyed on client_ip with trusted_hops 1, flooded with
     distinct X-Forwarded-For addresses: Envoy's resident memory before and
     after, against the table it was configured with."""
-    cfg = bootstrap([wasm("rate_limit", "rate_limit", {"limits": [{"name": "flood", "requests": 1000000000, "period": "1s",
+    cfg = bootstrap([wasm("rate_limit", "rate_limit", {"limits": [{"name": "flood", "requests": 1000000, "period": "1s",
                                                                    "key": "client_ip"}],
                                                        "trusted_hops": 1, "table_size": table_size})],
                     [cluster(list(addrs.values()))], route(), direct_response=True)
