@@ -83,6 +83,18 @@ pub enum Flow {
     Pause,
 }
 
+/// Which proxy the filter runs in. Hosts differ in the properties they
+/// have: asking nginx for one it lacks (`response.flags`,
+/// `response.code_details`) logs an error line per request, so filters ask
+/// only for what their host has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// Envoy (and Istio, Envoy Gateway).
+    Envoy,
+    /// nginx with Kong's `ngx_wasm_module`.
+    Nginx,
+}
+
 /// The kinds of metric a filter defines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
@@ -102,6 +114,10 @@ pub enum MetricKind {
 /// nothing in the cost model's sense; a shared-data read returns bytes, a
 /// write does not.
 pub trait Host: Clock + SharedStore {
+    /// Which proxy this is. Learnt once per VM, at the first request (nginx
+    /// answers the `ngx.*` properties, and only inside a request); one call
+    /// that returns bytes then, none after.
+    fn kind(&self) -> HostKind;
     /// The first value of request header `name` (lower case), decoded lossily
     /// when it is not UTF-8. Returns bytes.
     fn request_header(&self, name: &str) -> Option<String>;

@@ -9,7 +9,7 @@
 //! does (request headers, a call's answer, response headers, log).
 
 use crate::clock::{Clock, FakeClock};
-use crate::host::{Call, CallReply, Filter, Flow, Host, MetricKind, Refused};
+use crate::host::{Call, CallReply, Filter, Flow, Host, HostKind, MetricKind, Refused};
 use crate::store::{CasRule, Entry, MemoryStore, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -91,6 +91,8 @@ pub struct RecordingHost {
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     calls: Cell<HostCalls>,
     read_in_callback: Cell<bool>,
+    kind: HostKind,
+    kind_learnt: Cell<bool>,
 }
 
 impl Default for RecordingHost {
@@ -100,7 +102,9 @@ impl Default for RecordingHost {
 }
 
 impl RecordingHost {
-    /// A host whose shared data follows `rule`, clock at 1000 s.
+    /// A host whose shared data follows `rule`, clock at 1000 s. The rule
+    /// also says which proxy it is ([`HostKind`]): `NginxStrict` is nginx
+    /// (no `response.flags` or `response.code_details`), `Envoy` is Envoy.
     pub fn new(rule: CasRule) -> Self {
         RecordingHost {
             clock: FakeClock::at(1_000_000_000_000),
@@ -115,13 +119,17 @@ impl RecordingHost {
             metrics: RefCell::default(),
             calls: Cell::default(),
             read_in_callback: Cell::new(false),
+            // The store's rule says which proxy this is.
+            kind: if rule == CasRule::NginxStrict { HostKind::Nginx } else { HostKind::Envoy },
+            kind_learnt: Cell::new(false),
         }
     }
 
     /// Another worker of the same proxy: its own requests and metrics, the
     /// same shared data, its clock set to this one's.
     pub fn worker(&self) -> Self {
-        let mut other = RecordingHost::new(CasRule::Envoy);
+        let rule = if self.kind == HostKind::Nginx { CasRule::NginxStrict } else { CasRule::Envoy };
+        let mut other = RecordingHost::new(rule);
         other.store = Rc::clone(&self.store);
         other.clock.set(self.clock.now_nanos());
         other
@@ -259,6 +267,15 @@ impl SharedStore for RecordingHost {
 }
 
 impl Host for RecordingHost {
+    /// Nginx when the store follows nginx's rule, else Envoy; the first
+    /// call counts as the one property read the real host makes.
+    fn kind(&self) -> HostKind {
+        if !self.kind_learnt.replace(true) {
+            self.bytes();
+        }
+        self.kind
+    }
+
     fn request_header(&self, name: &str) -> Option<String> {
         self.bytes();
         first(&self.request.borrow(), name)

@@ -21,7 +21,7 @@
 //! 100-599 ([`Upstream::invalid_status`]); sticky counts a network failure,
 //! any 5xx or an invalid status.
 
-use crate::host::{property_text, property_u64, Host};
+use crate::host::{property_text, property_u64, Host, HostKind};
 
 /// Envoy response flags that mean the upstream failed at the network
 /// level: no healthy upstream (UH, 0x2), upstream request timeout (UT, 0x4),
@@ -52,14 +52,19 @@ pub struct Upstream {
 
 impl Upstream {
     /// Reads the outcome at completion: `:status` of the response headers,
-    /// else the `response.code` property; then `response.code_details` and
-    /// `response.flags`. Four reads at most, all returning bytes.
+    /// else the `response.code` property; then, in Envoy only,
+    /// `response.code_details` and `response.flags` (nginx has neither, and
+    /// logs an error line for each read). Four reads at most, all returning
+    /// bytes.
     pub fn read<H: Host + ?Sized>(host: &H) -> Upstream {
         let status = host
             .response_header(":status")
             .and_then(|s| s.trim().parse::<u16>().ok())
             .or_else(|| property_u64(host, &["response", "code"]).and_then(|c| u16::try_from(c).ok()))
             .unwrap_or(0);
+        if host.kind() == HostKind::Nginx {
+            return Upstream { status, flags: None, details: None };
+        }
         let details = property_text(host, &["response", "code_details"]);
         let flags = property_u64(host, &["response", "flags"]);
         Upstream { status, flags, details }

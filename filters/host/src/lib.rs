@@ -20,7 +20,8 @@
 pub use proxy_wasm;
 
 use filters_core::clock::Clock;
-use filters_core::host::{Call, CallReply, Filter, Flow, Host, MetricKind};
+use filters_core::host::{Call, CallReply, Filter, Flow, Host, HostKind, MetricKind};
+use std::cell::Cell;
 use filters_core::store::{Entry, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -89,7 +90,26 @@ impl SharedStore for ProxyHost {
     }
 }
 
+thread_local! {
+    /// The host's kind, learnt at the first request of this VM.
+    static KIND: Cell<Option<HostKind>> = const { Cell::new(None) };
+}
+
 impl Host for ProxyHost {
+    /// nginx answers `ngx.pid` (inside a request: at configure time it logs
+    /// an error instead); Envoy answers "not found", silently.
+    fn kind(&self) -> HostKind {
+        if let Some(kind) = KIND.with(Cell::get) {
+            return kind;
+        }
+        let kind = match hostcalls::get_property(vec!["ngx", "pid"]) {
+            Ok(Some(_)) => HostKind::Nginx,
+            _ => HostKind::Envoy,
+        };
+        KIND.with(|k| k.set(Some(kind)));
+        kind
+    }
+
     fn request_header(&self, name: &str) -> Option<String> {
         hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()?.map(lossy)
     }

@@ -26,7 +26,7 @@
 
 use super::config::{BreakerConfig, KeyKind};
 use super::{Admission, Breakers, Record, State, Transition};
-use crate::host::{property_text, Filter, Flow, Host, Refused};
+use crate::host::{property_text, Filter, Flow, Host, HostKind, Refused};
 use crate::store::StoreError;
 use crate::upstream::Upstream;
 use std::cell::RefCell;
@@ -120,7 +120,10 @@ pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| "default".into())
     };
-    let property = |name: &str| property_text(host, &["xds", name]).filter(|v| !v.is_empty());
+    // nginx has no xds.* properties: not even asked there.
+    let property = |name: &str| {
+        (host.kind() == HostKind::Envoy).then(|| property_text(host, &["xds", name])).flatten().filter(|v| !v.is_empty())
+    };
     let mut key = match kind {
         KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),
         KeyKind::Route => property("route_name").unwrap_or_else(authority),

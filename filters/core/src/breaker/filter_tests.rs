@@ -274,3 +274,14 @@ fn respelling_the_authority_is_the_same_breaker() {
     let r = x.request(&[(":method", "GET"), (":authority", "SHOP.example.com:80")], 200, &[]);
     assert_eq!(r.reply.unwrap().header("x-circuit-breaker"), Some("shop.example.com; state=open"));
 }
+
+#[test]
+fn in_nginx_the_properties_it_lacks_are_never_read() {
+    let x = Exchange::<BreakerFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
+    send(&x, 200);
+    let out = send(&x, 200);
+    // :authority and the record's head; :status and the record's read: no
+    // xds.*, no response.flags or response.code_details (nginx logs an error
+    // line for each).
+    assert_eq!(out.calls.returning_bytes, 4, "{out:?}");
+}

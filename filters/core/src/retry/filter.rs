@@ -16,10 +16,18 @@
 //! the router) nothing is known to be used and everything goes back. When
 //! the store fails, the request is granted nothing (`x-envoy-max-retries:
 //! 0`) and the failure is counted.
+//!
+//! # nginx
+//!
+//! nginx retries by `proxy_next_upstream`, not by request headers, and
+//! reports no attempt count: there the filter writes no `x-envoy-*` header
+//! and keeps no budget. It still removes forged retry headers (the module's
+//! removal does not stop `proxy_pass` from sending them, so the nginx config
+//! drops them too), counts each policy's requests and adds `Retry-After`.
 
 use super::budget::{Budget, Slice};
 use super::{Outcome, RetryConfig, BUDGET_KEY};
-use crate::host::{property_u64, Filter, Flow, Host, Refused};
+use crate::host::{property_u64, Filter, Flow, Host, HostKind, Refused};
 use crate::net::parse_addr;
 use crate::request::RequestView;
 use crate::store::{update_bytes, SharedStore, StoreError};
@@ -113,6 +121,12 @@ impl Filter for RetryFilter {
         }
         if plan.outcome == Outcome::NotIdempotent {
             m.not_idempotent.inc(host);
+        }
+        // nginx retries with proxy_next_upstream: Envoy's retry headers mean
+        // nothing to it (the backend would receive them), and no attempt count
+        // comes back to settle a budget with.
+        if host.kind() == HostKind::Nginx {
+            return Flow::Continue;
         }
         // Every request under a policy deposits into the budget; retriable
         // ones reserve what they may use.
