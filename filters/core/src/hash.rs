@@ -97,3 +97,57 @@ mod tests {
         assert!(used.iter().all(|&c| c < 30), "a slot got {} keys", used.iter().max().copied().unwrap_or(0));
     }
 }
+
+/// CRC-32 (IEEE 802.3, as zlib computes it).
+///
+/// `ngx_wasm_module` finds shared-data entries by the CRC-32 of the key
+/// alone, so two keys with the same CRC-32 share one entry there. The
+/// filters check their own keys with this at configure time.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        let i = usize::from((crc as u8) ^ b);
+        crc = (crc >> 8) ^ CRC_TABLE.get(i).copied().unwrap_or(0);
+    }
+    !crc
+}
+
+// `i` runs below 256, the table's length.
+#[allow(clippy::indexing_slicing)]
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+};
+
+/// Would nginx keep `a` and `b` in one shared-data entry? (Their CRC-32s
+/// agree, whole or after the zone name: both are checked, to be safe.)
+pub fn same_nginx_entry(a: &str, b: &str) -> bool {
+    let tail = |k: &str| k.split_once('/').map_or(k, |(_, t)| t).to_string();
+    a != b && (crc32(a.as_bytes()) == crc32(b.as_bytes()) || crc32(tail(a).as_bytes()) == crc32(tail(b).as_bytes()))
+}
+
+#[cfg(test)]
+mod crc_tests {
+    use super::*;
+
+    #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        // Found by a birthday search: these two share an nginx entry.
+        assert_eq!(crc32(b"sticky_health/pxpkadu"), 0x3e30_a940);
+        assert!(same_nginx_entry("sticky_health/pxpkadu", "sticky_health/jwccnw"));
+        assert!(!same_nginx_entry("sticky_health/a", "sticky_health/b"));
+    }
+}

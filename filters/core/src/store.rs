@@ -38,6 +38,9 @@ pub enum StoreError {
     Host(String),
     /// Every attempt lost its compare-and-swap to another worker.
     Contention,
+    /// A key written while creating a table was gone by the end: the store
+    /// evicted it (nginx's `shm_kv` zone is too small and evicts silently).
+    Evicted(String),
 }
 
 impl fmt::Display for StoreError {
@@ -45,6 +48,11 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::Host(status) => write!(f, "shared data call failed: {status}"),
             StoreError::Contention => f.write_str("shared data compare-and-swap lost every attempt"),
+            StoreError::Evicted(key) => write!(
+                f,
+                "\"{key}\" was evicted while the table was written: the shared-data zone is too small for it \
+                 (in nginx, size the shm_kv zone by the filter's README)"
+            ),
         }
     }
 }
@@ -103,6 +111,19 @@ where
     })
 }
 
+/// After a table was written: every key of `keys` must still be there. A
+/// zone that evicts when full (nginx's default) drops the oldest entries
+/// first, so checking the first key of each table catches a zone too small
+/// for the tables, at configure time rather than as wrong answers later.
+pub fn check_kept<S: SharedStore + ?Sized>(store: &S, keys: &[String]) -> Result<(), StoreError> {
+    for key in keys {
+        if store.get(key)?.is_none() {
+            return Err(StoreError::Evicted(key.clone()));
+        }
+    }
+    Ok(())
+}
+
 /// Reads a u64 without writing.
 pub fn read_u64<S: SharedStore + ?Sized>(store: &S, key: &str) -> Result<Option<u64>, StoreError> {
     Ok(store.get(key)?.and_then(|e| decode_u64(&e.value)))
@@ -129,12 +150,28 @@ pub struct MemoryStore {
     rule: CasRule,
     map: RefCell<HashMap<String, Entry>>,
     next_cas: RefCell<u32>,
+    /// At most this many keys; a write beyond evicts the oldest written
+    /// (as a full nginx zone does), `None`: unbounded.
+    capacity: Option<usize>,
+    order: RefCell<std::collections::VecDeque<String>>,
 }
 
 impl MemoryStore {
     /// An empty store with `rule`.
     pub fn new(rule: CasRule) -> Self {
-        MemoryStore { rule, map: RefCell::new(HashMap::new()), next_cas: RefCell::new(1) }
+        MemoryStore {
+            rule,
+            map: RefCell::new(HashMap::new()),
+            next_cas: RefCell::new(1),
+            capacity: None,
+            order: RefCell::default(),
+        }
+    }
+
+    /// A store of at most `capacity` keys that evicts the oldest written,
+    /// silently, as nginx's `shm_kv` zone does when full.
+    pub fn evicting(rule: CasRule, capacity: usize) -> Self {
+        MemoryStore { capacity: Some(capacity), ..MemoryStore::new(rule) }
     }
 
     /// Number of keys held.
@@ -176,7 +213,16 @@ impl SharedStore for MemoryStore {
         };
         if allowed {
             let cas = self.bump();
-            self.map.borrow_mut().insert(key.to_string(), Entry { value: value.to_vec(), cas });
+            let fresh = self.map.borrow_mut().insert(key.to_string(), Entry { value: value.to_vec(), cas }).is_none();
+            if let (Some(cap), true) = (self.capacity, fresh) {
+                let mut order = self.order.borrow_mut();
+                order.push_back(key.to_string());
+                while order.len() > cap {
+                    if let Some(old) = order.pop_front() {
+                        self.map.borrow_mut().remove(&old);
+                    }
+                }
+            }
         }
         Ok(allowed)
     }

@@ -21,11 +21,11 @@ pub use proxy_wasm;
 
 use filters_core::clock::Clock;
 use filters_core::host::{Call, CallReply, Filter, Flow, Host, HostKind, MetricKind};
-use std::cell::Cell;
 use filters_core::store::{Entry, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 

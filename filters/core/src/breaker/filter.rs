@@ -122,7 +122,10 @@ pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
     };
     // nginx has no xds.* properties: not even asked there.
     let property = |name: &str| {
-        (host.kind() == HostKind::Envoy).then(|| property_text(host, &["xds", name])).flatten().filter(|v| !v.is_empty())
+        (host.kind() == HostKind::Envoy)
+            .then(|| property_text(host, &["xds", name]))
+            .flatten()
+            .filter(|v| !v.is_empty())
     };
     let mut key = match kind {
         KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),

@@ -425,6 +425,7 @@ impl Breakers {
                 created += 1;
             }
         }
+        crate::store::check_kept(store, &[Self::slot_key(0)])?;
         Ok(created)
     }
 

@@ -365,3 +365,21 @@ fn nonsense_configurations_are_refused() {
     let e = BreakerConfig::from_json(br#"["cluster", 256, "10s"]"#).unwrap_err();
     assert_eq!(e.to_string(), "invalid plugin configuration: .: must be a JSON object");
 }
+
+/// nginx keeps shared data by the CRC-32 of the key: no two of the breaker
+/// table's slot keys may collide, up to the largest table allowed.
+#[test]
+fn no_two_slot_keys_share_an_nginx_entry() {
+    let (mut whole, mut tails) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    for slot in 0..65_536u32 {
+        let key = Breakers::slot_key(slot);
+        let tail = key.split_once('/').unwrap().1.to_string();
+        for (seen, id) in
+            [(&mut whole, crate::hash::crc32(key.as_bytes())), (&mut tails, crate::hash::crc32(tail.as_bytes()))]
+        {
+            if let Some(other) = seen.insert(id, slot) {
+                panic!("slots {other} and {slot} share an nginx entry");
+            }
+        }
+    }
+}

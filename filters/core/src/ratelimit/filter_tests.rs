@@ -367,3 +367,21 @@ fn ipv6_clients_rotating_inside_their_64_share_one_bucket() {
         assert_eq!(per_address.get("/").status(200), 200);
     }
 }
+
+#[test]
+fn a_zone_too_small_for_the_table_is_refused_at_configure() {
+    // nginx's shm_kv zone evicts silently when full: 16,385 slots in a zone
+    // that holds 10,000 would lose buckets, and limits, without a word.
+    let mut host = crate::testing::RecordingHost::new(CasRule::NginxStrict);
+    host.store = std::rc::Rc::new(crate::store::MemoryStore::evicting(CasRule::NginxStrict, 10_000));
+    let e = Exchange::<RateLimitFilter>::on(host, LOCAL).err().unwrap().to_string();
+    assert!(
+        e.starts_with(
+            "shared data is unavailable, cannot create the rate-limit table: \"rate_limit/per-client:0\" was evicted"
+        ),
+        "{e}"
+    );
+    let mut big = crate::testing::RecordingHost::new(CasRule::NginxStrict);
+    big.store = std::rc::Rc::new(crate::store::MemoryStore::evicting(CasRule::NginxStrict, 20_000));
+    assert!(Exchange::<RateLimitFilter>::on(big, LOCAL).is_ok());
+}

@@ -46,7 +46,7 @@ use crate::clock::Clock;
 use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
-use crate::store::{read_u64, update_u64, SharedStore, StoreError};
+use crate::store::{check_kept, read_u64, update_u64, SharedStore, StoreError};
 use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig, Scope};
 use gcra::{Gcra, GcraDecision};
 use global::{Answer, Descriptor};
@@ -139,7 +139,7 @@ impl RateLimiter {
     }
 
     /// Creates every slot that does not exist yet, holding TAT 0 (a full
-    /// bucket). Call once per VM before serving; a slot that already exists
+    /// bucket), then checks that the zone kept them ([`check_kept`]). Call once per VM before serving; a slot that already exists
     /// (created by another worker, or before a VM reload) is left alone, so
     /// live state survives a VM restart. Returns how many slots were created.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
@@ -152,6 +152,8 @@ impl RateLimiter {
                 }
             }
         }
+        let first: Vec<String> = self.config.limits.iter().filter(|l| l.slots > 0).map(|l| slot_key(l, 0)).collect();
+        check_kept(store, &first)?;
         Ok(created)
     }
 

@@ -329,6 +329,20 @@ fn check_backends(raw: Vec<RawBackend>) -> Result<Vec<Backend>, ConfigError> {
         }
         backends.push(Backend { name: b.name, address, weight: b.weight });
     }
+    // nginx keeps shared data by the CRC-32 of the key: two backends whose
+    // health records collide would share one, and eject each other.
+    let key = |b: &Backend| format!("{}/{}", super::SHARED_NAMESPACE, b.name);
+    for (i, b) in backends.iter().enumerate() {
+        if let Some(other) = backends.iter().take(i).find(|o| crate::hash::same_nginx_entry(&key(o), &key(b))) {
+            return Err(ConfigError::new(
+                format!("backends[{i}].name"),
+                format!(
+                    "\"{}\" and \"{}\" would share one health record in nginx (their keys' CRC-32s agree); rename one",
+                    b.name, other.name
+                ),
+            ));
+        }
+    }
     Ok(backends)
 }
 

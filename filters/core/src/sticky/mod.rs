@@ -321,6 +321,7 @@ impl Sticky {
                 created += 1;
             }
         }
+        crate::store::check_kept(store, &[self.health_key(0)])?;
         Ok(created)
     }
 

@@ -333,3 +333,13 @@ fn headers_the_filter_must_not_write_are_refused() {
         assert!(got.ends_with(want), "{json}: {got}");
     }
 }
+
+#[test]
+fn backends_whose_health_records_nginx_would_merge_are_refused() {
+    let json = r#"{"backends":[{"name":"pxpkadu","address":"127.0.0.1:1"},{"name":"jwccnw","address":"127.0.0.1:2"}]}"#;
+    let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+    assert!(
+        got.contains("backends[1].name: \"jwccnw\" and \"pxpkadu\" would share one health record in nginx"),
+        "{got}"
+    );
+}
