@@ -5,6 +5,11 @@ CARGO      ?= cargo
 WASM_TARGET = wasm32-wasip1
 FILTERS     = rate-limit circuit-breaker retry sticky-session
 ENVOY      ?= .venv/bin/envoy
+# nginx with ngx_wasm_module for the real-nginx tests: the one beside the
+# clone (../shared/nginx-wasm/nginx) unless NGINX_WASM_BIN says otherwise;
+# without either, those tests print SKIPPED.
+NGINX_WASM_BIN ?= $(abspath $(wildcard ../shared/nginx-wasm/nginx))
+export NGINX_WASM_BIN
 
 .PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean
 
@@ -37,8 +42,8 @@ integration: build
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session
-	@# Prints SKIPPED unless NGINX_WASM_BIN points at an nginx with ngx_wasm_module.
-	$(CARGO) test -p integration-tests --test nginx -- --nocapture
+	@# Real nginx (NGINX_WASM_BIN, above); prints SKIPPED when there is none.
+	$(CARGO) test -p integration-tests --test nginx -- --nocapture --test-threads 1
 
 lint: setup
 	$(CARGO) fmt --all --check

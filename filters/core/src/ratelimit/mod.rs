@@ -152,8 +152,7 @@ impl RateLimiter {
                 }
             }
         }
-        let first: Vec<String> = self.config.limits.iter().filter(|l| l.slots > 0).map(|l| slot_key(l, 0)).collect();
-        check_kept(store, &first)?;
+        check_kept(store, self.config.limits.iter().flat_map(|l| (0..l.slots).map(|i| slot_key(l, u64::from(i)))))?;
         Ok(created)
     }
 

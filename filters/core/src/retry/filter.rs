@@ -21,9 +21,11 @@
 //!
 //! nginx retries by `proxy_next_upstream`, not by request headers, and
 //! reports no attempt count: there the filter writes no `x-envoy-*` header
-//! and keeps no budget. It still removes forged retry headers (the module's
-//! removal does not stop `proxy_pass` from sending them, so the nginx config
-//! drops them too), counts each policy's requests and adds `Retry-After`.
+//! and keeps no budget. Forged retry headers are dropped by the nginx
+//! config (`proxy_set_header <name> "";`): the module's header removal does
+//! not stop `proxy_pass` from sending a header, and a header the filter
+//! removed escapes the config's drop as well, so there the filter only
+//! counts them. It counts each policy's requests and adds `Retry-After`.
 
 use super::budget::{Budget, Slice};
 use super::{Outcome, RetryConfig, BUDGET_KEY};
@@ -111,8 +113,14 @@ impl Filter for RetryFilter {
         let req = RequestView::fetch(host, None, !cfg.trusted_sources.is_empty());
         let trusted = cfg.trusted(req.peer().and_then(parse_addr));
         let plan = cfg.plan(&req, trusted);
+        // In nginx the config drops them (`proxy_set_header <name> "";`):
+        // this module version's removal does not stop proxy_pass from sending
+        // a header, and a removed header then escapes the config's drop too.
+        let nginx = !plan.strip.is_empty() && host.kind() == HostKind::Nginx;
         for name in &plan.strip {
-            host.set_request_header(name, None);
+            if !nginx {
+                host.set_request_header(name, None);
+            }
             m.forged_stripped.inc(host);
         }
         let Some(policy) = plan.policy else { return Flow::Continue };

@@ -321,7 +321,7 @@ impl Sticky {
                 created += 1;
             }
         }
-        crate::store::check_kept(store, &[self.health_key(0)])?;
+        crate::store::check_kept(store, (0..self.cfg.backends.len()).map(|i| self.health_key(i)))?;
         Ok(created)
     }
 
