@@ -67,6 +67,26 @@ fn start_with(
     plugin_json: Option<&str>,
     edits: &[(&str, &str)],
 ) -> Result<Nginx, String> {
+    let (dir, path) = write_config(file, backends, plugin_json, edits);
+    let conf = std::fs::read_to_string(&path).expect("read back");
+    let port: u16 = conf
+        .split("listen 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .expect("listen port");
+    spawn(bin, &dir, &path, &conf, port)
+}
+
+/// `nginx-otel/<file>` made runnable here: ports, backends, module paths,
+/// pid file, plugin configuration and `edits`; returns the scratch dir and
+/// the written config's path.
+fn write_config(
+    file: &str,
+    backends: &[SocketAddr],
+    plugin_json: Option<&str>,
+    edits: &[(&str, &str)],
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let mut conf = std::fs::read_to_string(repo().join("nginx-otel").join(file)).expect("read nginx config");
     for (from, to) in edits {
         assert!(conf.contains(from), "{file} has no {from:?}");
@@ -94,6 +114,18 @@ fn start_with(
     }
     let path = dir.join("nginx.conf");
     std::fs::write(&path, &conf).expect("write nginx.conf");
+    (dir, path)
+}
+
+/// Runs nginx on a written config until it serves, every worker's modules
+/// compiled (see [`start`]).
+fn spawn(
+    bin: &std::path::Path,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    conf: &str,
+    port: u16,
+) -> Result<Nginx, String> {
     let log = dir.join("stderr.log");
     let modules = conf.lines().filter(|l| l.trim_start().starts_with("module ")).count();
     let child = Command::new(bin)
@@ -102,7 +134,7 @@ fn start_with(
         .arg("-e")
         .arg("stderr")
         .arg("-c")
-        .arg(&path)
+        .arg(path)
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
         .spawn()
@@ -151,14 +183,27 @@ fn nginx_rate_limit_is_exact_across_worker_processes() {
 fn nginx_refuses_bad_plugin_config_with_one_line() {
     let Some(bin) = nginx_bin() else { return };
     let b = Backends::start(&["a", "b"]);
-    match start(
-        &bin,
-        "rate-limit.conf",
-        &b.addrs(),
-        Some(r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"global"}]}"#),
-    ) {
+    let bad = r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"all"}]}"#;
+    // `nginx -t` does not run the filter: the config passes it.
+    let (dir, conf) = write_config("rate-limit.conf", &b.addrs(), Some(bad), &[]);
+    let t = Command::new(&bin).arg("-t").arg("-p").arg(repo()).arg("-e").arg("stderr").arg("-c").arg(&conf).output();
+    let t = t.expect("nginx -t");
+    assert!(t.status.success(), "nginx -t refused it: {}", String::from_utf8_lossy(&t.stderr));
+    let _ = std::fs::remove_dir_all(dir);
+    // At start each worker logs the filter's one line and [emerg], and exits;
+    // the master stays up with no worker.
+    match start(&bin, "rate-limit.conf", &b.addrs(), Some(bad)) {
         Ok(_) => panic!("nginx served with requests: 0"),
-        Err(log) => assert!(log.contains("limits[0].requests: must be at least 1"), "log:\n{log}"),
+        Err(log) => {
+            assert!(
+                log.contains("invalid plugin configuration: limits[0].requests: must be at least 1"),
+                "log:\n{log}"
+            );
+            assert!(log.contains("[emerg]"), "log:\n{log}");
+            let lines = log.matches("invalid plugin configuration").count();
+            let workers = log.matches("start worker process ").count();
+            assert!(lines >= 1 && lines <= workers, "one line per worker that tried: {lines} for {workers} workers");
+        }
     }
 }
 
