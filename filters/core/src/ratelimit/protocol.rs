@@ -385,7 +385,7 @@ struct JsonHeader {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonResponseOut<'a> {
-    overall_code: &'static str,
+    overall_code: JsonEnumOut,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     statuses: Vec<JsonStatusOut<'a>>,
 }
@@ -393,7 +393,7 @@ struct JsonResponseOut<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct JsonStatusOut<'a> {
-    code: &'static str,
+    code: JsonEnumOut,
     #[serde(skip_serializing_if = "Option::is_none")]
     current_limit: Option<JsonLimitOut<'a>>,
     #[serde(skip_serializing_if = "is_zero")]
@@ -408,7 +408,25 @@ struct JsonLimitOut<'a> {
     #[serde(skip_serializing_if = "str::is_empty")]
     name: &'a str,
     requests_per_unit: u32,
-    unit: &'static str,
+    unit: JsonEnumOut,
+}
+
+/// An enum as protojson writes it: its name when the value is one the
+/// protocol defines, else its number (so that it reads back the same; found
+/// by the `rls_answer` fuzz target with `{"overallCode":67448}`).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum JsonEnumOut {
+    Name(&'static str),
+    Number(i32),
+}
+
+fn enum_out(value: i32, name: &'static str) -> JsonEnumOut {
+    if name == "UNKNOWN" && value != 0 {
+        JsonEnumOut::Number(value)
+    } else {
+        JsonEnumOut::Name(name)
+    }
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -418,16 +436,16 @@ fn is_zero(v: &u32) -> bool {
 /// A response as `/json` returns it (protojson: zero values left out).
 pub fn encode_json_response(r: &RateLimitResponse) -> Vec<u8> {
     let out = JsonResponseOut {
-        overall_code: code_name(r.overall_code),
+        overall_code: enum_out(r.overall_code, code_name(r.overall_code)),
         statuses: r
             .statuses
             .iter()
             .map(|s| JsonStatusOut {
-                code: code_name(s.code),
+                code: enum_out(s.code, code_name(s.code)),
                 current_limit: s.current_limit.as_ref().map(|l| JsonLimitOut {
                     name: &l.name,
                     requests_per_unit: l.requests_per_unit,
-                    unit: unit_name(l.unit),
+                    unit: enum_out(l.unit, unit_name(l.unit)),
                 }),
                 limit_remaining: s.limit_remaining,
                 duration_until_reset: s.duration_until_reset.as_ref().map(json_duration),
