@@ -43,6 +43,9 @@ BACKEND = ROOT / "target" / "release" / "demo-backend"
 ENGINE = ROOT / "target" / "release" / "ratelimit-engine"
 OUT = ROOT / "bench" / "results"
 ENVOY_CPU, LOAD_CPU = "0", "1"
+# nginx with ngx_wasm_module for the nginx rows: NGINX_WASM_BIN, else the
+# one beside the clone; without either the nginx rows are skipped.
+NGINX = pathlib.Path(os.environ.get("NGINX_WASM_BIN") or ROOT.parent / "shared" / "nginx-wasm" / "nginx")
 CLK = os.sysconf("SC_CLK_TCK")
 SCRATCH = pathlib.Path(tempfile.mkdtemp(prefix="loadtest-"))
 
@@ -162,6 +165,81 @@ class Envoy:
         self.proc.kill()
         self.proc.wait()
         self.logf.close()
+
+
+class Nginx:
+    """One nginx process (master_process off, one worker), pinned like Envoy,
+    serving `conf` (an nginx.conf with __LISTENER__ for its port)."""
+
+    def __init__(self, conf, cpu=ENVOY_CPU):
+        self.port = free_port()
+        d = SCRATCH / f"nginx-{self.port}"
+        (d / "logs").mkdir(parents=True)
+        path = d / "nginx.conf"
+        path.write_text(conf.replace("__LISTENER__", str(self.port)).replace("__PID__", str(d / "nginx.pid")))
+        self.logf = open(d / "error.log", "w")
+        self.proc = subprocess.Popen(pinned(cpu, [str(NGINX), "-p", str(d), "-e", "stderr", "-c", str(path)]),
+                                     stdout=subprocess.DEVNULL, stderr=self.logf)
+        deadline = time.time() + 90
+        modules = conf.count("\n    module ")
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {(d / 'error.log').read_text()[-2000:]}")
+            loaded = (d / "error.log").read_text().count("[wasm] successfully loaded")
+            if loaded >= modules and get(self.port)[0] != 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("nginx did not become ready")
+
+    def cpu_seconds(self):
+        fields = pathlib.Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.logf.close()
+
+
+def nginx_configs(addrs):
+    """The nginx rows: plain proxy_pass, the no-op filter, each filter and the
+    four chained, each with the Envoy rows' plugin configuration (sticky
+    sessions through a map onto one upstream per backend)."""
+    names = sorted(addrs)
+    f = filter_configs(addrs)
+    shm = {"rate_limit": "shm_kv rate_limit 10m;", "circuit_breaker": "shm_kv circuit_breaker 2m;",
+           "retry": "shm_kv retry_budget 1m;", "sticky_session": "shm_kv sticky_health 1m;", "noop_filter": ""}
+    upstreams = "upstream demo {\n" + "".join(f"        server {addrs[n]};\n" for n in names) + "    }\n"
+    upstreams += "".join(f"    upstream backend_{n} {{ server {addrs[n]}; }}\n" for n in names)
+    sticky_map = ("map $http_x_sticky_upstream $sticky_backend {\n" +
+                  "".join(f"        {addrs[n]} backend_{n};\n" for n in names) + "        default demo;\n    }\n")
+
+    def conf(filters, sticky=False):
+        modules = "".join(f"    module {file} {WASM / (file + '.wasm')};\n    {shm[file]}\n" for file, _ in filters)
+        wasm_block = f"wasm {{\n{modules}}}\n" if filters else ""
+        directives = "".join(f"            proxy_wasm {file} '{json.dumps(cfg)}';\n" for file, cfg in filters)
+        target = "$sticky_backend" if sticky else "demo"
+        return (f"daemon off;\nmaster_process off;\nworker_processes 1;\nerror_log stderr info;\npid __PID__;\n"
+                f"events {{}}\n{wasm_block}http {{\n    access_log off;\n    {upstreams}    {sticky_map}"
+                f"    server {{\n        listen 127.0.0.1:__LISTENER__;\n        location / {{\n{directives}"
+                f"            proxy_pass http://{target};\n            proxy_set_header Host $host;\n"
+                f"        }}\n    }}\n}}\n")
+
+    each = [("rate_limit", f["rate_limit"]), ("circuit_breaker", f["circuit_breaker"]), ("retry", f["retry"]),
+            ("sticky_session", f["sticky"])]
+    return {
+        "nginx-proxy": conf([]),
+        "nginx-noop-wasm": conf([("noop_filter", {})]),
+        "nginx-rate-limit": conf(each[0:1]),
+        "nginx-circuit-breaker": conf(each[1:2]),
+        "nginx-retry": conf(each[2:3]),
+        "nginx-sticky-session": conf(each[3:4], sticky=True),
+        "nginx-chain-of-four": conf(each, sticky=True),
+    }
 
 
 # ---------------------------------------------------------------- Envoy configs
@@ -357,10 +435,13 @@ def measure(bootstrap_cfg, concurrency, conn_counts, seconds, reps):
         e.close()
 
 
-def paired(base_cfg, cfg, seconds, reps, conns=10):
-    """Both Envoys on the same core, loaded at the same moment: the ratio of
-    their CPU per request, which the host's drift cancels out of."""
-    a, b = Envoy(base_cfg, 1), Envoy(cfg, 1)
+def paired(base_cfg, cfg, seconds, reps, conns=10, server=None):
+    """Both proxies on the same core, loaded at the same moment: the ratio of
+    their CPU per request, which the host's drift cancels out of. `server`
+    starts one (default: an Envoy with one worker)."""
+    server = server or (lambda c: Envoy(c, 1))
+    a = server(base_cfg)
+    b = server(cfg)
     try:
         for e in (a, b):
             wrk(e.port, conns, 1)
@@ -576,6 +657,7 @@ def main():
     ap.add_argument("--only", default="", help="comma-separated configuration names")
     ap.add_argument("--skip-scenarios", action="store_true")
     ap.add_argument("--scenarios-only", action="store_true")
+    ap.add_argument("--no-nginx", action="store_true", help="skip the nginx rows")
     ap.add_argument("--out", default="", help="basename of the report in bench/results (default: loadtest, or scenarios)")
     ap.add_argument("--write-compose", action="store_true", help="regenerate bench/compose/envoy-*.yaml and exit")
     ap.add_argument("--check-compose", action="store_true", help="exit 1 if bench/compose/envoy-*.yaml are stale")
@@ -613,6 +695,14 @@ def main():
                 continue
             log(f"paired: router vs {name}")
             report["paired"][name] = paired(all_cfgs["router"], all_cfgs[name], args.seconds, args.reps)
+        if not args.no_nginx and not args.scenarios_only and NGINX.exists():
+            ngx = nginx_configs(backends.addrs)
+            for name in [n for n in ngx if n != "nginx-proxy" and (not args.only or n in args.only.split(","))]:
+                log(f"paired: nginx-proxy vs {name}")
+                report.setdefault("paired_nginx", {})[name] = paired(ngx["nginx-proxy"], ngx[name], args.seconds,
+                                                                      args.reps, server=Nginx)
+        elif not args.no_nginx and not args.scenarios_only:
+            log(f"nginx rows skipped: {NGINX} not found (set NGINX_WASM_BIN)")
     finally:
         backends.close()
         if rls:
@@ -656,6 +746,20 @@ def main():
         native_added = f"{report['paired'][native]['median'] - 1:+.1%} ({native})" if native in report["paired"] else ""
         floors = f"{added / floor:.2f}" if floor == floor and floor > 0 else ""
         lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {native_added} |")
+    if report.get("paired_nginx"):
+        lines += ["", "## nginx, paired with plain proxy_pass (same core, loaded at the same moment)", "",
+                  "nginx 1.28.3 with ngx_wasm_module (Wasmtime), one worker pinned like Envoy, the same plugin "
+                  "configurations. CPU per request relative to nginx with no filter; added, and in nginx no-op floors.", "",
+                  "| config | CPU vs proxy_pass | added | in nginx no-op floors | the Envoy row's floors |",
+                  "| --- | --- | --- | --- | --- |"]
+        nfloor = report["paired_nginx"].get("nginx-noop-wasm", {}).get("median", float("nan")) - 1
+        for name, s in report["paired_nginx"].items():
+            added = s["median"] - 1
+            floors = f"{added / nfloor:.2f}" if nfloor == nfloor and nfloor > 0 else ""
+            twin = name.removeprefix("nginx-").replace("noop-wasm", "noop-wasm")
+            envoy = report["paired"].get(twin)
+            envoy_floors = f"{(envoy['median'] - 1) / floor:.2f}" if envoy and floor == floor and floor > 0 else ""
+            lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {envoy_floors} |")
     trio = [n for n in ("rate-limit", "rate-limit-global", "native-ratelimit-service") if n in report["configs"]]
     if "rate-limit" in trio and "rate-limit-global" in trio:
         lines += ["", "## A global limit next to the local limiter", "",
