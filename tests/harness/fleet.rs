@@ -135,6 +135,23 @@ impl Engine {
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill").args([sig, &self.pid().to_string()]).status().map(|s| s.success());
         assert_eq!(ok.ok(), Some(true), "kill {sig} engine");
+        // A signal is delivered asynchronously: on a busy machine a stopped
+        // engine could still answer the next call. Wait until the kernel
+        // says it is stopped (or running again).
+        let want_stopped = match sig {
+            "-STOP" => true,
+            "-CONT" => false,
+            _ => return,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).unwrap_or("");
+            if (state == "T" || state == "t") == want_stopped {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     /// `POST /json` with `body`.
