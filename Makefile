@@ -3,7 +3,7 @@
 
 CARGO      ?= cargo
 WASM_TARGET = wasm32-wasip1
-FILTERS     = rate-limit circuit-breaker retry sticky-session
+FILTERS     = rate-limit circuit-breaker retry sticky-session bundle
 ENVOY      ?= .venv/bin/envoy
 # nginx with ngx_wasm_module for the real-nginx tests: the one beside the
 # clone (../shared/nginx-wasm/nginx) unless NGINX_WASM_BIN says otherwise;

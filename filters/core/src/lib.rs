@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod breaker;
+pub mod bundle;
 pub mod clock;
 pub mod config;
 pub mod duration;

@@ -86,6 +86,12 @@ impl RateLimitFilter {
         &self.limiter
     }
 
+    /// Does a request's decision read every request header (a repeated
+    /// `X-Forwarded-For`), rather than a few by name?
+    pub fn needs_all_headers(&self) -> bool {
+        self.needed_headers.is_none()
+    }
+
     fn count<H: Host>(&self, host: &H, limit: usize, state: LimitState) {
         let Some(m) = self.per_limit.get(limit) else { return };
         match (state, self.limiter.config().mode) {

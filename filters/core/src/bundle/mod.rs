@@ -1,0 +1,179 @@
+//! All four policies in one module and one pass: the bundle.
+//!
+//! Loading four filters costs four entries into Wasm per callback and four
+//! separate conversations with the host; the bundle enters once and reads
+//! what the policies share once ([`pass::Pass`]: request headers, the peer
+//! address, properties, the clock). Each policy is exactly its single
+//! module's filter, configured from its section and driven in this order:
+//!
+//! * **Request**: `rate_limit`, then `circuit_breaker`, then
+//!   `sticky_session`, then `retry`. A policy that answers locally ends the
+//!   pass, so the later ones never see the request: a request the rate
+//!   limiter refuses is not a breaker probe, is not placed (or pinned) on a
+//!   backend and deposits nothing into the retry budget; one the breaker
+//!   rejects takes no backend and no retries; one sticky answers 503 (every
+//!   backend down) deposits nothing. Retry runs last so that only requests
+//!   that will be proxied count in its budget. A global rate limit pauses the
+//!   request for the service's answer; the pass resumes after it with the
+//!   breaker.
+//! * **Response** and **completion**: the same order. Each policy acts only
+//!   on requests it saw: the rate limiter adds its headers, the breaker
+//!   records the outcome, sticky records the backend's health and sets its
+//!   cookie, retry settles its budget and adds `Retry-After` (to any 429 or
+//!   503 without one, as its single module does).
+//!
+//! The configuration's sections are the four filters' configurations
+//! (`rate_limit`, `circuit_breaker`, `retry`, `sticky_session`); a missing
+//! section turns that policy off. A refusal is the section's own line with
+//! the section in front of the field (`rate_limit.limits[0].burst: ...`).
+//! Metrics keep each policy's names; `bundle.configured` counts the VMs.
+
+pub mod pass;
+
+use crate::breaker::{BreakerFilter, BreakerStream};
+use crate::config::{parse_json, ConfigError};
+use crate::host::{CallReply, Filter, Flow, Host, Refused};
+use crate::ratelimit::{RateLimitFilter, RateLimitStream};
+use crate::retry::{RetryFilter, RetryStream};
+use crate::sticky::{SessionStream, StickyFilter};
+use pass::Pass;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBundle {
+    #[serde(default)]
+    rate_limit: Option<serde_json::Value>,
+    #[serde(default)]
+    circuit_breaker: Option<serde_json::Value>,
+    #[serde(default)]
+    retry: Option<serde_json::Value>,
+    #[serde(default)]
+    sticky_session: Option<serde_json::Value>,
+}
+
+/// The four policies, each optional.
+#[derive(Debug)]
+pub struct BundleFilter {
+    rate_limit: Option<RateLimitFilter>,
+    circuit_breaker: Option<BreakerFilter>,
+    sticky_session: Option<StickyFilter>,
+    retry: Option<RetryFilter>,
+    /// Some enabled policy reads every request header: read them in one call.
+    all_headers: bool,
+}
+
+/// One request's state in each policy, and where the request pass stopped.
+#[derive(Debug, Default)]
+pub struct BundleStream {
+    rate_limit: RateLimitStream,
+    circuit_breaker: BreakerStream,
+    sticky_session: SessionStream,
+    retry: RetryStream,
+}
+
+/// Configures `F` from `section` of the bundle's configuration.
+fn section<F: Filter, H: Host>(host: &H, name: &str, value: Option<serde_json::Value>) -> Result<Option<F>, Refused> {
+    let Some(value) = value else { return Ok(None) };
+    let bytes = serde_json::to_vec(&value).map_err(|e| ConfigError::new(name, e.to_string()))?;
+    match F::configure(host, &bytes) {
+        Ok(f) => Ok(Some(f)),
+        Err(Refused::Config(e)) => {
+            let field = if e.field == "." { name.to_string() } else { format!("{name}.{}", e.field) };
+            Err(Refused::Config(ConfigError::new(field, e.reason)))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+impl BundleFilter {
+    /// The policies, in request order, from `step` on (0: rate limit, 1:
+    /// breaker, 2: sticky sessions, 3: retry). Stops at the first that does
+    /// not let the request go on.
+    fn request_from<H: Host>(&self, stream: &mut BundleStream, host: &H, step: usize) -> Flow {
+        for i in step..4 {
+            let flow = match i {
+                0 => self.rate_limit.as_ref().map(|f| f.on_request_headers(&mut stream.rate_limit, host)),
+                1 => self.circuit_breaker.as_ref().map(|f| f.on_request_headers(&mut stream.circuit_breaker, host)),
+                2 => self.sticky_session.as_ref().map(|f| f.on_request_headers(&mut stream.sticky_session, host)),
+                _ => self.retry.as_ref().map(|f| f.on_request_headers(&mut stream.retry, host)),
+            };
+            if flow == Some(Flow::Pause) {
+                return Flow::Pause;
+            }
+        }
+        Flow::Continue
+    }
+}
+
+impl Filter for BundleFilter {
+    type Stream = BundleStream;
+    const METRIC_PREFIX: &'static str = "bundle";
+
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+        let raw: RawBundle = parse_json(config)?;
+        if raw.rate_limit.is_none()
+            && raw.circuit_breaker.is_none()
+            && raw.retry.is_none()
+            && raw.sticky_session.is_none()
+        {
+            return Err(ConfigError::new(
+                ".",
+                "turns no policy on: give at least one of rate_limit, circuit_breaker, retry, sticky_session",
+            )
+            .into());
+        }
+        let rate_limit: Option<RateLimitFilter> = section(host, "rate_limit", raw.rate_limit)?;
+        let circuit_breaker = section(host, "circuit_breaker", raw.circuit_breaker)?;
+        let retry: Option<RetryFilter> = section(host, "retry", raw.retry)?;
+        let sticky_session: Option<StickyFilter> = section(host, "sticky_session", raw.sticky_session)?;
+        let all_headers =
+            retry.is_some() || sticky_session.is_some() || rate_limit.as_ref().is_some_and(|r| r.needs_all_headers());
+        Ok(BundleFilter { rate_limit, circuit_breaker, sticky_session, retry, all_headers })
+    }
+
+    fn on_request_headers<H: Host>(&self, stream: &mut BundleStream, host: &H) -> Flow {
+        self.request_from(stream, &Pass::new(host, self.all_headers), 0)
+    }
+
+    fn on_response_headers<H: Host>(&self, stream: &mut BundleStream, host: &H) {
+        let pass = Pass::new(host, false);
+        if let Some(f) = &self.rate_limit {
+            f.on_response_headers(&mut stream.rate_limit, &pass);
+        }
+        if let Some(f) = &self.circuit_breaker {
+            f.on_response_headers(&mut stream.circuit_breaker, &pass);
+        }
+        if let Some(f) = &self.sticky_session {
+            f.on_response_headers(&mut stream.sticky_session, &pass);
+        }
+        if let Some(f) = &self.retry {
+            f.on_response_headers(&mut stream.retry, &pass);
+        }
+    }
+
+    fn on_log<H: Host>(&self, stream: &mut BundleStream, host: &H) {
+        let pass = Pass::new(host, false);
+        if let Some(f) = &self.circuit_breaker {
+            f.on_log(&mut stream.circuit_breaker, &pass);
+        }
+        if let Some(f) = &self.sticky_session {
+            f.on_log(&mut stream.sticky_session, &pass);
+        }
+        if let Some(f) = &self.retry {
+            f.on_log(&mut stream.retry, &pass);
+        }
+    }
+
+    fn on_call_reply<H: Host>(&self, stream: &mut BundleStream, host: &H, token: u32, reply: CallReply) -> Flow {
+        let Some(rl) = &self.rate_limit else { return Flow::Pause };
+        let pass = Pass::new(host, self.all_headers);
+        match rl.on_call_reply(&mut stream.rate_limit, &pass, token, reply) {
+            Flow::Continue => self.request_from(stream, &pass, 1),
+            Flow::Pause => Flow::Pause,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

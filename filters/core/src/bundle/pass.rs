@@ -1,0 +1,155 @@
+//! One pass over a callback: a [`Host`] that remembers, for the length of
+//! one callback, what the policies of a bundle read, so that the first
+//! policy pays for a header, a property or the clock and the others read it
+//! for free.
+//!
+//! What is remembered: request headers (all of them in one call when any
+//! enabled policy needs them all, else each by name), properties, response
+//! headers and the clock. Shared data is never remembered: every read of
+//! it is part of a compare-and-swap. A write through the pass (a request
+//! header set or removed) updates what it remembers.
+
+use crate::clock::Clock;
+use crate::host::{Call, CallReply, Host, HostKind, MetricKind};
+use crate::store::{Entry, SharedStore, StoreError};
+use std::cell::{Cell, RefCell};
+
+/// A host seen through one callback of a bundle.
+pub struct Pass<'h, H: Host> {
+    host: &'h H,
+    /// Read all request headers in one call (some policy needs them all).
+    all_at_once: bool,
+    all_headers: RefCell<Option<Vec<(String, String)>>>,
+    headers: RefCell<Vec<(String, Option<String>)>>,
+    properties: RefCell<Vec<(String, Option<Vec<u8>>)>>,
+    response: RefCell<Vec<(String, Option<String>)>>,
+    now: Cell<Option<u64>>,
+}
+
+impl<'h, H: Host> Pass<'h, H> {
+    /// A pass over `host`; with `all_headers`, the request headers are read
+    /// in one call on first use (some policy needs them all).
+    pub fn new(host: &'h H, all_headers: bool) -> Self {
+        Pass {
+            host,
+            all_at_once: all_headers,
+            all_headers: RefCell::new(None),
+            headers: RefCell::default(),
+            properties: RefCell::default(),
+            response: RefCell::default(),
+            now: Cell::new(None),
+        }
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        if let Some(all) = &*self.all_headers.borrow() {
+            return all.clone();
+        }
+        let all = self.host.request_headers();
+        *self.all_headers.borrow_mut() = Some(all.clone());
+        all
+    }
+}
+
+/// The value remembered under `key`, or `read()`, then remembered.
+fn remember<V: Clone>(list: &RefCell<Vec<(String, V)>>, key: &str, read: impl FnOnce() -> V) -> V {
+    if let Some((_, v)) = list.borrow().iter().find(|(k, _)| k == key) {
+        return v.clone();
+    }
+    let v = read();
+    list.borrow_mut().push((key.to_string(), v.clone()));
+    v
+}
+
+impl<H: Host> Clock for Pass<'_, H> {
+    fn now_nanos(&self) -> u64 {
+        if let Some(now) = self.now.get() {
+            return now;
+        }
+        let now = self.host.now_nanos();
+        self.now.set(Some(now));
+        now
+    }
+}
+
+impl<H: Host> SharedStore for Pass<'_, H> {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        self.host.get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        self.host.set(key, value, cas)
+    }
+}
+
+impl<H: Host> Host for Pass<'_, H> {
+    fn kind(&self) -> HostKind {
+        self.host.kind()
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        if self.all_at_once || self.all_headers.borrow().is_some() {
+            return self.all().into_iter().find(|(n, _)| n == name).map(|(_, v)| v);
+        }
+        remember(&self.headers, name, || self.host.request_header(name))
+    }
+
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.all()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        remember(&self.properties, &path.join("."), || self.host.property(path))
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        self.host.set_request_header(name, value);
+        if let Some(all) = &mut *self.all_headers.borrow_mut() {
+            all.retain(|(n, _)| n != name);
+            if let Some(v) = value {
+                all.push((name.to_string(), v.to_string()));
+            }
+        }
+        let mut singles = self.headers.borrow_mut();
+        if let Some(entry) = singles.iter_mut().find(|(n, _)| n == name) {
+            entry.1 = value.map(str::to_string);
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        remember(&self.response, name, || self.host.response_header(name))
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        self.host.add_response_header(name, value);
+        self.response.borrow_mut().retain(|(n, _)| n != name);
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+        self.host.send_reply(status, headers, body)
+    }
+
+    fn dispatch(&self, call: &Call<'_>) -> Result<u32, String> {
+        self.host.dispatch(call)
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        self.host.call_status()
+    }
+
+    fn call_body(&self, reply: CallReply) -> Vec<u8> {
+        self.host.call_body(reply)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.host.define_metric(kind, name)
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) {
+        self.host.increment_metric(id, delta)
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.host.record_metric(id, value)
+    }
+}
