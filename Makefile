@@ -42,6 +42,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session
+	$(CARGO) test -p integration-tests --test bundle -- --nocapture
 	@# Real nginx (NGINX_WASM_BIN, above); prints SKIPPED when there is none.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture --test-threads 1
 

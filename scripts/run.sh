@@ -2,7 +2,8 @@
 # `make run`: demo backends a, b, c on 127.0.0.1:8081-8083 and Envoy on
 # :10000 with the rate-limit filter (envoy/rate-limit.yaml), or with
 # envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`; CONFIG=global-rate-limit
-# also starts Redis on :6380 and ratelimit-engine on :8090/:8091). Ctrl-C stops all.
+# also starts Redis on :6380 and ratelimit-engine on :8090/:8091; CONFIG=bundle runs all
+# four policies in one module). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-rate-limit}"
@@ -91,6 +92,20 @@ for its global limits (envoy/ratelimit/edge.yaml: 20 per minute per client).
   curl -i http://127.0.0.1:10000/                  # RateLimit headers of the local and the global limit
   curl -s 127.0.0.1:8090/metrics | grep -v '^#'    # the engine's counters
   curl -s http://127.0.0.1:9901/stats/prometheus | grep rate_limit_global
+
+MSG
+elif [ "$CONFIG" = bundle ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the bundle: rate limiting
+(100/s per client), a circuit breaker, sticky sessions over backends a, b, c
+and retry headers, in one Wasm module.
+
+  curl -i http://127.0.0.1:10000/ -H 'x-session-id: alice'   # x-sticky-backend, RateLimit headers, set-cookie
+  for i in $(seq 5); do curl -s -H 'x-session-id: alice' http://127.0.0.1:10000/ -o /dev/null -w '%header{x-sticky-backend} '; done; echo
+  curl '127.0.0.1:8081/_demo/set?fail=1'; curl '127.0.0.1:8082/_demo/set?fail=1'; curl '127.0.0.1:8083/_demo/set?fail=1'
+  for i in $(seq 8); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/; done; echo
+                                                   # retried 503s, then the breaker's own 503s
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep -E 'rate_limit|circuit_breaker|sticky|retry'
 
 MSG
 else

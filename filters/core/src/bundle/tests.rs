@@ -164,3 +164,23 @@ fn host_calls_per_request_are_pinned() {
     // callbacks that read (request, response, completion).
     assert_eq!(all, HostCalls { returning_bytes: 16, returning_nothing: 17, callbacks_reading: 3 });
 }
+
+#[test]
+fn an_answer_from_another_backend_counts_against_the_chosen_one_in_the_bundle() {
+    let x = bundle(&[("sticky_session", STICKY)]);
+    let first = x.request(GET, 200, &[]);
+    let chosen = first.header("x-sticky-backend").unwrap();
+    let elsewhere = if chosen == "a" { "127.0.0.1:8082" } else { "127.0.0.1:8081" };
+    for _ in 0..3 {
+        let (mut stream, flow) = x.start(GET);
+        x.host.set_property("upstream.address", elsewhere);
+        x.host.set_property_u64("response.code", 200);
+        x.finish(&mut stream, flow, Some(&[(":status", "200")]));
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{chosen}.ejected")), 1);
+}
+
+#[test]
+fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
+    crate::config::assert_metrics_table::<BundleFilter>(include_str!("../../../bundle/README.md"), &[]);
+}
