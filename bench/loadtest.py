@@ -212,7 +212,9 @@ def nginx_configs(addrs):
     names = sorted(addrs)
     f = filter_configs(addrs)
     shm = {"rate_limit": "shm_kv rate_limit 10m;", "circuit_breaker": "shm_kv circuit_breaker 2m;",
-           "retry": "shm_kv retry_budget 1m;", "sticky_session": "shm_kv sticky_health 1m;", "noop_filter": ""}
+           "retry": "shm_kv retry_budget 1m;", "sticky_session": "shm_kv sticky_health 1m;", "noop_filter": "",
+           "bundle": "shm_kv rate_limit 10m;\n    shm_kv circuit_breaker 2m;\n    shm_kv retry_budget 1m;\n"
+                     "    shm_kv sticky_health 1m;"}
     upstreams = "upstream demo {\n" + "".join(f"        server {addrs[n]};\n" for n in names) + "    }\n"
     upstreams += "".join(f"    upstream backend_{n} {{ server {addrs[n]}; }}\n" for n in names)
     sticky_map = ("map $http_x_sticky_upstream $sticky_backend {\n" +
@@ -239,6 +241,8 @@ def nginx_configs(addrs):
         "nginx-retry": conf(each[2:3]),
         "nginx-sticky-session": conf(each[3:4], sticky=True),
         "nginx-chain-of-four": conf(each, sticky=True),
+        "nginx-bundle-of-four": conf([("bundle", {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"],
+                                                  "sticky_session": f["sticky"], "retry": f["retry"]})], sticky=True),
     }
 
 
@@ -364,6 +368,14 @@ def configs(addrs, rls_port=None):
         "circuit-breaker": bootstrap([wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
         "retry": bootstrap([wasm("retry", "retry", f["retry"])], [cluster(a)], route()),
         "sticky-session": bootstrap([wasm("sticky", "sticky_session", f["sticky"])], [override_host_cluster(a)], route(**retry_route)),
+        "bundle-of-four": bootstrap([wasm("bundle", "bundle", {"rate_limit": f["rate_limit"],
+                                                              "circuit_breaker": f["circuit_breaker"],
+                                                              "sticky_session": f["sticky"], "retry": f["retry"]})],
+                                    [override_host_cluster(a)], route(**retry_route)),
+        # Envoy's native equivalents of the four, together on one route.
+        "native-chain-of-four": bootstrap([local_rl], [cluster(a, lb_policy="RING_HASH", outlier_detection={"consecutive_5xx": 5})],
+                                          route(hash_policy=[{"cookie": {"name": "sticky", "ttl": "3600s"}}],
+                                                retry_policy={"retry_on": "5xx,reset,connect-failure", "num_retries": 3})),
         "chain-of-four": bootstrap([wasm("rate_limit", "rate_limit", f["rate_limit"]),
                                     wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"]),
                                     wasm("retry", "retry", f["retry"]),
@@ -384,7 +396,8 @@ def configs(addrs, rls_port=None):
     }
 
 
-NATIVE_OF = {"rate-limit": "native-local-ratelimit", "rate-limit-global": "native-ratelimit-service", "sticky-session": "native-ring-hash-cookie",
+NATIVE_OF = {"bundle-of-four": "native-chain-of-four", "chain-of-four": "native-chain-of-four",
+             "rate-limit": "native-local-ratelimit", "rate-limit-global": "native-ratelimit-service", "sticky-session": "native-ring-hash-cookie",
              "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection"}
 
 
@@ -672,7 +685,7 @@ def main():
             (COMPOSE / name).write_text(text)
             log(f"written: {COMPOSE / name}")
         return
-    for tool in (ENVOY, BACKEND, ENGINE, WASM / "noop_filter.wasm"):
+    for tool in (ENVOY, BACKEND, ENGINE, WASM / "noop_filter.wasm", WASM / "bundle.wasm"):
         if not pathlib.Path(tool).exists():
             sys.exit(f"{tool} is missing: run `make loadtest` (it builds everything)")
     conn_counts = [int(c) for c in args.conns.split(",")]
@@ -756,7 +769,7 @@ def main():
         for name, s in report["paired_nginx"].items():
             added = s["median"] - 1
             floors = f"{added / nfloor:.2f}" if nfloor == nfloor and nfloor > 0 else ""
-            twin = name.removeprefix("nginx-").replace("noop-wasm", "noop-wasm")
+            twin = name.removeprefix("nginx-")
             envoy = report["paired"].get(twin)
             envoy_floors = f"{(envoy['median'] - 1) / floor:.2f}" if envoy and floor == floor and floor > 0 else ""
             lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {envoy_floors} |")

@@ -454,3 +454,38 @@ fn nginx_global_limit_over_keep_alive_connections_under_load() {
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 49, "{statuses:?}");
     assert!(!std::fs::read_to_string(&n.log).unwrap_or_default().contains("exited on signal"), "a worker crashed");
 }
+
+
+/// The bundle: all four policies in one module, in a real nginx with two
+/// workers: sessions stick, rate-limit headers come back, forged retry
+/// headers never reach a backend, and the breaker opens.
+#[test]
+fn nginx_bundle_serves_all_four_policies() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b", "c"]);
+    let n = start(&bin, "bundle.conf", &b.addrs(), None).unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let first = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
+    assert_eq!(first.status, 200);
+    assert!(first.header("ratelimit").is_some());
+    let home = first.header("x-sticky-backend").expect("chosen backend").to_string();
+    for _ in 0..5 {
+        let r = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
+        assert_eq!(r.header("x-backend"), Some(home.as_str()), "the session stuck");
+    }
+    let echo = http_get(n.addr, "/echo", &[("x-session-id", "alice"), ("x-envoy-max-retries", "7")]).expect("echo");
+    let seen: serde_json::Value = serde_json::from_slice(&echo.body).expect("echo json");
+    let headers = seen["headers"].as_object().expect("headers");
+    assert!(headers.keys().all(|h| !h.starts_with("x-envoy-")), "{seen}");
+    for name in ["a", "b", "c"] {
+        b.set(name, "fail=1");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = http_get(n.addr, "/", &[]).expect("request");
+        if r.header("x-circuit-breaker").is_some() {
+            assert_eq!(r.status, 503);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the breaker never opened");
+    }
+}

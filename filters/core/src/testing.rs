@@ -513,11 +513,12 @@ mod tests {
     /// filters' tests pin.
     #[test]
     fn the_host_call_table_in_bench_readme_is_the_pinned_one() {
-        let measured: [(&str, HostCalls); 4] = [
+        let measured: [(&str, HostCalls); 5] = [
             ("rate-limit", crate::ratelimit::filter_tests::calls_per_request()),
             ("circuit-breaker", crate::breaker::filter_tests::calls_per_request()),
             ("retry", crate::retry::filter_tests::calls_per_request()),
             ("sticky-session", crate::sticky::filter_tests::calls_per_request()),
+            ("bundle", crate::bundle::tests::calls_per_request()),
         ];
         let readme = include_str!("../../../bench/README.md");
         for (filter, calls) in measured {

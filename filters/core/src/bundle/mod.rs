@@ -176,4 +176,4 @@ impl Filter for BundleFilter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
