@@ -455,7 +455,6 @@ fn nginx_global_limit_over_keep_alive_connections_under_load() {
     assert!(!std::fs::read_to_string(&n.log).unwrap_or_default().contains("exited on signal"), "a worker crashed");
 }
 
-
 /// The bundle: all four policies in one module, in a real nginx with two
 /// workers: sessions stick, rate-limit headers come back, forged retry
 /// headers never reach a backend, and the breaker opens.

@@ -496,6 +496,10 @@ impl<F: Filter> Exchange<F> {
         let mut resp = vec![(":status", code.as_str())];
         resp.extend_from_slice(extra);
         self.host.set_property_u64("response.code", u64::from(status));
+        if self.host.kind == HostKind::Envoy {
+            // Envoy reports its attempts: one, unless a test says otherwise.
+            self.host.set_property_u64("upstream.request_attempt_count", 1);
+        }
         self.finish(&mut stream, flow, Some(&resp))
     }
 

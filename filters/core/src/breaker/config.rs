@@ -263,6 +263,13 @@ impl BreakerConfig {
         })
     }
 
+    /// Do the trip conditions read the sliding window? Only the ratios and
+    /// the expression do; with `consecutive_failures` alone the window is
+    /// not kept, and a success on a clean record writes nothing.
+    pub fn needs_window(&self) -> bool {
+        self.failure_ratio.is_some() || self.slow_call_ratio.is_some() || self.expression.is_some()
+    }
+
     /// Does this status count as a failure?
     pub fn is_failure_status(&self, status: u16) -> bool {
         self.failure_statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))

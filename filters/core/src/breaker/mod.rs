@@ -247,12 +247,18 @@ impl Breakers {
         if rec.state != State::Closed {
             return (false, None);
         }
-        self.cfg.shape.record(&mut rec.ring, now, sample);
+        let window = self.cfg.needs_window();
+        if window {
+            self.cfg.shape.record(&mut rec.ring, now, sample);
+        }
+        let before = rec.consecutive;
         rec.consecutive = if sample.failure { rec.consecutive.saturating_add(1) } else { 0 };
         if self.should_trip(rec, now) {
             return (true, Some(self.trip(rec, now)));
         }
-        (true, None)
+        // Written only when it changed: without a window, a success on a
+        // record with no failure streak changes nothing.
+        (window || rec.consecutive != before, None)
     }
 
     /// A probe that will never be answered (the client went away) gives its

@@ -259,7 +259,16 @@ fn table_claims_finds_and_bounds_breakers() {
 
 #[test]
 fn idle_breakers_give_their_slot_to_new_keys() {
-    let b = breakers(r#"{"consecutive_failures":5,"max_breakers":1,"window":"10s"}"#);
+    // Without a window (consecutive failures alone) a breaker with no
+    // failure streak carries no state: its slot is free at once.
+    let lean = breakers(r#"{"consecutive_failures":5,"max_breakers":1}"#);
+    let store = MemoryStore::new(CasRule::Envoy);
+    lean.initialize(&store).unwrap();
+    let (slot, _) = lean.find(&store, "old", T0).unwrap().unwrap();
+    lean.update(&store, slot, "old", |r| lean.complete(r, T0, &ok(&lean), false)).unwrap();
+    assert_eq!(lean.find(&store, "new", T0 + S).unwrap().map(|(s, r)| (s, r.key)), Some((slot, "new".to_string())));
+
+    let b = breakers(r#"{"failure_ratio":0.5,"max_breakers":1,"window":"10s"}"#);
     let store = MemoryStore::new(CasRule::Envoy);
     b.initialize(&store).unwrap();
     let (slot, _) = b.find(&store, "old", T0).unwrap().unwrap();

@@ -11,7 +11,10 @@
 //! empty ring. A request under a policy reserves at request time (each
 //! request also deposits) and, at completion, gives back what it reserved
 //! and did not use, into the slice it was charged to while that slice is in
-//! the window ([`Budget::refund`]): used = `upstream.request_attempt_count` - 1 in Envoy;
+//! the window ([`Budget::refund`]). The giving back rides on the same
+//! worker's next reservation (one read and one compare-and-swap per request,
+//! not two of each); until then the retries are held, which can only grant
+//! fewer, never more. Used = `upstream.request_attempt_count` - 1 in Envoy;
 //! where that property is missing (nginx, or a request that never reached
 //! the router) nothing is known to be used and everything goes back. When
 //! the store fails, the request is granted nothing (`x-envoy-max-retries:
@@ -33,6 +36,7 @@ use crate::host::{property_u64, Filter, Flow, Host, HostKind, Refused};
 use crate::net::parse_addr;
 use crate::request::RequestView;
 use crate::store::{update_bytes, SharedStore, StoreError};
+use std::cell::RefCell;
 
 crate::metrics! {
     /// The filter's counters (`retry.*`).
@@ -76,7 +80,14 @@ pub struct RetryFilter {
     config: RetryConfig,
     metrics: RetryMetrics,
     per_policy: Vec<PolicyMetrics>,
+    /// Unused reservations of this worker's finished requests, (reserved
+    /// at, retries), given back with its next reservation's write.
+    refunds: RefCell<Vec<(u64, u32)>>,
 }
+
+/// Refunds a worker holds at most before it drops the oldest (a dropped
+/// refund only grants fewer retries, never more).
+const MAX_HELD_REFUNDS: usize = 64;
 
 /// One request's state.
 #[derive(Debug, Default)]
@@ -105,7 +116,7 @@ impl Filter for RetryFilter {
             config.policies.iter().map(|p| PolicyMetrics::define(host, &format!("retry.{}.", p.name))).collect();
         let metrics = RetryMetrics::define(host, "retry.");
         log::info!("configured {} polic(ies)", config.policies.len());
-        Ok(RetryFilter { config, metrics, per_policy })
+        Ok(RetryFilter { config, metrics, per_policy, refunds: RefCell::default() })
     }
 
     fn on_request_headers<H: Host>(&self, stream: &mut RetryStream, host: &H) -> Flow {
@@ -139,11 +150,23 @@ impl Filter for RetryFilter {
         // Every request under a policy deposits into the budget; retriable
         // ones reserve what they may use.
         let now = host.now_nanos();
-        let granted =
-            with_budget(host, &cfg.budget, |ring| cfg.budget.reserve(ring, now, plan.want)).unwrap_or_else(|_| {
+        let held = self.refunds.borrow().clone();
+        let reserved = with_budget(host, &cfg.budget, |ring| {
+            for &(at, n) in &held {
+                cfg.budget.refund(ring, at, now, n);
+            }
+            cfg.budget.reserve(ring, now, plan.want)
+        });
+        let granted = match reserved {
+            Ok(granted) => {
+                self.refunds.borrow_mut().drain(..held.len());
+                granted
+            }
+            Err(_) => {
                 m.store_errors.inc(host);
                 0
-            });
+            }
+        };
         if plan.want > 0 && granted == 0 {
             m.budget_refused.inc(host);
         }
@@ -175,12 +198,13 @@ impl Filter for RetryFilter {
         self.metrics.retries.add(host, u64::from(used));
         let refund = reserved - used;
         if refund > 0 {
-            let budget = self.config.budget;
-            let now = host.now_nanos();
-            let at = stream.reserved_at;
-            if with_budget(host, &budget, |ring| budget.refund(ring, at, now, refund)).is_err() {
-                self.metrics.store_errors.inc(host);
+            // Given back with this worker's next reservation (one read and
+            // one write per request, not two of each).
+            let mut held = self.refunds.borrow_mut();
+            if held.len() >= MAX_HELD_REFUNDS {
+                held.remove(0);
             }
+            held.push((stream.reserved_at, refund));
         }
     }
 }

@@ -15,7 +15,8 @@
 //! * The `random` fallback's seed mixes the clock with a per-worker counter,
 //!   so two requests in the same nanosecond still differ.
 //! * At completion the outcome is attributed to the backend that answered
-//!   (`upstream.address`), else to the chosen one; when the proxy answered
+//!   (`upstream.address`, read only when Envoy reports more than one
+//!   attempt), else to the chosen one; when the proxy answered
 //!   from another backend than the chosen one (a retry moved away), the
 //!   chosen one failed. A **failure** is a network-level failure, any 5xx
 //!   or a status outside 100-599 ([`crate::upstream`]); a request whose client went away before any
@@ -24,7 +25,7 @@
 use super::config::{Fallback, KeySource, StickyConfig};
 use super::Sticky;
 use crate::hash::mix64;
-use crate::host::{property_text, Filter, Flow, Host, Refused};
+use crate::host::{property_text, property_u64, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
 use crate::upstream::Upstream;
 use std::cell::Cell;
@@ -159,8 +160,15 @@ impl Filter for StickyFilter {
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         let Some(chosen) = stream.chosen else { return };
         let now = host.now_nanos();
-        let used =
-            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen);
+        // Which backend answered: the chosen one, unless the proxy retried
+        // elsewhere. Envoy reports its attempts; `upstream.address` is read
+        // only when there was more than one (or the count is unknown).
+        let retried = property_u64(host, &["upstream", "request_attempt_count"]).is_none_or(|a| a > 1);
+        let used = if retried {
+            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen)
+        } else {
+            chosen
+        };
         let upstream = Upstream::read(host);
         if upstream.client_gone() {
             return;

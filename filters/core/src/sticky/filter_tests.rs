@@ -28,6 +28,9 @@ fn sticky(config: &str) -> Exchange<StickyFilter> {
 fn send(x: &Exchange<StickyFilter>, headers: &[(&str, &str)], status: u16, answered: Option<&str>) -> Outcome {
     let (mut stream, flow) = x.start(headers);
     let chosen = x.host.upstream_header("x-sticky-upstream");
+    // As Envoy reports it: one attempt when the chosen backend answered, two
+    // when a retry moved the request elsewhere.
+    x.host.set_property_u64("upstream.request_attempt_count", if answered.is_some() { 2 } else { 1 });
     if let Some(address) = answered.map(str::to_string).or(chosen) {
         x.host.set_property("upstream.address", address);
     }
@@ -171,10 +174,10 @@ pub(crate) fn calls_per_request() -> HostCalls {
 fn host_calls_per_request_are_pinned() {
     // Request callback: every request header, source.address and the chosen
     // backend's health record (bytes); the upstream header removed and set,
-    // the clock, the `assigned` counter (nothing). Log callback:
-    // upstream.address, :status, code details, flags and the health record
-    // read (bytes); the clock (nothing; a success on a clean record writes
-    // nothing).
+    // the clock, the `assigned` counter (nothing). Log callback: the attempt
+    // count (one: upstream.address is not needed), :status, code details,
+    // flags and the health record read (bytes); the clock (nothing; a success
+    // on a clean record writes nothing).
     assert_eq!(calls_per_request(), HostCalls { returning_bytes: 8, returning_nothing: 5, callbacks_reading: 2 });
 }
 
