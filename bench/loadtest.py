@@ -671,6 +671,7 @@ def main():
     ap.add_argument("--skip-scenarios", action="store_true")
     ap.add_argument("--scenarios-only", action="store_true")
     ap.add_argument("--no-nginx", action="store_true", help="skip the nginx rows")
+    ap.add_argument("--paired-only", action="store_true", help="only the paired runs (no per-configuration table)")
     ap.add_argument("--out", default="", help="basename of the report in bench/results (default: loadtest, or scenarios)")
     ap.add_argument("--write-compose", action="store_true", help="regenerate bench/compose/envoy-*.yaml and exit")
     ap.add_argument("--check-compose", action="store_true", help="exit 1 if bench/compose/envoy-*.yaml are stale")
@@ -699,7 +700,7 @@ def main():
     try:
         all_cfgs = configs(backends.addrs, rls.grpc_port if rls else None)
         chosen = [] if args.scenarios_only else [c for c in all_cfgs if not args.only or c in args.only.split(",")]
-        for name in chosen:
+        for name in [] if args.paired_only else chosen:
             for conc in (1, 2):
                 log(f"measuring {name} --concurrency {conc}")
                 report["configs"].setdefault(name, {})[conc] = measure(all_cfgs[name], conc, conn_counts, args.seconds, args.reps)

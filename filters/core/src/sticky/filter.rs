@@ -6,8 +6,9 @@
 //!
 //! # Per request
 //!
-//! * The upstream header is removed first: a client never chooses the
-//!   upstream itself.
+//! * A client never chooses the upstream itself: the upstream header is
+//!   set to the chosen backend, replacing any value the client sent (and
+//!   removed when the filter answers 503 itself).
 //! * Each backend's health record is read at most once per request, and only
 //!   when the choice needs it (the cache in [`SessionStream`]'s request
 //!   callback). A health record that cannot be read counts as up (and as a
@@ -112,7 +113,6 @@ impl Filter for StickyFilter {
     fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
         let sticky = &self.sticky;
         let upstream_header = &sticky.config().upstream_header;
-        host.set_request_header(upstream_header, None);
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
         let mut known: Vec<Option<bool>> = vec![None; sticky.config().backends.len()];
@@ -129,7 +129,12 @@ impl Filter for StickyFilter {
             }
             is_up
         };
-        let Ok(choice) = sticky.choose(&req, &mut up, self.random_seed(now)) else { return self.all_down(host) };
+        let Ok(choice) = sticky.choose(&req, &mut up, self.random_seed(now)) else {
+            // A client never chooses the upstream itself (below, setting the
+            // header replaces any value it sent).
+            host.set_request_header(upstream_header, None);
+            return self.all_down(host);
+        };
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);
         }
