@@ -351,6 +351,17 @@ fn nginx_sticky_sessions_stick_through_the_map() {
         assert_eq!(backends.len(), 1, "session {id} moved: {backends:?}");
         seen.extend(backends);
     }
+    // A client cannot choose the upstream: the filter's value replaces the
+    // one it sent.
+    let home = http_get(n.addr, "/", &[("x-session-id", "s0")]).expect("request");
+    let home = home.header("x-backend").expect("backend").to_string();
+    let other = if home == "a" { b.addr("b") } else { b.addr("a") };
+    let forged = other.to_string();
+    for _ in 0..5 {
+        let r =
+            http_get(n.addr, "/", &[("x-session-id", "s0"), ("x-sticky-upstream", forged.as_str())]).expect("request");
+        assert_eq!(r.header("x-backend"), Some(home.as_str()), "the forged upstream header chose the backend");
+    }
     assert_eq!(seen.len(), 3);
 }
 
