@@ -117,6 +117,11 @@ pub struct Sticky {
     cfg: StickyConfig,
     table: Table,
     signer: Option<Signer>,
+    /// Each backend's pinning-cookie value and whole `Set-Cookie`, signed
+    /// once at configure time (the signature depends only on the backend and
+    /// the secret).
+    pins: Vec<String>,
+    set_cookies: Vec<String>,
 }
 
 impl std::fmt::Debug for Sticky {
@@ -135,7 +140,13 @@ impl Sticky {
             Hashing::Ketama => Table::Ketama(Ketama::build(&members, config::KETAMA_POINTS_PER_WEIGHT)),
         };
         let signer = cfg.cookie.as_ref().map(|c| Signer::new(c.secret.as_deref()));
-        Sticky { cfg, table, signer }
+        let pins = match &signer {
+            Some(s) => cfg.backends.iter().map(|b| s.value(&b.name)).collect(),
+            None => Vec::new(),
+        };
+        let mut sticky = Sticky { cfg, table, signer, pins, set_cookies: Vec::new() };
+        sticky.set_cookies = (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).collect();
+        sticky
     }
 
     /// The configuration.
@@ -197,15 +208,11 @@ impl Sticky {
     ) -> Result<Choice, AllBackendsDown> {
         let mut cookie_rejected = false;
         let mut pinned = None;
-        if let (Some(signer), Some(cc)) = (&self.signer, &self.cfg.cookie) {
+        if let (Some(_), Some(cc)) = (&self.signer, &self.cfg.cookie) {
             let values = cookie_values(req.header_values("cookie"), &cc.name);
-            // Each verification is an HMAC: a request may make the filter
-            // check MAX_PIN_COOKIES of them, no more.
-            pinned = values
-                .iter()
-                .take(MAX_PIN_COOKIES)
-                .filter_map(|v| signer.verify(v))
-                .find_map(|name| self.cfg.backends.iter().position(|b| b.name == name));
+            // A request may make the filter check MAX_PIN_COOKIES of them,
+            // no more.
+            pinned = values.iter().take(MAX_PIN_COOKIES).find_map(|v| self.pinned_backend(v));
             cookie_rejected = pinned.is_none() && !values.is_empty();
         }
         let key = self.session_key(req);
@@ -280,10 +287,15 @@ impl Sticky {
         }
     }
 
-    /// The `Set-Cookie` value pinning a session to backend `i`.
+    /// The `Set-Cookie` value pinning a session to backend `i` (signed at
+    /// configure time: no HMAC per request).
     pub fn set_cookie(&self, i: usize) -> Option<String> {
-        let (signer, c) = (self.signer.as_ref()?, self.cfg.cookie.as_ref()?);
-        let mut v = format!("{}={}; Path={}", c.name, signer.value(self.name(i)), c.path);
+        self.set_cookies.get(i).cloned()
+    }
+
+    fn build_set_cookie(&self, i: usize) -> Option<String> {
+        let (pin, c) = (self.pins.get(i)?, self.cfg.cookie.as_ref()?);
+        let mut v = format!("{}={}; Path={}", c.name, pin, c.path);
         if let Some(age) = c.max_age {
             v.push_str(&format!("; Max-Age={age}"));
         }
@@ -295,6 +307,17 @@ impl Sticky {
         }
         v.push_str(&format!("; SameSite={}", c.same_site));
         Some(v)
+    }
+
+    /// The backend a pinning-cookie value names, if it is exactly the value
+    /// issued for that backend. Compared in constant time with the value
+    /// signed at configure time, so no HMAC is computed per request, and only
+    /// the canonical spelling is accepted.
+    fn pinned_backend(&self, value: &str) -> Option<usize> {
+        let name = value.strip_prefix("v1.")?.split('.').next()?;
+        let i = self.cfg.backends.iter().position(|b| b.name == name)?;
+        let issued = self.pins.get(i)?;
+        cookie::constant_time_eq(issued.as_bytes(), value.as_bytes()).then_some(i)
     }
 
     /// Backend `i`'s name.
