@@ -41,13 +41,16 @@ impl<'h, H: Host> Pass<'h, H> {
         }
     }
 
-    fn all(&self) -> Vec<(String, String)> {
-        if let Some(all) = &*self.all_headers.borrow() {
-            return all.clone();
+    /// Reads every request header once per callback.
+    fn fetch_all(&self) {
+        if self.all_headers.borrow().is_none() {
+            *self.all_headers.borrow_mut() = Some(self.host.request_headers());
         }
-        let all = self.host.request_headers();
-        *self.all_headers.borrow_mut() = Some(all.clone());
-        all
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        self.fetch_all();
+        self.all_headers.borrow().clone().unwrap_or_default()
     }
 }
 
@@ -89,7 +92,9 @@ impl<H: Host> Host for Pass<'_, H> {
 
     fn request_header(&self, name: &str) -> Option<String> {
         if self.all_at_once || self.all_headers.borrow().is_some() {
-            return self.all().into_iter().find(|(n, _)| n == name).map(|(_, v)| v);
+            self.fetch_all();
+            let all = self.all_headers.borrow();
+            return all.as_ref()?.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         }
         remember(&self.headers, name, || self.host.request_header(name))
     }
