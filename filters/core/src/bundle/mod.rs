@@ -3,7 +3,8 @@
 //! Loading four filters costs four entries into Wasm per callback and four
 //! separate conversations with the host; the bundle enters once and reads
 //! what the policies share once ([`pass::Pass`]: request headers, the peer
-//! address, properties, the clock). Each policy is exactly its single
+//! address, properties, the clock; `:status`, read in the response callback,
+//! is not read again at completion). Each policy is exactly its single
 //! module's filter, configured from its section and driven in this order:
 //!
 //! * **Request**: `rate_limit`, then `circuit_breaker`, then
@@ -70,6 +71,9 @@ pub struct BundleStream {
     circuit_breaker: BreakerStream,
     sticky_session: SessionStream,
     retry: RetryStream,
+    /// The response headers read in the response callback (`:status`),
+    /// read again from here at completion rather than from the host.
+    response_read: Vec<(String, Option<String>)>,
 }
 
 /// Configures `F` from `section` of the bundle's configuration.
@@ -150,10 +154,11 @@ impl Filter for BundleFilter {
         if let Some(f) = &self.retry {
             f.on_response_headers(&mut stream.retry, &pass);
         }
+        stream.response_read = pass.response_read();
     }
 
     fn on_log<H: Host>(&self, stream: &mut BundleStream, host: &H) {
-        let pass = Pass::new(host, false);
+        let pass = Pass::new(host, false).remembering(std::mem::take(&mut stream.response_read));
         if let Some(f) = &self.circuit_breaker {
             f.on_log(&mut stream.circuit_breaker, &pass);
         }
