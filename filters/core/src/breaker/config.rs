@@ -195,7 +195,11 @@ fn check_shape(raw: &RawConfig, expression: Option<&Expr>) -> Result<Shape, Conf
     }
     status_bounds.sort_unstable();
     status_bounds.dedup();
-    Ok(Shape { buckets: raw.buckets, bucket_ns, status_bounds, latency })
+    // Only the ratios and the expression read the window: with
+    // consecutive_failures alone the record keeps none (a few bytes to
+    // decode per request instead of `buckets` sub-buckets).
+    let window = raw.failure_ratio.is_some() || raw.slow_call_ratio.is_some() || expression.is_some();
+    Ok(Shape { buckets: if window { raw.buckets } else { 0 }, bucket_ns, status_bounds, latency })
 }
 
 fn check_failure_statuses(raw: &[serde_json::Value]) -> Result<Vec<(u16, u16)>, ConfigError> {
@@ -310,7 +314,9 @@ mod tests {
     fn defaults() {
         let c = BreakerConfig::from_json(br#"{"consecutive_failures":5}"#).unwrap();
         assert_eq!(c.key, KeyKind::Cluster);
-        assert_eq!(c.shape.buckets, 10);
+        assert_eq!(c.shape.buckets, 0, "consecutive failures alone keep no window");
+        let ratio = BreakerConfig::from_json(br#"{"failure_ratio":0.5}"#).unwrap();
+        assert_eq!(ratio.shape.buckets, 10);
         assert_eq!(c.shape.bucket_ns, 1_000_000_000);
         assert_eq!(c.min_requests, 10);
         assert_eq!(c.open_for_ns, 10_000_000_000);

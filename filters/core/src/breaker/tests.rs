@@ -339,8 +339,11 @@ fn record_size_is_as_documented() {
     // 34 + key + 10 x (24 + 3 status intervals x 4 + 57 latency bins x 4)
     assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 12 + 228));
     assert_eq!(b.encode(&b.fresh("flaky")).len(), 2679);
+    let ratio = breakers(r#"{"failure_ratio":0.5}"#);
+    assert_eq!(ratio.encode(&ratio.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
+    // consecutive_failures alone keeps no window.
     let plain = breakers(r#"{"consecutive_failures":5}"#);
-    assert_eq!(plain.encode(&plain.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
+    assert_eq!(plain.encode(&plain.fresh("flaky")).len(), 34 + 5);
 }
 
 /// The JSON example in the filter's README is a valid configuration.
