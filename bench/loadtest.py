@@ -372,6 +372,13 @@ def configs(addrs, rls_port=None):
                                                               "circuit_breaker": f["circuit_breaker"],
                                                               "sticky_session": f["sticky"], "retry": f["retry"]})],
                                     [override_host_cluster(a)], route(**retry_route)),
+        # The breaker on consecutive failures alone (no window, no expression).
+        "circuit-breaker-consecutive": bootstrap([wasm("circuit_breaker", "circuit_breaker",
+                                                       {"key": "cluster", "consecutive_failures": 5})], [cluster(a)], route()),
+        "bundle-of-four-consecutive-breaker": bootstrap(
+            [wasm("bundle", "bundle", {"rate_limit": f["rate_limit"], "circuit_breaker": {"key": "cluster", "consecutive_failures": 5},
+                                       "sticky_session": f["sticky"], "retry": f["retry"]})],
+            [override_host_cluster(a)], route(**retry_route)),
         # Envoy's native equivalents of the four, together on one route.
         "native-chain-of-four": bootstrap([local_rl], [cluster(a, lb_policy="RING_HASH", outlier_detection={"consecutive_5xx": 5})],
                                           route(hash_policy=[{"cookie": {"name": "sticky", "ttl": "3600s"}}],
