@@ -749,6 +749,8 @@ def main():
               "| config | concurrency | conns | requests/s | p50 ms | p99 ms | Envoy CPU us/request | RSS MiB |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     fmt = lambda s, d=1: f"{s['median']:.{d}f} ({s['min']:.{d}f}-{s['max']:.{d}f})"
+    # Added CPU in no-op floors ("" when the floor was not measured).
+    in_floors = lambda added, floor: f"{added / floor:.2f}" if floor == floor and floor > 0 else ""
     for name, per_conc in report["configs"].items():
         for conc, res in per_conc.items():
             for conns in conn_counts:
@@ -765,8 +767,7 @@ def main():
         added = s["median"] - 1
         native = NATIVE_OF.get(name)
         native_added = f"{report['paired'][native]['median'] - 1:+.1%} ({native})" if native in report["paired"] else ""
-        floors = f"{added / floor:.2f}" if floor == floor and floor > 0 else ""
-        lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {native_added} |")
+        lines.append(f"| {name} | {fmt(s, 3)} | {added:+.1%} | {in_floors(added, floor)} | {native_added} |")
     if report.get("paired_nginx"):
         lines += ["", "## nginx, paired with plain proxy_pass (same core, loaded at the same moment)", "",
                   "nginx 1.28.3 with ngx_wasm_module (Wasmtime), one worker pinned like Envoy, the same plugin "
@@ -776,11 +777,9 @@ def main():
         nfloor = report["paired_nginx"].get("nginx-noop-wasm", {}).get("median", float("nan")) - 1
         for name, s in report["paired_nginx"].items():
             added = s["median"] - 1
-            floors = f"{added / nfloor:.2f}" if nfloor == nfloor and nfloor > 0 else ""
-            twin = name.removeprefix("nginx-")
-            envoy = report["paired"].get(twin)
-            envoy_floors = f"{(envoy['median'] - 1) / floor:.2f}" if envoy and floor == floor and floor > 0 else ""
-            lines.append(f"| {name} | {s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f}) | {added:+.1%} | {floors} | {envoy_floors} |")
+            envoy = report["paired"].get(name.removeprefix("nginx-"))
+            envoy_floors = in_floors(envoy["median"] - 1, floor) if envoy else ""
+            lines.append(f"| {name} | {fmt(s, 3)} | {added:+.1%} | {in_floors(added, nfloor)} | {envoy_floors} |")
     trio = [n for n in ("rate-limit", "rate-limit-global", "native-ratelimit-service") if n in report["configs"]]
     if "rate-limit" in trio and "rate-limit-global" in trio:
         lines += ["", "## A global limit next to the local limiter", "",

@@ -150,14 +150,19 @@ pub trait Host: Clock + SharedStore {
     fn record_metric(&self, id: u32, value: u64);
 }
 
+/// Bytes from the host as text: as is when they are UTF-8 (no copy), else
+/// decoded lossily (invalid bytes become U+FFFD) rather than refused.
+pub fn lossy_text(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
 /// Reads a property as text: nginx returns text, Envoy returns text for
 /// addresses and names.
 pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String> {
-    let bytes = host.property(path)?;
-    Some(match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
+    host.property(path).map(lossy_text)
 }
 
 /// Reads a property holding an integer: Envoy encodes integers as 8

@@ -20,7 +20,7 @@
 pub use proxy_wasm;
 
 use filters_core::clock::Clock;
-use filters_core::host::{Call, CallReply, Filter, Flow, Host, HostKind, MetricKind};
+use filters_core::host::{lossy_text, Call, CallReply, Filter, Flow, Host, HostKind, MetricKind};
 use filters_core::store::{Entry, SharedStore, StoreError};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -52,13 +52,6 @@ macro_rules! filter_entry {
 /// The proxy, through proxy-wasm's host calls.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ProxyHost;
-
-fn lossy(bytes: Vec<u8>) -> String {
-    match String::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
-}
 
 impl Clock for ProxyHost {
     /// Both hosts always answer; were one to refuse, 0 reads as a clock
@@ -111,14 +104,14 @@ impl Host for ProxyHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()?.map(lossy)
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()?.map(lossy_text)
     }
 
     fn request_headers(&self) -> Vec<(String, String)> {
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
             .unwrap_or_default()
             .into_iter()
-            .map(|(name, value)| (name, lossy(value)))
+            .map(|(name, value)| (name, lossy_text(value)))
             .collect()
     }
 
@@ -131,7 +124,7 @@ impl Host for ProxyHost {
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()?.map(lossy)
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()?.map(lossy_text)
     }
 
     fn add_response_header(&self, name: &str, value: &str) {

@@ -270,8 +270,9 @@ impl BreakerConfig {
     /// Do the trip conditions read the sliding window? Only the ratios and
     /// the expression do; with `consecutive_failures` alone the window is
     /// not kept, and a success on a clean record writes nothing.
+    /// (`check_shape` decides it once: no window, no buckets.)
     pub fn needs_window(&self) -> bool {
-        self.failure_ratio.is_some() || self.slow_call_ratio.is_some() || self.expression.is_some()
+        self.shape.buckets > 0
     }
 
     /// Does this status count as a failure?

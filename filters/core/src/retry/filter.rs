@@ -150,16 +150,19 @@ impl Filter for RetryFilter {
         // Every request under a policy deposits into the budget; retriable
         // ones reserve what they may use.
         let now = host.now_nanos();
-        let held = self.refunds.borrow().clone();
+        let held = self.refunds.borrow();
         let reserved = with_budget(host, &cfg.budget, |ring| {
-            for &(at, n) in &held {
+            for &(at, n) in held.iter() {
                 cfg.budget.refund(ring, at, now, n);
             }
             cfg.budget.reserve(ring, now, plan.want)
         });
+        drop(held);
         let granted = match reserved {
             Ok(granted) => {
-                self.refunds.borrow_mut().drain(..held.len());
+                // Given back: nothing else touched the list since (one VM,
+                // one thread), so all of it.
+                self.refunds.borrow_mut().clear();
                 granted
             }
             Err(_) => {

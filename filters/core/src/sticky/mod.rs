@@ -116,7 +116,6 @@ impl Health {
 pub struct Sticky {
     cfg: StickyConfig,
     table: Table,
-    signer: Option<Signer>,
     /// Each backend's pinning-cookie value and whole `Set-Cookie`, signed
     /// once at configure time (the signature depends only on the backend and
     /// the secret).
@@ -144,7 +143,7 @@ impl Sticky {
             Some(s) => cfg.backends.iter().map(|b| s.value(&b.name)).collect(),
             None => Vec::new(),
         };
-        let mut sticky = Sticky { cfg, table, signer, pins, set_cookies: Vec::new() };
+        let mut sticky = Sticky { cfg, table, pins, set_cookies: Vec::new() };
         sticky.set_cookies = (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).collect();
         sticky
     }
@@ -208,7 +207,7 @@ impl Sticky {
     ) -> Result<Choice, AllBackendsDown> {
         let mut cookie_rejected = false;
         let mut pinned = None;
-        if let (Some(_), Some(cc)) = (&self.signer, &self.cfg.cookie) {
+        if let Some(cc) = &self.cfg.cookie {
             let values = cookie_values(req.header_values("cookie"), &cc.name);
             // A request may make the filter check MAX_PIN_COOKIES of them,
             // no more.
