@@ -12,18 +12,8 @@ struct Setup {
 
 impl Setup {
     fn new(plugin_json: Option<&str>) -> Setup {
-        let backends: Vec<Option<Backends>> = ["a", "b", "c"].iter().map(|n| Some(Backends::start(&[n]))).collect();
-        let addrs: Vec<_> =
-            backends.iter().zip(["a", "b", "c"]).filter_map(|(b, n)| b.as_ref().map(|b| b.addr(n))).collect();
-        let mut yaml = sample_config("bundle.yaml", &addrs);
-        if let Some(json) = plugin_json {
-            // The sticky backends' addresses, as sample_config did for the sample's.
-            let mut json = json.to_string();
-            for (i, a) in addrs.iter().enumerate() {
-                json = json.replace(&format!("127.0.0.1:{}\"", 8081 + i), &format!("{a}\""));
-            }
-            yaml = with_plugin_config(&yaml, &json);
-        }
+        let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
+        let yaml = sample_config_with("bundle.yaml", &addrs, plugin_json);
         Setup { backends, envoy: Envoy::start(&yaml, 2) }
     }
 

@@ -128,9 +128,11 @@ fn spawn(
 ) -> Result<Nginx, String> {
     let log = dir.join("stderr.log");
     let modules = conf.lines().filter(|l| l.trim_start().starts_with("module ")).count();
+    // The scratch dir as prefix: nginx makes its temp dirs there, not in
+    // the checkout.
     let child = Command::new(bin)
         .arg("-p")
-        .arg(repo())
+        .arg(dir)
         .arg("-e")
         .arg("stderr")
         .arg("-c")
@@ -186,7 +188,7 @@ fn nginx_refuses_bad_plugin_config_with_one_line() {
     let bad = r#"{"limits":[{"name":"a","requests":0,"period":"1s","key":"all"}]}"#;
     // `nginx -t` does not run the filter: the config passes it.
     let (dir, conf) = write_config("rate-limit.conf", &b.addrs(), Some(bad), &[]);
-    let t = Command::new(&bin).arg("-t").arg("-p").arg(repo()).arg("-e").arg("stderr").arg("-c").arg(&conf).output();
+    let t = Command::new(&bin).arg("-t").arg("-p").arg(&dir).arg("-e").arg("stderr").arg("-c").arg(&conf).output();
     let t = t.expect("nginx -t");
     assert!(t.status.success(), "nginx -t refused it: {}", String::from_utf8_lossy(&t.stderr));
     let _ = std::fs::remove_dir_all(dir);
@@ -254,7 +256,7 @@ fn plain_nginx_accepts_every_config_without_the_wasm_parts() {
         let out = Command::new(&nginx)
             .arg("-t")
             .arg("-p")
-            .arg(repo())
+            .arg(&dir)
             .arg("-c")
             .arg(&out_path)
             .arg("-e")

@@ -93,6 +93,14 @@ impl Backends {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a).unwrap_or_else(|| panic!("no backend {name}"))
     }
 
+    /// One process per name, so that a test can kill one (drop its slot);
+    /// with the addresses in the same order.
+    pub fn one_process_each(names: &[&str]) -> (Vec<Option<Backends>>, Vec<SocketAddr>) {
+        let each: Vec<Backends> = names.iter().map(|n| Backends::start(&[n])).collect();
+        let addrs = each.iter().zip(names).map(|(b, n)| b.addr(n)).collect();
+        (each.into_iter().map(Some).collect(), addrs)
+    }
+
     /// Addresses in start order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.addrs.iter().map(|(_, a)| *a).collect()
@@ -124,8 +132,18 @@ impl Drop for Backends {
 /// (8081, 8082, ... in order) become `backends`' ports, and wasm paths
 /// become absolute.
 pub fn sample_config(file: &str, backends: &[SocketAddr]) -> String {
+    sample_config_with(file, backends, None)
+}
+
+/// [`sample_config`] with its first plugin configuration swapped for
+/// `plugin_json` (when given) before the rewriting, so that backend
+/// addresses in the JSON (`127.0.0.1:8081`, ...) become `backends`' too.
+pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Option<&str>) -> String {
     let path = repo().join("envoy").join(file);
     let mut yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    if let Some(json) = plugin_json {
+        yaml = with_plugin_config(&yaml, json);
+    }
     yaml = yaml.replace("port_value: 10000", "port_value: 0").replace("port_value: 9901", "port_value: 0");
     for (i, addr) in backends.iter().enumerate() {
         let from = format!("port_value: {} ", 8081 + i);

@@ -286,22 +286,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A duration as the filters' configs write them: a whole number and a unit
-/// (`ns`, `us`, `ms`, `s`, `m`, `h`). The backend is a test server and keeps
-/// its own copy rather than depending on the filters' core.
+/// A duration as the filters' configs write them (`250ms`, `1s`, ...), by
+/// the filters' own parser, so the backend and the configs agree.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("\"{text}\" must start with a whole number"))?;
-    let per_unit: u64 = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        _ => return Err(format!("\"{text}\" has an unknown unit; use ns, us, ms, s, m or h")),
-    };
-    n.checked_mul(per_unit).map(Duration::from_nanos).ok_or_else(|| format!("\"{text}\" is too large"))
+    filters_core::duration::parse_duration(text).map_err(|e| format!("\"{}\" {e}", text.trim()))
 }
