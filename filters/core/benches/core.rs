@@ -273,5 +273,38 @@ fn config() -> Criterion {
     Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2))
 }
 
-criterion_group! { name = benches; config = config(); targets = rate_limit, breaker, retry, sticky }
+/// One whole request (request headers, response headers, completion)
+/// through each filter in the load test's configuration, on the recording
+/// host: the compute a request costs in the core, with host calls answered
+/// from memory. The recording host's own bookkeeping is included, the same
+/// for every row.
+fn per_request(c: &mut Criterion) {
+    use filters_core::bundle::BundleFilter;
+    use filters_core::host::Filter;
+    use filters_core::testing::Exchange;
+    const RL: &str = r#"{"limits":[{"name":"all","requests":1000000,"period":"1s","key":"client_ip"}],"headers":"draft"}"#;
+    const CB: &str = r#"{"key":"cluster","consecutive_failures":5,"min_requests":10,"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#;
+    const RT: &str = r#"{"policies":[{"name":"reads","match":{"methods":["GET","HEAD"]},"max_retries":3},{"name":"default","max_retries":2}]}"#;
+    const ST: &str = r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"}],"session_key":["cookie:session","client_ip"],"cookie":{"name":"sticky","secret":"loadtest-secret-0123456789"},"health":{"failures":3,"eject_for":"10s"}}"#;
+    // What wrk sends.
+    const GET: &[(&str, &str)] = &[(":method", "GET"), (":path", "/"), (":authority", "127.0.0.1:10000"), (":scheme", "http")];
+    fn run<F: Filter>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, config: &str) {
+        let Ok(x) = Exchange::<F>::new(CasRule::Envoy, config) else { return };
+        x.host.set_property("source.address", "127.0.0.1:40000");
+        x.host.set_property("xds.cluster_name", "backend");
+        x.host.set_property("upstream.address", "127.0.0.1:8081");
+        g.bench_function(name, |b| b.iter(|| black_box(x.request(GET, 200, &[]))));
+    }
+    let mut g = c.benchmark_group("per_request");
+    run::<filters_core::ratelimit::RateLimitFilter>(&mut g, "rate_limit", RL);
+    run::<filters_core::breaker::BreakerFilter>(&mut g, "circuit_breaker", CB);
+    run::<filters_core::retry::RetryFilter>(&mut g, "retry", RT);
+    run::<filters_core::sticky::StickyFilter>(&mut g, "sticky_session", ST);
+    let all = format!(r#"{{"rate_limit":{RL},"circuit_breaker":{CB},"retry":{RT},"sticky_session":{ST}}}"#);
+    run::<BundleFilter>(&mut g, "bundle_of_four", &all);
+    run::<filters_core::testing::NoopFilter>(&mut g, "noop_recording_host_only", "{}");
+    g.finish();
+}
+
+criterion_group! { name = benches; config = config(); targets = rate_limit, breaker, retry, sticky, per_request }
 criterion_main!(benches);

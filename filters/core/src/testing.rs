@@ -509,6 +509,24 @@ impl<F: Filter> Exchange<F> {
     }
 }
 
+/// A filter that does nothing: the baseline of the per-request benches
+/// (what the recording host's own bookkeeping costs).
+#[derive(Debug, Default)]
+pub struct NoopFilter;
+
+impl Filter for NoopFilter {
+    type Stream = ();
+    const METRIC_PREFIX: &'static str = "noop";
+
+    fn configure<H: Host>(_host: &H, _config: &[u8]) -> Result<Self, Refused> {
+        Ok(NoopFilter)
+    }
+
+    fn on_request_headers<H: Host>(&self, _stream: &mut (), _host: &H) -> Flow {
+        Flow::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::HostCalls;

@@ -16,13 +16,14 @@
 //!   rejection is answered with `status` (503), `Retry-After` in whole
 //!   seconds (at least 1), `x-circuit-breaker: <key>; state=<state>` and the
 //!   configured body or a JSON one.
-//! * **Completion**: what happened upstream is read once
+//! * **Outcome**, at the response headers (at completion for a request
+//!   that never got any): what happened upstream is read once
 //!   ([`crate::upstream`]). A request whose client went away before any
 //!   answer tells nothing about the upstream: it is not recorded, and a
 //!   half-open probe gives its place back. Otherwise a **failure** is a
 //!   network-level failure, a status in `failure_statuses` or a status
 //!   outside 100-599, and slowness
-//!   is the time from admission to completion.
+//!   is the time from admission to the response headers.
 
 use super::config::{BreakerConfig, KeyKind};
 use super::{Admission, Breakers, Record, State, Transition};
@@ -215,6 +216,44 @@ impl BreakerFilter {
         head == Some((true, State::Closed))
     }
 
+    /// Records the request's outcome, once: at its response headers, or at
+    /// completion when none came. The latency sample is the time from
+    /// admission to the response headers (or to completion).
+    fn settle<H: Host>(&self, stream: &mut BreakerStream, host: &H) {
+        let probe = match std::mem::take(&mut stream.role) {
+            Role::Pass => false,
+            Role::Probe => true,
+            Role::None | Role::Rejected => return,
+        };
+        let now = host.now_nanos();
+        let upstream = Upstream::read(host);
+        if upstream.client_gone() {
+            if probe {
+                self.with_record(host, &stream.key, now, |rec| (self.breakers.release_probe(rec), ()));
+            }
+            return;
+        }
+        let metrics = self.key_metrics(host, &stream.key);
+        let mut sample =
+            self.breakers.sample(upstream.status, upstream.network_failure(), now.saturating_sub(stream.start));
+        sample.failure |= upstream.invalid_status();
+        metrics.requests.inc(host);
+        if sample.failure {
+            metrics.failures.inc(host);
+        }
+        let outcome = self.with_record(host, &stream.key, now, |rec| {
+            let (changed, t) = self.breakers.complete(rec, now, &sample, probe);
+            (changed, (t, rec.state))
+        });
+        if let Some((t, state)) = outcome {
+            metrics.transition(host, t);
+            if let Some(t) = t {
+                log::info!("breaker {} {} -> {}", stream.key, t.from.name(), t.to.name());
+            }
+            metrics.state.set(host, state.gauge());
+        }
+    }
+
     fn reject<H: Host>(&self, host: &H, key: &str, retry_after_ns: u64, state: State) -> Flow {
         let retry = retry_after_ns.div_ceil(1_000_000_000).max(1);
         let cfg = self.breakers.config();
@@ -279,38 +318,15 @@ impl Filter for BreakerFilter {
         Flow::Continue
     }
 
+    /// The outcome is recorded when the response headers arrive (the
+    /// status and, for a failure, the proxy's flags are known then, and the
+    /// callback that reads `:status` pays for the record's read too).
+    fn on_response_headers<H: Host>(&self, stream: &mut BreakerStream, host: &H) {
+        self.settle(stream, host);
+    }
+
+    /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut BreakerStream, host: &H) {
-        let probe = match stream.role {
-            Role::Pass => false,
-            Role::Probe => true,
-            Role::None | Role::Rejected => return,
-        };
-        let now = host.now_nanos();
-        let upstream = Upstream::read(host);
-        if upstream.client_gone() {
-            if probe {
-                self.with_record(host, &stream.key, now, |rec| (self.breakers.release_probe(rec), ()));
-            }
-            return;
-        }
-        let metrics = self.key_metrics(host, &stream.key);
-        let mut sample =
-            self.breakers.sample(upstream.status, upstream.network_failure(), now.saturating_sub(stream.start));
-        sample.failure |= upstream.invalid_status();
-        metrics.requests.inc(host);
-        if sample.failure {
-            metrics.failures.inc(host);
-        }
-        let outcome = self.with_record(host, &stream.key, now, |rec| {
-            let (changed, t) = self.breakers.complete(rec, now, &sample, probe);
-            (changed, (t, rec.state))
-        });
-        if let Some((t, state)) = outcome {
-            metrics.transition(host, t);
-            if let Some(t) = t {
-                log::info!("breaker {} {} -> {}", stream.key, t.from.name(), t.to.name());
-            }
-            metrics.state.set(host, state.gauge());
-        }
+        self.settle(stream, host);
     }
 }

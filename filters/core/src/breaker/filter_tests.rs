@@ -286,3 +286,21 @@ fn in_nginx_the_properties_it_lacks_are_never_read() {
     // line for each).
     assert_eq!(out.calls.returning_bytes, 4, "{out:?}");
 }
+
+#[test]
+fn the_outcome_is_recorded_at_the_response_headers_once() {
+    use crate::host::Filter;
+    let x = breaker(r#"{"consecutive_failures":1,"open_for":"10s"}"#);
+    let (mut stream, _) = x.start(&[(":method", "GET"), (":path", "/")]);
+    x.host.respond(&[(":status", "503")]);
+    x.host.enter_callback();
+    x.filter.on_response_headers(&mut stream, &x.host);
+    // Open before the first request completes: its answer was enough.
+    assert_eq!(x.host.metric("circuit_breaker.backend.opened"), 1);
+    assert_eq!(send(&x, 200).status(200), 503);
+    // Completion does not count the request a second time.
+    x.host.enter_callback();
+    x.filter.on_log(&mut stream, &x.host);
+    assert_eq!(x.host.metric("circuit_breaker.backend.requests"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.failures"), 1);
+}

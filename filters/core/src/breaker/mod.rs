@@ -44,7 +44,7 @@ use crate::hash::hash_bytes;
 use crate::store::{update_bytes, SharedStore, StoreError};
 use config::BreakerConfig;
 use expr::{Metrics, Operand};
-use window::{latency_quantile_ms, Bucket, Sample, Shape, Totals};
+use window::{latency_quantile_ms, Ring, Sample, Shape, Totals};
 
 /// Slots probed from a key's home slot.
 pub const PROBES: u32 = 8;
@@ -121,7 +121,7 @@ pub struct Record {
     /// Probes answered successfully.
     pub successes: u32,
     /// The window.
-    pub ring: Vec<Bucket>,
+    pub ring: Ring,
 }
 
 /// What to do with a request.
@@ -328,7 +328,7 @@ impl Breakers {
     /// Serialises a record.
     pub fn encode(&self, rec: &Record) -> Vec<u8> {
         let shape = &self.cfg.shape;
-        let mut out = Vec::with_capacity(64 + rec.key.len() + rec.ring.len() * 64);
+        let mut out = Vec::with_capacity(32 + rec.key.len() + rec.ring.as_bytes().len());
         out.push(VERSION);
         put_u16(&mut out, shape.buckets as u16);
         put_u16(&mut out, shape.status_bounds.len().saturating_sub(1) as u16);
@@ -347,12 +347,7 @@ impl Breakers {
         let key = key.get(..key.len().min(u16::MAX as usize)).unwrap_or(key);
         put_u16(&mut out, key.len() as u16);
         out.extend_from_slice(key);
-        for b in &rec.ring {
-            out.extend_from_slice(&b.epoch.to_le_bytes());
-            for v in [b.requests, b.failures, b.network, b.slow].iter().chain(&b.codes).chain(&b.latency) {
-                put_u32(&mut out, *v);
-            }
-        }
+        out.extend_from_slice(rec.ring.as_bytes());
         out
     }
 
@@ -365,7 +360,6 @@ impl Breakers {
             return None;
         }
         let codes = shape.status_bounds.len().saturating_sub(1);
-        let lat = if shape.latency { window::latency_bounds_us().len() + 1 } else { 0 };
         if r.u16()? != shape.buckets as u16 || usize::from(r.u16()?) != codes || r.u16()? != u16::from(shape.latency) {
             return None;
         }
@@ -377,13 +371,9 @@ impl Breakers {
         let successes = r.u32()?;
         let key_len = usize::from(r.u16()?);
         let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
-        let mut ring = Vec::with_capacity(shape.buckets as usize);
-        for _ in 0..shape.buckets {
-            let epoch = r.u64()?;
-            let (requests, failures, network, slow) = (r.u32()?, r.u32()?, r.u32()?, r.u32()?);
-            let codes = (0..codes).map(|_| r.u32()).collect::<Option<Vec<_>>>()?;
-            let latency = (0..lat).map(|_| r.u32()).collect::<Option<Vec<_>>>()?;
-            ring.push(Bucket { epoch, requests, failures, network, slow, codes, latency });
+        let ring = Ring::from_bytes(shape, r.take(shape.ring_len())?)?;
+        if !r.0.is_empty() {
+            return None;
         }
         Some(Record { key, state, trips, consecutive, until, probes, successes, ring })
     }

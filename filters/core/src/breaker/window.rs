@@ -37,23 +37,53 @@ const fn latency_table() -> [u64; LATENCY_BINS] {
     t
 }
 
-/// One sub-bucket.
+/// The ring of sub-buckets, stored as the shared record holds it: for each
+/// bucket, its epoch (u64) then its counts (u32: requests, failures, network
+/// errors, slow calls, one per status interval, one per latency bin), all
+/// little-endian. A completion reads and writes a few words in place; the
+/// record is copied in and out whole, never decoded bucket by bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Bucket {
-    /// Which bucket-width interval since the epoch this bucket holds.
-    pub epoch: u64,
-    /// Requests completed.
-    pub requests: u32,
-    /// Requests that counted as failures (status or network).
-    pub failures: u32,
-    /// Requests that failed at the network level.
-    pub network: u32,
-    /// Requests slower than the slow-call threshold.
-    pub slow: u32,
-    /// Requests per status interval.
-    pub codes: Vec<u32>,
-    /// Requests per latency bin (empty when no quantile is configured).
-    pub latency: Vec<u32>,
+pub struct Ring {
+    bytes: Vec<u8>,
+}
+
+/// Counts per bucket before the status intervals.
+const FIXED_COUNTS: usize = 4;
+const REQUESTS: usize = 0;
+const FAILURES: usize = 1;
+const NETWORK: usize = 2;
+const SLOW: usize = 3;
+
+impl Ring {
+    /// The ring's bytes, as written into the record.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A ring of `shape` from a record's bytes; `None` if the length is not
+    /// the shape's.
+    pub fn from_bytes(shape: &Shape, bytes: &[u8]) -> Option<Ring> {
+        (bytes.len() == shape.ring_len()).then(|| Ring { bytes: bytes.to_vec() })
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        self.bytes.get(at..at + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_le_bytes)
+    }
+
+    fn set_u32(&mut self, at: usize, v: u32) {
+        if let Some(b) = self.bytes.get_mut(at..at + 4) {
+            b.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn bump(&mut self, at: usize) {
+        let v = self.u32_at(at);
+        self.set_u32(at, v.saturating_add(1));
+    }
+
+    fn epoch_at(&self, at: usize) -> u64 {
+        self.bytes.get(at..at + 8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_le_bytes)
+    }
 }
 
 /// One completed request, as the window records it.
@@ -102,18 +132,36 @@ pub struct Totals {
 }
 
 impl Shape {
-    fn empty_bucket(&self, epoch: u64) -> Bucket {
-        Bucket {
-            epoch,
-            codes: vec![0; self.status_bounds.len().saturating_sub(1)],
-            latency: if self.latency { vec![0; LATENCY_BINS + 1] } else { Vec::new() },
-            ..Bucket::default()
+    fn codes(&self) -> usize {
+        self.status_bounds.len().saturating_sub(1)
+    }
+
+    fn latency_bins(&self) -> usize {
+        if self.latency {
+            LATENCY_BINS + 1
+        } else {
+            0
         }
     }
 
-    /// A fresh ring.
-    pub fn empty(&self) -> Vec<Bucket> {
-        (0..self.buckets).map(|_| self.empty_bucket(0)).collect()
+    /// Bytes per bucket: the epoch, then the counts.
+    fn bucket_len(&self) -> usize {
+        8 + 4 * (FIXED_COUNTS + self.codes() + self.latency_bins())
+    }
+
+    /// Bytes of the whole ring.
+    pub fn ring_len(&self) -> usize {
+        self.buckets as usize * self.bucket_len()
+    }
+
+    /// A fresh ring: every bucket at epoch 0, empty.
+    pub fn empty(&self) -> Ring {
+        Ring { bytes: vec![0; self.ring_len()] }
+    }
+
+    /// Where count `i` of the bucket at `base` is.
+    fn count_at(base: usize, i: usize) -> usize {
+        base + 8 + 4 * i
     }
 
     fn epoch(&self, now: u64) -> u64 {
@@ -121,31 +169,35 @@ impl Shape {
     }
 
     /// Adds a sample at `now`.
-    pub fn record(&self, ring: &mut [Bucket], now: u64, s: &Sample) {
+    pub fn record(&self, ring: &mut Ring, now: u64, s: &Sample) {
         let epoch = self.epoch(now);
-        let n = ring.len() as u64;
+        let n = u64::from(self.buckets);
         if n == 0 {
             return;
         }
-        let Some(b) = ring.get_mut((epoch % n) as usize) else { return };
-        if b.epoch != epoch {
-            *b = self.empty_bucket(epoch);
-        }
-        b.requests = b.requests.saturating_add(1);
-        b.failures = b.failures.saturating_add(u32::from(s.failure));
-        b.network = b.network.saturating_add(u32::from(s.network));
-        b.slow = b.slow.saturating_add(u32::from(s.slow));
-        if let Some(i) = self.status_interval(s.status) {
-            if let Some(c) = b.codes.get_mut(i) {
-                *c = c.saturating_add(1);
+        let len = self.bucket_len();
+        let base = (epoch % n) as usize * len;
+        if ring.epoch_at(base) != epoch {
+            if let Some(b) = ring.bytes.get_mut(base..base + len) {
+                b.fill(0);
+                if let Some(e) = b.get_mut(..8) {
+                    e.copy_from_slice(&epoch.to_le_bytes());
+                }
             }
+        }
+        ring.bump(Self::count_at(base, REQUESTS));
+        for (flag, i) in [(s.failure, FAILURES), (s.network, NETWORK), (s.slow, SLOW)] {
+            if flag {
+                ring.bump(Self::count_at(base, i));
+            }
+        }
+        if let Some(i) = self.status_interval(s.status) {
+            ring.bump(Self::count_at(base, FIXED_COUNTS + i));
         }
         if self.latency {
             let us = s.latency_ns / 1000;
             let bin = LATENCY_BOUNDS_US.iter().position(|&ub| us <= ub).unwrap_or(LATENCY_BINS);
-            if let Some(c) = b.latency.get_mut(bin) {
-                *c = c.saturating_add(1);
-            }
+            ring.bump(Self::count_at(base, FIXED_COUNTS + self.codes() + bin));
         }
     }
 
@@ -154,26 +206,30 @@ impl Shape {
     }
 
     /// Sums the buckets still inside the window at `now`.
-    pub fn totals(&self, ring: &[Bucket], now: u64) -> Totals {
+    pub fn totals(&self, ring: &Ring, now: u64) -> Totals {
         let epoch = self.epoch(now);
         let n = u64::from(self.buckets);
-        let mut t = Totals {
-            codes: vec![0; self.status_bounds.len().saturating_sub(1)],
-            latency: if self.latency { vec![0; LATENCY_BINS + 1] } else { Vec::new() },
-            ..Totals::default()
-        };
-        // A bucket is live if its epoch is one of the last n, and not from the future
-        // (a clock that stepped back leaves such buckets; they are skipped until reused).
-        for b in ring.iter().filter(|b| b.epoch <= epoch && epoch - b.epoch < n && b.requests > 0) {
-            t.requests += u64::from(b.requests);
-            t.failures += u64::from(b.failures);
-            t.network += u64::from(b.network);
-            t.slow += u64::from(b.slow);
-            for (sum, c) in t.codes.iter_mut().zip(&b.codes) {
-                *sum += u64::from(*c);
+        let (codes, bins) = (self.codes(), self.latency_bins());
+        let mut t = Totals { codes: vec![0; codes], latency: vec![0; bins], ..Totals::default() };
+        let len = self.bucket_len();
+        for b in 0..self.buckets as usize {
+            let base = b * len;
+            let (be, requests) = (ring.epoch_at(base), ring.u32_at(Self::count_at(base, REQUESTS)));
+            // A bucket is live if its epoch is one of the last n, and not from the future
+            // (a clock that stepped back leaves such buckets; they are skipped until reused).
+            if be > epoch || epoch - be >= n || requests == 0 {
+                continue;
             }
-            for (sum, c) in t.latency.iter_mut().zip(&b.latency) {
-                *sum += u64::from(*c);
+            let count = |i: usize| u64::from(ring.u32_at(Self::count_at(base, i)));
+            t.requests += u64::from(requests);
+            t.failures += count(FAILURES);
+            t.network += count(NETWORK);
+            t.slow += count(SLOW);
+            for (i, sum) in t.codes.iter_mut().enumerate() {
+                *sum += count(FIXED_COUNTS + i);
+            }
+            for (i, sum) in t.latency.iter_mut().enumerate() {
+                *sum += count(FIXED_COUNTS + codes + i);
             }
         }
         t

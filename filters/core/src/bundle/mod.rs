@@ -3,8 +3,7 @@
 //! Loading four filters costs four entries into Wasm per callback and four
 //! separate conversations with the host; the bundle enters once and reads
 //! what the policies share once ([`pass::Pass`]: request headers, the peer
-//! address, properties, the clock; `:status`, read in the response callback,
-//! is not read again at completion). Each policy is exactly its single
+//! address, properties, the clock, `:status`). Each policy is exactly its single
 //! module's filter, configured from its section and driven in this order:
 //!
 //! * **Request**: `rate_limit`, then `circuit_breaker`, then
@@ -17,8 +16,9 @@
 //!   that will be proxied count in its budget. A global rate limit pauses the
 //!   request for the service's answer; the pass resumes after it with the
 //!   breaker.
-//! * **Response** and **completion**: the same order. Each policy acts only
-//!   on requests it saw: the rate limiter adds its headers, the breaker
+//! * **Response**: the same order. Each policy acts only on requests it saw,
+//!   and settles the request's outcome there (completion settles only a
+//!   request that never got response headers, in the same order): the rate limiter adds its headers, the breaker
 //!   records the outcome, sticky records the backend's health and sets its
 //!   cookie, retry settles its budget and adds `Retry-After` (to any 429 or
 //!   503 without one, as its single module does).
@@ -71,9 +71,6 @@ pub struct BundleStream {
     circuit_breaker: BreakerStream,
     sticky_session: SessionStream,
     retry: RetryStream,
-    /// The response headers read in the response callback (`:status`),
-    /// read again from here at completion rather than from the host.
-    response_read: Vec<(String, Option<String>)>,
 }
 
 /// Configures `F` from `section` of the bundle's configuration.
@@ -154,11 +151,10 @@ impl Filter for BundleFilter {
         if let Some(f) = &self.retry {
             f.on_response_headers(&mut stream.retry, &pass);
         }
-        stream.response_read = pass.response_read();
     }
 
     fn on_log<H: Host>(&self, stream: &mut BundleStream, host: &H) {
-        let pass = Pass::new(host, false).remembering(std::mem::take(&mut stream.response_read));
+        let pass = Pass::new(host, false);
         if let Some(f) = &self.circuit_breaker {
             f.on_log(&mut stream.circuit_breaker, &pass);
         }

@@ -48,19 +48,6 @@ impl<'h, H: Host> Pass<'h, H> {
         }
     }
 
-    /// What this pass read of the response headers, to hand to the next
-    /// callback's pass ([`Pass::remembering`]): a response header does not
-    /// change between the response callback and the completion.
-    pub fn response_read(&self) -> Vec<(String, Option<String>)> {
-        self.response.borrow().clone()
-    }
-
-    /// This pass, starting with response headers an earlier callback read.
-    pub fn remembering(self, response: Vec<(String, Option<String>)>) -> Self {
-        *self.response.borrow_mut() = response;
-        self
-    }
-
     fn all(&self) -> Vec<(String, String)> {
         self.fetch_all();
         self.all_headers.borrow().clone().unwrap_or_default()

@@ -105,6 +105,31 @@ impl RetryFilter {
     }
 }
 
+impl RetryFilter {
+    /// Counts the retries the proxy made and holds back the unused part of
+    /// the reservation, once: at the response headers, or at completion when
+    /// none came.
+    fn settle<H: Host>(&self, stream: &mut RetryStream, host: &H) {
+        let reserved = std::mem::take(&mut stream.reserved);
+        if reserved == 0 {
+            return;
+        }
+        let used = property_u64(host, &["upstream", "request_attempt_count"]).map_or(0, |a| a.saturating_sub(1));
+        let used = u32::try_from(used).unwrap_or(u32::MAX).min(reserved);
+        self.metrics.retries.add(host, u64::from(used));
+        let refund = reserved - used;
+        if refund > 0 {
+            // Given back with this worker's next reservation (one read and
+            // one write per request, not two of each).
+            let mut held = self.refunds.borrow_mut();
+            if held.len() >= MAX_HELD_REFUNDS {
+                held.remove(0);
+            }
+            held.push((stream.reserved_at, refund));
+        }
+    }
+}
+
 impl Filter for RetryFilter {
     type Stream = RetryStream;
     const METRIC_PREFIX: &'static str = "retry";
@@ -181,7 +206,7 @@ impl Filter for RetryFilter {
         Flow::Continue
     }
 
-    fn on_response_headers<H: Host>(&self, _stream: &mut RetryStream, host: &H) {
+    fn on_response_headers<H: Host>(&self, stream: &mut RetryStream, host: &H) {
         let status = host.response_header(":status").and_then(|s| s.trim().parse::<u16>().ok());
         if let Some(secs) = status.and_then(|s| self.config.retry_after_for(s)) {
             if host.response_header("retry-after").is_none() {
@@ -189,25 +214,14 @@ impl Filter for RetryFilter {
                 self.metrics.retry_after_added.inc(host);
             }
         }
+        // The proxy has made its last attempt once the response is on its
+        // way: the budget is settled now, in the callback that already read
+        // `:status`.
+        self.settle(stream, host);
     }
 
+    /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut RetryStream, host: &H) {
-        let reserved = std::mem::take(&mut stream.reserved);
-        if reserved == 0 {
-            return;
-        }
-        let used = property_u64(host, &["upstream", "request_attempt_count"]).map_or(0, |a| a.saturating_sub(1));
-        let used = u32::try_from(used).unwrap_or(u32::MAX).min(reserved);
-        self.metrics.retries.add(host, u64::from(used));
-        let refund = reserved - used;
-        if refund > 0 {
-            // Given back with this worker's next reservation (one read and
-            // one write per request, not two of each).
-            let mut held = self.refunds.borrow_mut();
-            if held.len() >= MAX_HELD_REFUNDS {
-                held.remove(0);
-            }
-            held.push((stream.reserved_at, refund));
-        }
+        self.settle(stream, host);
     }
 }

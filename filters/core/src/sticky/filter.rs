@@ -92,6 +92,31 @@ impl StickyFilter {
         }
         Flow::Continue
     }
+
+    /// Records the answering backend's health, once: at the response
+    /// headers, or at completion when none came.
+    fn settle<H: Host>(&self, stream: &mut SessionStream, host: &H) {
+        let Some(chosen) = stream.chosen.take() else { return };
+        let now = host.now_nanos();
+        // Which backend answered: the chosen one, unless the proxy retried
+        // elsewhere. Envoy reports its attempts; `upstream.address` is read
+        // only when there was more than one (or the count is unknown).
+        let retried = property_u64(host, &["upstream", "request_attempt_count"]).is_none_or(|a| a > 1);
+        let used = if retried {
+            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen)
+        } else {
+            chosen
+        };
+        let upstream = Upstream::read(host);
+        if upstream.client_gone() {
+            return;
+        }
+        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
+        if used != chosen {
+            self.record(host, chosen, now, true);
+        }
+        self.record(host, used, now, failure);
+    }
 }
 
 impl Filter for StickyFilter {
@@ -160,28 +185,12 @@ impl Filter for StickyFilter {
         if let Some(h) = &self.sticky.config().backend_header {
             host.add_response_header(h, self.sticky.name(chosen));
         }
+        // The backend's health is recorded now that its answer is known.
+        self.settle(stream, host);
     }
 
+    /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
-        let Some(chosen) = stream.chosen else { return };
-        let now = host.now_nanos();
-        // Which backend answered: the chosen one, unless the proxy retried
-        // elsewhere. Envoy reports its attempts; `upstream.address` is read
-        // only when there was more than one (or the count is unknown).
-        let retried = property_u64(host, &["upstream", "request_attempt_count"]).is_none_or(|a| a > 1);
-        let used = if retried {
-            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen)
-        } else {
-            chosen
-        };
-        let upstream = Upstream::read(host);
-        if upstream.client_gone() {
-            return;
-        }
-        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
-        if used != chosen {
-            self.record(host, chosen, now, true);
-        }
-        self.record(host, used, now, failure);
+        self.settle(stream, host);
     }
 }
