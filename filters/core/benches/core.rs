@@ -282,13 +282,19 @@ fn per_request(c: &mut Criterion) {
     use filters_core::bundle::BundleFilter;
     use filters_core::host::Filter;
     use filters_core::testing::Exchange;
-    const RL: &str = r#"{"limits":[{"name":"all","requests":1000000,"period":"1s","key":"client_ip"}],"headers":"draft"}"#;
+    const RL: &str =
+        r#"{"limits":[{"name":"all","requests":1000000,"period":"1s","key":"client_ip"}],"headers":"draft"}"#;
     const CB: &str = r#"{"key":"cluster","consecutive_failures":5,"min_requests":10,"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#;
     const RT: &str = r#"{"policies":[{"name":"reads","match":{"methods":["GET","HEAD"]},"max_retries":3},{"name":"default","max_retries":2}]}"#;
     const ST: &str = r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"}],"session_key":["cookie:session","client_ip"],"cookie":{"name":"sticky","secret":"loadtest-secret-0123456789"},"health":{"failures":3,"eject_for":"10s"}}"#;
     // What wrk sends.
-    const GET: &[(&str, &str)] = &[(":method", "GET"), (":path", "/"), (":authority", "127.0.0.1:10000"), (":scheme", "http")];
-    fn run<F: Filter>(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, name: &str, config: &str) {
+    const GET: &[(&str, &str)] =
+        &[(":method", "GET"), (":path", "/"), (":authority", "127.0.0.1:10000"), (":scheme", "http")];
+    fn run<F: Filter>(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        config: &str,
+    ) {
         let Ok(x) = Exchange::<F>::new(CasRule::Envoy, config) else { return };
         x.host.set_property("source.address", "127.0.0.1:40000");
         x.host.set_property("xds.cluster_name", "backend");
