@@ -121,8 +121,9 @@ pub trait Host: Clock + SharedStore {
     /// The first value of request header `name` (lower case), decoded lossily
     /// when it is not UTF-8. Returns bytes.
     fn request_header(&self, name: &str) -> Option<String>;
-    /// Every request header, in order. Returns bytes (one call, however many).
-    fn request_headers(&self) -> Vec<(String, String)>;
+    /// Every request header, in order, in one buffer. Returns bytes (one
+    /// call, however many).
+    fn request_headers(&self) -> crate::request::Headers;
     /// A property (`["source", "address"]`, `["response", "code"]`, ...).
     /// Returns bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;

@@ -1,40 +1,125 @@
 //! A request as the core sees it: headers already fetched from the host in one
 //! call, plus the peer address. Header names are lower-case (HTTP/2 and
-//! proxy-wasm hosts hand them over that way; [`RequestView::new`] lowers them
+//! proxy-wasm hosts hand them over that way; [`Headers`] lowers them
 //! anyway).
+
+/// Request headers in one buffer: every name and value in one string,
+/// located by offsets. Two allocations however many headers, where a list
+/// of owned pairs would make two per header.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    text: String,
+    /// Per header: where its name starts, where its value starts (the name
+    /// ends there) and where its value ends.
+    spans: Vec<(u32, u32, u32)>,
+}
+
+impl Headers {
+    /// Room for `count` headers of `bytes` bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> Self {
+        Headers { text: String::with_capacity(bytes), spans: Vec::with_capacity(count) }
+    }
+
+    /// Appends a header; the name is lower-cased.
+    pub fn push(&mut self, name: &str, value: &str) {
+        let start = self.text.len();
+        self.text.push_str(name);
+        if let Some(added) = self.text.get_mut(start..) {
+            added.make_ascii_lowercase();
+        }
+        let value_start = self.text.len();
+        self.text.push_str(value);
+        let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        self.spans.push((offset(start), offset(value_start), offset(self.text.len())));
+    }
+
+    /// Appends a header from the host's bytes, decoded lossily when they are
+    /// not UTF-8.
+    pub fn push_bytes(&mut self, name: &[u8], value: &[u8]) {
+        self.push(&String::from_utf8_lossy(name), &String::from_utf8_lossy(value));
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|&(n, v, e)| {
+            let part = |a: u32, b: u32| self.text.get(a as usize..b as usize).unwrap_or("");
+            (part(n, v), part(v, e))
+        })
+    }
+
+    /// The first value of `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// How many headers.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// No headers at all.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Sets `name` to `value` (every earlier value removed), or removes it.
+    pub fn set(&mut self, name: &str, value: Option<&str>) {
+        let kept: Vec<(String, String)> =
+            self.iter().filter(|(n, _)| *n != name).map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        *self = kept.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        if let Some(v) = value {
+            self.push(name, v);
+        }
+    }
+
+    /// The headers as owned pairs (tests and tools).
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        self.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(iter: I) -> Self {
+        let mut headers = Headers::default();
+        for (n, v) in iter {
+            headers.push(n, v);
+        }
+        headers
+    }
+}
 
 /// The parts of a request the filters decide on.
 #[derive(Debug, Clone, Default)]
 pub struct RequestView {
-    headers: Vec<(String, String)>,
+    headers: Headers,
     peer: Option<String>,
 }
 
 impl RequestView {
     /// Builds a view from the host's header list and the `source.address`
     /// property (`"ip:port"` in Envoy, `"ip"` in nginx).
-    pub fn new(mut headers: Vec<(String, String)>, peer: Option<String>) -> Self {
-        for (name, _) in headers.iter_mut() {
-            if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                *name = name.to_ascii_lowercase();
-            }
-        }
+    pub fn new(headers: Vec<(String, String)>, peer: Option<String>) -> Self {
+        RequestView { headers: headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(), peer }
+    }
+
+    /// A view of headers already in one buffer.
+    pub fn from_headers(headers: Headers, peer: Option<String>) -> Self {
         RequestView { headers, peer }
     }
 
     /// The first value of a header (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 
     /// Every value of a header, in order.
     pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every header name, in order (repeated names repeat).
     pub fn header_names(&self) -> impl Iterator<Item = &str> {
-        self.headers.iter().map(|(n, _)| n.as_str())
+        self.headers.iter().map(|(n, _)| n)
     }
 
     /// `:method`.
@@ -60,10 +145,43 @@ impl RequestView {
     /// peer address (`source.address`) when `with_peer`.
     pub fn fetch<H: crate::host::Host + ?Sized>(host: &H, names: Option<&[String]>, with_peer: bool) -> Self {
         let headers = match names {
-            Some(names) => names.iter().filter_map(|n| Some((n.clone(), host.request_header(n)?))).collect(),
+            Some(names) => {
+                let mut headers = Headers::with_capacity(names.len(), 64);
+                for n in names {
+                    if let Some(v) = host.request_header(n) {
+                        headers.push(n, &v);
+                    }
+                }
+                headers
+            }
             None => host.request_headers(),
         };
         let peer = if with_peer { crate::host::property_text(host, &["source", "address"]) } else { None };
-        RequestView::new(headers, peer)
+        RequestView { headers, peer }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Headers, RequestView};
+
+    #[test]
+    fn headers_in_one_buffer_read_as_pairs() {
+        let mut h: Headers =
+            [(":method", "GET"), ("X-Api-Key", "k1"), ("cookie", "a=1"), ("cookie", "b=2")].into_iter().collect();
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.get("x-api-key"), Some("k1"), "names are lower-cased");
+        assert_eq!(h.get("cookie"), Some("a=1"), "the first value");
+        h.push_bytes(b"x-bin", b"caf\xe9");
+        assert_eq!(h.get("x-bin"), Some("caf\u{fffd}"), "not UTF-8: decoded lossily");
+        h.set("cookie", Some("c=3"));
+        assert_eq!(h.iter().filter(|(n, _)| *n == "cookie").count(), 1);
+        assert_eq!(h.get("cookie"), Some("c=3"));
+        h.set("x-api-key", None);
+        assert_eq!(h.get("x-api-key"), None);
+        assert_eq!(h.to_pairs().first(), Some(&(":method".to_string(), "GET".to_string())));
+        let view = RequestView::from_headers(h, None);
+        assert_eq!(view.method(), "GET");
+        assert!(Headers::default().is_empty());
     }
 }

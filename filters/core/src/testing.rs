@@ -281,9 +281,9 @@ impl Host for RecordingHost {
         first(&self.request.borrow(), name)
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> crate::request::Headers {
         self.bytes();
-        self.request.borrow().clone()
+        self.request.borrow().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {

@@ -1,84 +1,229 @@
-//! The one adapter between proxy-wasm and the core: [`ProxyHost`] implements
-//! the core's [`Host`] seam over proxy-wasm's host calls, and
-//! [`filter_entry!`] turns any core [`Filter`] into proxy-wasm root and HTTP
-//! contexts. This crate is the only code in the workspace that calls
-//! `proxy_wasm`'s host functions (`clippy.toml` refuses them elsewhere).
+//! The one adapter between the proxy and the core: [`ProxyHost`] implements
+//! the core's [`Host`] seam over the Proxy-Wasm ABI ([`abi`], written by
+//! hand), and [`filter_entry!`] turns any core [`Filter`] into the module's
+//! exports, routed by [`Dispatcher`]. This crate is the only code in the
+//! workspace that calls the proxy: the host functions are declared in
+//! [`abi`], and calling them takes `unsafe`, which the workspace denies
+//! everywhere else.
 //!
 //! Host differences handled here (the rest is in the core's store protocol
 //! and parsers):
 //! * Header values and properties are read as bytes: a value that is not
-//!   UTF-8 (legal on the wire) is decoded lossily instead of trapping the VM
-//!   as the SDK's string accessors would.
+//!   UTF-8 (legal on the wire) is decoded lossily instead of trapping the VM.
 //! * Shared data: a missing key is `NotFound` in one host and an empty answer
 //!   in the other; both are "absent". A compare-and-swap mismatch is `false`.
 //! * Every host call's error is returned or ignored, never unwrapped.
-#![forbid(unsafe_code)]
-// This crate is where host calls are allowed (clippy.toml refuses them elsewhere).
-#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub use proxy_wasm;
+pub mod abi;
 
+use abi::{Buffer, Level, Map, Pairs, Status};
 use filters_core::clock::Clock;
-use filters_core::host::{lossy_text, Call, CallReply, Filter, Flow, Host, HostKind, MetricKind};
+use filters_core::host::{lossy_text, Call, Filter, Flow, Host, HostKind, MetricKind};
+use filters_core::request::Headers;
 use filters_core::store::{Entry, SharedStore, StoreError};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, MapType, MetricType, Status};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 /// Declares a filter's proxy-wasm entry point for a core [`Filter`] type:
-/// log level, root context and HTTP contexts. The one `unsafe` the SDK's
-/// `main!` needs (`#[no_mangle]` exports) is allowed here and nowhere else.
+/// the module's exports, each a one-line call into [`Dispatcher`]. Only the
+/// callbacks a filter uses are exported, and those nginx calls without
+/// checking (Envoy skips the rest): the root's start and configuration, a
+/// request's context, headers, bodies and trailers (passed untouched), log
+/// and end, and the answers to dispatched calls. The one
+/// `unsafe` the exports need (`#[no_mangle]`) is allowed here and nowhere
+/// else.
 #[macro_export]
 macro_rules! filter_entry {
     ($filter:ty) => {
-        #[allow(unsafe_code, clippy::disallowed_types)]
+        #[allow(unsafe_code)]
         mod proxy_wasm_entry {
             #[allow(unused_imports)]
             use super::*;
-            $crate::proxy_wasm::main! {{
-                $crate::proxy_wasm::set_log_level($crate::proxy_wasm::types::LogLevel::Info);
-                $crate::proxy_wasm::set_root_context(|_| -> Box<dyn $crate::proxy_wasm::traits::RootContext> {
-                    Box::new($crate::Root::<$filter>::default())
-                });
-            }}
+            use $crate::Dispatcher;
+
+            thread_local! {
+                static DISPATCHER: Dispatcher<$filter> = Dispatcher::default();
+            }
+
+            #[cfg(target_os = "wasi")]
+            extern "C" {
+                fn __wasm_call_ctors();
+            }
+
+            /// Run once by the proxy before anything else.
+            #[no_mangle]
+            pub extern "C" fn _initialize() {
+                #[cfg(target_os = "wasi")]
+                // SAFETY: the reactor's constructors, run once, first, as the WASI ABI wants.
+                unsafe {
+                    __wasm_call_ctors();
+                }
+                $crate::init_logger();
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_abi_version_0_2_1() {}
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+                $crate::abi::allocate(size)
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_context_create(context_id: u32, root_id: u32) {
+                DISPATCHER.with(|d| d.create(context_id, root_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_vm_start(_root_id: u32, _size: usize) -> bool {
+                true
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_configure(root_id: u32, _size: usize) -> bool {
+                DISPATCHER.with(|d| d.configure(root_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_headers(context_id: u32, _headers: usize, _end: bool) -> u32 {
+                DISPATCHER.with(|d| d.request_headers(context_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_headers(context_id: u32, _headers: usize, _end: bool) -> u32 {
+                DISPATCHER.with(|d| d.response_headers(context_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_log(context_id: u32) {
+                DISPATCHER.with(|d| d.log(context_id))
+            }
+
+            // nginx calls the callbacks below without checking that the module
+            // exports them (a missing one crashes its worker): bodies and
+            // trailers pass untouched, the context's end frees its state.
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_body(_context_id: u32, _size: usize, _end: bool) -> u32 {
+                0
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_request_trailers(_context_id: u32, _trailers: usize) -> u32 {
+                0
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_body(_context_id: u32, _size: usize, _end: bool) -> u32 {
+                0
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_response_trailers(_context_id: u32, _trailers: usize) -> u32 {
+                0
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_done(_context_id: u32) -> bool {
+                true
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_delete(context_id: u32) {
+                DISPATCHER.with(|d| d.delete(context_id))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_http_call_response(
+                _root_id: u32,
+                token: u32,
+                _headers: usize,
+                size: usize,
+                _trailers: usize,
+            ) {
+                DISPATCHER.with(|d| d.call_reply(token, $crate::CallReply::Http { size }))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, size: usize) {
+                DISPATCHER.with(|d| d.call_reply(token, $crate::CallReply::Grpc { status: 0, size }))
+            }
+
+            #[no_mangle]
+            pub extern "C" fn proxy_on_grpc_close(_root_id: u32, token: u32, status: u32) {
+                DISPATCHER.with(|d| d.call_reply(token, $crate::CallReply::Grpc { status, size: 0 }))
+            }
         }
     };
 }
 
-/// The proxy, through proxy-wasm's host calls.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct ProxyHost;
+pub use filters_core::host::CallReply;
+
+/// Sends the `log` crate's records at Info and above to the proxy's log.
+pub fn init_logger() {
+    static LOGGER: ProxyLogger = ProxyLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+struct ProxyLogger;
+
+impl log::Log for ProxyLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let level = match record.level() {
+            log::Level::Error => Level::Error,
+            log::Level::Warn => Level::Warn,
+            log::Level::Info => Level::Info,
+            log::Level::Debug => Level::Debug,
+            log::Level::Trace => Level::Trace,
+        };
+        abi::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
+}
+
+/// The proxy, through the ABI, as seen from one context: a call it
+/// dispatches is answered to that context.
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyHost {
+    context: u32,
+}
 
 impl Clock for ProxyHost {
     /// Both hosts always answer; were one to refuse, 0 reads as a clock
     /// stepped far back, which every algorithm in the core tolerates.
     fn now_nanos(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .and_then(|d| u64::try_from(d.as_nanos()).ok())
-            .unwrap_or(0)
+        abi::now_nanos()
     }
+}
+
+fn store_error(status: Status) -> StoreError {
+    StoreError::Host(format!("status {}", status.0))
 }
 
 impl SharedStore for ProxyHost {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        match hostcalls::get_shared_data(key) {
-            Ok((Some(value), cas)) => Ok(Some(Entry { value, cas: cas.unwrap_or(0) })),
-            Ok((None, _)) | Err(Status::NotFound) => Ok(None),
-            Err(status) => Err(StoreError::Host(format!("{status:?}"))),
+        match abi::shared_get(key) {
+            Ok((Some(value), cas)) => Ok(Some(Entry { value, cas })),
+            Ok((None, _)) => Ok(None),
+            Err(status) => Err(store_error(status)),
         }
     }
 
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
-        match hostcalls::set_shared_data(key, Some(value), cas) {
+        match abi::shared_set(key, value, cas.unwrap_or(0)) {
             Ok(()) => Ok(true),
-            Err(Status::CasMismatch) => Ok(false),
-            Err(status) => Err(StoreError::Host(format!("{status:?}"))),
+            Err(Status::CAS_MISMATCH) => Ok(false),
+            Err(status) => Err(store_error(status)),
         }
     }
 }
@@ -86,6 +231,20 @@ impl SharedStore for ProxyHost {
 thread_local! {
     /// The host's kind, learnt at the first request of this VM.
     static KIND: Cell<Option<HostKind>> = const { Cell::new(None) };
+    /// Dispatched calls not yet answered: token, context.
+    static CALLS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A property path as the ABI wants it: segments joined by NUL bytes.
+fn property_path(path: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
+    for (i, part) in path.iter().enumerate() {
+        if i > 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
 }
 
 impl Host for ProxyHost {
@@ -95,7 +254,7 @@ impl Host for ProxyHost {
         if let Some(kind) = KIND.with(Cell::get) {
             return kind;
         }
-        let kind = match hostcalls::get_property(vec!["ngx", "pid"]) {
+        let kind = match abi::property(b"ngx\0pid") {
             Ok(Some(_)) => HostKind::Nginx,
             _ => HostKind::Envoy,
         };
@@ -104,172 +263,231 @@ impl Host for ProxyHost {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()?.map(lossy_text)
+        abi::header(Map::RequestHeaders, name).ok()?.map(lossy_text)
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(name, value)| (name, lossy_text(value)))
-            .collect()
+    fn request_headers(&self) -> Headers {
+        let Ok(Some(bytes)) = abi::header_pairs(Map::RequestHeaders) else { return Headers::default() };
+        let pairs = Pairs::new(&bytes);
+        let mut headers = Headers::with_capacity(pairs.len(), bytes.len());
+        for (name, value) in pairs {
+            headers.push_bytes(name, value);
+        }
+        headers
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        hostcalls::get_property(path.to_vec()).ok()?
+        abi::property(&property_path(path)).ok()?
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value);
+        let _ = abi::set_header(Map::RequestHeaders, name, value);
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name).ok()?.map(lossy_text)
+        abi::header(Map::ResponseHeaders, name).ok()?.map(lossy_text)
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+        let _ = abi::add_header(Map::ResponseHeaders, name, value);
     }
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-        hostcalls::send_http_response(u32::from(status), headers, Some(body)).is_ok()
+        let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        abi::send_local_response(u32::from(status), &abi::serialize_pairs(&pairs), body).is_ok()
     }
 
     fn dispatch(&self, call: &Call<'_>) -> Result<u32, String> {
+        let millis = |t: std::time::Duration| u32::try_from(t.as_millis()).unwrap_or(u32::MAX);
         let sent = match *call {
             Call::Grpc { target, service, method, body, timeout } => {
-                hostcalls::dispatch_grpc_call(target, service, method, Vec::new(), Some(body), timeout)
+                abi::grpc_call(target, service, method, body, millis(timeout))
             }
             Call::Http { target, headers, body, timeout } => {
-                hostcalls::dispatch_http_call(target, headers.to_vec(), Some(body), Vec::new(), timeout)
+                abi::http_call(target, &abi::serialize_pairs(headers), body, millis(timeout))
             }
         };
-        sent.map_err(|status| format!("{status:?}"))
+        let token = sent.map_err(|status| format!("status {}", status.0))?;
+        CALLS.with(|c| c.borrow_mut().push((token, self.context)));
+        Ok(token)
     }
 
     fn call_status(&self) -> Option<u16> {
-        let bytes = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok()??;
+        let bytes = abi::header(Map::CallResponseHeaders, ":status").ok()??;
         std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 
     fn call_body(&self, reply: CallReply) -> Vec<u8> {
         let (buffer, size) = match reply {
-            CallReply::Grpc { size, .. } => (BufferType::GrpcReceiveBuffer, size),
-            CallReply::Http { size } => (BufferType::HttpCallResponseBody, size),
+            CallReply::Grpc { size, .. } => (Buffer::GrpcReceive, size),
+            CallReply::Http { size } => (Buffer::CallResponseBody, size),
         };
-        hostcalls::get_buffer(buffer, 0, size).ok().flatten().unwrap_or_default()
+        abi::buffer(buffer, size).ok().flatten().unwrap_or_default()
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
         let kind = match kind {
-            MetricKind::Counter => MetricType::Counter,
-            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Counter => 0,
+            MetricKind::Gauge => 1,
         };
-        hostcalls::define_metric(kind, name).ok()
+        abi::define_metric(kind, name).ok()
     }
 
     fn increment_metric(&self, id: u32, delta: u64) {
         if let Ok(delta) = i64::try_from(delta) {
-            let _ = hostcalls::increment_metric(id, delta);
+            abi::increment_metric(id, delta);
         }
     }
 
     fn record_metric(&self, id: u32, value: u64) {
-        let _ = hostcalls::record_metric(id, value);
+        abi::record_metric(id, value);
     }
 }
 
-/// The root context of filter `F`: configures it once per VM (worker) from
-/// the plugin configuration; a refusal is logged in one line and the proxy
-/// refuses the configuration.
-pub struct Root<F: Filter> {
-    filter: Option<Rc<F>>,
-}
+/// A multiplicative hash for context ids (sequential integers): cheap, and
+/// spreads them over the table.
+#[derive(Default)]
+pub struct IdHasher(u64);
 
-impl<F: Filter> Default for Root<F> {
-    fn default() -> Self {
-        Root { filter: None }
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
     }
-}
 
-impl<F: Filter> Context for Root<F> {}
-
-impl<F: Filter> RootContext for Root<F> {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes =
-            hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX).ok().flatten().unwrap_or_default();
-        match filters_core::host::configure::<F, _>(&ProxyHost, &bytes) {
-            Ok(filter) => {
-                self.filter = Some(Rc::new(filter));
-                true
-            }
-            Err(e) => {
-                log::error!("{e}");
-                false
-            }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream::<F> { filter: self.filter.clone(), state: F::Stream::default() }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
+
+/// Streams in flight beyond which the oldest are dropped: a host that never
+/// calls `proxy_on_log` for some stream cannot grow memory without bound.
+pub const MAX_STREAMS: usize = 1 << 16;
 
 /// One request through filter `F`.
 struct Stream<F: Filter> {
-    filter: Option<Rc<F>>,
+    filter: Rc<F>,
     state: F::Stream,
 }
 
-fn action(flow: Flow) -> Action {
+/// Routes the proxy's callbacks for filter `F`: its root contexts (one per
+/// plugin configuration sharing this VM) and its requests in flight, keyed
+/// by context id. A stream is created with its context and dropped at its
+/// log callback, the last one a request gets.
+pub struct Dispatcher<F: Filter> {
+    roots: RefCell<Vec<(u32, Option<Rc<F>>)>>,
+    streams: RefCell<HashMap<u32, Stream<F>, BuildHasherDefault<IdHasher>>>,
+}
+
+impl<F: Filter> Default for Dispatcher<F> {
+    fn default() -> Self {
+        Dispatcher { roots: RefCell::default(), streams: RefCell::default() }
+    }
+}
+
+fn action(flow: Flow) -> u32 {
     match flow {
-        Flow::Continue => Action::Continue,
-        Flow::Pause => Action::Pause,
+        Flow::Continue => 0,
+        Flow::Pause => 1,
     }
 }
 
-impl<F: Filter> Stream<F> {
-    fn call_reply(&mut self, token: u32, reply: CallReply) {
-        let Some(filter) = self.filter.clone() else { return };
-        if filter.on_call_reply(&mut self.state, &ProxyHost, token, reply) == Flow::Continue {
-            let _ = hostcalls::resume_http_request();
+impl<F: Filter> Dispatcher<F> {
+    /// A context was created: a root (no parent) or a request of root `root_id`.
+    pub fn create(&self, context_id: u32, root_id: u32) {
+        if root_id == 0 {
+            self.roots.borrow_mut().push((context_id, None));
+            return;
+        }
+        let filter = self.roots.borrow().iter().find(|(id, _)| *id == root_id).and_then(|(_, f)| f.clone());
+        let Some(filter) = filter else { return };
+        let Ok(mut streams) = self.streams.try_borrow_mut() else { return };
+        if streams.len() >= MAX_STREAMS {
+            log::warn!("{MAX_STREAMS} streams in flight: the proxy did not end some; dropping the oldest");
+            let mut ids: Vec<u32> = streams.keys().copied().collect();
+            ids.sort_unstable();
+            for id in ids.iter().take(MAX_STREAMS / 2) {
+                streams.remove(id);
+            }
+        }
+        streams.insert(context_id, Stream { filter, state: F::Stream::default() });
+    }
+
+    /// Configures root `root_id` from the plugin configuration; a refusal is
+    /// logged in one line and the proxy refuses the configuration.
+    pub fn configure(&self, root_id: u32) -> bool {
+        let bytes = abi::buffer(Buffer::PluginConfiguration, usize::MAX).ok().flatten().unwrap_or_default();
+        let host = ProxyHost { context: root_id };
+        let filter = match filters_core::host::configure::<F, _>(&host, &bytes) {
+            Ok(filter) => Rc::new(filter),
+            Err(e) => {
+                log::error!("{e}");
+                return false;
+            }
+        };
+        let mut roots = self.roots.borrow_mut();
+        match roots.iter_mut().find(|(id, _)| *id == root_id) {
+            Some(root) => root.1 = Some(filter),
+            None => roots.push((root_id, Some(filter))),
+        }
+        true
+    }
+
+    /// Runs `f` on stream `context_id`, if it is known (and not already in a
+    /// callback: a re-entrant call is ignored rather than trapping).
+    fn with_stream<R>(&self, context_id: u32, f: impl FnOnce(&mut Stream<F>, &ProxyHost) -> R) -> Option<R> {
+        let mut streams = self.streams.try_borrow_mut().ok()?;
+        let stream = streams.get_mut(&context_id)?;
+        Some(f(stream, &ProxyHost { context: context_id }))
+    }
+
+    /// The request headers arrived: 0 continue, 1 pause.
+    pub fn request_headers(&self, context_id: u32) -> u32 {
+        let flow = self.with_stream(context_id, |s, host| s.filter.on_request_headers(&mut s.state, host));
+        action(flow.unwrap_or(Flow::Continue))
+    }
+
+    /// The response headers arrived: always continue.
+    pub fn response_headers(&self, context_id: u32) -> u32 {
+        self.with_stream(context_id, |s, host| s.filter.on_response_headers(&mut s.state, host));
+        0
+    }
+
+    /// The request completed: the last callback that does work.
+    pub fn log(&self, context_id: u32) {
+        self.with_stream(context_id, |s, host| s.filter.on_log(&mut s.state, host));
+        self.delete(context_id);
+    }
+
+    /// The context is gone: its state and its unanswered calls are dropped.
+    pub fn delete(&self, context_id: u32) {
+        if let Ok(mut streams) = self.streams.try_borrow_mut() {
+            if streams.remove(&context_id).is_some() {
+                CALLS.with(|c| c.borrow_mut().retain(|(_, ctx)| *ctx != context_id));
+            }
         }
     }
-}
 
-impl<F: Filter> Context for Stream<F> {
-    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, response_size: usize) {
-        self.call_reply(token_id, CallReply::Grpc { status: status_code, size: response_size });
-    }
-
-    fn on_http_call_response(&mut self, token_id: u32, _num_headers: usize, body_size: usize, _num_trailers: usize) {
-        self.call_reply(token_id, CallReply::Http { size: body_size });
-    }
-}
-
-impl<F: Filter> HttpContext for Stream<F> {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match &self.filter {
-            Some(filter) => action(filter.on_request_headers(&mut self.state, &ProxyHost)),
-            None => Action::Continue,
+    /// A dispatched call answered (on the root context): handed to the
+    /// stream that dispatched it, which is resumed unless the filter replied.
+    pub fn call_reply(&self, token: u32, reply: CallReply) {
+        let context = CALLS.with(|c| {
+            let mut calls = c.borrow_mut();
+            let at = calls.iter().position(|(t, _)| *t == token)?;
+            Some(calls.swap_remove(at).1)
+        });
+        let Some(context_id) = context else { return };
+        if abi::set_effective_context(context_id).is_err() {
+            return;
         }
-    }
-
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some(filter) = &self.filter {
-            filter.on_response_headers(&mut self.state, &ProxyHost);
-        }
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        if let Some(filter) = &self.filter {
-            filter.on_log(&mut self.state, &ProxyHost);
+        let flow = self.with_stream(context_id, |s, host| s.filter.on_call_reply(&mut s.state, host, token, reply));
+        if flow == Some(Flow::Continue) {
+            let _ = abi::resume_request();
         }
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::clock::Clock;
 use crate::host::{Call, CallReply, Host, HostKind, MetricKind};
+use crate::request::Headers;
 use crate::store::{Entry, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 
@@ -19,7 +20,7 @@ pub struct Pass<'h, H: Host> {
     host: &'h H,
     /// Read all request headers in one call (some policy needs them all).
     all_at_once: bool,
-    all_headers: RefCell<Option<Vec<(String, String)>>>,
+    all_headers: RefCell<Option<Headers>>,
     headers: RefCell<Vec<(String, Option<String>)>>,
     properties: RefCell<Vec<(String, Option<Vec<u8>>)>>,
     response: RefCell<Vec<(String, Option<String>)>>,
@@ -48,7 +49,7 @@ impl<'h, H: Host> Pass<'h, H> {
         }
     }
 
-    fn all(&self) -> Vec<(String, String)> {
+    fn all(&self) -> Headers {
         self.fetch_all();
         self.all_headers.borrow().clone().unwrap_or_default()
     }
@@ -94,12 +95,12 @@ impl<H: Host> Host for Pass<'_, H> {
         if self.all_at_once || self.all_headers.borrow().is_some() {
             self.fetch_all();
             let all = self.all_headers.borrow();
-            return all.as_ref()?.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+            return all.as_ref()?.get(name).map(str::to_string);
         }
         remember(&self.headers, name, || self.host.request_header(name))
     }
 
-    fn request_headers(&self) -> Vec<(String, String)> {
+    fn request_headers(&self) -> Headers {
         self.all()
     }
 
@@ -110,10 +111,7 @@ impl<H: Host> Host for Pass<'_, H> {
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.host.set_request_header(name, value);
         if let Some(all) = &mut *self.all_headers.borrow_mut() {
-            all.retain(|(n, _)| n != name);
-            if let Some(v) = value {
-                all.push((name.to_string(), v.to_string()));
-            }
+            all.set(name, value);
         }
         let mut singles = self.headers.borrow_mut();
         if let Some(entry) = singles.iter_mut().find(|(n, _)| n == name) {
