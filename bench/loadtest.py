@@ -403,6 +403,21 @@ def configs(addrs, rls_port=None):
     }
 
 
+def probe_configs(addrs, repeat):
+    """The compute probe (bench/compute-probe): each policy's and the bundle's
+    whole request run `repeat` times on the in-memory recording host inside
+    the VM, per real request; paired with repeat 0, the difference / repeat
+    is one request's compute in V8."""
+    a = list(addrs.values())
+    f = filter_configs(addrs)
+    inner = {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"], "retry": f["retry"],
+             "sticky_session": f["sticky"], "bundle": {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"],
+                                                         "sticky_session": f["sticky"], "retry": f["retry"]}, "noop": {}}
+    return {f"probe-{name}-x{n}": bootstrap([wasm("probe", "compute_probe", {"filter": name, "repeat": n, "config": cfg})],
+                                            [cluster(a)], route())
+            for name, cfg in inner.items() for n in (0, repeat)}
+
+
 NATIVE_OF = {"bundle-of-four": "native-chain-of-four", "chain-of-four": "native-chain-of-four",
              "rate-limit": "native-local-ratelimit", "rate-limit-global": "native-ratelimit-service", "sticky-session": "native-ring-hash-cookie",
              "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection"}
@@ -672,6 +687,8 @@ def compose_files():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=int, default=3, help="seconds per wrk run")
+    ap.add_argument("--probe", type=int, default=0,
+                    help="also the compute-probe rows (probe-<filter>-x0 and -xN): the core's work run N times per request in V8")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per measurement")
     ap.add_argument("--conns", default="10,50", help="wrk connection counts")
     ap.add_argument("--only", default="", help="comma-separated configuration names")
@@ -706,6 +723,8 @@ def main():
     rls = RateLimitService() if ENGINE.exists() else None
     try:
         all_cfgs = configs(backends.addrs, rls.grpc_port if rls else None)
+        if args.probe:
+            all_cfgs.update(probe_configs(backends.addrs, args.probe))
         chosen = [] if args.scenarios_only else [c for c in all_cfgs if not args.only or c in args.only.split(",")]
         for name in [] if args.paired_only else chosen:
             for conc in (1, 2):

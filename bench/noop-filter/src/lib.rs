@@ -1,24 +1,42 @@
-//! The floor any Proxy-Wasm filter pays: the VM is entered for request and
-//! response headers (and the other callbacks the SDK exports), and nothing
-//! else happens. Built through the same adapter as the real filters, so the
-//! load harness compares every filter with exactly what it cannot avoid.
+//! The floor: a Proxy-Wasm filter written with the proxy-wasm Rust SDK that
+//! does nothing. The VM is entered for every callback the SDK exports
+//! (context create, request and response headers, response body, log, done,
+//! delete) and nothing else happens. `../shared/COST-MODEL.md` defines one
+//! "floor" as what this module adds to Envoy's CPU per request, so every
+//! figure in floors here is in the same unit as the cost model's. The
+//! filters themselves no longer use the SDK (`filters/host/src/abi.rs`).
+// The SDK's entry point macro exports functions with #[no_mangle].
+#![allow(unsafe_code)]
 
-use filters_core::host::{Filter, Flow, Host, Refused};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
-filters_host::filter_entry!(Noop);
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
+}}
 
-/// A filter that does nothing.
-pub struct Noop;
+struct NoopRoot;
 
-impl Filter for Noop {
-    type Stream = ();
-    const METRIC_PREFIX: &'static str = "noop";
+impl Context for NoopRoot {}
 
-    fn configure<H: Host>(_host: &H, _config: &[u8]) -> Result<Self, Refused> {
-        Ok(Noop)
+impl RootContext for NoopRoot {
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Noop))
     }
 
-    fn on_request_headers<H: Host>(&self, _stream: &mut (), _host: &H) -> Flow {
-        Flow::Continue
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// A filter that does nothing.
+struct Noop;
+
+impl Context for Noop {}
+
+impl HttpContext for Noop {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        Action::Continue
     }
 }

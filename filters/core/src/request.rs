@@ -63,10 +63,10 @@ impl Headers {
     }
 
     /// Sets `name` to `value` (every earlier value removed), or removes it.
+    /// The removed values' bytes stay in the buffer, unreferenced.
     pub fn set(&mut self, name: &str, value: Option<&str>) {
-        let kept: Vec<(String, String)> =
-            self.iter().filter(|(n, _)| *n != name).map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        *self = kept.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let text = &self.text;
+        self.spans.retain(|&(n, v, _)| text.get(n as usize..v as usize) != Some(name));
         if let Some(v) = value {
             self.push(name, v);
         }

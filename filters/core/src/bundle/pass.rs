@@ -105,7 +105,13 @@ impl<H: Host> Host for Pass<'_, H> {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        remember(&self.properties, &path.join("."), || self.host.property(path))
+        let same = |key: &str| key.split('.').eq(path.iter().copied());
+        if let Some((_, v)) = self.properties.borrow().iter().find(|(k, _)| same(k)) {
+            return v.clone();
+        }
+        let v = self.host.property(path);
+        self.properties.borrow_mut().push((path.join("."), v.clone()));
+        v
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {

@@ -24,7 +24,7 @@
 //!   answer is not recorded.
 
 use super::config::{Fallback, KeySource, StickyConfig};
-use super::Sticky;
+use super::{Health, Sticky};
 use crate::hash::mix64;
 use crate::host::{property_text, property_u64, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
@@ -57,6 +57,9 @@ pub struct StickyFilter {
 pub struct SessionStream {
     chosen: Option<usize>,
     set_cookie: Option<String>,
+    /// The chosen backend's record showed no failure streak when the
+    /// request was placed: a success then has nothing to record.
+    clean: bool,
 }
 
 impl StickyFilter {
@@ -114,6 +117,10 @@ impl StickyFilter {
         let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
         if used != chosen {
             self.record(host, chosen, now, true);
+        } else if !failure && stream.clean {
+            // A success on a record with no failure streak changes nothing:
+            // not even read.
+            return;
         }
         self.record(host, used, now, failure);
     }
@@ -140,19 +147,18 @@ impl Filter for StickyFilter {
         let upstream_header = &sticky.config().upstream_header;
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
-        let mut known: Vec<Option<bool>> = vec![None; sticky.config().backends.len()];
+        // Each backend's health, read once (None: the store failed, counted;
+        // the backend is then taken as up).
+        let mut known: Vec<Option<Option<Health>>> = vec![None; sticky.config().backends.len()];
         let mut up = |i: usize| -> bool {
-            if let Some(Some(is_up)) = known.get(i) {
-                return *is_up;
+            if let Some(Some(h)) = known.get(i) {
+                return h.is_none_or(|h| h.up(now));
             }
-            let is_up = sticky.health(host, i).map(|h| h.up(now)).unwrap_or_else(|_| {
-                self.metrics.store_errors.inc(host);
-                true
-            });
+            let h = sticky.health(host, i).map_err(|_| self.metrics.store_errors.inc(host)).ok();
             if let Some(slot) = known.get_mut(i) {
-                *slot = Some(is_up);
+                *slot = Some(h);
             }
-            is_up
+            h.is_none_or(|h| h.up(now))
         };
         let Ok(choice) = sticky.choose(&req, &mut up, self.random_seed(now)) else {
             // A client never chooses the upstream itself (below, setting the
@@ -174,6 +180,7 @@ impl Filter for StickyFilter {
         }
         stream.chosen = Some(choice.backend);
         stream.set_cookie = choice.set_cookie;
+        stream.clean = matches!(known.get(choice.backend), Some(Some(Some(h))) if h.failures == 0);
         Flow::Continue
     }
 

@@ -174,12 +174,12 @@ pub(crate) fn calls_per_request() -> HostCalls {
 fn host_calls_per_request_are_pinned() {
     // Request callback: every request header, source.address and the chosen
     // backend's health record (bytes); the upstream header set (replacing
-    // any a client sent), the clock, the `assigned` counter (nothing). Log
-    // callback: the attempt count (one: upstream.address is not needed),
-    // :status (a 200: no flags or code details needed) and the health record
-    // read (bytes); the clock (nothing; a success on a clean record writes
-    // nothing).
-    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 6, returning_nothing: 4, callbacks_reading: 2 });
+    // any a client sent), the clock, the `assigned` counter (nothing).
+    // Response callback: the attempt count (one: upstream.address is not
+    // needed) and :status (a 200: no flags or code details needed) (bytes);
+    // the clock (nothing). A success on a backend whose record had no
+    // failure streak when the request was placed reads and writes nothing.
+    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 5, returning_nothing: 4, callbacks_reading: 2 });
 }
 
 #[test]
@@ -231,4 +231,17 @@ fn at_most_four_pinning_cookies_are_verified_per_request() {
     let early = format!("{forged}; {valid}");
     let out = send(&x, &[(":method", "GET"), ("x-session-id", "other"), ("cookie", &early)], 200, None);
     assert_eq!(backend(&out), name, "within the first four, a valid cookie still pins");
+}
+
+#[test]
+fn a_success_still_resets_a_streak_it_saw_at_placement() {
+    // Two failures, then a success: the streak is reset, so two more
+    // failures do not eject (three in a row would).
+    let x = sticky(r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"}],"health":{"failures":3}}"#);
+    for status in [500, 500, 200, 500, 500] {
+        send(&x, &[(":method", "GET")], status, None);
+    }
+    assert_eq!(x.host.metric("sticky.a.ejected"), 0);
+    send(&x, &[(":method", "GET")], 500, None);
+    assert_eq!(x.host.metric("sticky.a.ejected"), 1);
 }

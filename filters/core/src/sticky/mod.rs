@@ -121,6 +121,8 @@ pub struct Sticky {
     /// the secret).
     pins: Vec<String>,
     set_cookies: Vec<String>,
+    /// Each backend's health record's shared-data key.
+    health_keys: Vec<String>,
 }
 
 impl std::fmt::Debug for Sticky {
@@ -143,7 +145,8 @@ impl Sticky {
             Some(s) => cfg.backends.iter().map(|b| s.value(&b.name)).collect(),
             None => Vec::new(),
         };
-        let mut sticky = Sticky { cfg, table, pins, set_cookies: Vec::new() };
+        let health_keys = cfg.backends.iter().map(|b| format!("{SHARED_NAMESPACE}/{}", b.name)).collect();
+        let mut sticky = Sticky { cfg, table, pins, set_cookies: Vec::new(), health_keys };
         sticky.set_cookies = (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).collect();
         sticky
     }
@@ -330,8 +333,8 @@ impl Sticky {
         self.cfg.backends.iter().position(|b| b.address == addr)
     }
 
-    fn health_key(&self, i: usize) -> String {
-        format!("{SHARED_NAMESPACE}/{}", self.name(i))
+    fn health_key(&self, i: usize) -> &str {
+        self.health_keys.get(i).map_or("", String::as_str)
     }
 
     /// Creates every backend's health record that does not exist yet.
@@ -339,17 +342,17 @@ impl Sticky {
         let mut created = 0;
         for i in 0..self.cfg.backends.len() {
             let k = self.health_key(i);
-            if store.get(&k)?.is_none() && store.set(&k, &Health::default().encode(), None)? {
+            if store.get(k)?.is_none() && store.set(k, &Health::default().encode(), None)? {
                 created += 1;
             }
         }
-        crate::store::check_kept(store, (0..self.cfg.backends.len()).map(|i| self.health_key(i)))?;
+        crate::store::check_kept(store, self.health_keys.iter().cloned())?;
         Ok(created)
     }
 
     /// Backend `i`'s health.
     pub fn health<S: SharedStore + ?Sized>(&self, store: &S, i: usize) -> Result<Health, StoreError> {
-        Ok(store.get(&self.health_key(i))?.and_then(|e| Health::decode(&e.value)).unwrap_or_default())
+        Ok(store.get(self.health_key(i))?.and_then(|e| Health::decode(&e.value)).unwrap_or_default())
     }
 
     /// Records a response from backend `i`; returns true when this response
@@ -362,7 +365,7 @@ impl Sticky {
         failure: bool,
     ) -> Result<bool, StoreError> {
         let (threshold, eject) = (self.cfg.failures, self.cfg.eject_for_ns);
-        update_bytes(store, &self.health_key(i), |cur| {
+        update_bytes(store, self.health_key(i), |cur| {
             let mut h = cur.and_then(Health::decode).unwrap_or_default();
             if !failure {
                 if h.failures == 0 {
