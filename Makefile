@@ -18,6 +18,7 @@ setup:
 
 build: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
+	@scripts/wasm-opt.sh rate_limit circuit_breaker retry sticky_session bundle
 	$(CARGO) build --release -p demo-backend -p ratelimit-engine
 	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
 	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
@@ -48,7 +49,7 @@ integration: build
 
 lint: setup
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
 	$(CARGO) clippy -p ratelimit-engine --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
@@ -66,7 +67,7 @@ bench: setup
 # writes markdown, JSON and an SVG chart to bench/results/. About 12 minutes.
 loadtest: build
 	@scripts/setup.sh --load
-	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
 	python3 bench/loadtest.py $(LOADTEST_ARGS)
 
 # Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each under

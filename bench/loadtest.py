@@ -415,7 +415,8 @@ def probe_configs(addrs, repeat):
                                                          "sticky_session": f["sticky"], "retry": f["retry"]}, "noop": {}}
     return {f"probe-{name}-x{n}": bootstrap([wasm("probe", "compute_probe", {"filter": name, "repeat": n, "config": cfg})],
                                             [cluster(a)], route())
-            for name, cfg in inner.items() for n in (0, repeat)}
+            for name, cfg in inner.items() for n in (0, repeat)} | {
+        "probe-lean-breaker": bootstrap([wasm("probe", "compute_probe", {"filter": "lean", "repeat": 0})], [cluster(a)], route())}
 
 
 NATIVE_OF = {"bundle-of-four": "native-chain-of-four", "chain-of-four": "native-chain-of-four",

