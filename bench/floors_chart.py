@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Draws bench/results/floors.svg: Envoy CPU per request in no-op floors per
 configuration, before this round's work (round 2, bench/README.md) and after
-it (bench/results/round3-lean.json, written by `make loadtest`), with the
-targets. Run after a load test: python3 bench/floors_chart.py"""
+it (bench/results/round4-paired.json, written by `make loadtest`; the floor
+is the proxy-wasm SDK's no-op filter), with the targets. Run after a load
+test: python3 bench/floors_chart.py"""
 import json
 import pathlib
 
@@ -13,7 +14,7 @@ ORDER = ["rate-limit", "circuit-breaker", "retry", "sticky-session", "chain-of-f
 
 
 def main():
-    report = json.loads((ROOT / "results" / "round3-lean.json").read_text())
+    report = json.loads((ROOT / "results" / "round4-paired.json").read_text())
     paired = report["paired"]
     floor = paired["noop-wasm"]["median"] - 1
     after = {n: (paired[n]["median"] - 1) / floor for n in ORDER if n in paired}
@@ -22,8 +23,8 @@ def main():
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h}" font-family="sans-serif" font-size="12">',
            '<text x="10" y="20" font-size="14">Envoy CPU per request, in no-op floors (paired runs)</text>',
            '<rect x="10" y="30" width="10" height="10" fill="#bbb"/><text x="24" y="39">before (round 2)</text>',
-           '<rect x="130" y="30" width="10" height="10" fill="#3a7"/><text x="144" y="39">after (round 3)</text>',
-           '<line x1="250" y1="35" x2="270" y2="35" stroke="#c33" stroke-width="2"/><text x="274" y="39">target</text>']
+           '<rect x="130" y="30" width="10" height="10" fill="#3a7"/><text x="144" y="39">after (round 3, this stop)</text>',
+           '<line x1="320" y1="35" x2="340" y2="35" stroke="#c33" stroke-width="2"/><text x="344" y="39">target</text>']
     for i, name in enumerate(ORDER):
         y = 50 + i * row
         out.append(f'<text x="{left - 6}" y="{y + 18}" text-anchor="end">{name}</text>')
