@@ -32,7 +32,7 @@ run: build
 test: build lint unit validate-configs integration
 
 unit:
-	$(CARGO) test -p filters-core -p ratelimit-engine
+	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs

@@ -369,6 +369,21 @@ impl Hasher for IdHasher {
 /// calls `proxy_on_log` for some stream cannot grow memory without bound.
 pub const MAX_STREAMS: usize = 1 << 16;
 
+/// Keeps the stream table under [`MAX_STREAMS`]: when full, the older half
+/// (lower context ids: the proxy numbers contexts in creation order) is
+/// dropped, with one warning.
+fn make_room<V>(streams: &mut HashMap<u32, V, BuildHasherDefault<IdHasher>>) {
+    if streams.len() < MAX_STREAMS {
+        return;
+    }
+    log::warn!("{MAX_STREAMS} streams in flight: the proxy did not end some; dropping the oldest");
+    let mut ids: Vec<u32> = streams.keys().copied().collect();
+    ids.sort_unstable();
+    for id in ids.iter().take(MAX_STREAMS / 2) {
+        streams.remove(id);
+    }
+}
+
 /// One request through filter `F`.
 struct Stream<F: Filter> {
     filter: Rc<F>,
@@ -407,14 +422,7 @@ impl<F: Filter> Dispatcher<F> {
         let filter = self.roots.borrow().iter().find(|(id, _)| *id == root_id).and_then(|(_, f)| f.clone());
         let Some(filter) = filter else { return };
         let Ok(mut streams) = self.streams.try_borrow_mut() else { return };
-        if streams.len() >= MAX_STREAMS {
-            log::warn!("{MAX_STREAMS} streams in flight: the proxy did not end some; dropping the oldest");
-            let mut ids: Vec<u32> = streams.keys().copied().collect();
-            ids.sort_unstable();
-            for id in ids.iter().take(MAX_STREAMS / 2) {
-                streams.remove(id);
-            }
-        }
+        make_room(&mut streams);
         streams.insert(context_id, Stream { filter, state: F::Stream::default() });
     }
 
@@ -523,5 +531,26 @@ impl<F: Filter> Filter for TrapOnDemand<F> {
 
     fn on_call_reply<H: Host>(&self, stream: &mut Self::Stream, host: &H, token: u32, reply: CallReply) -> Flow {
         self.0.on_call_reply(stream, host, token, reply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{make_room, IdHasher, MAX_STREAMS};
+    use std::collections::HashMap;
+    use std::hash::BuildHasherDefault;
+
+    #[test]
+    fn the_stream_table_stays_bounded_and_keeps_the_newest() {
+        let mut streams: HashMap<u32, (), BuildHasherDefault<IdHasher>> = HashMap::default();
+        for id in 1..=MAX_STREAMS as u32 {
+            make_room(&mut streams);
+            streams.insert(id, ());
+        }
+        assert_eq!(streams.len(), MAX_STREAMS);
+        make_room(&mut streams);
+        assert_eq!(streams.len(), MAX_STREAMS / 2);
+        assert!(streams.contains_key(&(MAX_STREAMS as u32)), "the newest stays");
+        assert!(!streams.contains_key(&1), "the oldest goes");
     }
 }
