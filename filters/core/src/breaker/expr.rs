@@ -1,4 +1,5 @@
-//! Traefik's circuit-breaker expression language, accepted verbatim:
+//! Traefik's circuit-breaker expression language (the differences from
+//! Traefik's own evaluation are listed in the circuit-breaker README):
 //!
 //! ```text
 //! LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5
