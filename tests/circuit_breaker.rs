@@ -131,7 +131,7 @@ fn connection_failures_count_as_network_errors() {
     };
     let yaml = with_plugin_config(
         &sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]),
-        r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#,
+        r#"{"key":"cluster","expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#,
     );
     let e = Envoy::start(&yaml, 2);
     let get = |p: &str| Conn::open(e.addr).and_then(|mut c| c.get(p, &[])).expect("request");

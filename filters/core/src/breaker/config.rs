@@ -190,7 +190,9 @@ fn check_shape(raw: &RawConfig, expression: Option<&Expr>) -> Result<Shape, Conf
                 status_bounds.extend([*from, *to, *div_from, *div_to])
             }
             Operand::LatencyAtQuantileMs(_) => latency = true,
-            Operand::NetworkErrorRatio | Operand::Num(_) => {}
+            // Traefik's NetworkErrorRatio counts 502 and 504 responses.
+            Operand::NetworkErrorRatio => status_bounds.extend([502, 503, 504, 505]),
+            Operand::NetworkFailureRatio | Operand::RequestThreshold | Operand::Num(_) => {}
         }
     }
     status_bounds.sort_unstable();

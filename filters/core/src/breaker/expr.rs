@@ -5,8 +5,14 @@
 //! LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5
 //! ```
 //!
-//! Grammar: `||` binds looser than `&&`; operands are numbers or the three
-//! metric functions; comparisons are `> < >= <= == !=`; parentheses group.
+//! Grammar (Traefik parses the expression as a Go expression): `||` binds
+//! looser than `&&`; operands are numbers or the metric functions;
+//! comparisons are `> < >= <= == !=`; parentheses group sub-expressions and
+//! operands alike. Numbers are Go literals as Traefik reads them: an integer
+//! is decimal digits (`017` is 17; `0x10`, `0b1`, `1_000` are refused, as
+//! Traefik's `strconv.Atoi` refuses them); a float is a decimal float with an
+//! optional exponent and Go's underscores (`0.5`, `.5`, `1.`, `5e-1`,
+//! `1_000.5`) or a hexadecimal float with its `p` exponent (`0x1p-2`).
 //! Errors carry the 1-based column where parsing failed.
 
 use std::fmt;
@@ -16,8 +22,14 @@ use std::fmt;
 pub enum Operand {
     /// A number literal.
     Num(f64),
-    /// Network errors / requests over the window.
+    /// Traefik's: responses with status 502 or 504 (whoever sent them) /
+    /// requests over the window.
     NetworkErrorRatio,
+    /// The filter's own: requests the proxy saw fail at the network level
+    /// (connect failure, reset, timeout) / requests over the window.
+    NetworkFailureRatio,
+    /// Requests in the window (Traefik's `RequestThreshold()`).
+    RequestThreshold,
     /// Responses with status in `[from, to)` / responses in `[div_from, div_to)`.
     ResponseCodeRatio {
         /// Numerator lower bound (inclusive).
@@ -29,7 +41,8 @@ pub enum Operand {
         /// Denominator upper bound (exclusive).
         div_to: u16,
     },
-    /// The latency at quantile `q` (0 < q <= 100), in milliseconds.
+    /// The latency at quantile `q` (0 < q <= 100), in whole milliseconds
+    /// (truncated, as Traefik's).
     LatencyAtQuantileMs(f64),
 }
 
@@ -204,14 +217,21 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ExprError> {
             '!' if two('=') => (Kind::Op(CmpOp::Ne), 2),
             '>' => (Kind::Op(CmpOp::Gt), 1),
             '<' => (Kind::Op(CmpOp::Lt), 1),
-            c if c.is_ascii_digit() || c == '.' || c == '-' => {
+            c if c.is_ascii_digit() || (c == '.' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) || c == '-' => {
                 let start = i;
                 let mut j = i + 1;
-                while at(j).is_some_and(|d| d.is_ascii_digit() || d == '.' || d == 'e' || d == 'E') {
-                    j += 1;
+                while let Some(d) = at(j) {
+                    let sign_after_exponent = (d == '+' || d == '-')
+                        && at(j - 1).is_some_and(|e| matches!(e, 'e' | 'E' | 'p' | 'P'))
+                        && !chars.get(start..j).is_some_and(|s| hex_prefix(s) && matches!(at(j - 1), Some('e' | 'E')));
+                    if d.is_ascii_alphanumeric() || d == '_' || d == '.' || sign_after_exponent {
+                        j += 1;
+                    } else {
+                        break;
+                    }
                 }
                 let s: String = chars.get(start..j).map(|s| s.iter().collect()).unwrap_or_default();
-                let n: f64 = s.parse().map_err(|_| ExprError { column, reason: format!("`{s}` is not a number") })?;
+                let n = number(&s).ok_or_else(|| ExprError { column, reason: format!("`{s}` is not a number") })?;
                 (Kind::Num(n), j - start)
             }
             c if c.is_ascii_alphabetic() => {
@@ -229,6 +249,66 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ExprError> {
         i += len;
     }
     Ok(out)
+}
+
+fn hex_prefix(s: &[char]) -> bool {
+    let s = s.strip_prefix(&['-']).unwrap_or(s);
+    matches!(s, ['0', 'x' | 'X', ..])
+}
+
+/// Go's rule for underscores in a literal: each between two digits (or
+/// after a base prefix); then the digits without them.
+fn without_underscores(s: &str, hex: bool) -> Option<String> {
+    let b = s.as_bytes();
+    let digit = |c: Option<&u8>| c.is_some_and(|c| if hex { c.is_ascii_hexdigit() } else { c.is_ascii_digit() });
+    for (k, c) in b.iter().enumerate() {
+        if *c == b'_' {
+            let after_prefix = hex && k == 2;
+            if !(digit(b.get(k + 1)) && (after_prefix || (k > 0 && digit(b.get(k - 1))))) {
+                return None;
+            }
+        }
+    }
+    Some(s.replace('_', ""))
+}
+
+/// A number as Traefik reads it (see the module docs); `None` when it
+/// refuses it.
+fn number(text: &str) -> Option<f64> {
+    let (negative, s) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let value = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        // Only a hexadecimal float (with its p exponent) is a float in Go;
+        // a hexadecimal integer is refused by Traefik's strconv.Atoi.
+        let (mantissa, exponent) = hex.split_once(['p', 'P'])?;
+        let mantissa = without_underscores(&format!("0x{mantissa}"), true)?;
+        let mantissa = mantissa.get(2..)?;
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty() {
+            return None;
+        }
+        let mut m = 0f64;
+        for c in int.chars().chain(frac.chars()) {
+            m = m * 16.0 + f64::from(c.to_digit(16)?);
+        }
+        let exponent: i32 = without_underscores(exponent, false)?.parse().ok()?;
+        m * 2f64.powi(exponent - 4 * i32::try_from(frac.len()).ok()?)
+    } else if s.contains(['.', 'e', 'E']) {
+        let digits = without_underscores(s, false)?;
+        if !digits.bytes().all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'E' | b'+' | b'-')) {
+            return None;
+        }
+        digits.parse::<f64>().ok()?
+    } else {
+        // An integer: decimal digits only, as strconv.Atoi reads them.
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse::<f64>().ok()?
+    };
+    Some(if negative { -value } else { value })
 }
 
 struct Parser {
@@ -284,8 +364,29 @@ impl Parser {
         Ok(e)
     }
 
+    /// After the `(` at `pos`: the token following its matching `)`.
+    fn after_group(&self, pos: usize) -> Option<&Kind> {
+        let mut depth = 0usize;
+        for (k, t) in self.tokens.iter().enumerate().skip(pos) {
+            match t.kind {
+                Kind::LParen => depth += 1,
+                Kind::RParen => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        return self.tokens.get(k + 1).map(|t| &t.kind);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn unary(&mut self) -> Result<Expr, ExprError> {
-        if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) {
+        // `(` opens a sub-expression, unless its group is an operand: one
+        // followed by a comparison (`(NetworkErrorRatio()) > 0.5`).
+        let operand_group = matches!(self.after_group(self.pos), Some(Kind::Op(_)));
+        if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) && !operand_group {
             if self.depth >= MAX_DEPTH {
                 let column = self.peek().map_or(self.end_column, |t| t.column);
                 return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
@@ -313,6 +414,18 @@ impl Parser {
     }
 
     fn operand(&mut self) -> Result<Operand, ExprError> {
+        if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) {
+            if self.depth >= MAX_DEPTH {
+                let column = self.peek().map_or(self.end_column, |t| t.column);
+                return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
+            }
+            self.pos += 1;
+            self.depth += 1;
+            let o = self.operand()?;
+            self.depth -= 1;
+            self.expect(&Kind::RParen, "`)`")?;
+            return Ok(o);
+        }
         let Some(t) = self.next() else {
             return Err(ExprError {
                 column: self.end_column,
@@ -361,6 +474,8 @@ fn function(name: &str, args: &[f64]) -> Result<Operand, String> {
     };
     match (name, args) {
         ("NetworkErrorRatio", []) => Ok(Operand::NetworkErrorRatio),
+        ("NetworkFailureRatio", []) => Ok(Operand::NetworkFailureRatio),
+        ("RequestThreshold", []) => Ok(Operand::RequestThreshold),
         ("LatencyAtQuantileMS", [q]) if *q > 0.0 && *q <= 100.0 => Ok(Operand::LatencyAtQuantileMs(*q)),
         ("LatencyAtQuantileMS", [q]) => Err(format!("LatencyAtQuantileMS: quantile must be in (0, 100], got {q}")),
         ("ResponseCodeRatio", [a, b, c, d]) => {
@@ -370,11 +485,13 @@ fn function(name: &str, args: &[f64]) -> Result<Operand, String> {
             }
             Ok(Operand::ResponseCodeRatio { from, to, div_from, div_to })
         }
-        ("NetworkErrorRatio", _) => Err("NetworkErrorRatio takes no arguments".into()),
+        ("NetworkErrorRatio" | "NetworkFailureRatio" | "RequestThreshold", _) => {
+            Err(format!("{name} takes no arguments"))
+        }
         ("LatencyAtQuantileMS", _) => Err("LatencyAtQuantileMS takes one argument, the quantile".into()),
         ("ResponseCodeRatio", _) => Err("ResponseCodeRatio takes four arguments: from, to, divFrom, divTo".into()),
         _ => Err(format!(
-            "unknown function `{name}`; use NetworkErrorRatio(), ResponseCodeRatio(from, to, divFrom, divTo) or LatencyAtQuantileMS(q)"
+            "unknown function `{name}`; use NetworkErrorRatio(), ResponseCodeRatio(from, to, divFrom, divTo), LatencyAtQuantileMS(q), RequestThreshold() or NetworkFailureRatio()"
         )),
     }
 }
@@ -394,9 +511,52 @@ mod tests {
                 Operand::NetworkErrorRatio => self.network,
                 Operand::ResponseCodeRatio { .. } => self.codes,
                 Operand::LatencyAtQuantileMs(_) => self.latency,
+                Operand::NetworkFailureRatio => self.network * 2.0,
+                Operand::RequestThreshold => 7.0,
                 Operand::Num(n) => *n,
             }
         }
+    }
+
+    fn accepted(text: &str) -> Option<Expr> {
+        Expr::parse(text).ok()
+    }
+
+    #[test]
+    fn numbers_as_traefik_reads_them() {
+        let value = |text: &str| match accepted(&format!("NetworkErrorRatio() > {text}")) {
+            Some(Expr::Cmp(_, _, Operand::Num(n))) => Some(n),
+            _ => None,
+        };
+        // Floats: Go's forms, strconv.ParseFloat's values.
+        assert_eq!(value("0.5"), Some(0.5));
+        assert_eq!(value(".5"), Some(0.5));
+        assert_eq!(value("1."), Some(1.0));
+        assert_eq!(value("5e-1"), Some(0.5));
+        assert_eq!(value("5E+1"), Some(50.0));
+        assert_eq!(value("1_000.5"), Some(1000.5));
+        assert_eq!(value("0x1p-2"), Some(0.25));
+        assert_eq!(value("0x1.8p1"), Some(3.0));
+        // Integers: decimal digits, as strconv.Atoi reads them.
+        assert_eq!(value("100"), Some(100.0));
+        assert_eq!(value("017"), Some(17.0));
+        for refused in ["0x10", "0b1", "0o7", "1_000", "1__0.5", "_1.5", "1_.5", "5e", "1.5.5", "0x1p", "0x.p1"] {
+            assert_eq!(value(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn parentheses_around_operands_and_the_new_functions() {
+        let e = accepted("(NetworkErrorRatio()) > 0.5").unwrap();
+        assert!(e.eval(&Fixed { network: 0.6, codes: 0.0, latency: 0.0 }));
+        let e = accepted("((RequestThreshold())) >= (7) && (LatencyAtQuantileMS(50.0) > 100)").unwrap();
+        assert!(!e.eval(&Fixed { network: 0.0, codes: 0.0, latency: 100.0 }));
+        assert!(e.eval(&Fixed { network: 0.0, codes: 0.0, latency: 101.0 }));
+        let e = accepted("NetworkFailureRatio() > 0.5 || (ResponseCodeRatio(500, 600, 0, 600) > 0.25)").unwrap();
+        assert!(e.eval(&Fixed { network: 0.3, codes: 0.0, latency: 0.0 }), "our own measure, doubled by Fixed");
+        assert!(accepted("(NetworkErrorRatio() > 0.5").is_none());
+        assert!(accepted("(NetworkErrorRatio()) > 0.5)").is_none());
+        assert!(accepted("RequestThreshold(1) > 1").is_none());
     }
 
     const TRAEFIK: &str =

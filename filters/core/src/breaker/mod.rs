@@ -156,12 +156,18 @@ impl Metrics for WindowMetrics<'_> {
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         match o {
             Operand::Num(n) => *n,
-            Operand::NetworkErrorRatio => ratio(self.totals.network, self.totals.requests),
+            Operand::NetworkErrorRatio => ratio(
+                self.shape.count_status(self.totals, 502, 503) + self.shape.count_status(self.totals, 504, 505),
+                self.totals.requests,
+            ),
+            Operand::NetworkFailureRatio => ratio(self.totals.network, self.totals.requests),
+            Operand::RequestThreshold => self.totals.requests as f64,
             Operand::ResponseCodeRatio { from, to, div_from, div_to } => ratio(
                 self.shape.count_status(self.totals, *from, *to),
                 self.shape.count_status(self.totals, *div_from, *div_to),
             ),
-            Operand::LatencyAtQuantileMs(q) => latency_quantile_ms(&self.totals.latency, *q),
+            // Whole milliseconds, truncated, as Traefik compares them.
+            Operand::LatencyAtQuantileMs(q) => latency_quantile_ms(&self.totals.latency, *q).floor(),
         }
     }
 }

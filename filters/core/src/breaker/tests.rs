@@ -191,12 +191,44 @@ fn traefik_expression_response_code_and_network_ratios() {
     request(&b, &mut r, T0, b.sample(502, false, MS));
     assert_eq!(r.state, State::Open);
 
+    // Traefik's NetworkErrorRatio: 502 and 504 responses, whoever sent them;
+    // a 503 (Envoy's answer to a failed connection) is not one.
+    let b = breakers(r#"{"expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#);
     let mut r = b.fresh("n");
-    // Network errors without a 5xx status (e.g. nginx gives none): NetworkErrorRatio.
+    for (st, net) in [(503, true), (503, true), (503, true), (200, false)] {
+        request(&b, &mut r, T0, b.sample(st, net, MS));
+    }
+    assert_eq!(r.state, State::Closed, "network failures answered 503 are not Traefik's network errors");
+    let mut r = b.fresh("g");
+    for st in [502, 504, 200, 504] {
+        request(&b, &mut r, T0, b.sample(st, false, MS));
+    }
+    assert_eq!(r.state, State::Open, "3 of 4 answered 502/504 by the upstream");
+
+    // The filter's own measure: network-level failures, whatever the status
+    // (nginx gives none).
+    let b = breakers(r#"{"expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#);
+    let mut r = b.fresh("f");
     for net in [true, true, false, true] {
         request(&b, &mut r, T0, b.sample(if net { 0 } else { 200 }, net, MS));
     }
     assert_eq!(r.state, State::Open);
+}
+
+#[test]
+fn latency_quantile_is_compared_in_whole_milliseconds() {
+    // Traefik truncates the quantile to whole milliseconds. 100 samples of
+    // 45 ms all fall in the bin (42.351, 52.939] ms; the 77th percentile
+    // interpolates to 50.50 ms, which reads as 50: not > 50, but > 49.
+    for (threshold, trips) in [(50, false), (49, true)] {
+        let expr = format!("LatencyAtQuantileMS(77.0) > {threshold}");
+        let b = breakers(&format!(r#"{{"expression":"{expr}","min_requests":100}}"#));
+        let mut r = b.fresh("l");
+        for _ in 0..100 {
+            request(&b, &mut r, T0, b.sample(200, false, 45 * MS));
+        }
+        assert_eq!(r.state == State::Open, trips, "{expr}");
+    }
 }
 
 #[test]
@@ -336,9 +368,11 @@ fn record_size_is_as_documented() {
     let b = breakers(
         r#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#,
     );
-    // 34 + key + 10 x (24 + 3 status intervals x 4 + 57 latency bins x 4)
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 12 + 228));
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 2679);
+    // 34 + key + 10 x (24 + 7 status intervals x 4 + 57 latency bins x 4):
+    // the intervals cut at 500 and 600 (ResponseCodeRatio) and at 502, 503,
+    // 504 and 505 (NetworkErrorRatio counts 502 and 504).
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 28 + 228));
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 2839);
     let ratio = breakers(r#"{"failure_ratio":0.5}"#);
     assert_eq!(ratio.encode(&ratio.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
     // consecutive_failures alone keeps no window.
