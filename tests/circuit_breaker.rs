@@ -122,6 +122,34 @@ fn slow_backend_trips_the_traefik_latency_expression() {
 }
 
 #[test]
+fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_failures() {
+    // Traefik's NetworkErrorRatio(): responses 502 or 504, whoever sent them.
+    let s = Setup::new(Some(r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#));
+    s.set_flaky("fail=1&status=502");
+    for _ in 0..4 {
+        assert_eq!(s.get("/flaky/x").status, 502, "the upstream's own 502");
+    }
+    assert!(is_rejection(&s.get("/flaky/x")), "4 of 4 answered 502: open");
+
+    // Envoy's 503 for a connection nobody accepts is not one of them.
+    let b = Backends::start(&["a", "b"]);
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let yaml = with_plugin_config(
+        &sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]),
+        r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#,
+    );
+    let e = Envoy::start(&yaml, 2);
+    for _ in 0..6 {
+        let r = Conn::open(e.addr).and_then(|mut c| c.get("/flaky/x", &[])).expect("request");
+        assert_eq!(r.status, 503);
+        assert!(r.header("x-circuit-breaker").is_none(), "never tripped by Envoy's connect-failure 503s");
+    }
+}
+
+#[test]
 fn connection_failures_count_as_network_errors() {
     let b = Backends::start(&["a", "b"]);
     // The flaky cluster points at a port nobody listens on.
