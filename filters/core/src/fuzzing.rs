@@ -114,6 +114,10 @@ impl Metrics for Fixed {
             _ => 0.5,
         }
     }
+
+    fn latency_at_least(&self, _q: f64, ms: u64) -> bool {
+        ms <= 50
+    }
 }
 
 /// A Traefik expression: parsed (bounded) and, if valid, evaluated.

@@ -183,16 +183,17 @@ fn check_shape(raw: &RawConfig, expression: Option<&Expr>) -> Result<Shape, Conf
         return Err(ConfigError::new("window", "must give each bucket at least 1ms"));
     }
     let mut status_bounds = vec![0u16, 1000];
-    let mut latency = false;
     for op in expression.iter().flat_map(|e| e.operands()) {
         match op {
             Operand::ResponseCodeRatio { from, to, div_from, div_to } => {
                 status_bounds.extend([*from, *to, *div_from, *div_to])
             }
-            Operand::LatencyAtQuantileMs(_) => latency = true,
             // Traefik's NetworkErrorRatio counts 502 and 504 responses.
             Operand::NetworkErrorRatio => status_bounds.extend([502, 503, 504, 505]),
-            Operand::NetworkFailureRatio | Operand::RequestThreshold | Operand::Num(_) => {}
+            Operand::LatencyAtQuantileMs(_)
+            | Operand::NetworkFailureRatio
+            | Operand::RequestThreshold
+            | Operand::Num(_) => {}
         }
     }
     status_bounds.sort_unstable();
@@ -201,7 +202,8 @@ fn check_shape(raw: &RawConfig, expression: Option<&Expr>) -> Result<Shape, Conf
     // consecutive_failures alone the record keeps none (a few bytes to
     // decode per request instead of `buckets` sub-buckets).
     let window = raw.failure_ratio.is_some() || raw.slow_call_ratio.is_some() || expression.is_some();
-    Ok(Shape { buckets: if window { raw.buckets } else { 0 }, bucket_ns, status_bounds, latency })
+    let latency_bounds_ms = expression.map(Expr::latency_thresholds).unwrap_or_default();
+    Ok(Shape { buckets: if window { raw.buckets } else { 0 }, bucket_ns, status_bounds, latency_bounds_ms })
 }
 
 fn check_failure_statuses(raw: &[serde_json::Value]) -> Result<Vec<(u16, u16)>, ConfigError> {
@@ -327,7 +329,7 @@ mod tests {
         assert_eq!(c.half_open_requests, 1);
         assert_eq!(c.status, 503);
         assert!(c.is_failure_status(500) && c.is_failure_status(599) && !c.is_failure_status(404));
-        assert!(!c.shape.latency);
+        assert!(c.shape.latency_bounds_ms.is_empty());
         assert_eq!(c.shape.status_bounds, vec![0, 1000]);
     }
 
@@ -337,7 +339,9 @@ mod tests {
             br#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25","key":"fixed:api","failure_statuses":[502,"4xx"]}"#,
         )
         .unwrap();
-        assert!(c.shape.latency);
+        // LatencyAtQuantileMS(50.0) > 100: the window counts samples below
+        // 100 and below 101 ms (`> 100` is "at least 101").
+        assert_eq!(c.shape.latency_bounds_ms, vec![100, 101]);
         assert_eq!(c.shape.status_bounds, vec![0, 500, 600, 1000]);
         assert_eq!(c.key, KeyKind::Fixed("api".into()));
         assert!(c.is_failure_status(502) && c.is_failure_status(404) && !c.is_failure_status(500));

@@ -91,8 +91,46 @@ impl fmt::Display for ExprError {
 
 /// Values the evaluator asks for.
 pub trait Metrics {
-    /// The value of a metric operand (never called for `Num`).
+    /// The value of a metric operand (never called for `Num`, nor for
+    /// `LatencyAtQuantileMs`, which is only compared with a number).
     fn value(&self, operand: &Operand) -> f64;
+    /// Whether the latency at quantile `q`, in whole milliseconds, is at
+    /// least `ms` (a threshold the expression names: see
+    /// [`Expr::latency_thresholds`]).
+    fn latency_at_least(&self, q: f64, ms: u64) -> bool;
+}
+
+/// The whole-millisecond thresholds that decide `X op t` for an integer
+/// `X` (a latency in whole milliseconds): `X >= m` for each `m` returned.
+fn thresholds(t: f64) -> [u64; 2] {
+    let at_least = |m: f64| if m <= 0.0 { 0 } else { m.min(1e15) as u64 };
+    [at_least(t.floor() + 1.0), at_least(t.ceil())]
+}
+
+/// `X op t` for the integer latency `X`, from `X >= m` answers.
+fn latency_cmp(m: &dyn Metrics, q: f64, op: CmpOp, t: f64) -> bool {
+    let [above, at] = thresholds(t);
+    let at_least = |ms: u64| m.latency_at_least(q, ms);
+    let equal = t.fract() == 0.0 && at_least(at) && !at_least(above);
+    match op {
+        CmpOp::Gt => at_least(above),
+        CmpOp::Ge => at_least(at),
+        CmpOp::Lt => !at_least(at),
+        CmpOp::Le => !at_least(above),
+        CmpOp::Eq => equal,
+        CmpOp::Ne => !equal,
+    }
+}
+
+/// The same comparison seen from the other side (`t op X` is `X op' t`).
+fn flipped(op: CmpOp) -> CmpOp {
+    match op {
+        CmpOp::Gt => CmpOp::Lt,
+        CmpOp::Lt => CmpOp::Gt,
+        CmpOp::Ge => CmpOp::Le,
+        CmpOp::Le => CmpOp::Ge,
+        other => other,
+    }
 }
 
 /// Longest expression accepted, in characters.
@@ -115,6 +153,20 @@ impl Expr {
         let tokens = tokenize(text)?;
         let mut p = Parser { tokens, pos: 0, end_column: len + 1, depth: 0, comparisons: 0 };
         let e = p.or()?;
+        let mut misplaced = false;
+        e.visit_cmps(&mut |l, _, r| {
+            let latency = |o: &Operand| matches!(o, Operand::LatencyAtQuantileMs(_));
+            let number = |o: &Operand| matches!(o, Operand::Num(_));
+            if (latency(l) && !number(r)) || (latency(r) && !number(l)) {
+                misplaced = true;
+            }
+        });
+        if misplaced {
+            return Err(ExprError {
+                column: 1,
+                reason: "LatencyAtQuantileMS is compared with a number, as in Traefik".into(),
+            });
+        }
         match p.peek() {
             None => Ok(e),
             Some(t) => Err(ExprError { column: t.column, reason: format!("unexpected {}", t.kind.describe()) }),
@@ -126,6 +178,8 @@ impl Expr {
         match self {
             Expr::Or(a, b) => a.eval(m) || b.eval(m),
             Expr::And(a, b) => a.eval(m) && b.eval(m),
+            Expr::Cmp(Operand::LatencyAtQuantileMs(q), op, Operand::Num(t)) => latency_cmp(m, *q, *op, *t),
+            Expr::Cmp(Operand::Num(t), op, Operand::LatencyAtQuantileMs(q)) => latency_cmp(m, *q, flipped(*op), *t),
             Expr::Cmp(l, op, r) => {
                 let (l, r) = (operand_value(l, m), operand_value(r, m));
                 match op {
@@ -137,6 +191,33 @@ impl Expr {
                     CmpOp::Ne => l != r,
                 }
             }
+        }
+    }
+
+    /// The whole milliseconds each latency quantile is compared with, for
+    /// the window to count samples on either side of them (sorted, unique,
+    /// none below 1).
+    pub fn latency_thresholds(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        self.visit_cmps(&mut |l, _, r| {
+            if let (Operand::LatencyAtQuantileMs(_), Operand::Num(t))
+            | (Operand::Num(t), Operand::LatencyAtQuantileMs(_)) = (l, r)
+            {
+                out.extend(thresholds(*t).into_iter().filter(|m| *m > 0));
+            }
+        });
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn visit_cmps<'a>(&'a self, f: &mut dyn FnMut(&'a Operand, CmpOp, &'a Operand)) {
+        match self {
+            Expr::Or(a, b) | Expr::And(a, b) => {
+                a.visit_cmps(f);
+                b.visit_cmps(f);
+            }
+            Expr::Cmp(l, op, r) => f(l, *op, r),
         }
     }
 
@@ -515,6 +596,10 @@ mod tests {
                 Operand::RequestThreshold => 7.0,
                 Operand::Num(n) => *n,
             }
+        }
+
+        fn latency_at_least(&self, _q: f64, ms: u64) -> bool {
+            self.latency.floor() >= ms as f64
         }
     }
 

@@ -44,7 +44,7 @@ use crate::hash::hash_bytes;
 use crate::store::{update_bytes, SharedStore, StoreError};
 use config::BreakerConfig;
 use expr::{Metrics, Operand};
-use window::{latency_quantile_ms, Ring, Sample, Shape, Totals};
+use window::{latency_at_least, Ring, Sample, Shape, Totals};
 
 /// Slots probed from a key's home slot.
 pub const PROBES: u32 = 8;
@@ -152,6 +152,10 @@ struct WindowMetrics<'a> {
 }
 
 impl Metrics for WindowMetrics<'_> {
+    fn latency_at_least(&self, q: f64, ms: u64) -> bool {
+        latency_at_least(self.shape, &self.totals.latency, q, ms)
+    }
+
     fn value(&self, o: &Operand) -> f64 {
         let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
         match o {
@@ -166,8 +170,8 @@ impl Metrics for WindowMetrics<'_> {
                 self.shape.count_status(self.totals, *from, *to),
                 self.shape.count_status(self.totals, *div_from, *div_to),
             ),
-            // Whole milliseconds, truncated, as Traefik compares them.
-            Operand::LatencyAtQuantileMs(q) => latency_quantile_ms(&self.totals.latency, *q).floor(),
+            // Only ever compared with a number: see latency_at_least.
+            Operand::LatencyAtQuantileMs(_) => 0.0,
         }
     }
 }
@@ -338,7 +342,7 @@ impl Breakers {
         out.push(VERSION);
         put_u16(&mut out, shape.buckets as u16);
         put_u16(&mut out, shape.status_bounds.len().saturating_sub(1) as u16);
-        put_u16(&mut out, u16::from(shape.latency));
+        put_u16(&mut out, u16::try_from(shape.latency_bins()).unwrap_or(u16::MAX));
         out.push(match rec.state {
             State::Closed => 0,
             State::Open => 1,
@@ -366,7 +370,8 @@ impl Breakers {
             return None;
         }
         let codes = shape.status_bounds.len().saturating_sub(1);
-        if r.u16()? != shape.buckets as u16 || usize::from(r.u16()?) != codes || r.u16()? != u16::from(shape.latency) {
+        let bins = u16::try_from(shape.latency_bins()).unwrap_or(u16::MAX);
+        if r.u16()? != shape.buckets as u16 || usize::from(r.u16()?) != codes || r.u16()? != bins {
             return None;
         }
         let state = State::from_byte(r.u8()?)?;
@@ -386,7 +391,7 @@ impl Breakers {
 
     /// The key and state of an encoded record, without decoding its window:
     /// what admitting a request through a closed breaker needs (the common
-    /// case; the full record is ~2.7 KB with a latency histogram).
+    /// case).
     pub fn decode_head<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State)> {
         let mut r = Reader(bytes);
         if r.u8()? != VERSION {
@@ -395,7 +400,7 @@ impl Breakers {
         let codes = self.cfg.shape.status_bounds.len().saturating_sub(1);
         if r.u16()? != self.cfg.shape.buckets as u16
             || usize::from(r.u16()?) != codes
-            || r.u16()? != u16::from(self.cfg.shape.latency)
+            || r.u16()? != u16::try_from(self.cfg.shape.latency_bins()).unwrap_or(u16::MAX)
         {
             return None;
         }

@@ -217,17 +217,33 @@ fn traefik_expression_response_code_and_network_ratios() {
 
 #[test]
 fn latency_quantile_is_compared_in_whole_milliseconds() {
-    // Traefik truncates the quantile to whole milliseconds. 100 samples of
-    // 45 ms all fall in the bin (42.351, 52.939] ms; the 77th percentile
-    // interpolates to 50.50 ms, which reads as 50: not > 50, but > 49.
-    for (threshold, trips) in [(50, false), (49, true)] {
-        let expr = format!("LatencyAtQuantileMS(77.0) > {threshold}");
-        let b = breakers(&format!(r#"{{"expression":"{expr}","min_requests":100}}"#));
+    // Traefik truncates the quantile to whole milliseconds: 50.9 ms reads
+    // as 50. Decided exactly, whatever the quantile.
+    for (expr, trips) in [
+        ("LatencyAtQuantileMS(77.0) > 50", false),
+        ("LatencyAtQuantileMS(77.0) > 49", true),
+        ("LatencyAtQuantileMS(77.0) >= 50", true),
+        ("LatencyAtQuantileMS(77.0) == 50", true),
+        ("LatencyAtQuantileMS(77.0) < 51", true),
+        ("51 <= LatencyAtQuantileMS(77.0)", false),
+    ] {
+        let b = breakers(&format!(r#"{{"expression":"{expr}","min_requests":10}}"#));
         let mut r = b.fresh("l");
-        for _ in 0..100 {
-            request(&b, &mut r, T0, b.sample(200, false, 45 * MS));
+        for _ in 0..10 {
+            request(&b, &mut r, T0, b.sample(200, false, 50 * MS + 900_000));
         }
         assert_eq!(r.state == State::Open, trips, "{expr}");
+    }
+}
+
+#[test]
+fn latency_at_45_49_and_53_ms_against_greater_than_50() {
+    // The issue's samples: one request at 45, 49.5 or 53 ms, `> 50`.
+    for (micros, trips) in [(45_000, false), (49_500, false), (53_000, true)] {
+        let b = breakers(r#"{"expression":"LatencyAtQuantileMS(50.0) > 50","min_requests":1}"#);
+        let mut r = b.fresh("l");
+        request(&b, &mut r, T0, b.sample(200, false, micros * 1000));
+        assert_eq!(r.state == State::Open, trips, "{micros} us");
     }
 }
 
@@ -368,11 +384,12 @@ fn record_size_is_as_documented() {
     let b = breakers(
         r#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#,
     );
-    // 34 + key + 10 x (24 + 7 status intervals x 4 + 57 latency bins x 4):
-    // the intervals cut at 500 and 600 (ResponseCodeRatio) and at 502, 503,
-    // 504 and 505 (NetworkErrorRatio counts 502 and 504).
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 28 + 228));
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 2839);
+    // 34 + key + 10 x (24 + 7 status intervals x 4 + 3 latency intervals x 4):
+    // the status intervals cut at 500 and 600 (ResponseCodeRatio) and at 502,
+    // 503, 504 and 505 (NetworkErrorRatio counts 502 and 504); the latency
+    // ones at 100 and 101 ms (`LatencyAtQuantileMS(50.0) > 100`).
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 28 + 12));
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 679);
     let ratio = breakers(r#"{"failure_ratio":0.5}"#);
     assert_eq!(ratio.encode(&ratio.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
     // consecutive_failures alone keeps no window.

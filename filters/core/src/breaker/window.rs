@@ -8,34 +8,9 @@
 //! keeps what the configured expression needs and nothing more: counts per
 //! status interval (the intervals cut at every bound any
 //! `ResponseCodeRatio` names, so every ratio is exact) and, only when
-//! `LatencyAtQuantileMS` is used, a latency histogram.
-
-/// Upper bounds of the latency histogram's bins, in microseconds: geometric,
-/// ratio 1.25, from 250 us to about 54 s; one more bin holds everything
-/// slower. A quantile is interpolated inside its bin, so it is within the
-/// bin's width (25%) of the true value.
-pub fn latency_bounds_us() -> &'static [u64] {
-    &LATENCY_BOUNDS_US
-}
-
-const LATENCY_BINS: usize = 56;
-static LATENCY_BOUNDS_US: [u64; LATENCY_BINS] = latency_table();
-
-// Evaluated at compile time (it initialises a static): an index out of
-// bounds would fail the build, never a request.
-#[allow(clippy::indexing_slicing)]
-const fn latency_table() -> [u64; LATENCY_BINS] {
-    let mut t = [0u64; LATENCY_BINS];
-    // 250 us x 1.25^i, in integers (x 5 / 4 per step).
-    let mut v: u64 = 250_000; // nanoseconds
-    let mut i = 0;
-    while i < LATENCY_BINS {
-        t[i] = v / 1000;
-        v = v * 5 / 4;
-        i += 1;
-    }
-    t
-}
+//! `LatencyAtQuantileMS` is used, counts per latency interval, cut at the
+//! whole milliseconds the expression compares quantiles with: which side of
+//! each threshold a quantile falls is then exact ([`latency_at_least`]).
 
 /// The ring of sub-buckets, stored as the shared record holds it: for each
 /// bucket, its epoch (u64) then its counts (u32: requests, failures, network
@@ -110,8 +85,10 @@ pub struct Shape {
     pub bucket_ns: u64,
     /// Sorted status bounds; interval `i` is `[bounds[i], bounds[i+1])`.
     pub status_bounds: Vec<u16>,
-    /// Keep a latency histogram.
-    pub latency: bool,
+    /// Sorted latency bounds in whole milliseconds; interval `i` is
+    /// `[bounds[i-1], bounds[i])`, the first from 0, the last to infinity.
+    /// Empty: no latency kept.
+    pub latency_bounds_ms: Vec<u64>,
 }
 
 /// Sums over the buckets inside the window.
@@ -127,7 +104,7 @@ pub struct Totals {
     pub slow: u64,
     /// Per status interval.
     pub codes: Vec<u64>,
-    /// Per latency bin.
+    /// Per latency interval.
     pub latency: Vec<u64>,
 }
 
@@ -136,11 +113,12 @@ impl Shape {
         self.status_bounds.len().saturating_sub(1)
     }
 
-    fn latency_bins(&self) -> usize {
-        if self.latency {
-            LATENCY_BINS + 1
-        } else {
+    /// Latency intervals per bucket (0: none kept).
+    pub fn latency_bins(&self) -> usize {
+        if self.latency_bounds_ms.is_empty() {
             0
+        } else {
+            self.latency_bounds_ms.len() + 1
         }
     }
 
@@ -194,9 +172,8 @@ impl Shape {
         if let Some(i) = self.status_interval(s.status) {
             ring.bump(Self::count_at(base, FIXED_COUNTS + i));
         }
-        if self.latency {
-            let us = s.latency_ns / 1000;
-            let bin = LATENCY_BOUNDS_US.iter().position(|&ub| us <= ub).unwrap_or(LATENCY_BINS);
+        if !self.latency_bounds_ms.is_empty() {
+            let bin = self.latency_bounds_ms.partition_point(|&b| b.saturating_mul(1_000_000) <= s.latency_ns);
             ring.bump(Self::count_at(base, FIXED_COUNTS + self.codes() + bin));
         }
     }
@@ -246,31 +223,26 @@ impl Shape {
     }
 }
 
-/// The latency at quantile `q` (0 < q <= 100) in milliseconds, interpolated
-/// inside its histogram bin; 0 when there are no samples.
-pub fn latency_quantile_ms(hist: &[u64], q: f64) -> f64 {
-    let total: u64 = hist.iter().sum();
-    if total == 0 {
-        return 0.0;
+/// Whether the latency at quantile `q` (0 < q <= 100), in whole
+/// milliseconds, is at least `ms`, over the per-interval counts of `shape`.
+/// `ms` is one of the shape's bounds (the expression's thresholds put them
+/// there; another value is answered for the nearest bound below it).
+///
+/// The quantile is the `k`-th smallest latency, `k = round(q / 100 x N)`
+/// (as Traefik's HDR histogram counts it; `k = 0` reads as 0 ms), and it is
+/// at least `ms` exactly when fewer than `k` samples are below `ms`.
+pub fn latency_at_least(shape: &Shape, counts: &[u64], q: f64, ms: u64) -> bool {
+    if ms == 0 {
+        return true;
     }
-    let rank = ((q / 100.0) * total as f64).ceil().max(1.0);
-    let mut seen = 0.0;
-    for (i, &c) in hist.iter().enumerate() {
-        if c == 0 {
-            continue;
-        }
-        let c = c as f64;
-        if seen + c >= rank {
-            let lo = if i == 0 { 0 } else { LATENCY_BOUNDS_US.get(i - 1).copied().unwrap_or(0) };
-            let Some(&hi) = LATENCY_BOUNDS_US.get(i) else {
-                return lo as f64 / 1000.0;
-            };
-            let frac = (rank - seen) / c;
-            return (lo as f64 + (hi - lo) as f64 * frac) / 1000.0;
-        }
-        seen += c;
+    let total: u64 = counts.iter().sum();
+    let k = ((q / 100.0) * total as f64 + 0.5) as u64;
+    if k == 0 {
+        return false;
     }
-    LATENCY_BOUNDS_US.last().copied().unwrap_or(0) as f64 / 1000.0
+    let below_intervals = shape.latency_bounds_ms.partition_point(|&b| b <= ms);
+    let below: u64 = counts.iter().take(below_intervals).sum();
+    below < k
 }
 
 #[cfg(test)]
@@ -280,7 +252,8 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn shape(latency: bool) -> Shape {
-        Shape { buckets: 10, bucket_ns: 1000 * MS, status_bounds: vec![0, 500, 600, 1000], latency }
+        let latency_bounds_ms = if latency { vec![20, 100, 101] } else { Vec::new() };
+        Shape { buckets: 10, bucket_ns: 1000 * MS, status_bounds: vec![0, 500, 600, 1000], latency_bounds_ms }
     }
 
     fn ok(status: u16) -> Sample {
@@ -338,30 +311,27 @@ mod tests {
     }
 
     #[test]
-    fn latency_quantile_is_within_a_bin() {
+    fn quantiles_are_placed_exactly_against_the_thresholds() {
         let s = shape(true);
         let mut ring = s.empty();
-        for ms in [10u64, 20, 300, 300, 300] {
+        // 10 samples: 5, 10, ..., 50 ms, then 100.9 ms (reads as 100) and 101 ms.
+        for ms in [5u64, 10, 15, 20, 25, 30, 35, 40, 45, 50] {
             s.record(&mut ring, T0, &Sample { latency_ns: ms * MS, ..ok(200) });
         }
+        s.record(&mut ring, T0, &Sample { latency_ns: 100 * MS + 900_000, ..ok(200) });
+        s.record(&mut ring, T0, &Sample { latency_ns: 101 * MS, ..ok(200) });
         let t = s.totals(&ring, T0);
-        let p50 = latency_quantile_ms(&t.latency, 50.0);
-        assert!((240.0..=300.0 * 1.25).contains(&p50), "p50 {p50}");
-        let p20 = latency_quantile_ms(&t.latency, 20.0);
-        assert!((8.0..=12.5).contains(&p20), "p20 {p20}");
-        assert_eq!(latency_quantile_ms(&[], 50.0), 0.0);
-        // Slower than the last bound: reported as the last bound.
-        let mut ring = s.empty();
-        s.record(&mut ring, T0, &Sample { latency_ns: 600_000 * MS, ..ok(200) });
-        let p = latency_quantile_ms(&s.totals(&ring, T0).latency, 99.0);
-        assert!(p > 50_000.0, "{p}");
-    }
-
-    #[test]
-    fn latency_bounds_grow_by_a_quarter() {
-        let b = latency_bounds_us();
-        assert_eq!(b.first(), Some(&250));
-        assert!(b.windows(2).all(|w| matches!(w, [a, c] if *c > *a && *c <= a * 5 / 4 + 1)));
-        assert!(*b.last().unwrap_or(&0) > 50_000_000);
+        assert_eq!(t.latency, vec![3, 7, 1, 1], "below 20, [20, 100), [100, 101), from 101");
+        // k = round(0.5 x 12) = 6: the 6th smallest is 30 ms.
+        assert!(latency_at_least(&s, &t.latency, 50.0, 20));
+        assert!(!latency_at_least(&s, &t.latency, 50.0, 100));
+        // k = round(0.917 x 12) = 11: 100.9 ms, which reads as 100.
+        assert!(latency_at_least(&s, &t.latency, 91.7, 100));
+        assert!(!latency_at_least(&s, &t.latency, 91.7, 101));
+        // k = 12: 101 ms.
+        assert!(latency_at_least(&s, &t.latency, 100.0, 101));
+        // No samples, or k rounding to 0: 0 ms.
+        assert!(!latency_at_least(&s, &[0, 0, 0, 0], 50.0, 20));
+        assert!(latency_at_least(&s, &[0, 0, 0, 0], 50.0, 0));
     }
 }
