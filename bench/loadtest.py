@@ -241,8 +241,7 @@ def nginx_configs(addrs):
         "nginx-retry": conf(each[2:3]),
         "nginx-sticky-session": conf(each[3:4], sticky=True),
         "nginx-chain-of-four": conf(each, sticky=True),
-        "nginx-bundle-of-four": conf([("bundle", {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"],
-                                                  "sticky_session": f["sticky"], "retry": f["retry"]})], sticky=True),
+        "nginx-bundle-of-four": conf([("bundle", bundle_config(f))], sticky=True),
     }
 
 
@@ -330,6 +329,13 @@ def filter_configs(addrs):
     }
 
 
+def bundle_config(f, **override):
+    """The bundle with the four policies of `filter_configs`, sections
+    replaced by `override`."""
+    return {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"], "sticky_session": f["sticky"],
+            "retry": f["retry"], **override}
+
+
 def global_limit_config(rls_port):
     return {"limits": [{"name": "all", "requests": 1000000, "period": "1s", "key": "client_ip", "scope": "global"}],
             "global": {"cluster": "ratelimit", "domain": "bench", "timeout": "1s"}, "headers": "draft"}
@@ -368,16 +374,13 @@ def configs(addrs, rls_port=None):
         "circuit-breaker": bootstrap([wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
         "retry": bootstrap([wasm("retry", "retry", f["retry"])], [cluster(a)], route()),
         "sticky-session": bootstrap([wasm("sticky", "sticky_session", f["sticky"])], [override_host_cluster(a)], route(**retry_route)),
-        "bundle-of-four": bootstrap([wasm("bundle", "bundle", {"rate_limit": f["rate_limit"],
-                                                              "circuit_breaker": f["circuit_breaker"],
-                                                              "sticky_session": f["sticky"], "retry": f["retry"]})],
+        "bundle-of-four": bootstrap([wasm("bundle", "bundle", bundle_config(f))],
                                     [override_host_cluster(a)], route(**retry_route)),
         # The breaker on consecutive failures alone (no window, no expression).
         "circuit-breaker-consecutive": bootstrap([wasm("circuit_breaker", "circuit_breaker",
                                                        {"key": "cluster", "consecutive_failures": 5})], [cluster(a)], route()),
         "bundle-of-four-consecutive-breaker": bootstrap(
-            [wasm("bundle", "bundle", {"rate_limit": f["rate_limit"], "circuit_breaker": {"key": "cluster", "consecutive_failures": 5},
-                                       "sticky_session": f["sticky"], "retry": f["retry"]})],
+            [wasm("bundle", "bundle", bundle_config(f, circuit_breaker={"key": "cluster", "consecutive_failures": 5}))],
             [override_host_cluster(a)], route(**retry_route)),
         # Envoy's native equivalents of the four, together on one route.
         "native-chain-of-four": bootstrap([local_rl], [cluster(a, lb_policy="RING_HASH", outlier_detection={"consecutive_5xx": 5})],
@@ -411,8 +414,7 @@ def probe_configs(addrs, repeat):
     a = list(addrs.values())
     f = filter_configs(addrs)
     inner = {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"], "retry": f["retry"],
-             "sticky_session": f["sticky"], "bundle": {"rate_limit": f["rate_limit"], "circuit_breaker": f["circuit_breaker"],
-                                                         "sticky_session": f["sticky"], "retry": f["retry"]}, "noop": {}}
+             "sticky_session": f["sticky"], "bundle": bundle_config(f), "noop": {}}
     return {f"probe-{name}-x{n}": bootstrap([wasm("probe", "compute_probe", {"filter": name, "repeat": n, "config": cfg})],
                                             [cluster(a)], route())
             for name, cfg in inner.items() for n in (0, repeat)} | {

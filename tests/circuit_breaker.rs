@@ -121,6 +121,19 @@ fn slow_backend_trips_the_traefik_latency_expression() {
     assert_eq!(s.get("/").status, 200);
 }
 
+/// The sample with `plugin`, its flaky cluster pointing at a port nobody
+/// listens on (every request there a connect failure, answered 503 by Envoy).
+fn flaky_on_a_dead_port(plugin: &str) -> (Backends, Envoy) {
+    let b = Backends::start(&["a", "b"]);
+    let dead: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let yaml = with_plugin_config(&sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]), plugin);
+    let e = Envoy::start(&yaml, 2);
+    (b, e)
+}
+
 #[test]
 fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_failures() {
     // Traefik's NetworkErrorRatio(): responses 502 or 504, whoever sent them.
@@ -132,16 +145,8 @@ fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_
     assert!(is_rejection(&s.get("/flaky/x")), "4 of 4 answered 502: open");
 
     // Envoy's 503 for a connection nobody accepts is not one of them.
-    let b = Backends::start(&["a", "b"]);
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
-    let yaml = with_plugin_config(
-        &sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]),
-        r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#,
-    );
-    let e = Envoy::start(&yaml, 2);
+    let (_b, e) =
+        flaky_on_a_dead_port(r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#);
     for _ in 0..6 {
         let r = Conn::open(e.addr).and_then(|mut c| c.get("/flaky/x", &[])).expect("request");
         assert_eq!(r.status, 503);
@@ -151,17 +156,8 @@ fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_
 
 #[test]
 fn connection_failures_count_as_network_errors() {
-    let b = Backends::start(&["a", "b"]);
-    // The flaky cluster points at a port nobody listens on.
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
-    let yaml = with_plugin_config(
-        &sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]),
-        r#"{"key":"cluster","expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#,
-    );
-    let e = Envoy::start(&yaml, 2);
+    let (_b, e) =
+        flaky_on_a_dead_port(r#"{"key":"cluster","expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#);
     let get = |p: &str| Conn::open(e.addr).and_then(|mut c| c.get(p, &[])).expect("request");
     for _ in 0..4 {
         let r = get("/flaky/x");

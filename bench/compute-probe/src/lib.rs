@@ -46,7 +46,7 @@ impl Filter for Probe {
     type Stream = ();
     const METRIC_PREFIX: &'static str = "probe";
 
-    fn configure<H: Host>(_host: &H, config: &[u8]) -> Result<Self, Refused> {
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let bad = |reason: &str| Refused::Config(filters_core::config::ConfigError::new(".", reason));
         let v: serde_json::Value = serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
         let inner = v.get("config").map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
@@ -54,7 +54,7 @@ impl Filter for Probe {
         let name = v.get("filter").and_then(|f| f.as_str()).unwrap_or("noop");
         let lean = name == "lean";
         if lean {
-            let _ = _host.set("lean/0", &[0u8; 40], None);
+            let _ = host.set("lean/0", &[0u8; 40], None);
         }
         let exchange = match name {
             "rate_limit" => exchange::<filters_core::ratelimit::RateLimitFilter>(&inner)?,

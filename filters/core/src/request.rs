@@ -71,11 +71,6 @@ impl Headers {
             self.push(name, v);
         }
     }
-
-    /// The headers as owned pairs (tests and tools).
-    pub fn to_pairs(&self) -> Vec<(String, String)> {
-        self.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
-    }
 }
 
 impl<'a> FromIterator<(&'a str, &'a str)> for Headers {
@@ -100,11 +95,6 @@ impl RequestView {
     /// property (`"ip:port"` in Envoy, `"ip"` in nginx).
     pub fn new(headers: Vec<(String, String)>, peer: Option<String>) -> Self {
         RequestView { headers: headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(), peer }
-    }
-
-    /// A view of headers already in one buffer.
-    pub fn from_headers(headers: Headers, peer: Option<String>) -> Self {
-        RequestView { headers, peer }
     }
 
     /// The first value of a header (`name` in lower case).
@@ -179,8 +169,8 @@ mod tests {
         assert_eq!(h.get("cookie"), Some("c=3"));
         h.set("x-api-key", None);
         assert_eq!(h.get("x-api-key"), None);
-        assert_eq!(h.to_pairs().first(), Some(&(":method".to_string(), "GET".to_string())));
-        let view = RequestView::from_headers(h, None);
+        assert_eq!(h.iter().next(), Some((":method", "GET")));
+        let view = RequestView { headers: h, peer: None };
         assert_eq!(view.method(), "GET");
         assert!(Headers::default().is_empty());
     }

@@ -235,18 +235,6 @@ thread_local! {
     static CALLS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A property path as the ABI wants it: segments joined by NUL bytes.
-fn property_path(path: &[&str]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(path.iter().map(|p| p.len() + 1).sum());
-    for (i, part) in path.iter().enumerate() {
-        if i > 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(part.as_bytes());
-    }
-    out
-}
-
 impl Host for ProxyHost {
     /// nginx answers `ngx.pid` (inside a request: at configure time it logs
     /// an error instead); Envoy answers "not found", silently.
@@ -277,7 +265,8 @@ impl Host for ProxyHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        abi::property(&property_path(path)).ok()?
+        // The ABI's property path: segments joined by NUL bytes.
+        abi::property(path.join("\0").as_bytes()).ok()?
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {

@@ -301,11 +301,16 @@ fn tokenize(text: &str) -> Result<Vec<Token>, ExprError> {
             c if c.is_ascii_digit() || (c == '.' && at(i + 1).is_some_and(|d| d.is_ascii_digit())) || c == '-' => {
                 let start = i;
                 let mut j = i + 1;
+                // A sign belongs to the literal right after its exponent mark:
+                // `e` in decimal, `p` in hexadecimal (where `e` is a digit).
+                let hex = chars.get(start..).is_some_and(hex_prefix);
                 while let Some(d) = at(j) {
-                    let sign_after_exponent = (d == '+' || d == '-')
-                        && at(j - 1).is_some_and(|e| matches!(e, 'e' | 'E' | 'p' | 'P'))
-                        && !chars.get(start..j).is_some_and(|s| hex_prefix(s) && matches!(at(j - 1), Some('e' | 'E')));
-                    if d.is_ascii_alphanumeric() || d == '_' || d == '.' || sign_after_exponent {
+                    let exponent_mark = match at(j - 1) {
+                        Some('p' | 'P') => hex,
+                        Some('e' | 'E') => !hex,
+                        _ => false,
+                    };
+                    if d.is_ascii_alphanumeric() || d == '_' || d == '.' || ((d == '+' || d == '-') && exponent_mark) {
                         j += 1;
                     } else {
                         break;
@@ -463,21 +468,28 @@ impl Parser {
         None
     }
 
+    /// `inner` between `(` (at the current token) and its `)`, nesting
+    /// bounded by [`MAX_DEPTH`].
+    fn group<T>(&mut self, inner: impl FnOnce(&mut Self) -> Result<T, ExprError>) -> Result<T, ExprError> {
+        if self.depth >= MAX_DEPTH {
+            let column = self.peek().map_or(self.end_column, |t| t.column);
+            return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
+        }
+        self.pos += 1;
+        self.depth += 1;
+        let value = inner(self)?;
+        self.depth -= 1;
+        self.expect(&Kind::RParen, "`)`")?;
+        Ok(value)
+    }
+
     fn unary(&mut self) -> Result<Expr, ExprError> {
         // `(` opens a sub-expression, unless its group is an operand: one
         // followed by a comparison (`(NetworkErrorRatio()) > 0.5`).
-        let operand_group = matches!(self.after_group(self.pos), Some(Kind::Op(_)));
-        if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) && !operand_group {
-            if self.depth >= MAX_DEPTH {
-                let column = self.peek().map_or(self.end_column, |t| t.column);
-                return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
-            }
-            self.pos += 1;
-            self.depth += 1;
-            let e = self.or()?;
-            self.depth -= 1;
-            self.expect(&Kind::RParen, "`)`")?;
-            return Ok(e);
+        if self.peek().map(|t| &t.kind) == Some(&Kind::LParen)
+            && !matches!(self.after_group(self.pos), Some(Kind::Op(_)))
+        {
+            return self.group(Self::or);
         }
         self.comparisons += 1;
         if self.comparisons > MAX_COMPARISONS {
@@ -496,16 +508,7 @@ impl Parser {
 
     fn operand(&mut self) -> Result<Operand, ExprError> {
         if self.peek().map(|t| &t.kind) == Some(&Kind::LParen) {
-            if self.depth >= MAX_DEPTH {
-                let column = self.peek().map_or(self.end_column, |t| t.column);
-                return Err(ExprError { column, reason: format!("parentheses nested deeper than {MAX_DEPTH}") });
-            }
-            self.pos += 1;
-            self.depth += 1;
-            let o = self.operand()?;
-            self.depth -= 1;
-            self.expect(&Kind::RParen, "`)`")?;
-            return Ok(o);
+            return self.group(Self::operand);
         }
         let Some(t) = self.next() else {
             return Err(ExprError {

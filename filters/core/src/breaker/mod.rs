@@ -335,14 +335,39 @@ impl Breakers {
 
     // ---- encoding ----
 
+    /// What a record states of the window's shape after its version:
+    /// buckets, status intervals, latency intervals.
+    fn shape_header(&self) -> [u16; 3] {
+        let shape = &self.cfg.shape;
+        let narrow = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
+        [
+            narrow(shape.buckets as usize),
+            narrow(shape.status_bounds.len().saturating_sub(1)),
+            narrow(shape.latency_bins()),
+        ]
+    }
+
+    /// Reads a record's version and shape; `None` unless both are this
+    /// configuration's (a record of another shape is treated as free).
+    fn read_header(&self, r: &mut Reader<'_>) -> Option<()> {
+        if r.u8()? != VERSION {
+            return None;
+        }
+        for expected in self.shape_header() {
+            if r.u16()? != expected {
+                return None;
+            }
+        }
+        Some(())
+    }
+
     /// Serialises a record.
     pub fn encode(&self, rec: &Record) -> Vec<u8> {
-        let shape = &self.cfg.shape;
         let mut out = Vec::with_capacity(32 + rec.key.len() + rec.ring.as_bytes().len());
         out.push(VERSION);
-        put_u16(&mut out, shape.buckets as u16);
-        put_u16(&mut out, shape.status_bounds.len().saturating_sub(1) as u16);
-        put_u16(&mut out, u16::try_from(shape.latency_bins()).unwrap_or(u16::MAX));
+        for v in self.shape_header() {
+            put_u16(&mut out, v);
+        }
         out.push(match rec.state {
             State::Closed => 0,
             State::Open => 1,
@@ -366,14 +391,7 @@ impl Breakers {
     pub fn decode(&self, bytes: &[u8]) -> Option<Record> {
         let shape = &self.cfg.shape;
         let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
-            return None;
-        }
-        let codes = shape.status_bounds.len().saturating_sub(1);
-        let bins = u16::try_from(shape.latency_bins()).unwrap_or(u16::MAX);
-        if r.u16()? != shape.buckets as u16 || usize::from(r.u16()?) != codes || r.u16()? != bins {
-            return None;
-        }
+        self.read_header(&mut r)?;
         let state = State::from_byte(r.u8()?)?;
         let trips = r.u32()?;
         let consecutive = r.u32()?;
@@ -394,16 +412,7 @@ impl Breakers {
     /// case).
     pub fn decode_head<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State)> {
         let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
-            return None;
-        }
-        let codes = self.cfg.shape.status_bounds.len().saturating_sub(1);
-        if r.u16()? != self.cfg.shape.buckets as u16
-            || usize::from(r.u16()?) != codes
-            || r.u16()? != u16::try_from(self.cfg.shape.latency_bins()).unwrap_or(u16::MAX)
-        {
-            return None;
-        }
+        self.read_header(&mut r)?;
         let state = State::from_byte(r.u8()?)?;
         r.take(4 + 4 + 8 + 4 + 4)?;
         let key_len = usize::from(r.u16()?);

@@ -14,7 +14,7 @@
 
 /// The ring of sub-buckets, stored as the shared record holds it: for each
 /// bucket, its epoch (u64) then its counts (u32: requests, failures, network
-/// errors, slow calls, one per status interval, one per latency bin), all
+/// errors, slow calls, one per status interval, one per latency interval), all
 /// little-endian. A completion reads and writes a few words in place; the
 /// record is copied in and out whole, never decoded bucket by bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

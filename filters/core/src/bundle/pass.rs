@@ -57,11 +57,22 @@ impl<'h, H: Host> Pass<'h, H> {
 
 /// The value remembered under `key`, or `read()`, then remembered.
 fn remember<V: Clone>(list: &RefCell<Vec<(String, V)>>, key: &str, read: impl FnOnce() -> V) -> V {
-    if let Some((_, v)) = list.borrow().iter().find(|(k, _)| k == key) {
+    remember_by(list, |k| k == key, || key.to_string(), read)
+}
+
+/// The value remembered under the key `is_key` accepts, or `read()`, then
+/// remembered under `key()` (built only then: a lookup allocates nothing).
+fn remember_by<V: Clone>(
+    list: &RefCell<Vec<(String, V)>>,
+    is_key: impl Fn(&str) -> bool,
+    key: impl FnOnce() -> String,
+    read: impl FnOnce() -> V,
+) -> V {
+    if let Some((_, v)) = list.borrow().iter().find(|(k, _)| is_key(k)) {
         return v.clone();
     }
     let v = read();
-    list.borrow_mut().push((key.to_string(), v.clone()));
+    list.borrow_mut().push((key(), v.clone()));
     v
 }
 
@@ -106,12 +117,7 @@ impl<H: Host> Host for Pass<'_, H> {
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let same = |key: &str| key.split('.').eq(path.iter().copied());
-        if let Some((_, v)) = self.properties.borrow().iter().find(|(k, _)| same(k)) {
-            return v.clone();
-        }
-        let v = self.host.property(path);
-        self.properties.borrow_mut().push((path.join("."), v.clone()));
-        v
+        remember_by(&self.properties, same, || path.join("."), || self.host.property(path))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
