@@ -210,7 +210,7 @@ fn bad_configs_are_refused_at_load() {
     let base = sample_config("circuit-breaker.yaml", &b.addrs());
     let deep = format!(r#"{{"expression":"{}NetworkErrorRatio() > 0.5{}"}}"#, "(".repeat(20_000), ")".repeat(20_000));
     let wide = format!(r#"{{"expression":"{}"}}"#, vec!["1 > 0"; 65].join("||"));
-    let cases: [(&str, &str); 9] = [
+    let cases: [(&str, &str); 11] = [
         (r#"{"consecutive_failures":5,"colour":"red"}"#, "colour: unknown field `colour`"),
         (r#"{"key":"cluster"}"#, ".: no trip condition"),
         (r#"{"failure_ratio":1.5}"#, "failure_ratio: must be a ratio above 0 and at most 1"),
@@ -224,6 +224,11 @@ fn bad_configs_are_refused_at_load() {
             "expression: at column 1: unknown function `NetworkErrorRate`",
         ),
         (r#"{"consecutive_failures":5,"key":"upstream"}"#, "key: unknown key \"upstream\""),
+        (
+            r#"{"expression":"LatencyAtQuantileMS(50.0) > NetworkErrorRatio()"}"#,
+            "expression: at column 1: LatencyAtQuantileMS is compared with a number, as in Traefik",
+        ),
+        (r#"{"expression":"NetworkErrorRatio() > 0x1"}"#, "expression: at column 23: `0x1` is not a number"),
         // 20,000 nested parentheses overflowed the VM's stack: refused, but no line.
         (&deep, "expression: at column 1025: longer than 1024 characters"),
         (&wide, "expression: at column 449: more than 64 comparisons"),

@@ -361,6 +361,10 @@ mod tests {
             (r#"{"slow_call_ratio":0.5}"#, "slow_call_threshold: is needed with slow_call_ratio"),
             (r#"{"expression":"NetworkErrorRatio() >"}"#, "expression: at column 22: expected a number or a function"),
             (r#"{"expression":"Latency() > 1"}"#, "expression: at column 1: unknown function `Latency`"),
+            (
+                r#"{"expression":"RequestThreshold() < LatencyAtQuantileMS(99.0)"}"#,
+                "expression: at column 1: LatencyAtQuantileMS is compared with a number, as in Traefik",
+            ),
             (r#"{"consecutive_failures":1,"key":"upstream"}"#, "key: unknown key \"upstream\""),
             (r#"{"consecutive_failures":1,"failure_statuses":["6xx"]}"#, "failure_statuses[0]: must be a status code"),
             (r#"{"consecutive_failures":1,"open_for":"10s","max_open_for":"5s"}"#, "max_open_for: must not be shorter"),
