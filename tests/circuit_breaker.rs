@@ -189,6 +189,52 @@ fn sample_config_trips_on_pasted_traefik_expression() {
 }
 
 #[test]
+fn a_traefik_breaker_falls_back_then_admits_a_growing_share_then_closes() {
+    let s = Setup::new(Some(
+        r#"{"key":"cluster","traefik":{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.5","fallbackDuration":"2s","recoveryDuration":"6s"}}"#,
+    ));
+    s.set_flaky("fail=1");
+    let r = s.get("/flaky/x");
+    assert_eq!((r.status, r.header("x-backend")), (503, Some("b")), "checked after the first request: 1 of 1 failed");
+    let r = s.get("/flaky/x");
+    assert!(is_rejection(&r), "tripped");
+    assert_eq!((r.status, r.text().as_str()), (503, "Service Unavailable"), "Traefik's fallback answer");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    s.set_flaky("fail=0");
+    std::thread::sleep(Duration::from_millis(2300));
+    // The first request after fallbackDuration starts the recovery: it is
+    // turned away (nothing passes at its very start).
+    let first = s.get("/flaky/x");
+    let start = Instant::now();
+    assert_eq!(first.header("x-circuit-breaker"), Some("flaky; state=recovering"));
+    let before = s.flaky_requests();
+    let mut passed = [0u32; 3];
+    let mut sent = [0u32; 3];
+    while start.elapsed() < Duration::from_millis(5700) {
+        let third = (start.elapsed().as_millis() / 2000).min(2) as usize;
+        let r = s.get("/flaky/x");
+        sent[third] += 1;
+        if r.status == 200 && !is_rejection(&r) {
+            passed[third] += 1;
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert!(passed[0] < passed[2], "a growing share passes: {passed:?} of {sent:?} per 2 s");
+    assert!(passed[2] < sent[2], "never everything during recovery: {passed:?} of {sent:?}");
+    assert_eq!(
+        s.flaky_requests() - before,
+        u64::from(passed.iter().sum::<u32>()),
+        "turned-away requests never reach it"
+    );
+    std::thread::sleep(Duration::from_millis(6500).saturating_sub(start.elapsed()));
+    for _ in 0..4 {
+        assert_eq!(s.get("/flaky/x").status, 200, "closed after recoveryDuration");
+    }
+    assert_eq!(s.stat("flaky.recovering"), 1);
+    assert_eq!(s.stat("flaky.closed"), 1);
+}
+
+#[test]
 fn breakers_keyed_on_a_header_are_independent() {
     let s = Setup::new(Some(r#"{"key":"header:x-tenant","consecutive_failures":3,"open_for":"1m"}"#));
     s.set_flaky("fail=1");
@@ -210,7 +256,7 @@ fn bad_configs_are_refused_at_load() {
     let base = sample_config("circuit-breaker.yaml", &b.addrs());
     let deep = format!(r#"{{"expression":"{}NetworkErrorRatio() > 0.5{}"}}"#, "(".repeat(20_000), ")".repeat(20_000));
     let wide = format!(r#"{{"expression":"{}"}}"#, vec!["1 > 0"; 65].join("||"));
-    let cases: [(&str, &str); 11] = [
+    let cases: [(&str, &str); 14] = [
         (r#"{"consecutive_failures":5,"colour":"red"}"#, "colour: unknown field `colour`"),
         (r#"{"key":"cluster"}"#, ".: no trip condition"),
         (r#"{"failure_ratio":1.5}"#, "failure_ratio: must be a ratio above 0 and at most 1"),
@@ -232,6 +278,18 @@ fn bad_configs_are_refused_at_load() {
         // 20,000 nested parentheses overflowed the VM's stack: refused, but no line.
         (&deep, "expression: at column 1025: longer than 1024 characters"),
         (&wide, "expression: at column 449: more than 64 comparisons"),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5"},"open_for":"5s"}"#,
+            "open_for: cannot be combined with traefik",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","checkPeriod":0}}"#,
+            "traefik.checkPeriod: must be longer than zero",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","fallbackDuration":"10 sec"}}"#,
+            "traefik.fallbackDuration: \"10 sec\" is not a duration",
+        ),
     ];
     assert_refused_at_load(&base, "filters/circuit-breaker/README.md", &cases);
 }

@@ -54,6 +54,75 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_nanos(nanos))
 }
 
+/// Parses a duration as Traefik reads one (its `paerser` `Duration`): a
+/// whole number alone is seconds (`10` is 10 s), anything else is Go's
+/// `time.ParseDuration` syntax: an optional sign, then one or more decimal
+/// numbers, each with a unit (`ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`),
+/// as in `1m30s` or `1.5s`; `0` alone is zero. Returns signed nanoseconds
+/// (Go's fractions are truncated to the nanosecond, as Go does), or the
+/// reason the text is not one.
+pub fn parse_traefik_duration(text: &str) -> Result<i128, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: i128 = t.parse().map_err(|_| format!("\"{t}\" is too large"))?;
+        return check_range(t, secs.saturating_mul(1_000_000_000));
+    }
+    let (negative, body) = match t.as_bytes().first() {
+        Some(b'-') => (true, t.get(1..).unwrap_or("")),
+        Some(b'+') => (false, t.get(1..).unwrap_or("")),
+        _ => (false, t),
+    };
+    if body == "0" {
+        return Ok(0);
+    }
+    let bad = || format!("\"{t}\" is not a duration; write a number and a unit, e.g. \"100ms\", \"10s\", \"1m30s\"");
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let mut total: i128 = 0;
+    let mut rest = body;
+    while !rest.is_empty() {
+        let digits_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits_end);
+        let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+            return Err(bad());
+        }
+        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        let per: i128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(bad()),
+        };
+        let whole: i128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let mut part = whole.saturating_mul(per);
+        // The fraction, to the nanosecond (at most 18 digits matter).
+        let mut scale: i128 = 1;
+        let mut frac_value: i128 = 0;
+        for d in frac.bytes().take(18) {
+            frac_value = frac_value * 10 + i128::from(d - b'0');
+            scale *= 10;
+        }
+        part = part.saturating_add(frac_value.saturating_mul(per) / scale);
+        total = total.saturating_add(part);
+        rest = next;
+    }
+    check_range(t, if negative { -total } else { total })
+}
+
+/// Go's durations are 64-bit nanoseconds (about 292 years).
+fn check_range(text: &str, nanos: i128) -> Result<i128, String> {
+    if nanos.unsigned_abs() > i64::MAX as u128 {
+        return Err(format!("\"{text}\" is too large"));
+    }
+    Ok(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +148,29 @@ mod tests {
         assert_eq!(parse_duration("-1s"), Err(DurationError::MissingNumber));
         assert_eq!(parse_duration("99999999999999999999h"), Err(DurationError::Overflow));
         assert_eq!(parse_duration("9999999999h"), Err(DurationError::Overflow));
+    }
+
+    #[test]
+    fn traefik_durations_are_read_as_traefik_reads_them() {
+        let ok = [
+            ("10", 10_000_000_000i128),
+            ("0", 0),
+            ("100ms", 100_000_000),
+            ("1m30s", 90_000_000_000),
+            ("1.5s", 1_500_000_000),
+            (".5s", 500_000_000),
+            ("1.s", 1_000_000_000),
+            ("2h45m", 9_900_000_000_000),
+            ("-1s", -1_000_000_000),
+            ("+3ms", 3_000_000),
+            ("1\u{b5}s", 1_000),
+            ("1.0000000001s", 1_000_000_000),
+        ];
+        for (text, nanos) in ok {
+            assert_eq!(parse_traefik_duration(text), Ok(nanos), "{text}");
+        }
+        for bad in ["", "s", "10 s", "1.5", "1x", "1..5s", ".s", "-", "1e3s", "3000000h"] {
+            assert!(parse_traefik_duration(bad).is_err(), "{bad} accepted");
+        }
     }
 }

@@ -4,6 +4,7 @@
 use super::expr::{Expr, Operand};
 use super::window::Shape;
 use crate::config::{check_reply_status, parse_json, ConfigError, NonZeroDuration};
+use crate::duration::parse_traefik_duration;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -17,8 +18,8 @@ struct RawConfig {
     window: NonZeroDuration,
     #[serde(default = "default_buckets")]
     buckets: u32,
-    #[serde(default = "default_min_requests")]
-    min_requests: u32,
+    #[serde(default)]
+    min_requests: Option<u32>,
     #[serde(default)]
     failure_ratio: Option<f64>,
     #[serde(default)]
@@ -29,18 +30,72 @@ struct RawConfig {
     slow_call_ratio: Option<f64>,
     #[serde(default)]
     expression: Option<String>,
-    #[serde(default = "default_failure_statuses")]
-    failure_statuses: Vec<serde_json::Value>,
-    #[serde(default = "default_open_for")]
-    open_for: NonZeroDuration,
+    #[serde(default)]
+    failure_statuses: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    open_for: Option<NonZeroDuration>,
     #[serde(default)]
     max_open_for: Option<NonZeroDuration>,
-    #[serde(default = "default_half_open")]
-    half_open_requests: u32,
-    #[serde(default = "default_status")]
-    status: u16,
+    #[serde(default)]
+    half_open_requests: Option<u32>,
+    #[serde(default)]
+    status: Option<u16>,
     #[serde(default)]
     body: Option<String>,
+    #[serde(default)]
+    traefik: Option<RawTraefik>,
+}
+
+/// Traefik's `circuitBreaker` middleware, its field names and defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTraefik {
+    expression: String,
+    #[serde(default)]
+    check_period: Option<TraefikDuration>,
+    #[serde(default)]
+    fallback_duration: Option<TraefikDuration>,
+    #[serde(default)]
+    recovery_duration: Option<TraefikDuration>,
+    #[serde(default)]
+    response_code: Option<u16>,
+}
+
+/// A duration as Traefik reads one: a string in Go's syntax (`"100ms"`,
+/// `"1m30s"`), a string of digits or a JSON integer (seconds).
+struct TraefikDuration(i128);
+
+impl<'de> Deserialize<'de> for TraefikDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(s) => parse_traefik_duration(&s).map(TraefikDuration).map_err(D::Error::custom),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(secs) => Ok(TraefikDuration(i128::from(secs) * 1_000_000_000)),
+                None => Err(D::Error::custom("must be a whole number of seconds or a string such as \"10s\"")),
+            },
+            _ => Err(D::Error::custom("must be a string such as \"10s\" or a number of seconds")),
+        }
+    }
+}
+
+/// Traefik's defaults (`checkPeriod`, `fallbackDuration`, `recoveryDuration`).
+pub const TRAEFIK_CHECK_PERIOD_NS: u64 = 100_000_000;
+/// Traefik's `fallbackDuration` default.
+pub const TRAEFIK_FALLBACK_NS: u64 = 10_000_000_000;
+/// Traefik's `recoveryDuration` default.
+pub const TRAEFIK_RECOVERY_NS: u64 = 10_000_000_000;
+
+/// A breaker that behaves as Traefik's: the expression is checked at most
+/// once per `checkPeriod`; it opens for `fallbackDuration` (never longer),
+/// then recovers over `recoveryDuration`, admitting a growing share of
+/// requests, while still checking the expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraefikTiming {
+    /// `checkPeriod` (ns).
+    pub check_period_ns: u64,
+    /// `recoveryDuration` (ns).
+    pub recovery_ns: u64,
 }
 
 fn default_key() -> String {
@@ -55,21 +110,8 @@ fn default_window() -> NonZeroDuration {
 fn default_buckets() -> u32 {
     10
 }
-fn default_min_requests() -> u32 {
-    10
-}
-fn default_failure_statuses() -> Vec<serde_json::Value> {
-    vec![serde_json::Value::String("5xx".into())]
-}
-fn default_open_for() -> NonZeroDuration {
-    NonZeroDuration::from_secs(10)
-}
-fn default_half_open() -> u32 {
-    1
-}
-fn default_status() -> u16 {
-    503
-}
+const DEFAULT_MIN_REQUESTS: u32 = 10;
+const DEFAULT_OPEN_FOR_NS: u64 = 10_000_000_000;
 
 /// Default bound on the number of breakers tracked.
 pub const DEFAULT_MAX_BREAKERS: u32 = 256;
@@ -124,6 +166,10 @@ pub struct BreakerConfig {
     pub status: u16,
     /// Body of a rejection.
     pub body: Option<String>,
+    /// Content type of a configured or Traefik-style body.
+    pub content_type: Option<&'static str>,
+    /// Traefik's timing, when the breaker is configured as Traefik's.
+    pub traefik: Option<TraefikTiming>,
 }
 
 /// The trip conditions, checked.
@@ -142,7 +188,22 @@ fn check_ratio(field: &str, v: Option<f64>) -> Result<Option<f64>, ConfigError> 
     }
 }
 
+fn parse_expression(field: &str, text: &str) -> Result<Expr, ConfigError> {
+    Expr::parse(text).map_err(|e| ConfigError::new(field, e.to_string()))
+}
+
 fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
+    if let Some(t) = &raw.traefik {
+        let expression = Some(parse_expression("traefik.expression", &t.expression)?);
+        let none = Conditions {
+            failure_ratio: None,
+            consecutive_failures: None,
+            slow_call_threshold_ns: None,
+            slow_call_ratio: None,
+            expression,
+        };
+        return Ok(none);
+    }
     let failure_ratio = check_ratio("failure_ratio", raw.failure_ratio)?;
     let slow_call_ratio = check_ratio("slow_call_ratio", raw.slow_call_ratio)?;
     if raw.consecutive_failures == Some(0) {
@@ -154,10 +215,7 @@ fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
         (Some(_), None) => return Err(ConfigError::new("slow_call_ratio", "is needed with slow_call_threshold")),
         (None, Some(_)) => return Err(ConfigError::new("slow_call_threshold", "is needed with slow_call_ratio")),
     };
-    let expression = match &raw.expression {
-        Some(text) => Some(Expr::parse(text).map_err(|e| ConfigError::new("expression", e.to_string()))?),
-        None => None,
-    };
+    let expression = raw.expression.as_deref().map(|text| parse_expression("expression", text)).transpose()?;
     if failure_ratio.is_none()
         && raw.consecutive_failures.is_none()
         && slow_call_ratio.is_none()
@@ -165,11 +223,98 @@ fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
     {
         return Err(ConfigError::new(
             ".",
-            "no trip condition: give failure_ratio, consecutive_failures, slow_call_ratio or expression",
+            "no trip condition: give failure_ratio, consecutive_failures, slow_call_ratio, expression or traefik",
         ));
     }
     let consecutive_failures = raw.consecutive_failures;
     Ok(Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression })
+}
+
+/// With `traefik`, the breaker is configured by Traefik's fields alone: a
+/// field of our own state machine next to it is refused, by name.
+fn check_traefik_alone(raw: &RawConfig) -> Result<(), ConfigError> {
+    let ours = [
+        ("min_requests", raw.min_requests.is_some()),
+        ("failure_ratio", raw.failure_ratio.is_some()),
+        ("consecutive_failures", raw.consecutive_failures.is_some()),
+        ("slow_call_threshold", raw.slow_call_threshold.is_some()),
+        ("slow_call_ratio", raw.slow_call_ratio.is_some()),
+        ("expression", raw.expression.is_some()),
+        ("failure_statuses", raw.failure_statuses.is_some()),
+        ("open_for", raw.open_for.is_some()),
+        ("max_open_for", raw.max_open_for.is_some()),
+        ("half_open_requests", raw.half_open_requests.is_some()),
+        ("status", raw.status.is_some()),
+    ];
+    match ours.iter().find(|(_, given)| *given) {
+        Some((field, _)) if raw.traefik.is_some() => Err(ConfigError::new(
+            *field,
+            "cannot be combined with traefik, which is configured by Traefik's own fields \
+             (expression, checkPeriod, fallbackDuration, recoveryDuration, responseCode)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A Traefik duration, or its default when absent. Traefik itself reads zero
+/// or a negative value as "use the default"; here that is refused, so a
+/// typo does not silently become 100ms or 10s.
+fn traefik_duration(field: &str, v: Option<&TraefikDuration>, default_ns: u64) -> Result<u64, ConfigError> {
+    match v {
+        None => Ok(default_ns),
+        Some(TraefikDuration(ns)) if *ns <= 0 => Err(ConfigError::new(
+            format!("traefik.{field}"),
+            "must be longer than zero (Traefik would use its default instead: leave the field out for that)",
+        )),
+        Some(TraefikDuration(ns)) => Ok(u64::try_from(*ns).unwrap_or(u64::MAX)),
+    }
+}
+
+/// The open period and the state machine's timing.
+struct Timing {
+    open_for_ns: u64,
+    max_open_for_ns: u64,
+    half_open_requests: u32,
+    status: u16,
+    traefik: Option<TraefikTiming>,
+}
+
+fn check_timing(raw: &RawConfig) -> Result<Timing, ConfigError> {
+    if let Some(t) = &raw.traefik {
+        let check_period_ns = traefik_duration("checkPeriod", t.check_period.as_ref(), TRAEFIK_CHECK_PERIOD_NS)?;
+        let fallback_ns = traefik_duration("fallbackDuration", t.fallback_duration.as_ref(), TRAEFIK_FALLBACK_NS)?;
+        let recovery_ns = traefik_duration("recoveryDuration", t.recovery_duration.as_ref(), TRAEFIK_RECOVERY_NS)?;
+        if fallback_ns < 1_000_000 {
+            return Err(ConfigError::new("traefik.fallbackDuration", "must be at least 1ms"));
+        }
+        let status = t.response_code.unwrap_or(503);
+        check_reply_status("traefik.responseCode", status)?;
+        let traefik = Some(TraefikTiming { check_period_ns, recovery_ns });
+        return Ok(Timing {
+            open_for_ns: fallback_ns,
+            max_open_for_ns: fallback_ns,
+            half_open_requests: 1,
+            status,
+            traefik,
+        });
+    }
+    let open_for_ns = raw.open_for.map_or(DEFAULT_OPEN_FOR_NS, NonZeroDuration::nanos);
+    // Shorter, and the breaker is open for no request at all.
+    if open_for_ns < 1_000_000 {
+        return Err(ConfigError::new("open_for", "must be at least 1ms"));
+    }
+    let max_open_for_ns =
+        raw.max_open_for.map_or(open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR), NonZeroDuration::nanos);
+    if max_open_for_ns < open_for_ns {
+        return Err(ConfigError::new("max_open_for", "must not be shorter than open_for"));
+    }
+    let half_open_requests = raw.half_open_requests.unwrap_or(1);
+    if half_open_requests == 0 || half_open_requests > 1000 {
+        return Err(ConfigError::new("half_open_requests", "must be between 1 and 1000"));
+    }
+    let status = raw.status.unwrap_or(503);
+    check_reply_status("status", status)?;
+    Ok(Timing { open_for_ns, max_open_for_ns, half_open_requests, status, traefik: None })
 }
 
 /// The window's shape: its buckets, and the status and latency bins the
@@ -233,41 +378,40 @@ impl BreakerConfig {
         if raw.max_breakers == 0 || raw.max_breakers > 65_536 {
             return Err(ConfigError::new("max_breakers", "must be between 1 and 65536"));
         }
+        check_traefik_alone(&raw)?;
         let conditions = check_conditions(&raw)?;
         let shape = check_shape(&raw, conditions.expression.as_ref())?;
-        let failure_statuses = check_failure_statuses(&raw.failure_statuses)?;
-        let open_for_ns = raw.open_for.nanos();
-        // Shorter, and the breaker is open for no request at all.
-        if open_for_ns < 1_000_000 {
-            return Err(ConfigError::new("open_for", "must be at least 1ms"));
-        }
-        let max_open_for_ns =
-            raw.max_open_for.map_or(open_for_ns.saturating_mul(DEFAULT_MAX_OPEN_FACTOR), NonZeroDuration::nanos);
-        if max_open_for_ns < open_for_ns {
-            return Err(ConfigError::new("max_open_for", "must not be shorter than open_for"));
-        }
-        if raw.half_open_requests == 0 || raw.half_open_requests > 1000 {
-            return Err(ConfigError::new("half_open_requests", "must be between 1 and 1000"));
-        }
-        check_reply_status("status", raw.status)?;
+        let default_statuses = [serde_json::Value::String("5xx".into())];
+        let failure_statuses = check_failure_statuses(raw.failure_statuses.as_deref().unwrap_or(&default_statuses))?;
+        let timing = check_timing(&raw)?;
         let Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression } =
             conditions;
+        // Traefik's fallback answers with the status's text.
+        let (body, content_type) = match (raw.body, timing.traefik) {
+            (Some(b), _) => (Some(b), None),
+            (None, Some(_)) => (Some(reason_phrase(timing.status).to_string()), Some("text/plain; charset=utf-8")),
+            (None, None) => (None, None),
+        };
         Ok(BreakerConfig {
             key,
             max_breakers: raw.max_breakers,
             shape,
-            min_requests: raw.min_requests,
+            // Traefik has no minimum: its expression is checked after every
+            // recorded request (at most once per checkPeriod).
+            min_requests: if timing.traefik.is_some() { 0 } else { raw.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS) },
             failure_ratio,
             consecutive_failures,
             slow_call_threshold_ns,
             slow_call_ratio,
             expression,
             failure_statuses,
-            open_for_ns,
-            max_open_for_ns,
-            half_open_requests: raw.half_open_requests,
-            status: raw.status,
-            body: raw.body,
+            open_for_ns: timing.open_for_ns,
+            max_open_for_ns: timing.max_open_for_ns,
+            half_open_requests: timing.half_open_requests,
+            status: timing.status,
+            body,
+            content_type,
+            traefik: timing.traefik,
         })
     }
 
@@ -282,6 +426,54 @@ impl BreakerConfig {
     /// Does this status count as a failure?
     pub fn is_failure_status(&self, status: u16) -> bool {
         self.failure_statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// The reason phrase Go's `http.StatusText` gives a 4xx or 5xx status
+/// (Traefik's fallback body); empty for a code it does not name.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Request Entity Too Large",
+        414 => "Request URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Requested Range Not Satisfiable",
+        417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Entity",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        510 => "Not Extended",
+        511 => "Network Authentication Required",
+        _ => "",
     }
 }
 

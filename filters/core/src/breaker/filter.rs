@@ -40,7 +40,7 @@ pub const OTHER_KEYS: &str = "_other";
 
 crate::metrics! {
     /// One breaker's metrics (`circuit_breaker.<key>.*`).
-    pub struct BreakerMetrics { gauges: [state], counters: [requests, failures, rejected, opened, half_opened, closed] }
+    pub struct BreakerMetrics { gauges: [state], counters: [requests, failures, rejected, opened, half_opened, recovering, closed] }
 }
 
 crate::metrics! {
@@ -55,6 +55,7 @@ impl BreakerMetrics {
         match t.to {
             State::Open => self.opened.inc(host),
             State::HalfOpen => self.half_opened.inc(host),
+            State::Recovering => self.recovering.inc(host),
             State::Closed => self.closed.inc(host),
         }
     }
@@ -262,7 +263,12 @@ impl BreakerFilter {
             ("x-circuit-breaker".to_string(), format!("{key}; state={}", state.name())),
         ];
         let body = match &cfg.body {
-            Some(b) => b.clone(),
+            Some(b) => {
+                if let Some(ct) = cfg.content_type {
+                    headers.push(("content-type".to_string(), ct.to_string()));
+                }
+                b.clone()
+            }
             None => {
                 headers.push(("content-type".to_string(), "application/json".to_string()));
                 serde_json::json!({"error": "circuit_open", "breaker": key, "state": state.name(), "retry_after": retry})

@@ -304,3 +304,36 @@ fn the_outcome_is_recorded_at_the_response_headers_once() {
     assert_eq!(x.host.metric("circuit_breaker.backend.requests"), 1);
     assert_eq!(x.host.metric("circuit_breaker.backend.failures"), 1);
 }
+
+#[test]
+fn a_traefik_breaker_answers_as_traefik_and_recovers_gradually() {
+    let x = breaker(
+        r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","fallbackDuration":"5s","recoveryDuration":"10s"}}"#,
+    );
+    // The upstream's own 502s are Traefik's network errors.
+    assert_eq!(send(&x, 502).status(502), 502);
+    let reply = send(&x, 200).reply.expect("tripped at the first check");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.body, "Service Unavailable");
+    assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    x.host.clock.advance(5 * S);
+    let first = send(&x, 200).reply.expect("nothing passes at the start of recovery");
+    assert_eq!(first.header("x-circuit-breaker"), Some("backend; state=recovering"));
+    assert_eq!(first.header("retry-after"), Some("1"));
+    assert_eq!(x.host.metric("circuit_breaker.backend.recovering"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.state"), 3);
+    // Two requests a second through the recovery: a growing share passes.
+    let mut passed = Vec::new();
+    for _ in 0..20 {
+        x.host.clock.advance(S / 2);
+        passed.push(send(&x, 200).reply.is_none());
+    }
+    let early = passed.iter().take(10).filter(|p| **p).count();
+    let late = passed.iter().skip(10).filter(|p| **p).count();
+    assert!(early < late && late > 0, "passed {early} in the first half, {late} in the second");
+    x.host.clock.advance(S);
+    assert_eq!(send(&x, 200).status(200), 200);
+    assert_eq!(x.host.metric("circuit_breaker.backend.closed"), 1);
+    assert_eq!(x.host.metric("circuit_breaker.backend.state"), 0);
+}

@@ -52,7 +52,7 @@ pub const PROBES: u32 = 8;
 pub const SHARED_NAMESPACE: &str = "circuit_breaker";
 
 const FREE: &[u8] = &[0];
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub enum State {
     Open,
     /// A few probes pass.
     HalfOpen,
+    /// A Traefik breaker after its fallback: a growing share of requests
+    /// passes (and is measured) until `recoveryDuration` has elapsed.
+    Recovering,
 }
 
 impl State {
@@ -72,15 +75,18 @@ impl State {
             State::Closed => "closed",
             State::Open => "open",
             State::HalfOpen => "half-open",
+            State::Recovering => "recovering",
         }
     }
 
-    /// Gauge value: 0 closed, 1 open, 2 half-open.
+    /// Gauge value (and record byte): 0 closed, 1 open, 2 half-open,
+    /// 3 recovering.
     pub fn gauge(self) -> u64 {
         match self {
             State::Closed => 0,
             State::Open => 1,
             State::HalfOpen => 2,
+            State::Recovering => 3,
         }
     }
 
@@ -89,6 +95,7 @@ impl State {
             0 => Some(State::Closed),
             1 => Some(State::Open),
             2 => Some(State::HalfOpen),
+            3 => Some(State::Recovering),
             _ => None,
         }
     }
@@ -114,12 +121,15 @@ pub struct Record {
     pub trips: u32,
     /// Failures in a row (closed state).
     pub consecutive: u32,
-    /// Open: when probing may start. Half-open: when unanswered probes are forgotten.
+    /// Open: when probing (or recovering) may start. Half-open: when
+    /// unanswered probes are forgotten. Recovering: when recovery ends.
     pub until: u64,
-    /// Probes admitted and not yet answered.
+    /// Probes admitted and not yet answered (recovering: requests admitted).
     pub probes: u32,
-    /// Probes answered successfully.
+    /// Probes answered successfully (recovering: requests turned away).
     pub successes: u32,
+    /// A Traefik breaker: the expression is not checked again before this.
+    pub next_check: u64,
     /// The window.
     pub ring: Ring,
 }
@@ -197,12 +207,14 @@ impl Breakers {
             until: 0,
             probes: 0,
             successes: 0,
+            next_check: 0,
             ring: self.cfg.shape.empty(),
         }
     }
 
     /// Decides whether a request may pass; may change the record
-    /// (open -> half-open, probe accounting). Returns the admission and the
+    /// (open -> half-open or recovering, probe and recovery accounting).
+    /// Returns the admission, whether the record changed, and the
     /// transition, if any; the caller writes the record back when it changed.
     pub fn admit(&self, rec: &mut Record, now: u64) -> (Admission, bool, Option<Transition>) {
         match rec.state {
@@ -210,12 +222,26 @@ impl Breakers {
             State::Open if now < rec.until => {
                 (Admission::Reject { retry_after_ns: rec.until - now, state: State::Open }, false, None)
             }
-            State::Open => {
-                rec.state = State::HalfOpen;
-                rec.probes = 1;
-                rec.successes = 0;
-                rec.until = now.saturating_add(self.cfg.open_for_ns);
-                (Admission::Probe, true, Some(Transition { from: State::Open, to: State::HalfOpen }))
+            State::Open => match self.cfg.traefik {
+                Some(t) => {
+                    rec.state = State::Recovering;
+                    rec.until = now.saturating_add(t.recovery_ns);
+                    rec.probes = 0;
+                    rec.successes = 0;
+                    let (admission, _, _) = self.recover(rec, now, t.recovery_ns);
+                    (admission, true, Some(Transition { from: State::Open, to: State::Recovering }))
+                }
+                None => {
+                    rec.state = State::HalfOpen;
+                    rec.probes = 1;
+                    rec.successes = 0;
+                    rec.until = now.saturating_add(self.cfg.open_for_ns);
+                    (Admission::Probe, true, Some(Transition { from: State::Open, to: State::HalfOpen }))
+                }
+            },
+            State::Recovering => {
+                let recovery_ns = self.cfg.traefik.map_or(0, |t| t.recovery_ns);
+                self.recover(rec, now, recovery_ns)
             }
             State::HalfOpen => {
                 let mut changed = false;
@@ -236,6 +262,32 @@ impl Breakers {
         }
     }
 
+    /// Traefik's recovery: after `until`, the breaker is closed (its window
+    /// kept, as Traefik keeps its metrics). Before, a request passes when
+    /// the share admitted so far, counting it, stays below
+    /// `0.5 x elapsed / recoveryDuration`: none at the start, about half at
+    /// the end. Turned-away requests are told to come back in a second.
+    fn recover(&self, rec: &mut Record, now: u64, recovery_ns: u64) -> (Admission, bool, Option<Transition>) {
+        if now > rec.until {
+            rec.state = State::Closed;
+            rec.trips = 0;
+            rec.probes = 0;
+            rec.successes = 0;
+            rec.until = 0;
+            return (Admission::Pass, true, Some(Transition { from: State::Recovering, to: State::Closed }));
+        }
+        let start = rec.until.saturating_sub(recovery_ns);
+        let target = 0.5 * now.saturating_sub(start) as f64 / recovery_ns.max(1) as f64;
+        let allowed = u64::from(rec.probes) + 1;
+        let share = allowed as f64 / (allowed + u64::from(rec.successes)) as f64;
+        if share < target {
+            rec.probes = rec.probes.saturating_add(1);
+            return (Admission::Pass, true, None);
+        }
+        rec.successes = rec.successes.saturating_add(1);
+        (Admission::Reject { retry_after_ns: 0, state: State::Recovering }, true, None)
+    }
+
     /// Records a completed request. Returns whether the record changed and
     /// the transition, if any.
     pub fn complete(&self, rec: &mut Record, now: u64, sample: &Sample, probe: bool) -> (bool, Option<Transition>) {
@@ -254,7 +306,8 @@ impl Breakers {
             }
             return (true, None);
         }
-        if rec.state != State::Closed {
+        let measured = rec.state == State::Closed || (rec.state == State::Recovering && self.cfg.traefik.is_some());
+        if !measured {
             return (false, None);
         }
         let window = self.cfg.needs_window();
@@ -263,6 +316,13 @@ impl Breakers {
         }
         let before = rec.consecutive;
         rec.consecutive = if sample.failure { rec.consecutive.saturating_add(1) } else { 0 };
+        if let Some(t) = self.cfg.traefik {
+            // Traefik checks at most once per checkPeriod.
+            if now <= rec.next_check && rec.next_check != 0 {
+                return (window, None);
+            }
+            rec.next_check = now.saturating_add(t.check_period_ns);
+        }
         if self.should_trip(rec, now) {
             return (true, Some(self.trip(rec, now)));
         }
@@ -368,16 +428,13 @@ impl Breakers {
         for v in self.shape_header() {
             put_u16(&mut out, v);
         }
-        out.push(match rec.state {
-            State::Closed => 0,
-            State::Open => 1,
-            State::HalfOpen => 2,
-        });
+        out.push(rec.state.gauge() as u8);
         put_u32(&mut out, rec.trips);
         put_u32(&mut out, rec.consecutive);
         out.extend_from_slice(&rec.until.to_le_bytes());
         put_u32(&mut out, rec.probes);
         put_u32(&mut out, rec.successes);
+        out.extend_from_slice(&rec.next_check.to_le_bytes());
         let key = rec.key.as_bytes();
         let key = key.get(..key.len().min(u16::MAX as usize)).unwrap_or(key);
         put_u16(&mut out, key.len() as u16);
@@ -398,13 +455,14 @@ impl Breakers {
         let until = r.u64()?;
         let probes = r.u32()?;
         let successes = r.u32()?;
+        let next_check = r.u64()?;
         let key_len = usize::from(r.u16()?);
         let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
         let ring = Ring::from_bytes(shape, r.take(shape.ring_len())?)?;
         if !r.0.is_empty() {
             return None;
         }
-        Some(Record { key, state, trips, consecutive, until, probes, successes, ring })
+        Some(Record { key, state, trips, consecutive, until, probes, successes, next_check, ring })
     }
 
     /// The key and state of an encoded record, without decoding its window:
@@ -414,7 +472,7 @@ impl Breakers {
         let mut r = Reader(bytes);
         self.read_header(&mut r)?;
         let state = State::from_byte(r.u8()?)?;
-        r.take(4 + 4 + 8 + 4 + 4)?;
+        r.take(4 + 4 + 8 + 4 + 4 + 8)?;
         let key_len = usize::from(r.u16()?);
         let key = std::str::from_utf8(r.take(key_len)?).ok()?;
         Some((key, state))

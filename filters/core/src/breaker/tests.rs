@@ -384,17 +384,17 @@ fn record_size_is_as_documented() {
     let b = breakers(
         r#"{"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25 || NetworkErrorRatio() > 0.5"}"#,
     );
-    // 34 + key + 10 x (24 + 7 status intervals x 4 + 3 latency intervals x 4):
+    // 42 + key + 10 x (24 + 7 status intervals x 4 + 3 latency intervals x 4):
     // the status intervals cut at 500 and 600 (ResponseCodeRatio) and at 502,
     // 503, 504 and 505 (NetworkErrorRatio counts 502 and 504); the latency
     // ones at 100 and 101 ms (`LatencyAtQuantileMS(50.0) > 100`).
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 28 + 12));
-    assert_eq!(b.encode(&b.fresh("flaky")).len(), 679);
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 42 + 5 + 10 * (24 + 28 + 12));
+    assert_eq!(b.encode(&b.fresh("flaky")).len(), 687);
     let ratio = breakers(r#"{"failure_ratio":0.5}"#);
-    assert_eq!(ratio.encode(&ratio.fresh("flaky")).len(), 34 + 5 + 10 * (24 + 4));
+    assert_eq!(ratio.encode(&ratio.fresh("flaky")).len(), 42 + 5 + 10 * (24 + 4));
     // consecutive_failures alone keeps no window.
     let plain = breakers(r#"{"consecutive_failures":5}"#);
-    assert_eq!(plain.encode(&plain.fresh("flaky")).len(), 34 + 5);
+    assert_eq!(plain.encode(&plain.fresh("flaky")).len(), 42 + 5);
 }
 
 /// The JSON example in the filter's README is a valid configuration.
@@ -445,4 +445,163 @@ fn no_two_slot_keys_share_an_nginx_entry() {
             }
         }
     }
+}
+
+// ---- a breaker configured as Traefik's ----
+
+const TRAEFIK_5XX: &str = r#"{"traefik":{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.5"}}"#;
+
+#[test]
+fn traefik_fields_default_as_in_traefik() {
+    let c = BreakerConfig::from_json(TRAEFIK_5XX.as_bytes()).unwrap();
+    let t = c.traefik.expect("a Traefik breaker");
+    assert_eq!(t.check_period_ns, 100 * MS);
+    assert_eq!(t.recovery_ns, 10 * S);
+    assert_eq!((c.open_for_ns, c.max_open_for_ns), (10 * S, 10 * S), "fallbackDuration, never longer");
+    assert_eq!(c.status, 503);
+    assert_eq!(c.body.as_deref(), Some("Service Unavailable"));
+    assert_eq!(c.content_type, Some("text/plain; charset=utf-8"));
+    assert_eq!(c.min_requests, 0, "Traefik has no minimum");
+    let c = BreakerConfig::from_json(
+        br#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","checkPeriod":"1m30s","fallbackDuration":3,"recoveryDuration":"1.5s","responseCode":429}}"#,
+    )
+    .unwrap();
+    let t = c.traefik.unwrap();
+    assert_eq!((t.check_period_ns, c.open_for_ns, t.recovery_ns), (90 * S, 3 * S, 1_500 * MS));
+    assert_eq!((c.status, c.body.as_deref()), (429, Some("Too Many Requests")));
+}
+
+#[test]
+fn traefik_fields_refused_by_name() {
+    let cases = [
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5"},"open_for":"5s"}"#,
+            "open_for: cannot be combined with traefik",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5"},"min_requests":5}"#,
+            "min_requests: cannot be combined with traefik",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","checkPeriod":"0s"}}"#,
+            "traefik.checkPeriod: must be longer than zero",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","fallbackDuration":"-1s"}}"#,
+            "traefik.fallbackDuration: must be longer than zero",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","recoveryDuration":"10 s"}}"#,
+            "traefik.recoveryDuration: \"10 s\" is not a duration",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","responseCode":200}}"#,
+            "traefik.responseCode: must be a 4xx or 5xx",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRate() > 0.5"}}"#,
+            "traefik.expression: at column 1: unknown function",
+        ),
+        (r#"{"traefik":{"checkPeriod":"1s"}}"#, "traefik: missing field `expression`"),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","fallback":"1s"}}"#,
+            "traefik.fallback: unknown field",
+        ),
+    ];
+    for (json, want) in cases {
+        let got = match BreakerConfig::from_json(json.as_bytes()) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+    }
+}
+
+#[test]
+fn traefik_checks_at_most_once_per_check_period() {
+    let b = breakers(TRAEFIK_5XX);
+    let mut r = b.fresh("c");
+    // Checked after the first request (its next check is 100 ms later)...
+    request(&b, &mut r, T0, ok(&b));
+    // ... so failures within the period are recorded but not checked.
+    for i in 1..=5 {
+        request(&b, &mut r, T0 + i * 10 * MS, fail(&b));
+    }
+    assert_eq!(r.state, State::Closed, "5 of 6 failed, but the period has not elapsed");
+    request(&b, &mut r, T0 + 100 * MS, fail(&b));
+    assert_eq!(r.state, State::Closed, "at the period's end exactly: not yet (Traefik checks strictly after)");
+    request(&b, &mut r, T0 + 100 * MS + 1, fail(&b));
+    assert_eq!(r.state, State::Open);
+    assert_eq!(r.until, T0 + 100 * MS + 1 + 10 * S, "open for fallbackDuration");
+    assert_eq!(b.config().shape.totals(&r.ring, r.until).requests, 0, "Traefik resets its metrics at a trip");
+}
+
+#[test]
+fn traefik_recovery_admits_a_growing_share_then_closes() {
+    let b = breakers(TRAEFIK_5XX);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    assert_eq!(r.state, State::Open);
+    let start = r.until;
+    // Open: the whole fallbackDuration, with the time left.
+    assert_eq!(b.admit(&mut r, start - S).0, Admission::Reject { retry_after_ns: S, state: State::Open });
+    // One request every 10 ms through the 10 s recovery.
+    let (mut admitted, mut seen) = (0u64, 0u64);
+    let mut shares = Vec::new();
+    for i in 0..1000u64 {
+        let now = start + i * 10 * MS;
+        let (a, _, t) = b.admit(&mut r, now);
+        if i == 0 {
+            assert_eq!(t, Some(Transition { from: State::Open, to: State::Recovering }));
+            assert!(matches!(a, Admission::Reject { state: State::Recovering, .. }), "none at the very start");
+        }
+        seen += 1;
+        if a == Admission::Pass {
+            admitted += 1;
+            b.complete(&mut r, now, &ok(&b), false);
+        }
+        if i % 100 == 99 {
+            shares.push((i, admitted as f64 / seen as f64));
+        }
+    }
+    assert_eq!(r.state, State::Recovering);
+    // The admitted share follows 0.5 x elapsed / recoveryDuration.
+    for (i, share) in shares {
+        let target = 0.5 * (i * 10) as f64 / 10_000.0;
+        assert!((share - target).abs() < 0.01, "after {i} requests: share {share}, target {target}");
+    }
+    assert!((495..=505).contains(&admitted), "about half of the last moment's traffic: {admitted}");
+    // Past recoveryDuration: closed, its window kept (Traefik keeps its metrics).
+    let (a, _, t) = b.admit(&mut r, start + 10 * S + 1);
+    assert_eq!((a, t), (Admission::Pass, Some(Transition { from: State::Recovering, to: State::Closed })));
+    assert!(b.config().shape.totals(&r.ring, start + 10 * S + 1).requests > 400);
+}
+
+#[test]
+fn traefik_recovery_trips_again_on_the_expression() {
+    let b = breakers(TRAEFIK_5XX);
+    let mut r = b.fresh("c");
+    request(&b, &mut r, T0, fail(&b));
+    let start = r.until;
+    b.admit(&mut r, start);
+    // Halfway through, most requests pass; a failing one trips again,
+    // for fallbackDuration (Traefik's open period does not grow).
+    let mut now = start + 5 * S;
+    while b.admit(&mut r, now).0 != Admission::Pass {
+        now += MS;
+    }
+    let (_, t) = b.complete(&mut r, now, &fail(&b), false);
+    assert_eq!(t, Some(Transition { from: State::Recovering, to: State::Open }));
+    assert_eq!(r.until, now + 10 * S);
+}
+
+#[test]
+fn traefik_rejections_answer_with_the_status_text() {
+    let b = breakers(r#"{"traefik":{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.5","responseCode":502}}"#);
+    assert_eq!(b.config().body.as_deref(), Some("Bad Gateway"));
+    assert_eq!(reason_for(599), "", "Go names no 599: an empty body, as Traefik's");
+}
+
+fn reason_for(status: u16) -> &'static str {
+    config::reason_phrase(status)
 }
