@@ -370,7 +370,7 @@ fn check_key(field: &str, value: &serde_json::Value) -> Result<Vec<KeyPart>, Con
             parse_key_part(text).ok_or_else(|| {
                 ConfigError::new(
                     &f,
-                    format!("unknown key kind \"{text}\"; use client_ip, header:<name>, path, method or all"),
+                    format!("unknown key kind \"{text}\"; use client_ip, header:<name>, host, path, method or all"),
                 )
             })
         })
@@ -382,6 +382,8 @@ fn parse_key_part(text: &str) -> Option<KeyPart> {
         "client_ip" => Some(KeyPart::ClientIp),
         "path" => Some(KeyPart::Path),
         "method" => Some(KeyPart::Method),
+        // The request's host as sent (Traefik's `sourceCriterion.requestHost`).
+        "host" => Some(KeyPart::Header(":authority".into())),
         // "global" is the old spelling, kept as an alias; it is unrelated to
         // `"scope": "global"` (counted by the rate limit service).
         "all" | "global" => Some(KeyPart::All),
@@ -447,6 +449,9 @@ mod tests {
         .unwrap();
         let l = c.limits.first().unwrap();
         assert_eq!(l.key, vec![KeyPart::ClientIp, KeyPart::Header("x-api-key".into()), KeyPart::Method, KeyPart::Path]);
+        let host = RateLimitConfig::from_json(br#"{"limits":[{"name":"h","requests":1,"period":"1s","key":"host"}]}"#)
+            .unwrap();
+        assert_eq!(host.limits[0].key, vec![KeyPart::Header(":authority".into())], "host is the :authority");
         assert_eq!(l.matcher.methods, vec!["GET", "POST"]);
         assert_eq!(l.matcher.headers.len(), 2);
         assert_eq!(

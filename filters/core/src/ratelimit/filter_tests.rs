@@ -385,3 +385,12 @@ fn a_zone_too_small_for_the_table_is_refused_at_configure() {
     big.store = std::rc::Rc::new(crate::store::MemoryStore::evicting(CasRule::NginxStrict, 20_000));
     assert!(Exchange::<RateLimitFilter>::on(big, LOCAL).is_ok());
 }
+
+#[test]
+fn a_host_key_gives_each_host_its_own_bucket() {
+    let x = filter(r#"{"limits":[{"name":"per-host","requests":1,"period":"1m","burst":1,"key":"host"}]}"#);
+    let get = |host: &str| x.request(&[(":method", "GET"), (":path", "/"), (":authority", host)], 200, &[]).status(200);
+    assert_eq!(get("a.example"), 200);
+    assert_eq!(get("a.example"), 429);
+    assert_eq!(get("b.example"), 200, "another host, another bucket");
+}
