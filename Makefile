@@ -32,7 +32,7 @@ run: build
 test: build lint unit validate-configs integration
 
 unit:
-	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine
+	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -51,7 +51,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
-	$(CARGO) clippy -p ratelimit-engine --all-targets -- -D warnings
+	$(CARGO) clippy -p ratelimit-engine -p traefik-convert --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 	@# No function in filters/ longer than 80 lines.
 	python3 scripts/long-functions.py filters

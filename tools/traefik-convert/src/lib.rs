@@ -7,6 +7,7 @@ pub mod input;
 mod translate;
 
 pub use input::{parse, Format};
+pub use translate::traefik_cookie_name;
 use serde_json::{json, Map, Value};
 
 /// Lines for the report: what was not translated, what behaves differently,
@@ -83,6 +84,10 @@ impl Conversion {
                 }
                 Some(existing) if section == "rate_limit" => {
                     merge_limits(existing, &t.config, &t.from, &mut self.report);
+                    self.report.differs(
+                        &t.from,
+                        "joins the bundle's rate_limit: in the bundle every limit applies to every request (Traefik applies a middleware on the routers that use it); give limits a match, or use one filter config per route",
+                    );
                 }
                 Some(_) => self.report.untranslated(
                     &t.from,

@@ -97,7 +97,11 @@ fn push_checked(c: &mut Conversion, from: String, filter: &'static str, config: 
     };
     match checked {
         Ok(()) => c.filters.push(Translated { from, filter, config }),
-        Err(e) => c.report.untranslated(&from, &format!("the {filter} filter refuses the translation: {e}")),
+        Err(e) => {
+            let e = e.to_string();
+            let e = e.trim_start_matches("invalid plugin configuration: ");
+            c.report.untranslated(&from, &format!("the {filter} filter refuses the translation: {e}"));
+        }
     }
 }
 
