@@ -44,6 +44,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session
 	$(CARGO) test -p integration-tests --test bundle -- --nocapture
+	$(CARGO) test -p integration-tests --test traefik -- --nocapture
 	@# Real nginx (NGINX_WASM_BIN, above); prints SKIPPED when there is none.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture --test-threads 1
 

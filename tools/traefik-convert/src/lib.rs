@@ -7,8 +7,8 @@ pub mod input;
 mod translate;
 
 pub use input::{parse, Format};
-pub use translate::traefik_cookie_name;
 use serde_json::{json, Map, Value};
+pub use translate::traefik_cookie_name;
 
 /// Lines for the report: what was not translated, what behaves differently,
 /// and notes. Printed one per line, never dropped.
