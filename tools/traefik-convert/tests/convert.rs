@@ -2,6 +2,9 @@
 //! configurations it prints, and the report lines for what it cannot
 //! translate or translates with a difference.
 
+// A test file: its helpers may panic on what the tests themselves check.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
 use serde_json::{json, Value};
 use traefik_convert::{convert_text, Conversion, Format, Options};
 
