@@ -168,12 +168,13 @@ http:
     nobreak:
       circuitBreaker: {checkPeriod: 1s}
     typo:
-      rateLimit: {average: 10, burts: 5}
+      rateLimit: {average: 10, burts: 5, period: 0}
     bad:
       circuitBreaker: {expression: "NetworkErrorRate() > 0.5"}
 "#;
     let c = convert_text(text, Format::Yaml, &opts()).unwrap();
     assert_eq!(c.filters.len(), 1, "{:#?}", c.filters);
+    assert_eq!(c.filters[0].config["limits"][0]["period"], "1s", "Traefik reads a zero period as one second");
     for line in [
         "untranslated: http.middlewares.none.rateLimit: average is 0 or absent",
         "untranslated: http.middlewares.zero.retry.attempts: must be at least 1",
