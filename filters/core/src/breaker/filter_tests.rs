@@ -337,3 +337,17 @@ fn a_traefik_breaker_answers_as_traefik_and_recovers_gradually() {
     assert_eq!(x.host.metric("circuit_breaker.backend.closed"), 1);
     assert_eq!(x.host.metric("circuit_breaker.backend.state"), 0);
 }
+
+#[test]
+fn a_traefik_breaker_makes_the_host_calls_of_an_expression_breaker() {
+    // Closed, the Traefik state machine reads and writes what the same
+    // expression under the filter's own state machine does.
+    let calls = |config: &str| {
+        let x = breaker(config);
+        send(&x, 200);
+        send(&x, 200).calls
+    };
+    let expression = r#"{"expression":"NetworkErrorRatio() > 0.5","min_requests":1}"#;
+    let traefik = r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5"}}"#;
+    assert_eq!(calls(traefik), calls(expression));
+}
