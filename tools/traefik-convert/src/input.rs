@@ -78,7 +78,7 @@ fn parse_yaml(text: &str) -> Result<Parsed, String> {
         }
         match kubernetes_middleware(&v) {
             Some(Ok((name, spec))) => insert(&mut root, &["http", "middlewares", &name], spec, &mut reports, &name),
-            Some(Err(kind)) => reports.push(format!("document {}: a Kubernetes {kind}: not translated", i + 1)),
+            Some(Err(kind)) => reports.push(format!("untranslated: document {}: a Kubernetes {kind}", i + 1)),
             None => merge(&mut root, v, &mut reports),
         }
     }
@@ -100,7 +100,7 @@ fn kubernetes_middleware(v: &Value) -> Option<Result<(String, Value), String>> {
 
 fn merge(root: &mut Value, v: Value, reports: &mut Vec<String>) {
     let Value::Object(m) = v else {
-        reports.push("a document that is not a mapping: not translated".into());
+        reports.push("untranslated: a document that is not a mapping".into());
         return;
     };
     for (k, v) in m {
@@ -122,7 +122,7 @@ fn insert(root: &mut Value, path: &[&str], v: Value, reports: &mut Vec<String>, 
         (Value::Object(existing), Value::Object(new)) => {
             for (k, v) in new {
                 if existing.contains_key(&k) {
-                    reports.push(format!("{what}.{k}: given twice; the later one is used"));
+                    reports.push(format!("note: {what}.{k}: given twice; the later one is used"));
                 }
                 existing.insert(k, v);
             }
@@ -153,14 +153,18 @@ fn parse_labels(text: &str) -> Parsed {
             continue;
         }
         let Some((key, value)) = label_line(trimmed) else {
-            reports.push(format!("line {line_no}: not a traefik.<path>=<value> label: not translated"));
+            reports.push(format!("untranslated: line {line_no}: not a traefik.<path>=<value> label"));
             continue;
         };
         let path: Vec<String> = key.split('.').skip(1).map(str::to_ascii_lowercase).collect();
+        if !path.first().is_some_and(|p| ["http", "tcp", "udp", "tls"].contains(&p.as_str())) {
+            reports.push(format!("untranslated: line {line_no}: {key}: not part of Traefik's dynamic configuration"));
+            continue;
+        }
         let joined = path.join(".");
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == joined) {
             reports.push(format!(
-                "line {line_no}: label {key} repeats line {first}; Traefik keeps the last one, so does this"
+                "note: line {line_no}: label {key} repeats line {first}; Traefik keeps the last one, so does this"
             ));
         } else {
             seen.push((joined, line_no));
@@ -198,14 +202,18 @@ mod tests {
             "traefik.http.middlewares.docs.retry.attempts=4\n\
              - \"traefik.http.middlewares.docs.retry.initialinterval=100ms\"\n\
              traefik.http.middlewares.docs.retry.attempts=5\n\
-             com.example.owner=me\n",
+             com.example.owner=me\n\
+             traefik.enable=true\n",
         );
         let retry = &p.root["http"]["middlewares"]["docs"]["retry"];
         assert_eq!(retry["attempts"], "5", "the last one wins");
         assert_eq!(retry["initialinterval"], "100ms");
-        assert_eq!(p.reports.len(), 2, "{:?}", p.reports);
-        assert!(p.reports[0].starts_with("line 3: label traefik.http.middlewares.docs.retry.attempts repeats line 1"));
-        assert!(p.reports[1].starts_with("line 4: not a traefik.<path>=<value> label"));
+        assert_eq!(p.reports.len(), 3, "{:?}", p.reports);
+        assert_eq!(p.reports[2], "untranslated: line 5: traefik.enable: not part of Traefik's dynamic configuration");
+        assert!(
+            p.reports[0].starts_with("note: line 3: label traefik.http.middlewares.docs.retry.attempts repeats line 1")
+        );
+        assert!(p.reports[1].starts_with("untranslated: line 4: not a traefik.<path>=<value> label"));
     }
 
     #[test]
@@ -223,6 +231,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.root["http"]["middlewares"]["test-retry"]["retry"]["attempts"], 4);
-        assert_eq!(p.reports, vec!["document 2: a Kubernetes Service: not translated".to_string()]);
+        assert_eq!(p.reports, vec!["untranslated: document 2: a Kubernetes Service".to_string()]);
     }
 }

@@ -55,7 +55,7 @@ fn the_docker_labels_of_the_issue() {
         "{:#?}",
         c.report.lines
     );
-    assert!(reported(&c, "untranslated: enable: "));
+    assert!(reported(&c, "untranslated: line 2: traefik.enable: not part of Traefik's dynamic configuration"));
     assert!(reported(&c, "differs: http.middlewares.docs.retry: the retry budget applies"));
 }
 
@@ -66,7 +66,7 @@ fn a_repeated_label_is_reported_and_the_last_one_wins() {
     assert_eq!(config(&c, "http.middlewares.a.ratelimit")["limits"][0]["requests"], 20);
     assert!(reported(
         &c,
-        "line 2: label traefik.http.middlewares.a.ratelimit.average repeats line 1; Traefik keeps the last one"
+        "note: line 2: label traefik.http.middlewares.a.ratelimit.average repeats line 1; Traefik keeps the last one"
     ));
 }
 
@@ -153,7 +153,7 @@ fn kubernetes_middleware_resources() {
     let limit = config(&c, "http.middlewares.test-ratelimit.rateLimit");
     assert_eq!(limit["ipv6_prefix"], 64, "ipStrategy.ipv6Subnet");
     assert_eq!(limit["limits"][0]["burst"], 200);
-    assert!(reported(&c, "document 3: a Kubernetes IngressRoute: not translated"));
+    assert!(reported(&c, "untranslated: document 3: a Kubernetes IngressRoute"));
 }
 
 #[test]
