@@ -146,6 +146,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     }
 }
 
+/// Checks that each configuration is refused with a message containing its
+/// expected text (field and reason), by the filter's own `parse`.
+#[cfg(test)]
+pub(crate) fn assert_each_refused<T, S: AsRef<str>>(
+    parse: impl Fn(&[u8]) -> Result<T, ConfigError>,
+    cases: &[(S, &str)],
+) {
+    for (json, want) in cases {
+        let json = json.as_ref();
+        let got = match parse(json.as_bytes()) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
+    }
+}
+
 /// The ```json blocks of a markdown document (for tests that check the
 /// examples in the filters' READMEs).
 #[cfg(test)]

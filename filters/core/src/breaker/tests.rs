@@ -508,13 +508,7 @@ fn traefik_fields_refused_by_name() {
             "traefik.fallback: unknown field",
         ),
     ];
-    for (json, want) in cases {
-        let got = match BreakerConfig::from_json(json.as_bytes()) {
-            Ok(_) => "accepted".to_string(),
-            Err(e) => e.to_string(),
-        };
-        assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
-    }
+    crate::config::assert_each_refused(BreakerConfig::from_json, &cases);
 }
 
 #[test]
