@@ -125,10 +125,7 @@ fn slow_backend_trips_the_traefik_latency_expression() {
 /// listens on (every request there a connect failure, answered 503 by Envoy).
 fn flaky_on_a_dead_port(plugin: &str) -> (Backends, Envoy) {
     let b = Backends::start(&["a", "b"]);
-    let dead: SocketAddr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let yaml = with_plugin_config(&sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]), plugin);
     let e = Envoy::start(&yaml, 2);
     (b, e)

@@ -22,9 +22,9 @@ fn filter_config(c: &Conversion, filter: &str) -> String {
     c.filters.iter().find(|t| t.filter == filter).map(|t| t.config.to_string()).expect("translated")
 }
 
+/// An address nobody listens on.
 fn dead_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
 #[test]

@@ -32,62 +32,53 @@ impl<'a> Fields<'a> {
         format!("{}.{key}", self.path)
     }
 
+    /// A field read by `read`; when it cannot be, the reason is reported
+    /// and the field counts as absent.
+    fn typed<T>(&mut self, key: &str, r: &mut Report, read: impl FnOnce(&Value) -> Result<T, String>) -> Option<T> {
+        let v = self.take(key)?;
+        read(v).map_err(|why| r.untranslated(&self.at(key), &why)).ok()
+    }
+
     /// An integer field (a number, or digits in a string as labels give it).
     pub fn int(&mut self, key: &str, r: &mut Report) -> Option<i64> {
-        let v = self.take(key)?;
-        let n = match v {
-            Value::Number(n) => n.as_i64(),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        if n.is_none() {
-            r.untranslated(&self.at(key), &format!("{v} is not a whole number"));
-        }
-        n
+        self.typed(key, r, |v| {
+            let n = match v {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            n.ok_or_else(|| format!("{v} is not a whole number"))
+        })
     }
 
     /// A boolean field.
     pub fn bool(&mut self, key: &str, r: &mut Report) -> Option<bool> {
-        let v = self.take(key)?;
-        let b = match v {
-            Value::Bool(b) => Some(*b),
-            Value::String(s) => s.trim().parse().ok(),
-            _ => None,
-        };
-        if b.is_none() {
-            r.untranslated(&self.at(key), &format!("{v} is not true or false"));
-        }
-        b
+        self.typed(key, r, |v| {
+            let b = match v {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            };
+            b.ok_or_else(|| format!("{v} is not true or false"))
+        })
     }
 
     /// A string field.
     pub fn string(&mut self, key: &str, r: &mut Report) -> Option<String> {
-        let v = self.take(key)?;
-        match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => {
-                r.untranslated(&self.at(key), &format!("{v} is not a string"));
-                None
-            }
-        }
+        self.typed(key, r, |v| match v {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            _ => Err(format!("{v} is not a string")),
+        })
     }
 
     /// A duration field in nanoseconds, read as Traefik reads it.
     pub fn duration(&mut self, key: &str, r: &mut Report) -> Option<i128> {
-        let v = self.take(key)?;
-        let d = match v {
+        self.typed(key, r, |v| match v {
             Value::Number(n) => n.as_i64().map(|s| i128::from(s) * 1_000_000_000).ok_or_else(|| format!("{n}")),
             Value::String(s) => parse_traefik_duration(s),
             other => Err(format!("{other} is not a duration")),
-        };
-        match d {
-            Ok(d) => Some(d),
-            Err(e) => {
-                r.untranslated(&self.at(key), &e);
-                None
-            }
-        }
+        })
     }
 
     /// A list field (an array, or comma-separated as labels give it).

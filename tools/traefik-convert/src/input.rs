@@ -108,16 +108,22 @@ fn merge(root: &mut Value, v: Value, reports: &mut Vec<String>) {
     }
 }
 
-/// Sets `path` in `root` to `v`, merging objects.
-fn insert(root: &mut Value, path: &[&str], v: Value, reports: &mut Vec<String>, what: &str) {
+/// The node at `path` in `root`, made (as objects) where missing.
+fn node_at<'a>(root: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
     let mut node = root;
     for key in path {
         if !node.is_object() {
             *node = Value::Object(Map::new());
         }
-        let Value::Object(m) = node else { return };
+        let Value::Object(m) = node else { return None };
         node = m.entry(key.to_string()).or_insert(Value::Null);
     }
+    Some(node)
+}
+
+/// Sets `path` in `root` to `v`, merging objects.
+fn insert(root: &mut Value, path: &[&str], v: Value, reports: &mut Vec<String>, what: &str) {
+    let Some(node) = node_at(root, path) else { return };
     match (node, v) {
         (Value::Object(existing), Value::Object(new)) => {
             for (k, v) in new {
@@ -170,21 +176,11 @@ fn parse_labels(text: &str) -> Parsed {
             seen.push((joined, line_no));
         }
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-        set_leaf(&mut root, &refs, Value::String(value.to_string()));
+        if let Some(leaf) = node_at(&mut root, &refs) {
+            *leaf = Value::String(value.to_string());
+        }
     }
     Parsed { root, reports }
-}
-
-fn set_leaf(root: &mut Value, path: &[&str], v: Value) {
-    let mut node = root;
-    for key in path {
-        if !node.is_object() {
-            *node = Value::Object(Map::new());
-        }
-        let Value::Object(m) = node else { return };
-        node = m.entry(key.to_string()).or_insert(Value::Null);
-    }
-    *node = v;
 }
 
 /// A key of `obj`, matched ignoring ASCII case; with its spelling.

@@ -139,12 +139,9 @@ fn rate_limit(name: &str, f: &mut Fields, r: &mut Report) -> Option<Value> {
     // Traefik reads a zero period as its default, one second.
     let period = if period == 0 { 1_000_000_000 } else { period };
     let period = u64::try_from(period).unwrap_or(u64::MAX);
-    let mut limit = json!({
+    let limit = json!({
         "name": limit_name(name), "requests": average, "period": our_duration(period), "burst": burst, "key": source.key,
     });
-    if let Some(m) = limit.as_object_mut() {
-        m.retain(|_, v| !v.is_null());
-    }
     r.differs(&f.path, "Traefik may hold a request briefly (up to half the interval between two admissions, at most 0.5 s) rather than refuse it; the filter refuses at once, with 429, Retry-After and a JSON body");
     let mut cfg = json!({"limits": [limit], "ipv6_prefix": source.ipv6_prefix});
     if source.trusted_hops > 0 {

@@ -228,7 +228,7 @@ impl Breakers {
                     rec.until = now.saturating_add(t.recovery_ns);
                     rec.probes = 0;
                     rec.successes = 0;
-                    let (admission, _, _) = self.recover(rec, now, t.recovery_ns);
+                    let (admission, _, _) = self.recover(rec, now);
                     (admission, true, Some(Transition { from: State::Open, to: State::Recovering }))
                 }
                 None => {
@@ -239,10 +239,7 @@ impl Breakers {
                     (Admission::Probe, true, Some(Transition { from: State::Open, to: State::HalfOpen }))
                 }
             },
-            State::Recovering => {
-                let recovery_ns = self.cfg.traefik.map_or(0, |t| t.recovery_ns);
-                self.recover(rec, now, recovery_ns)
-            }
+            State::Recovering => self.recover(rec, now),
             State::HalfOpen => {
                 let mut changed = false;
                 if now >= rec.until {
@@ -267,7 +264,7 @@ impl Breakers {
     /// the share admitted so far, counting it, stays below
     /// `0.5 x elapsed / recoveryDuration`: none at the start, about half at
     /// the end. Turned-away requests are told to come back in a second.
-    fn recover(&self, rec: &mut Record, now: u64, recovery_ns: u64) -> (Admission, bool, Option<Transition>) {
+    fn recover(&self, rec: &mut Record, now: u64) -> (Admission, bool, Option<Transition>) {
         if now > rec.until {
             rec.state = State::Closed;
             rec.trips = 0;
@@ -276,6 +273,7 @@ impl Breakers {
             rec.until = 0;
             return (Admission::Pass, true, Some(Transition { from: State::Recovering, to: State::Closed }));
         }
+        let recovery_ns = self.cfg.traefik.map_or(1, |t| t.recovery_ns);
         let start = rec.until.saturating_sub(recovery_ns);
         let target = 0.5 * now.saturating_sub(start) as f64 / recovery_ns.max(1) as f64;
         let allowed = u64::from(rec.probes) + 1;
