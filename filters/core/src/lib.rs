@@ -26,6 +26,8 @@ pub mod path;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod sticky;
 pub mod store;
 pub mod testing;

@@ -8,6 +8,8 @@ use serde::Deserialize;
 /// A match as written in JSON: `{"methods": [...], "path_prefix": "/api",
 /// "headers": [{"name": "x", "present": true}, {"name": "y", "equals": "v"}]}`.
 #[derive(Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Match"))]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     #[serde(default)]
@@ -25,6 +27,8 @@ fn yes() -> bool {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "HeaderMatch"))]
 #[serde(deny_unknown_fields)]
 struct RawHeaderMatch {
     name: String,

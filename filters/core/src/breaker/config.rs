@@ -8,8 +8,10 @@ use crate::duration::parse_traefik_duration;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "CircuitBreakerConfig"))]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default = "default_key")]
     key: String,
     #[serde(default = "default_max_breakers")]
@@ -31,6 +33,7 @@ struct RawConfig {
     #[serde(default)]
     expression: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::statuses"))]
     failure_statuses: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     open_for: Option<NonZeroDuration>,
@@ -48,6 +51,8 @@ struct RawConfig {
 
 /// Traefik's `circuitBreaker` middleware, its field names and defaults.
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "TraefikCircuitBreaker"))]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawTraefik {
     expression: String,
@@ -64,6 +69,16 @@ struct RawTraefik {
 /// A duration as Traefik reads one: a string in Go's syntax (`"100ms"`,
 /// `"1m30s"`), a string of digits or a JSON integer (seconds).
 struct TraefikDuration(i128);
+
+#[cfg(feature = "schema")]
+impl schemars::JsonSchema for TraefikDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("TraefikDuration")
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        crate::schema::traefik_duration(generator)
+    }
+}
 
 impl<'de> Deserialize<'de> for TraefikDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

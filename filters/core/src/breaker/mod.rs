@@ -34,6 +34,14 @@
 //! filter counts it).
 
 pub mod config;
+#[cfg(feature = "schema")]
+pub(crate) use config::RawConfig as RawBreakerConfig;
+
+/// The JSON Schema of the configuration (see [`crate::schema`]).
+#[cfg(feature = "schema")]
+pub fn config_schema() -> schemars::Schema {
+    schemars::schema_for!(config::RawConfig)
+}
 pub mod expr;
 mod filter;
 pub mod window;

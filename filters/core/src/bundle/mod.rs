@@ -41,16 +41,34 @@ use pass::Pass;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "BundleConfig"))]
 #[serde(deny_unknown_fields)]
 struct RawBundle {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::section::<crate::ratelimit::RawRateLimitConfig>")
+    )]
     rate_limit: Option<serde_json::Value>,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(schema_with = "crate::schema::section::<crate::breaker::RawBreakerConfig>")
+    )]
     circuit_breaker: Option<serde_json::Value>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::section::<crate::retry::RawRetryConfig>"))]
     retry: Option<serde_json::Value>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::section::<crate::sticky::RawStickyConfig>"))]
     sticky_session: Option<serde_json::Value>,
+}
+
+/// The JSON Schema of the configuration (see [`crate::schema`]).
+#[cfg(feature = "schema")]
+pub fn config_schema() -> schemars::Schema {
+    schemars::schema_for!(RawBundle)
 }
 
 /// The four policies, each optional.

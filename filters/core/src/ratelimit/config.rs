@@ -26,8 +26,10 @@ pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 pub const MAX_REQUESTS_PER_SECOND: u64 = 1_000_000;
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "RateLimitConfig"))]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     limits: Vec<RawLimit>,
     #[serde(default)]
     trusted_hops: u32,
@@ -66,6 +68,8 @@ fn default_table_size() -> u32 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Limit"))]
 #[serde(deny_unknown_fields)]
 struct RawLimit {
     name: String,
@@ -73,6 +77,7 @@ struct RawLimit {
     period: NonZeroDuration,
     #[serde(default)]
     burst: Option<u64>,
+    #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::rate_limit_key"))]
     key: serde_json::Value,
     #[serde(default, rename = "match")]
     matcher: RawMatch,
@@ -82,6 +87,7 @@ struct RawLimit {
 
 /// Where a limit is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// In this proxy's shared data: exact across its workers.
@@ -94,6 +100,7 @@ pub enum Scope {
 
 /// Enforce limits, or only measure them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Refuse requests over the limit.
@@ -105,6 +112,7 @@ pub enum Mode {
 
 /// Which rate-limit response headers to add.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum HeaderStyle {
     /// `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-ratelimit-headers-10).

@@ -48,8 +48,10 @@ pub const MAX_ANSWER_HEADERS: usize = 16;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "GlobalService"))]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawGlobalService {
+pub(crate) struct RawGlobalService {
     cluster: String,
     domain: String,
     #[serde(default)]
@@ -82,6 +84,7 @@ fn default_status_on_error() -> u16 {
 
 /// How the filter talks to the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// gRPC `ShouldRateLimit` (Envoy; the cluster must speak HTTP/2).
@@ -92,6 +95,8 @@ pub enum Protocol {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "FailureMode"))]
 #[serde(rename_all = "lowercase")]
 enum RawFailureMode {
     #[default]

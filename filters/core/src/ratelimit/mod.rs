@@ -35,6 +35,14 @@
 //! side.
 
 pub mod config;
+#[cfg(feature = "schema")]
+pub(crate) use config::RawConfig as RawRateLimitConfig;
+
+/// The JSON Schema of the configuration (see [`crate::schema`]).
+#[cfg(feature = "schema")]
+pub fn config_schema() -> schemars::Schema {
+    schemars::schema_for!(config::RawConfig)
+}
 mod filter;
 pub mod gcra;
 pub mod global;

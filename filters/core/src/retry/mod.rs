@@ -80,9 +80,20 @@ pub fn is_retry_control_header(name: &str) -> bool {
         || (n.starts_with("x-envoy-upstream-rq-") && n.contains("timeout"))
 }
 
+#[cfg(feature = "schema")]
+pub(crate) use RawConfig as RawRetryConfig;
+
+/// The JSON Schema of the configuration (see [`crate::schema`]).
+#[cfg(feature = "schema")]
+pub fn config_schema() -> schemars::Schema {
+    schemars::schema_for!(RawConfig)
+}
+
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "RetryConfig"))]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     policies: Vec<RawPolicy>,
     #[serde(default = "default_idempotency_header")]
     idempotency_header: String,
@@ -103,6 +114,8 @@ fn default_retry_after() -> BTreeMap<String, u32> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Budget"))]
 #[serde(deny_unknown_fields)]
 struct RawBudget {
     #[serde(default = "default_ratio")]
@@ -130,6 +143,8 @@ fn default_window() -> NonZeroDuration {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Policy"))]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     name: String,

@@ -7,8 +7,10 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "StickySessionConfig"))]
 #[serde(deny_unknown_fields)]
-struct RawConfig {
+pub(crate) struct RawConfig {
     backends: Vec<RawBackend>,
     #[serde(default = "default_session_key")]
     session_key: Vec<String>,
@@ -45,6 +47,8 @@ fn default_upstream_header() -> String {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Backend"))]
 #[serde(deny_unknown_fields)]
 struct RawBackend {
     name: String,
@@ -58,6 +62,8 @@ fn one() -> u32 {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Cookie"))]
 #[serde(deny_unknown_fields)]
 struct RawCookie {
     #[serde(default = "default_cookie_name")]
@@ -92,6 +98,8 @@ fn default_same_site() -> String {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "Health"))]
 #[serde(deny_unknown_fields)]
 struct RawHealth {
     #[serde(default = "default_failures")]
@@ -128,6 +136,7 @@ pub enum KeySource {
 
 /// What to do with a request that has no session key at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Fallback {
     /// Hash the client address.
@@ -139,6 +148,7 @@ pub enum Fallback {
 
 /// Consistent-hashing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Hashing {
     /// Weighted Maglev.
@@ -150,6 +160,7 @@ pub enum Hashing {
 
 /// When every backend is down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum AllDown {
     /// Send the request to the hashed backend anyway (fail open).
     #[default]

@@ -27,6 +27,14 @@
 //! Updated by compare-and-swap, so every worker sees an ejection at once.
 
 pub mod config;
+#[cfg(feature = "schema")]
+pub(crate) use config::RawConfig as RawStickyConfig;
+
+/// The JSON Schema of the configuration (see [`crate::schema`]).
+#[cfg(feature = "schema")]
+pub fn config_schema() -> schemars::Schema {
+    schemars::schema_for!(config::RawConfig)
+}
 pub mod cookie;
 mod filter;
 pub mod hashing;

@@ -1,0 +1,101 @@
+//! `packaging`: writes the configuration schemas and the OCI images, and
+//! checks configurations. Run through `make schemas`, `make oci`, or
+//! `cargo run -p packaging -- <command>`:
+//!
+//! ```text
+//! packaging schemas [--check]                 write schemas/<module>.schema.json (--check: compare only)
+//! packaging oci [--out DIR] [--wasm-dir DIR] [--source URL]
+//!                                             write an OCI image layout per module (default target/oci)
+//! packaging check-config <module> <file.json> the schema's errors and the filter's own refusal
+//! ```
+
+use packaging::{check_config, docs, oci, readme, root, MODULES};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("schemas") => schemas(args.iter().any(|a| a == "--check")),
+        Some("oci") => images(&args),
+        Some("check-config") => check(&args),
+        _ => Err("usage: packaging schemas [--check] | oci [--out DIR] [--wasm-dir DIR] [--source URL] | check-config <module> <file.json>".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("packaging: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn option(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+fn schemas(check_only: bool) -> Result<(), String> {
+    let dir = root().join("schemas");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let mut stale = Vec::new();
+    for (module, _) in MODULES {
+        let schema = docs::module_schema(module, &readme).map_err(|e| e.join("\n"))?;
+        let text = serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())? + "\n";
+        let path = dir.join(format!("{module}.schema.json"));
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        if check_only {
+            stale.push(path.display().to_string());
+        } else {
+            std::fs::write(&path, text).map_err(|e| e.to_string())?;
+            println!("wrote {}", path.display());
+        }
+    }
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(format!("out of date (run `make schemas`): {}", stale.join(", ")))
+}
+
+fn images(args: &[String]) -> Result<(), String> {
+    let out = option(args, "--out").map(PathBuf::from).unwrap_or_else(|| root().join("target/oci"));
+    let wasm_dir =
+        option(args, "--wasm-dir").map(PathBuf::from).unwrap_or_else(|| root().join("target/wasm32-wasip1/release"));
+    let source = option(args, "--source").filter(|s| !s.is_empty());
+    for (module, file) in MODULES {
+        let wasm_path = wasm_dir.join(format!("{file}.wasm"));
+        let wasm = std::fs::read(&wasm_path).map_err(|e| format!("{}: {e} (run `make build`)", wasm_path.display()))?;
+        let schema_path = root().join("schemas").join(format!("{module}.schema.json"));
+        let schema = std::fs::read(&schema_path).map_err(|e| format!("{}: {e}", schema_path.display()))?;
+        let image = oci::Module {
+            name: module.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            wasm,
+            schema,
+            source: source.clone(),
+        };
+        let dir = out.join(module);
+        for img in oci::write_layout(&dir, &image).map_err(|e| format!("{}: {e}", dir.display()))? {
+            println!("{module}\t{}\t{}\toci:{}:{}", img.variant, img.digest, dir.display(), img.tag);
+        }
+    }
+    Ok(())
+}
+
+fn check(args: &[String]) -> Result<(), String> {
+    let (Some(module), Some(file)) = (args.get(1), args.get(2)) else {
+        return Err("usage: packaging check-config <module> <file.json>".into());
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
+    let problems = check_config(module, &config)?;
+    if problems.is_empty() {
+        println!("{file}: accepted by {module}");
+        return Ok(());
+    }
+    for p in &problems {
+        println!("{file}: {p}");
+    }
+    Err(format!("{file}: {} problem(s)", problems.len()))
+}
