@@ -10,6 +10,10 @@ ENVOY      ?= .venv/bin/envoy
 # without either, those tests print SKIPPED.
 NGINX_WASM_BIN ?= $(abspath $(wildcard ../shared/nginx-wasm/nginx))
 export NGINX_WASM_BIN
+# Istio's and Envoy Gateway's CRDs, for the offline manifest checks
+# (tools/packaging/tests/deploy.rs); without them those print SKIPPED.
+CRDS_DIR ?= $(abspath $(wildcard ../shared/crds))
+export CRDS_DIR
 
 .PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean schemas oci oci-push
 

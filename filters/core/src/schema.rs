@@ -47,7 +47,8 @@ pub fn check(module: &str, json: &[u8]) -> Result<(), String> {
     }
 }
 
-/// A duration of the filters' own syntax: a whole number above zero and a unit.
+/// A duration of the filters' own syntax: a whole number above zero and a
+/// unit (the parser also trims surrounding spaces; the schema does not allow them).
 impl JsonSchema for crate::config::NonZeroDuration {
     fn schema_name() -> Cow<'static, str> {
         Cow::Borrowed("Duration")
@@ -55,7 +56,7 @@ impl JsonSchema for crate::config::NonZeroDuration {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "string",
-            "pattern": "^\\s*0*[1-9][0-9]*(ns|us|ms|s|m|h)\\s*$"
+            "pattern": "^0*[1-9][0-9]*(ns|us|ms|s|m|h)$"
         })
     }
 }
@@ -64,7 +65,7 @@ impl JsonSchema for crate::config::NonZeroDuration {
 pub(crate) fn traefik_duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "anyOf": [
-            { "type": "string", "pattern": "^\\s*([0-9]+|[+-]?(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)\\s*$" },
+            { "type": "string", "pattern": "^([0-9]+|[+-]?(([0-9]+(\\.[0-9]*)?|\\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+)$" },
             { "type": "integer" }
         ]
     })

