@@ -152,19 +152,28 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
     let registry = Registry::start();
     let backends = Backends::start(&["a", "b", "c"]);
     let reg = registry.addr.to_string();
-    for (module, file, prefix) in MODULES {
+    let layouts = scratch_dir("oci");
+    let mut built = Vec::new();
+    for (module, file, _) in MODULES {
         let wasm = std::fs::read(wasm(file)).unwrap();
         let schema = std::fs::read(repo().join("schemas").join(format!("{module}.schema.json"))).unwrap();
-        let dir = scratch_dir("oci");
-        let image =
-            oci::Module { name: module.into(), version: "0.1.0".into(), wasm: wasm.clone(), schema, source: None };
-        let images = oci::write_layout(&dir.join("layout"), &image).unwrap();
-        let pulled = dir.join("pulled");
+        let image = oci::Module { name: module.into(), version: "0.1.0".into(), wasm, schema, source: None };
+        built.push((image.wasm.clone(), oci::write_layout(&layouts.join(module), &image).unwrap()));
+    }
+    // The documented command (`make oci-push`) pushes them all.
+    let out = Command::new(repo().join("scripts/oci-push.sh"))
+        .args([reg.as_str(), "--dest-tls-verify=false"])
+        .env("OCI_DIR", &layouts)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "oci-push.sh: {}{}", printed, String::from_utf8_lossy(&out.stderr));
+    for ((module, file, prefix), (wasm, images)) in MODULES.into_iter().zip(built) {
+        let pulled = scratch_dir("pulled");
         let mut unpacked = PathBuf::new();
         for img in &images {
-            let src = format!("oci:{}:{}", dir.join("layout").display(), img.tag);
-            let dest = format!("docker://{reg}/{module}:{}", img.tag);
-            skopeo(&["copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false", &src, &dest]);
+            let line = format!("{reg}/{module}:{}  sha256: {}", img.tag, img.digest.trim_start_matches("sha256:"));
+            assert!(printed.contains(&line), "oci-push.sh did not print `{line}`:\n{printed}");
             let by_digest = format!("docker://{reg}/{module}@{}", img.digest);
             let into = format!("oci:{}:{}", pulled.display(), img.variant);
             skopeo(&["copy", "--quiet", "--preserve-digests", "--src-tls-verify=false", &by_digest, &into]);
@@ -176,7 +185,7 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
             );
             let bytes = oci::extract_like_istio(&pulled, &img.digest).unwrap();
             assert!(bytes == wasm, "{module} {}: the unpacked module differs from the built one", img.variant);
-            unpacked = dir.join(format!("{}-{file}.wasm", img.variant));
+            unpacked = pulled.join(format!("{}-{file}.wasm", img.variant));
             std::fs::write(&unpacked, &bytes).unwrap();
         }
         let plugin_config = serde_json::to_string(&manifest("istio", module)["spec"]["pluginConfig"]).unwrap();
@@ -188,9 +197,7 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
             let statuses: Vec<u16> = (0..12).map(|_| get(&envoy).status).collect();
             assert!(statuses.contains(&429), "{module}: no 429 in {statuses:?}");
         }
-        println!(
-            "{module}: compat and oci images round-tripped by digest; Envoy serves with the manifest's configuration"
-        );
+        println!("{module}: compat and oci images pushed by scripts/oci-push.sh, pulled back by digest; Envoy serves with the manifest's configuration");
     }
 }
 

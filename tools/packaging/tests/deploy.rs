@@ -48,7 +48,9 @@ fn manifests() -> Vec<(PathBuf, Value)> {
             }
         }
     }
-    assert!(out.len() >= 12, "manifests missing: {}", out.len());
+    assert!(out.len() >= 13, "manifests missing: {}", out.len());
+    let kinds: std::collections::BTreeSet<&str> = out.iter().map(|(_, m)| m["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.len(), 3, "WasmPlugin, TrafficExtension and EnvoyExtensionPolicy: {kinds:?}");
     out
 }
 
@@ -59,6 +61,10 @@ fn plugins(manifest: &Value) -> Vec<(String, Value)> {
     match manifest["kind"].as_str().unwrap() {
         "WasmPlugin" => {
             vec![(module_of(manifest["spec"]["url"].as_str().unwrap()), manifest["spec"]["pluginConfig"].clone())]
+        }
+        "TrafficExtension" => {
+            let wasm = &manifest["spec"]["wasm"];
+            vec![(module_of(wasm["url"].as_str().unwrap()), wasm["pluginConfig"].clone())]
         }
         "EnvoyExtensionPolicy" => manifest["spec"]["wasm"]
             .as_array()
@@ -173,6 +179,9 @@ fn failure_policies_are_the_documented_ones() {
     for (file, manifest) in manifests() {
         match manifest["kind"].as_str().unwrap() {
             "WasmPlugin" => assert_eq!(manifest["spec"]["failStrategy"], "FAIL_RELOAD", "{}", file.display()),
+            "TrafficExtension" => {
+                assert_eq!(manifest["spec"]["wasm"]["failStrategy"], "FAIL_RELOAD", "{}", file.display())
+            }
             _ => {
                 for w in manifest["spec"]["wasm"].as_array().unwrap() {
                     let module = plugins(&json!({"kind": "EnvoyExtensionPolicy", "spec": {"wasm": [w]}})).remove(0).0;
