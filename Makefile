@@ -15,7 +15,7 @@ export NGINX_WASM_BIN
 CRDS_DIR ?= $(abspath $(wildcard ../shared/crds))
 export CRDS_DIR
 
-.PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean schemas oci oci-push
+.PHONY: setup build run test unit integration lint validate-configs bench loadtest fuzz clean schemas oci oci-push compose-loadtest compose-smoke
 
 setup:
 	@scripts/setup.sh
@@ -32,8 +32,9 @@ run: build
 	@CONFIG=$(CONFIG) scripts/run.sh
 
 # Everything: lints, core unit tests, every sample config through
-# `envoy --mode validate`, and the integration tests in real Envoy.
-test: build lint unit validate-configs integration
+# `envoy --mode validate`, the integration tests in real Envoy, and the
+# compose harness's smoke run in containers.
+test: build lint unit validate-configs integration compose-smoke
 
 unit:
 	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
@@ -95,6 +96,21 @@ loadtest: build
 	@scripts/setup.sh --load
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
 	python3 bench/loadtest.py $(LOADTEST_ARGS)
+
+# `make loadtest`'s tables (and chart) from containers: a private Docker
+# daemon (bench/compose/harness.sh: installs docker.io, docker-compose and
+# debootstrap if missing; builds local images when no registry answers), the
+# compose file's services driven by bench/loadtest.py --compose, the daemon
+# stopped at the end. Writes bench/results/compose-loadtest.{md,json,svg}.
+compose-loadtest: build
+	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
+	bench/compose/harness.sh run $(LOADTEST_ARGS)
+
+# The short version `make test` runs: the images, the chain behind Envoy
+# with a backend killed halfway, the rate-limit seed scenario; about 80 s on
+# a fresh machine, 40 s once the images exist.
+compose-smoke: build
+	bench/compose/harness.sh run --smoke
 
 # Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each under
 # libFuzzer; inputs that widen coverage are merged into fuzz/corpus/, which
