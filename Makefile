@@ -48,6 +48,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session
+	$(CARGO) test -p integration-tests --test sticky_eds -- --nocapture
 	$(CARGO) test -p integration-tests --test bundle -- --nocapture
 	$(CARGO) test -p integration-tests --test traefik -- --nocapture
 	@# OCI images through a registry into Envoy, and Envoy's remote loading.

@@ -53,7 +53,8 @@ SCRATCH = pathlib.Path(tempfile.mkdtemp(prefix="loadtest-"))
 # networking), on the daemon DOCKER_HOST names (bench/compose/harness.sh).
 CONTAINERS = False
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
-COMPOSE_CMD = ["docker-compose", "-f", str(ROOT / "bench" / "compose" / "docker-compose.yml"), "-p", "resilience-bench"]
+COMPOSE_CMD = os.environ.get("DOCKER_COMPOSE", "docker-compose").split() + [
+    "-f", str(ROOT / "bench" / "compose" / "docker-compose.yml"), "-p", "resilience-bench"]
 # Where the .wasm files are, as the proxy sees them.
 WASM_SEEN = str(WASM)
 
@@ -112,8 +113,7 @@ def load_cmd(cmd):
     """A load generator's command line: pinned to the load core here, or in
     the loadgen container (which has bench/ at /bench)."""
     if CONTAINERS:
-        return COMPOSE_CMD + ["--log-level", "ERROR", "run", "--rm", "--no-deps", "-T", "-v", f"{ROOT / 'bench'}:/bench:ro",
-                              "loadgen", *cmd]
+        return COMPOSE_CMD + ["run", "--rm", "--no-deps", "-T", "-v", f"{ROOT / 'bench'}:/bench:ro", "loadgen", *cmd]
     return pinned(LOAD_CPU, cmd)
 
 

@@ -3,7 +3,8 @@
 # :10000 with the rate-limit filter (envoy/rate-limit.yaml), or with
 # envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`; CONFIG=global-rate-limit
 # also starts Redis on :6380 and ratelimit-engine on :8090/:8091; CONFIG=bundle runs all
-# four policies in one module). Ctrl-C stops all.
+# four policies in one module; CONFIG=sticky-session-eds reads the endpoints
+# from envoy/eds/ by EDS). Ctrl-C stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-rate-limit}"
@@ -79,6 +80,20 @@ in front of demo backends a, b and c (127.0.0.1:8081-8083).
                                                    # always the same backend, and a signed sticky cookie
   curl -s -D- -o /dev/null http://127.0.0.1:10000/ -H 'cookie: sticky=v1.a.forged' | grep -i x-backend   # forged: ignored
   curl -s http://127.0.0.1:9901/stats/prometheus | grep '^sticky_'
+
+MSG
+elif [ "$CONFIG" = sticky-session-eds ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the sticky-session filter in
+its dynamic mode: the endpoints of cluster "sticky" come from EDS, read from
+envoy/eds/sticky-endpoints.yaml (backends a, b, c on 127.0.0.1:8081-8083),
+which Envoy watches. Envoy's Maglev places a new session; the cookie pins it.
+
+  curl -s -D- -o /dev/null http://127.0.0.1:10000/ -H 'x-session-id: alice' | grep -i -e x-sticky-backend -e set-cookie
+  # remove backend b: edit a copy without the 8082 line, then move it over the file
+  grep -v 8082 envoy/eds/sticky-endpoints.yaml > envoy/eds/.new && mv envoy/eds/.new envoy/eds/sticky-endpoints.yaml
+  # sessions pinned to b move once (a new set-cookie), the others stay; `git checkout envoy/eds` restores it
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep -E '^sticky_|membership_total'
 
 MSG
 elif [ "$CONFIG" = global-rate-limit ]; then

@@ -62,6 +62,14 @@ start() {
         sleep 0.5
     done
     tail -20 "$DOCKER_DIR/dockerd.log" >&2
+    stop
+    if [ "${SMOKE:-0}" = 1 ]; then
+        # The smoke run in `make test` on a machine where no daemon can run
+        # (no cgroups, no privileges): said, not failed, like the nginx tests
+        # without nginx. `make compose-loadtest` fails instead.
+        echo "SKIPPED: the compose smoke run: a Docker daemon cannot run here ($(tail -1 "$DOCKER_DIR/dockerd.log"))"
+        exit 0
+    fi
     log "dockerd did not start"
     exit 1
 }
@@ -130,6 +138,7 @@ case "${1:-}" in
     env) echo "export DOCKER_HOST=$DOCKER_HOST" ;;
     run)
         shift
+        [ "${1:-}" = "--smoke" ] && SMOKE=1
         started=0
         running || started=1
         [ "$started" = 1 ] && trap stop EXIT

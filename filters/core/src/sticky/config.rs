@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 #[cfg_attr(feature = "schema", schemars(rename = "StickySessionConfig"))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
-    backends: Vec<RawBackend>,
+    #[serde(default)]
+    backends: Option<Vec<RawBackend>>,
     #[serde(default = "default_session_key")]
     session_key: Vec<String>,
     #[serde(default)]
@@ -19,9 +20,9 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     fallback: Fallback,
     #[serde(default)]
-    hashing: Hashing,
-    #[serde(default = "default_table_size")]
-    table_size: u32,
+    hashing: Option<Hashing>,
+    #[serde(default)]
+    table_size: Option<u32>,
     #[serde(default)]
     cookie: Option<RawCookie>,
     #[serde(default = "default_upstream_header")]
@@ -31,17 +32,26 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     health: RawHealth,
     #[serde(default)]
-    repin_on_failover: bool,
+    repin_on_failover: Option<bool>,
     #[serde(default)]
-    all_down: AllDown,
+    all_down: Option<AllDown>,
+    #[serde(default)]
+    hash_header: Option<String>,
+    #[serde(default)]
+    max_hosts: Option<u32>,
 }
 
 fn default_session_key() -> Vec<String> {
     vec!["client_ip".into()]
 }
-fn default_table_size() -> u32 {
-    65537
-}
+/// Maglev's table size when none is given.
+pub const DEFAULT_TABLE_SIZE: u32 = 65537;
+/// The dynamic mode's header carrying the session key to the route's `hash_policy`.
+pub const DEFAULT_HASH_HEADER: &str = "x-sticky-hash-key";
+/// Hosts whose health the dynamic mode tracks at most, by default.
+pub const DEFAULT_MAX_HOSTS: u32 = 1024;
+/// Largest accepted `max_hosts`.
+pub const MAX_MAX_HOSTS: u32 = 65536;
 fn default_upstream_header() -> String {
     "x-sticky-upstream".into()
 }
@@ -230,6 +240,42 @@ pub struct StickyConfig {
     pub repin_on_failover: bool,
     /// Every backend down.
     pub all_down: AllDown,
+}
+
+/// The checked configuration of the dynamic mode (no `backends`): Envoy
+/// places a session's first request by its consistent hash over the
+/// cluster's current endpoints, the filter pins the host Envoy chose.
+#[derive(Debug, Clone)]
+pub struct DynamicConfig {
+    /// Session-key sources, tried in order (hashed by the route's `hash_policy`).
+    pub session_key: Vec<KeySource>,
+    /// Trusted proxies in front (for `client_ip`).
+    pub trusted_hops: u32,
+    /// No key at all.
+    pub fallback: Fallback,
+    /// The pinning cookie (required in this mode).
+    pub cookie: CookieConfig,
+    /// Request header carrying the pinned `ip:port` to `override_host`.
+    pub upstream_header: String,
+    /// Request header carrying the session key to the route's `hash_policy`.
+    pub hash_header: String,
+    /// Response header naming the host that answered (off by default).
+    pub backend_header: Option<String>,
+    /// Failures in a row that eject a host.
+    pub failures: u32,
+    /// How long an ejected host stays out (ns).
+    pub eject_for_ns: u64,
+    /// Slots of the host health table.
+    pub max_hosts: u32,
+}
+
+/// A configuration: a static backend list, or the dynamic mode.
+#[derive(Debug, Clone)]
+pub enum Setup {
+    /// `backends` given: the filter hashes onto them.
+    Static(StickyConfig),
+    /// No `backends`: Envoy hashes, the filter pins what it chose.
+    Dynamic(DynamicConfig),
 }
 
 fn check_header(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -438,43 +484,125 @@ fn check_cookie(c: RawCookie) -> Result<CookieConfig, ConfigError> {
 }
 
 impl StickyConfig {
-    /// Parses and checks the plugin configuration.
+    /// Parses and checks a configuration with a static `backends` list.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        let raw: RawConfig = parse_json(bytes)?;
-        let backends = check_backends(raw.backends)?;
-        let session_key = check_session_key(&raw.session_key)?;
-        check_trusted_hops("trusted_hops", raw.trusted_hops)?;
-        check_table(raw.hashing, raw.table_size, backends.len())?;
-        check_table_cost(raw.hashing, raw.table_size, &backends)?;
-        let cookie = raw.cookie.map(check_cookie).transpose()?;
-        check_written_header("upstream_header", &raw.upstream_header)?;
-        let upstream = raw.upstream_header.to_ascii_lowercase();
-        if session_key.contains(&KeySource::Header(upstream.clone())) {
-            return Err(ConfigError::new(
-                "upstream_header",
-                format!("\"{upstream}\" is also a session_key source: the filter would overwrite the session id"),
-            ));
+        match Setup::from_json(bytes)? {
+            Setup::Static(c) => Ok(c),
+            Setup::Dynamic(_) => Err(ConfigError::new("backends", "is required here")),
         }
-        if let Some(h) = &raw.backend_header {
-            check_written_header("backend_header", h)?;
-        }
-        if raw.health.failures == 0 {
-            return Err(ConfigError::new("health.failures", "must be at least 1"));
-        }
-        Ok(StickyConfig {
-            backends,
-            session_key,
-            trusted_hops: raw.trusted_hops,
-            fallback: raw.fallback,
-            hashing: raw.hashing,
-            table_size: raw.table_size,
-            cookie,
-            upstream_header: raw.upstream_header.to_ascii_lowercase(),
-            backend_header: raw.backend_header.map(|h| h.to_ascii_lowercase()),
-            failures: raw.health.failures,
-            eject_for_ns: raw.health.eject_for.nanos(),
-            repin_on_failover: raw.repin_on_failover,
-            all_down: raw.all_down,
-        })
     }
+}
+
+/// What both modes check alike.
+struct Common {
+    session_key: Vec<KeySource>,
+    cookie: Option<CookieConfig>,
+    upstream_header: String,
+    backend_header: Option<String>,
+}
+
+fn check_common(raw: &mut RawConfig) -> Result<Common, ConfigError> {
+    let session_key = check_session_key(&raw.session_key)?;
+    check_trusted_hops("trusted_hops", raw.trusted_hops)?;
+    let cookie = raw.cookie.take().map(check_cookie).transpose()?;
+    check_written_header("upstream_header", &raw.upstream_header)?;
+    let upstream = raw.upstream_header.to_ascii_lowercase();
+    if session_key.contains(&KeySource::Header(upstream.clone())) {
+        return Err(ConfigError::new(
+            "upstream_header",
+            format!("\"{upstream}\" is also a session_key source: the filter would overwrite the session id"),
+        ));
+    }
+    if let Some(h) = &raw.backend_header {
+        check_written_header("backend_header", h)?;
+    }
+    if raw.health.failures == 0 {
+        return Err(ConfigError::new("health.failures", "must be at least 1"));
+    }
+    Ok(Common { session_key, cookie, upstream_header: upstream, backend_header: raw.backend_header.take() })
+}
+
+impl Setup {
+    /// Parses and checks the plugin configuration: static with `backends`,
+    /// dynamic without.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let mut raw: RawConfig = parse_json(bytes)?;
+        let common = check_common(&mut raw)?;
+        match raw.backends.take() {
+            Some(backends) => Ok(Setup::Static(static_config(raw, backends, common)?)),
+            None => Ok(Setup::Dynamic(dynamic_config(raw, common)?)),
+        }
+    }
+}
+
+fn static_config(raw: RawConfig, backends: Vec<RawBackend>, common: Common) -> Result<StickyConfig, ConfigError> {
+    for (field, given) in [("hash_header", raw.hash_header.is_some()), ("max_hosts", raw.max_hosts.is_some())] {
+        if given {
+            return Err(ConfigError::new(field, "applies only without backends (the dynamic mode)"));
+        }
+    }
+    let backends = check_backends(backends)?;
+    let hashing = raw.hashing.unwrap_or_default();
+    let table_size = raw.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
+    check_table(hashing, table_size, backends.len())?;
+    check_table_cost(hashing, table_size, &backends)?;
+    Ok(StickyConfig {
+        backends,
+        session_key: common.session_key,
+        trusted_hops: raw.trusted_hops,
+        fallback: raw.fallback,
+        hashing,
+        table_size,
+        cookie: common.cookie,
+        upstream_header: common.upstream_header,
+        backend_header: common.backend_header.map(|h| h.to_ascii_lowercase()),
+        failures: raw.health.failures,
+        eject_for_ns: raw.health.eject_for.nanos(),
+        repin_on_failover: raw.repin_on_failover.unwrap_or(false),
+        all_down: raw.all_down.unwrap_or_default(),
+    })
+}
+
+fn dynamic_config(raw: RawConfig, common: Common) -> Result<DynamicConfig, ConfigError> {
+    let envoy_hashes = "applies only with backends: without them Envoy's consistent hash places sessions";
+    for (field, given) in [
+        ("hashing", raw.hashing.is_some()),
+        ("table_size", raw.table_size.is_some()),
+        ("repin_on_failover", raw.repin_on_failover.is_some()),
+        ("all_down", raw.all_down.is_some()),
+    ] {
+        if given {
+            return Err(ConfigError::new(field, envoy_hashes));
+        }
+    }
+    let cookie = common.cookie.ok_or_else(|| {
+        ConfigError::new(
+            "cookie",
+            "is required without backends: the pin is how a session stays on the host Envoy chose",
+        )
+    })?;
+    let hash_header = raw.hash_header.unwrap_or_else(|| DEFAULT_HASH_HEADER.to_string()).to_ascii_lowercase();
+    check_written_header("hash_header", &hash_header)?;
+    if hash_header == common.upstream_header || common.session_key.contains(&KeySource::Header(hash_header.clone())) {
+        return Err(ConfigError::new(
+            "hash_header",
+            format!("\"{hash_header}\" is also the upstream_header or a session_key source"),
+        ));
+    }
+    let max_hosts = raw.max_hosts.unwrap_or(DEFAULT_MAX_HOSTS);
+    if max_hosts == 0 || max_hosts > MAX_MAX_HOSTS {
+        return Err(ConfigError::new("max_hosts", format!("must be 1 to {MAX_MAX_HOSTS}")));
+    }
+    Ok(DynamicConfig {
+        session_key: common.session_key,
+        trusted_hops: raw.trusted_hops,
+        fallback: raw.fallback,
+        cookie,
+        upstream_header: common.upstream_header,
+        hash_header,
+        backend_header: common.backend_header.map(|h| h.to_ascii_lowercase()),
+        failures: raw.health.failures,
+        eject_for_ns: raw.health.eject_for.nanos(),
+        max_hosts,
+    })
 }

@@ -37,7 +37,12 @@ impl Signer {
 
     /// The cookie value naming `backend`.
     pub fn value(&self, backend: &str) -> String {
-        let payload = format!("{PREFIX}{backend}");
+        self.value_with(PREFIX, backend)
+    }
+
+    /// `<prefix><name>`, then `.<signature>` when signing.
+    pub fn value_with(&self, prefix: &str, name: &str) -> String {
+        let payload = format!("{prefix}{name}");
         match self.mac(&payload) {
             Some(m) => {
                 let tag = m.finalize().into_bytes();
@@ -50,7 +55,13 @@ impl Signer {
 
     /// The backend a cookie value names, if its signature is right.
     pub fn verify<'a>(&self, value: &'a str) -> Option<&'a str> {
-        let rest = value.strip_prefix(PREFIX)?;
+        self.verify_with(PREFIX, value)
+    }
+
+    /// The name in a `<prefix><name>[.<signature>]` value, if its signature
+    /// is right.
+    pub fn verify_with<'a>(&self, prefix: &str, value: &'a str) -> Option<&'a str> {
+        let rest = value.strip_prefix(prefix)?;
         if self.secret.is_none() {
             return (!rest.is_empty() && !rest.contains('.')).then_some(rest);
         }
@@ -59,10 +70,27 @@ impl Signer {
         if name.is_empty() || sig.len() != SIG_BYTES {
             return None;
         }
-        let m = self.mac(&format!("{PREFIX}{name}"))?;
+        let m = self.mac(&format!("{prefix}{name}"))?;
         m.verify_truncated_left(&sig).ok()?;
         Some(name)
     }
+}
+
+/// What follows the value in a pinning `Set-Cookie`: `; Path=...`, then
+/// `Max-Age`, `HttpOnly`, `Secure` as configured, and `SameSite`.
+pub fn attributes(c: &super::config::CookieConfig) -> String {
+    let mut v = format!("; Path={}", c.path);
+    if let Some(age) = c.max_age {
+        v.push_str(&format!("; Max-Age={age}"));
+    }
+    if c.http_only {
+        v.push_str("; HttpOnly");
+    }
+    if c.secure {
+        v.push_str("; Secure");
+    }
+    v.push_str(&format!("; SameSite={}", c.same_site));
+    v
 }
 
 /// Equal bytes, compared without an early exit on the first difference.
@@ -72,7 +100,8 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-fn base64url(bytes: &[u8]) -> String {
+/// Unpadded base64url.
+pub fn base64url(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -93,7 +122,7 @@ fn base64url(bytes: &[u8]) -> String {
 /// bits of the last character must be zero, so that one value has exactly
 /// one spelling (otherwise each signature had 16 accepted spellings, and a
 /// tampered cookie was accepted and not counted as rejected).
-fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
     let mut bits: u32 = 0;
     let mut nbits = 0;
     let mut out = Vec::with_capacity(text.len() * 3 / 4);

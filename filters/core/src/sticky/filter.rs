@@ -23,13 +23,15 @@
 //!   or a status outside 100-599 ([`crate::upstream`]); a request whose client went away before any
 //!   answer is not recorded.
 
-use super::config::{Fallback, KeySource, StickyConfig};
+use super::config::{Fallback, KeySource, Setup};
+use super::dynamic::{Dynamic, Placement, Recorded};
 use super::{Health, Sticky};
 use crate::hash::mix64;
 use crate::host::{property_text, property_u64, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
 use crate::upstream::Upstream;
 use std::cell::Cell;
+use std::net::SocketAddr;
 
 crate::metrics! {
     /// One backend's counters (`sticky.<backend>.*`).
@@ -41,15 +43,27 @@ crate::metrics! {
     pub struct FilterMetrics { gauges: [], counters: [cookie_rejected, all_down, store_errors] }
 }
 
+crate::metrics! {
+    /// The dynamic mode's counters (`sticky.*`): sessions placed by Envoy's
+    /// hash and pinned, requests sent to their pinned host, sessions moved to
+    /// another host, ejections, hosts not tracked for want of a slot.
+    pub struct DynamicMetrics { gauges: [], counters: [placed, pinned, repinned, ejected, untracked] }
+}
+
 /// The sticky-session filter, one per worker.
 #[derive(Debug)]
 pub struct StickyFilter {
-    sticky: Sticky,
-    per_backend: Vec<BackendMetrics>,
+    mode: Mode,
     metrics: FilterMetrics,
     needs_peer: bool,
     /// Per-worker counter mixed into the `random` fallback's seed.
     random_counter: Cell<u64>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Static { sticky: Sticky, per_backend: Vec<BackendMetrics> },
+    Dynamic { dynamic: Dynamic, metrics: DynamicMetrics },
 }
 
 /// One request's state.
@@ -60,21 +74,33 @@ pub struct SessionStream {
     /// The chosen backend's record showed no failure streak when the
     /// request was placed: a success then has nothing to record.
     clean: bool,
+    /// The dynamic mode's placement, until the response settles it.
+    placement: Option<Placement>,
 }
 
 impl StickyFilter {
-    /// The sticky-session logic.
-    pub fn sticky(&self) -> &Sticky {
-        &self.sticky
+    /// The sticky-session logic of the static mode.
+    pub fn sticky(&self) -> Option<&Sticky> {
+        match &self.mode {
+            Mode::Static { sticky, .. } => Some(sticky),
+            Mode::Dynamic { .. } => None,
+        }
     }
 
-    fn record<H: Host>(&self, host: &H, backend: usize, now: u64, failure: bool) {
-        match self.sticky.record(host, backend, now, failure) {
+    fn record<H: Host>(
+        &self,
+        host: &H,
+        sticky: &Sticky,
+        per_backend: &[BackendMetrics],
+        backend: usize,
+        failure: bool,
+    ) {
+        match sticky.record(host, backend, host.now_nanos(), failure) {
             Ok(true) => {
-                if let Some(m) = self.per_backend.get(backend) {
+                if let Some(m) = per_backend.get(backend) {
                     m.ejected.inc(host);
                 }
-                log::warn!("backend {} ejected after failures in a row", self.sticky.name(backend));
+                log::warn!("backend {} ejected after failures in a row", sticky.name(backend));
             }
             Ok(false) => {}
             Err(_) => self.metrics.store_errors.inc(host),
@@ -98,15 +124,14 @@ impl StickyFilter {
 
     /// Records the answering backend's health, once: at the response
     /// headers, or at completion when none came.
-    fn settle<H: Host>(&self, stream: &mut SessionStream, host: &H) {
+    fn settle<H: Host>(&self, stream: &mut SessionStream, host: &H, sticky: &Sticky, per_backend: &[BackendMetrics]) {
         let Some(chosen) = stream.chosen.take() else { return };
-        let now = host.now_nanos();
         // Which backend answered: the chosen one, unless the proxy retried
         // elsewhere. Envoy reports its attempts; `upstream.address` is read
         // only when there was more than one (or the count is unknown).
         let retried = property_u64(host, &["upstream", "request_attempt_count"]).is_none_or(|a| a > 1);
         let used = if retried {
-            property_text(host, &["upstream", "address"]).and_then(|a| self.sticky.by_address(&a)).unwrap_or(chosen)
+            property_text(host, &["upstream", "address"]).and_then(|a| sticky.by_address(&a)).unwrap_or(chosen)
         } else {
             chosen
         };
@@ -116,34 +141,22 @@ impl StickyFilter {
         }
         let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
         if used != chosen {
-            self.record(host, chosen, now, true);
+            self.record(host, sticky, per_backend, chosen, true);
         } else if !failure && stream.clean {
             // A success on a record with no failure streak changes nothing:
             // not even read.
             return;
         }
-        self.record(host, used, now, failure);
-    }
-}
-
-impl Filter for StickyFilter {
-    type Stream = SessionStream;
-    const METRIC_PREFIX: &'static str = "sticky";
-
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let sticky = Sticky::new(StickyConfig::from_json(config)?);
-        let created = Refused::store("the health records", sticky.initialize(host))?;
-        let cfg = sticky.config();
-        let per_backend =
-            cfg.backends.iter().map(|b| BackendMetrics::define(host, &format!("sticky.{}.", b.name))).collect();
-        let needs_peer = cfg.fallback == Fallback::ClientIp || cfg.session_key.contains(&KeySource::ClientIp);
-        let metrics = FilterMetrics::define(host, "sticky.");
-        log::info!("configured {} backend(s), {created} new health record(s)", cfg.backends.len());
-        Ok(StickyFilter { sticky, per_backend, metrics, needs_peer, random_counter: Cell::new(0) })
+        self.record(host, sticky, per_backend, used, failure);
     }
 
-    fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
-        let sticky = &self.sticky;
+    fn static_request<H: Host>(
+        &self,
+        stream: &mut SessionStream,
+        host: &H,
+        sticky: &Sticky,
+        per_backend: &[BackendMetrics],
+    ) -> Flow {
         let upstream_header = &sticky.config().upstream_header;
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
@@ -169,10 +182,10 @@ impl Filter for StickyFilter {
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);
         }
-        if let Some(m) = self.per_backend.get(choice.backend) {
+        if let Some(m) = per_backend.get(choice.backend) {
             m.assigned.inc(host);
         }
-        if let Some(m) = choice.failed_over_from.and_then(|f| self.per_backend.get(f)) {
+        if let Some(m) = choice.failed_over_from.and_then(|f| per_backend.get(f)) {
             m.failovers.inc(host);
         }
         if let Some(b) = sticky.config().backends.get(choice.backend) {
@@ -184,20 +197,165 @@ impl Filter for StickyFilter {
         Flow::Continue
     }
 
+    fn dynamic_request<H: Host>(&self, stream: &mut SessionStream, host: &H, dynamic: &Dynamic, m: &DynamicMetrics) {
+        let cfg = dynamic.config();
+        let now = host.now_nanos();
+        let req = RequestView::fetch(host, None, self.needs_peer);
+        let mut up = |h| match dynamic.health(host, h) {
+            Ok(health) => health.is_none_or(|health| health.up(now)),
+            Err(_) => {
+                self.metrics.store_errors.inc(host);
+                true
+            }
+        };
+        let choice = dynamic.choose(&req, &mut up, now, self.random_seed(now));
+        if choice.cookie_rejected {
+            self.metrics.cookie_rejected.inc(host);
+        }
+        if matches!(choice.placement, Placement::Pinned(_)) {
+            m.pinned.inc(host);
+        }
+        // A client never chooses the upstream or the hash key itself: both
+        // headers are written, or removed, here.
+        let override_to = choice.override_to.map(|h| h.to_string());
+        host.set_request_header(&cfg.upstream_header, override_to.as_deref());
+        host.set_request_header(&cfg.hash_header, Some(&choice.hash_key));
+        stream.placement = Some(choice.placement);
+    }
+
+    /// The dynamic mode at the response (or completion): the host that
+    /// answered is pinned when the session had no pin, when its pinned host
+    /// was ejected, or when Envoy no longer had it (one attempt, another
+    /// host); its outcome is recorded.
+    fn dynamic_settle<H: Host>(&self, stream: &mut SessionStream, host: &H, dynamic: &Dynamic, m: &DynamicMetrics) {
+        let Some(placement) = stream.placement.take() else { return };
+        let used = property_text(host, &["upstream", "address"]).and_then(|a| a.trim().parse::<SocketAddr>().ok());
+        let upstream = Upstream::read(host);
+        let Some(used) = used else { return };
+        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
+        let attempts = property_u64(host, &["upstream", "request_attempt_count"]).unwrap_or(1);
+        let repin = match placement {
+            Placement::New => {
+                m.placed.inc(host);
+                true
+            }
+            Placement::Failover(_) => used != pinned_host(placement),
+            Placement::Pinned(p) if used != p && attempts > 1 => {
+                // A retry moved this request: the pinned host failed it.
+                self.dynamic_record(host, dynamic, m, p, true);
+                false
+            }
+            Placement::Pinned(p) => used != p,
+        };
+        if !failure {
+            dynamic.note_good(used, host.now_nanos());
+        }
+        if repin && !failure {
+            if placement != Placement::New {
+                m.repinned.inc(host);
+            }
+            stream.set_cookie = Some(dynamic.set_cookie(used));
+        }
+        if !upstream.client_gone() {
+            self.dynamic_record(host, dynamic, m, used, failure);
+        }
+    }
+
+    fn dynamic_record<H: Host>(&self, host: &H, dynamic: &Dynamic, m: &DynamicMetrics, at: SocketAddr, failure: bool) {
+        match dynamic.record(host, at, host.now_nanos(), failure) {
+            Ok(Recorded::Ejected) => {
+                m.ejected.inc(host);
+                log::warn!("host {at} ejected after failures in a row");
+            }
+            Ok(Recorded::Untracked) => m.untracked.inc(host),
+            Ok(Recorded::Nothing) => {}
+            Err(_) => self.metrics.store_errors.inc(host),
+        }
+    }
+}
+
+fn pinned_host(p: Placement) -> SocketAddr {
+    match p {
+        Placement::Pinned(h) | Placement::Failover(h) => h,
+        Placement::New => SocketAddr::from(([0, 0, 0, 0], 0)),
+    }
+}
+
+impl Filter for StickyFilter {
+    type Stream = SessionStream;
+    const METRIC_PREFIX: &'static str = "sticky";
+
+    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+        let metrics = FilterMetrics::define(host, "sticky.");
+        let (mode, sources, fallback) = match Setup::from_json(config)? {
+            Setup::Static(cfg) => {
+                let sticky = Sticky::new(cfg);
+                let created = Refused::store("the health records", sticky.initialize(host))?;
+                let cfg = sticky.config();
+                let per_backend =
+                    cfg.backends.iter().map(|b| BackendMetrics::define(host, &format!("sticky.{}.", b.name))).collect();
+                log::info!("configured {} backend(s), {created} new health record(s)", cfg.backends.len());
+                let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
+                (Mode::Static { sticky, per_backend }, sources, fallback)
+            }
+            Setup::Dynamic(cfg) => {
+                let dynamic = Dynamic::new(cfg);
+                let created = Refused::store("the host health table", dynamic.initialize(host))?;
+                let cfg = dynamic.config();
+                log::info!("configured for dynamic endpoints, {} host slot(s), {created} new", cfg.max_hosts);
+                let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
+                (Mode::Dynamic { dynamic, metrics: DynamicMetrics::define(host, "sticky.") }, sources, fallback)
+            }
+        };
+        let needs_peer = fallback == Fallback::ClientIp || sources.contains(&KeySource::ClientIp);
+        Ok(StickyFilter { mode, metrics, needs_peer, random_counter: Cell::new(0) })
+    }
+
+    fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
+        match &self.mode {
+            Mode::Static { sticky, per_backend } => self.static_request(stream, host, sticky, per_backend),
+            Mode::Dynamic { dynamic, metrics } => {
+                self.dynamic_request(stream, host, dynamic, metrics);
+                Flow::Continue
+            }
+        }
+    }
+
     fn on_response_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) {
-        let Some(chosen) = stream.chosen else { return };
-        if let Some(c) = stream.set_cookie.take() {
-            host.add_response_header("set-cookie", &c);
+        match &self.mode {
+            Mode::Static { sticky, per_backend } => {
+                let Some(chosen) = stream.chosen else { return };
+                if let Some(c) = stream.set_cookie.take() {
+                    host.add_response_header("set-cookie", &c);
+                }
+                if let Some(h) = &sticky.config().backend_header {
+                    host.add_response_header(h, sticky.name(chosen));
+                }
+                // The backend's health is recorded now that its answer is known.
+                self.settle(stream, host, sticky, per_backend);
+            }
+            Mode::Dynamic { dynamic, metrics } => {
+                if stream.placement.is_none() {
+                    return;
+                }
+                self.dynamic_settle(stream, host, dynamic, metrics);
+                if let Some(c) = stream.set_cookie.take() {
+                    host.add_response_header("set-cookie", &c);
+                }
+                if let Some(h) = &dynamic.config().backend_header {
+                    if let Some(used) = property_text(host, &["upstream", "address"]) {
+                        host.add_response_header(h, used.trim());
+                    }
+                }
+            }
         }
-        if let Some(h) = &self.sticky.config().backend_header {
-            host.add_response_header(h, self.sticky.name(chosen));
-        }
-        // The backend's health is recorded now that its answer is known.
-        self.settle(stream, host);
     }
 
     /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
-        self.settle(stream, host);
+        match &self.mode {
+            Mode::Static { sticky, per_backend } => self.settle(stream, host, sticky, per_backend),
+            Mode::Dynamic { dynamic, metrics } => self.dynamic_settle(stream, host, dynamic, metrics),
+        }
     }
 }

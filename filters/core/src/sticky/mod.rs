@@ -36,6 +36,7 @@ pub fn config_schema() -> schemars::Schema {
     schemars::schema_for!(config::RawConfig)
 }
 pub mod cookie;
+pub mod dynamic;
 mod filter;
 pub mod hashing;
 
@@ -173,21 +174,7 @@ impl Sticky {
 
     /// The session key of a request, if any source has one.
     pub fn session_key(&self, req: &RequestView) -> Option<String> {
-        for source in &self.cfg.session_key {
-            let found = match source {
-                KeySource::Cookie(name) => cookie_values(req.header_values("cookie"), name)
-                    .into_iter()
-                    .find(|v| !v.is_empty())
-                    .map(str::to_string),
-                KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(str::to_string),
-                KeySource::Query(name) => query_param(req.header(":path").unwrap_or(""), name),
-                KeySource::ClientIp => client_ip(req, self.cfg.trusted_hops).0.map(|ip| ip.to_string()),
-            };
-            if let Some(k) = found {
-                return Some(format!("{}:{k}", source_tag(source)));
-            }
-        }
-        None
+        session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req)
     }
 
     /// The backend a key hashes to, skipping backends that are down; `None`
@@ -305,18 +292,7 @@ impl Sticky {
 
     fn build_set_cookie(&self, i: usize) -> Option<String> {
         let (pin, c) = (self.pins.get(i)?, self.cfg.cookie.as_ref()?);
-        let mut v = format!("{}={}; Path={}", c.name, pin, c.path);
-        if let Some(age) = c.max_age {
-            v.push_str(&format!("; Max-Age={age}"));
-        }
-        if c.http_only {
-            v.push_str("; HttpOnly");
-        }
-        if c.secure {
-            v.push_str("; Secure");
-        }
-        v.push_str(&format!("; SameSite={}", c.same_site));
-        Some(v)
+        Some(format!("{}={}{}", c.name, pin, cookie::attributes(c)))
     }
 
     /// The backend a pinning-cookie value names, if it is exactly the value
@@ -395,6 +371,24 @@ impl Sticky {
             (Some(h.encode()), ejected)
         })
     }
+}
+
+/// The first session key `sources` find in a request, tagged with its kind.
+pub(crate) fn session_key_of(sources: &[KeySource], trusted_hops: u32, req: &RequestView) -> Option<String> {
+    for source in sources {
+        let found = match source {
+            KeySource::Cookie(name) => {
+                cookie_values(req.header_values("cookie"), name).into_iter().find(|v| !v.is_empty()).map(str::to_string)
+            }
+            KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(str::to_string),
+            KeySource::Query(name) => query_param(req.header(":path").unwrap_or(""), name),
+            KeySource::ClientIp => client_ip(req, trusted_hops).0.map(|ip| ip.to_string()),
+        };
+        if let Some(k) = found {
+            return Some(format!("{}:{k}", source_tag(source)));
+        }
+    }
+    None
 }
 
 fn source_tag(s: &KeySource) -> &'static str {

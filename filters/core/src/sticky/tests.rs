@@ -221,7 +221,8 @@ fn readme_json_example_parses() {
     let blocks = crate::config::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
-        StickyConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
+        crate::sticky::config::Setup::from_json(json.as_bytes())
+            .unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
     }
 }
 
