@@ -45,6 +45,7 @@ validate-configs: build
 integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
 	$(CARGO) test -p integration-tests --test global_rate_limit -- --nocapture
+	$(CARGO) test -p integration-tests --test engine_compat
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry
 	$(CARGO) test -p integration-tests --test sticky_session

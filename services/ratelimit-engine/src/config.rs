@@ -42,6 +42,21 @@ struct RawNode {
     descriptors: Vec<RawNode>,
     #[serde(default)]
     shadow_mode: bool,
+    #[serde(default)]
+    quota_mode: bool,
+    /// Metrics per descriptor value upstream; accepted, metrics stay per
+    /// configured limit here (README: compatibility).
+    #[serde(default)]
+    detailed_metric: bool,
+    #[serde(default)]
+    value_to_metric: bool,
+    #[serde(default)]
+    share_threshold: bool,
+    /// Sent only in upstream's response dynamic metadata (off by default
+    /// there); accepted, not sent here.
+    #[serde(default)]
+    #[allow(dead_code)]
+    metadata: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -49,12 +64,22 @@ struct RawNode {
 struct RawLimit {
     #[serde(default)]
     unit: Option<String>,
+    /// Missing is 0, as upstream reads it: every request is over the limit.
     #[serde(default)]
-    requests_per_unit: Option<u32>,
+    requests_per_unit: u32,
     #[serde(default)]
     unlimited: bool,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    replaces: Vec<RawReplaces>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplaces {
+    #[serde(default)]
+    name: String,
 }
 
 /// One configured limit.
@@ -68,8 +93,13 @@ pub struct Limit {
     pub unit_secs: u64,
     /// Optional name, echoed in answers.
     pub name: String,
-    /// Count, but never refuse.
+    /// Count, but never refuse (each descriptor's status is OK too).
     pub shadow: bool,
+    /// Over the limit fails the request only when every quota descriptor
+    /// of the request is over.
+    pub quota: bool,
+    /// Names of the limits this one replaces in the same request.
+    pub replaces: Vec<String>,
     /// Index into [`Config::limit_names`] (for metrics).
     pub id: usize,
 }
@@ -90,11 +120,53 @@ struct Node {
     rule: Option<Rule>,
 }
 
-/// The children of one key: per value, and the one without a value.
+/// The children of one key: per value, values with `*` (in declaration
+/// order), and the one without a value.
 #[derive(Debug, Default)]
 struct Branch {
     by_value: HashMap<String, Node>,
+    wildcards: Vec<Wildcard>,
     any_value: Option<Box<Node>>,
+}
+
+/// A value with `*`s: each matches any run of characters (zero or more).
+#[derive(Debug)]
+struct Wildcard {
+    pattern: String,
+    parts: Vec<String>,
+    /// `share_threshold`: every matching value counts in one counter.
+    share: bool,
+    node: Node,
+}
+
+/// Does `value` match the pattern split on `*` into `parts`?
+pub fn wildcard_match(parts: &[String], value: &str) -> bool {
+    let (Some(first), Some(last)) = (parts.first(), parts.last()) else { return false };
+    if parts.len() == 1 {
+        return first == value;
+    }
+    if value.len() < parts.iter().map(String::len).sum::<usize>() {
+        return false;
+    }
+    let Some(rest) = value.strip_prefix(first.as_str()) else { return false };
+    let Some(mut middle) = rest.strip_suffix(last.as_str()) else { return false };
+    for part in parts.iter().skip(1).take(parts.len().saturating_sub(2)) {
+        match middle.find(part.as_str()) {
+            Some(i) => middle = middle.get(i + part.len()..).unwrap_or(""),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// What a descriptor found: the rule, and the values its counter is kept
+/// under (a `share_threshold` wildcard's entries share the pattern).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    /// The rule (owned when the request brought it: a `limit` override).
+    pub rule: std::borrow::Cow<'a, Rule>,
+    /// Per entry, the pattern its value is counted under (`None`: its own value).
+    pub shared: Vec<Option<&'a str>>,
 }
 
 /// Every domain's tree.
@@ -129,16 +201,36 @@ impl Config {
 
     /// The rule for a descriptor, `None` when it is not limited.
     pub fn rule(&self, domain: &str, entries: &[(String, String)]) -> Option<&Rule> {
+        match self.find(domain, entries)?.rule {
+            std::borrow::Cow::Borrowed(r) => Some(r),
+            std::borrow::Cow::Owned(_) => None,
+        }
+    }
+
+    /// The rule for a descriptor and the values its counter is kept under.
+    /// At each level: the exact value, else the first wildcard value that
+    /// matches (in the file's order), else the key without a value.
+    pub fn find(&self, domain: &str, entries: &[(String, String)]) -> Option<Found<'_>> {
         let mut node = self.domains.get(domain)?;
         if entries.is_empty() {
             return None;
         }
+        let mut shared = Vec::with_capacity(entries.len());
         for (key, value) in entries {
             // Looked up by &str: no allocation per request.
             let branch = node.children.get(key.as_str())?;
-            node = branch.by_value.get(value.as_str()).or(branch.any_value.as_deref())?;
+            if let Some(n) = branch.by_value.get(value.as_str()) {
+                node = n;
+                shared.push(None);
+            } else if let Some(w) = branch.wildcards.iter().find(|w| wildcard_match(&w.parts, value)) {
+                node = &w.node;
+                shared.push(w.share.then_some(w.pattern.as_str()));
+            } else {
+                node = branch.any_value.as_deref()?;
+                shared.push(None);
+            }
         }
-        node.rule.as_ref()
+        node.rule.as_ref().map(|rule| Found { rule: std::borrow::Cow::Borrowed(rule), shared })
     }
 
     /// Number of domains.
@@ -163,11 +255,17 @@ fn add(
         Some(v) => format!("{prefix}.{}_{v}", raw.key),
         None => format!("{prefix}.{}", raw.key),
     };
+    let wildcard = raw.value.as_deref().is_some_and(|v| v.contains('*'));
+    if raw.share_threshold && !wildcard {
+        return Err(format!("{path}: {field}.share_threshold: applies only to a value with '*'"));
+    }
+    let _ = (raw.detailed_metric, raw.value_to_metric);
     let rule = match raw.rate_limit {
         None => None,
         Some(l) if l.unlimited => {
-            if l.requests_per_unit.is_some() || l.unit.is_some() {
-                return Err(format!("{path}: {field}.rate_limit: unlimited takes neither unit nor requests_per_unit"));
+            // As upstream: a unit next to unlimited is an error, a count is ignored.
+            if l.unit.as_deref().and_then(unit_number).is_some() {
+                return Err(format!("{path}: {field}.rate_limit: unlimited takes no unit"));
             }
             Some(Rule::Unlimited)
         }
@@ -176,27 +274,36 @@ fn add(
             let unit = unit_number(&unit_text).ok_or_else(|| {
                 format!("{path}: {field}.rate_limit.unit: \"{unit_text}\" is not one of second, minute, hour, day, week, month, year")
             })?;
-            let rpu = l
-                .requests_per_unit
-                .ok_or_else(|| format!("{path}: {field}.rate_limit.requests_per_unit: is required"))?;
-            if rpu == 0 {
-                return Err(format!("{path}: {field}.rate_limit.requests_per_unit: must be at least 1"));
+            let name = l.name.unwrap_or_default();
+            let mut replaces = Vec::with_capacity(l.replaces.len());
+            for (j, r) in l.replaces.into_iter().enumerate() {
+                let at = format!("{path}: {field}.rate_limit.replaces[{j}].name");
+                if r.name.is_empty() {
+                    return Err(format!("{at}: must not be empty"));
+                }
+                if r.name == name {
+                    return Err(format!("{at}: must not name this limit itself"));
+                }
+                replaces.push(r.name);
             }
             let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit).unwrap_or(1);
             let id = names.len();
             names.push((domain.to_string(), label.clone()));
             Some(Rule::Limited(Limit {
-                requests_per_unit: rpu,
+                requests_per_unit: l.requests_per_unit,
                 unit,
                 unit_secs,
-                name: l.name.unwrap_or_default(),
+                name,
                 shadow: raw.shadow_mode,
+                quota: raw.quota_mode,
+                replaces,
                 id,
             }))
         }
     };
     let branch = parent.children.entry(raw.key.clone()).or_default();
     let taken = match &raw.value {
+        Some(v) if wildcard => branch.wildcards.iter().any(|w| w.pattern == *v),
         Some(v) => branch.by_value.contains_key(v),
         None => branch.any_value.is_some(),
     };
@@ -208,6 +315,10 @@ fn add(
         add(&mut node, child, domain, &label, &format!("{field}.descriptors[{i}]"), path, names)?;
     }
     match raw.value {
+        Some(v) if wildcard => {
+            let parts = v.split('*').map(str::to_string).collect();
+            branch.wildcards.push(Wildcard { pattern: v, parts, share: raw.share_threshold, node });
+        }
         Some(v) => {
             branch.by_value.insert(v, node);
         }
@@ -278,6 +389,65 @@ descriptors:
     }
 
     #[test]
+    fn wildcard_values_match_after_exact_values_in_file_order() {
+        let yaml = r#"
+domain: w
+descriptors:
+  - key: path
+    value: /api/v1/exact
+    rate_limit: { unit: second, requests_per_unit: 1, name: exact }
+  - key: path
+    value: /api/*
+    rate_limit: { unit: second, requests_per_unit: 2, name: api }
+  - key: path
+    value: /files/*/thumb*
+    share_threshold: true
+    rate_limit: { unit: minute, requests_per_unit: 3, name: thumbs }
+  - key: path
+    rate_limit: { unit: hour, requests_per_unit: 4, name: other }
+  - key: banned
+    rate_limit: { unit: second }
+"#;
+        let c = Config::load(&[("w.yaml".into(), yaml.into())]).unwrap();
+        let name = |v: &str| match c.rule("w", &e(&[("path", v)])) {
+            Some(Rule::Limited(l)) => l.name.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(name("/api/v1/exact"), "exact");
+        assert_eq!(name("/api/v1/other"), "api");
+        assert_eq!(name("/api/"), "api", "a * matches nothing too");
+        assert_eq!(name("/files/a/thumb.png"), "thumbs");
+        assert_eq!(name("/files/thumb"), "other", "both literal parts must be there");
+        assert_eq!(name("/ap"), "other");
+        // share_threshold: the counter is kept under the pattern.
+        let f = c.find("w", &e(&[("path", "/files/x/thumb1")])).unwrap();
+        assert_eq!(f.shared, vec![Some("/files/*/thumb*")]);
+        assert_eq!(c.find("w", &e(&[("path", "/api/x")])).unwrap().shared, vec![None]);
+        // requests_per_unit left out is 0, as upstream reads it.
+        let Some(Rule::Limited(b)) = c.rule("w", &e(&[("banned", "x")])) else { panic!("banned") };
+        assert_eq!(b.requests_per_unit, 0);
+    }
+
+    #[test]
+    fn wildcard_matching_cases() {
+        let p = |pat: &str| pat.split('*').map(str::to_string).collect::<Vec<_>>();
+        for (pat, value, want) in [
+            ("foo*", "foo", true),
+            ("foo*", "foobar", true),
+            ("foo*", "fo", false),
+            ("*bar", "foobar", true),
+            ("a*b*c", "abc", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("a*bc*c", "abc", false),
+            ("*", "", true),
+            ("a**b", "ab", true),
+        ] {
+            assert_eq!(wildcard_match(&p(pat), value), want, "{pat} vs {value}");
+        }
+    }
+
+    #[test]
     fn bad_configs_name_file_and_field() {
         let cases = [
             (
@@ -285,12 +455,24 @@ descriptors:
                 "d.yaml: descriptors[0].rate_limit.unit: \"fortnight\" is not one of",
             ),
             (
-                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, requests_per_unit: 0 }\n",
-                "descriptors[0].rate_limit.requests_per_unit: must be at least 1",
+                "domain: d\ndescriptors:\n  - key: k\n    value: v\n    share_threshold: true\n",
+                "descriptors[0].share_threshold: applies only to a value with '*'",
             ),
             (
-                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second }\n",
-                "descriptors[0].rate_limit.requests_per_unit: is required",
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, replaces: [{name: ''}] }\n",
+                "descriptors[0].rate_limit.replaces[0].name: must not be empty",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: second, name: a, replaces: [{name: a}] }\n",
+                "descriptors[0].rate_limit.replaces[0].name: must not name this limit itself",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unlimited: true, unit: second }\n",
+                "descriptors[0].rate_limit: unlimited takes no unit",
+            ),
+            (
+                "domain: d\ndescriptors:\n  - key: k\n    value: a*\n  - key: k\n    value: a*\n",
+                "descriptors[1]: key \"k\" with this value is declared twice",
             ),
             (
                 "domain: d\ndescriptors:\n  - key: k\n    descriptors:\n      - key: ''\n",

@@ -25,11 +25,12 @@
 //!   unit-aligned window (the engine's clock), refused requests counted too.
 //!   `duration_until_reset` is the time to the window's end.
 
-use crate::config::{Config, Limit, Rule};
+use crate::config::{Config, Found, Limit, Rule};
 use crate::metrics::Metrics;
 use filters_core::hash::StableHasher;
 use redis::aio::ConnectionManager;
 use redis::Script;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -92,10 +93,20 @@ pub struct Limiter {
     fixed: Script,
 }
 
-/// A request: domain, descriptors (entries, hits each).
+/// A request: domain, descriptors.
 pub struct Request {
     pub domain: String,
-    pub descriptors: Vec<(Vec<(String, String)>, u64)>,
+    pub descriptors: Vec<Descriptor>,
+}
+
+/// One descriptor of a request.
+pub struct Descriptor {
+    /// Its entries, in order.
+    pub entries: Vec<(String, String)>,
+    /// Hits to charge (0: check without counting).
+    pub hits: u64,
+    /// The `limit` override the request carries: requests per unit and unit.
+    pub limit: Option<(u32, i32)>,
 }
 
 impl Limiter {
@@ -119,11 +130,52 @@ impl Limiter {
 
     /// Decides a request: overall code and one verdict per descriptor.
     /// `Err` when Redis failed (the caller answers UNAVAILABLE).
+    ///
+    /// As `envoyproxy/ratelimit`: a limit named in another matched limit's
+    /// `replaces` is not applied; a shadow descriptor over its limit is
+    /// answered OK; the request is over the limit when a descriptor that is
+    /// not in quota mode is, or when every quota-mode descriptor is.
     pub async fn should_rate_limit(&self, req: &Request) -> Result<(i32, Vec<Verdict>), redis::RedisError> {
-        let checks = req.descriptors.iter().map(|(entries, hits)| self.check_one(&req.domain, entries, *hits));
+        let found: Vec<Option<Found<'_>>> = req.descriptors.iter().map(|d| self.find(&req.domain, d)).collect();
+        let replaced: HashSet<&str> = found
+            .iter()
+            .flatten()
+            .filter_map(|f| match &*f.rule {
+                Rule::Limited(l) => Some(l.replaces.iter().map(String::as_str)),
+                Rule::Unlimited => None,
+            })
+            .flatten()
+            .collect();
+        let checks = req
+            .descriptors
+            .iter()
+            .zip(&found)
+            .map(|(d, f)| self.check_one(&req.domain, &d.entries, d.hits, f.as_ref(), &replaced));
         let verdicts: Vec<Verdict> = futures_util::future::try_join_all(checks).await?;
-        let over = verdicts.iter().any(|v| v.code == 2 && v.limit.as_ref().is_some_and(|l| !l.shadow));
-        Ok((if over { 2 } else { 1 }, verdicts))
+        let quota = |v: &Verdict| v.limit.as_ref().is_some_and(|l| l.quota);
+        let over_rate = verdicts.iter().any(|v| v.code == 2 && !quota(v));
+        let quotas: Vec<&Verdict> = verdicts.iter().filter(|v| quota(v)).collect();
+        let over_quota = !quotas.is_empty() && quotas.iter().all(|v| v.code == 2);
+        Ok((if over_rate || over_quota { 2 } else { 1 }, verdicts))
+    }
+
+    /// The configured rule, or the request's `limit` override (which, as
+    /// upstream, replaces the configured limit, is never in shadow mode, and
+    /// counts under the same key).
+    fn find<'a>(&'a self, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
+        let Some((rpu, unit)) = d.limit else { return self.config.find(domain, &d.entries) };
+        let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
+        let rule = std::borrow::Cow::Owned(Rule::Limited(Limit {
+            requests_per_unit: rpu,
+            unit,
+            unit_secs,
+            name: String::new(),
+            shadow: false,
+            quota: false,
+            replaces: Vec::new(),
+            id: usize::MAX,
+        }));
+        Some(Found { rule, shared: Vec::new() })
     }
 
     async fn check_one(
@@ -131,20 +183,31 @@ impl Limiter {
         domain: &str,
         entries: &[(String, String)],
         hits: u64,
+        found: Option<&Found<'_>>,
+        replaced: &HashSet<&str>,
     ) -> Result<Verdict, redis::RedisError> {
-        let ok = |limit: Option<Limit>| Verdict { code: 1, limit, remaining: 0, reset: Duration::ZERO };
-        let limit = match self.config.rule(domain, entries) {
-            None => {
-                self.metrics.no_limit();
-                return Ok(ok(None));
-            }
-            Some(Rule::Unlimited) => return Ok(ok(None)),
-            Some(Rule::Limited(l)) => l.clone(),
+        let ok = |limit: Option<Limit>, remaining| Verdict { code: 1, limit, remaining, reset: Duration::ZERO };
+        let Some(found) = found else {
+            self.metrics.no_limit();
+            return Ok(ok(None, 0));
         };
-        let key = redis_key(domain, entries);
+        let limit = match &*found.rule {
+            // Upstream answers an unlimited descriptor with the most a u32 holds.
+            Rule::Unlimited => return Ok(ok(None, u32::MAX)),
+            Rule::Limited(l) if !l.name.is_empty() && replaced.contains(l.name.as_str()) => return Ok(ok(None, 0)),
+            Rule::Limited(l) => l.clone(),
+        };
+        let key = redis_key(domain, &counted_entries(entries, &found.shared));
         let mut conn = self.redis.clone();
         let rpu = u64::from(limit.requests_per_unit);
         let (allowed, remaining, reset) = match self.algorithm {
+            // `requests_per_unit: 0`: every request is over (upstream bans
+            // with it); nothing to count.
+            _ if rpu == 0 => {
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+                let end = Duration::from_secs((now.as_secs() / limit.unit_secs + 1) * limit.unit_secs);
+                (false, 0, end.saturating_sub(now))
+            }
             Algorithm::Gcra => {
                 let interval_us = (limit.unit_secs * 1_000_000 / rpu).max(1);
                 let (allowed, remaining, micros): (i64, i64, i64) =
@@ -170,12 +233,22 @@ impl Limiter {
         let near = allowed && (used as f64) > self.near_limit_ratio * rpu as f64;
         self.metrics.descriptor(limit.id, hits, allowed, near, limit.shadow);
         Ok(Verdict {
-            code: if allowed { 1 } else { 2 },
+            code: if allowed || limit.shadow { 1 } else { 2 },
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset,
             limit: Some(limit),
         })
     }
+}
+
+/// The entries a descriptor is counted under: its own, except that a
+/// `share_threshold` wildcard's entries count under the pattern.
+fn counted_entries(entries: &[(String, String)], shared: &[Option<&str>]) -> Vec<(String, String)> {
+    entries
+        .iter()
+        .zip(shared.iter().chain(std::iter::repeat(&None)))
+        .map(|((k, v), s)| (k.clone(), s.map_or_else(|| v.clone(), str::to_string)))
+        .collect()
 }
 
 /// The Redis key of a descriptor.

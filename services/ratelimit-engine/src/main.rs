@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use envoy_types::pb::envoy::service::ratelimit::v3 as pb;
 use filters_core::ratelimit::protocol as wire;
-use limiter::{Algorithm, Limiter, Request, Verdict};
+use limiter::{Algorithm, Descriptor, Limiter, Request, Verdict};
 use pb::rate_limit_service_server::{RateLimitService, RateLimitServiceServer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,7 +178,8 @@ fn transcode<A: prost::Message, B: prost::Message + Default>(a: &A) -> Result<B,
 }
 
 /// The limiter's request for a message: each descriptor charges its own
-/// `hits_addend` when above 0, else the request's (at least 1).
+/// `hits_addend` when it has one (0 checks without counting, as upstream),
+/// else the request's (at least 1).
 fn request_of(r: wire::RateLimitRequest) -> Request {
     let hits = u64::from(r.hits_addend.max(1));
     Request {
@@ -186,9 +187,10 @@ fn request_of(r: wire::RateLimitRequest) -> Request {
         descriptors: r
             .descriptors
             .into_iter()
-            .map(|d| {
-                let h = d.hits_addend.map(|v| v.value).filter(|v| *v > 0).unwrap_or(hits);
-                (d.entries.into_iter().map(|e| (e.key, e.value)).collect(), h)
+            .map(|d| Descriptor {
+                hits: d.hits_addend.map_or(hits, |v| v.value),
+                limit: d.limit.map(|l| (l.requests_per_unit, l.unit)),
+                entries: d.entries.into_iter().map(|e| (e.key, e.value)).collect(),
             })
             .collect(),
     }
@@ -208,6 +210,15 @@ fn status_of(v: &Verdict) -> wire::DescriptorStatus {
             nanos: i32::try_from(v.reset.subsec_nanos()).unwrap_or(0),
         }),
     }
+}
+
+/// Refuses what upstream refuses before deciding (gRPC INVALID_ARGUMENT,
+/// HTTP 400).
+fn invalid(r: &wire::RateLimitRequest) -> Option<&'static str> {
+    if r.domain.is_empty() {
+        return Some("rate limit domain must not be empty");
+    }
+    r.descriptors.is_empty().then_some("rate limit descriptor list must not be empty")
 }
 
 /// Decides a request for either transport; `Err` when Redis failed (counted).
@@ -233,7 +244,12 @@ impl RateLimitService for Grpc {
         request: tonic::Request<pb::RateLimitRequest>,
     ) -> Result<tonic::Response<pb::RateLimitResponse>, tonic::Status> {
         self.0.metrics.call(true);
-        let r = transcode(&request.into_inner()).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let r: wire::RateLimitRequest =
+            transcode(&request.into_inner()).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        if let Some(why) = invalid(&r) {
+            self.0.metrics.bad_request();
+            return Err(tonic::Status::invalid_argument(why));
+        }
         let answer = decide(&self.0, r).await.map_err(tonic::Status::unavailable)?;
         transcode(&answer).map(tonic::Response::new).map_err(|e| tonic::Status::internal(e.to_string()))
     }
@@ -248,6 +264,10 @@ async fn json(State(limiter): State<Arc<Limiter>>, body: Bytes) -> Response {
             return (StatusCode::BAD_REQUEST, format!("bad request: {e}\n")).into_response();
         }
     };
+    if let Some(why) = invalid(&r) {
+        limiter.metrics.bad_request();
+        return (StatusCode::BAD_REQUEST, format!("bad request: {why}\n")).into_response();
+    }
     match decide(&limiter, r).await {
         Ok(answer) => {
             let over = answer.overall_code == wire::code::OVER_LIMIT;
@@ -304,6 +324,8 @@ mod tests {
                 unit_secs: 60,
                 name: "n".into(),
                 shadow: false,
+                quota: false,
+                replaces: Vec::new(),
                 id: 0,
             }),
             remaining: 0,
@@ -337,6 +359,6 @@ mod tests {
         };
         let ours: wire::RateLimitRequest = transcode(&envoy).unwrap();
         let req = request_of(ours);
-        assert_eq!((req.domain.as_str(), req.descriptors[0].1), ("edge", 4));
+        assert_eq!((req.domain.as_str(), req.descriptors[0].hits), ("edge", 4));
     }
 }

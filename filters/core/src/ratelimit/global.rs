@@ -231,6 +231,7 @@ pub fn request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
             .iter()
             .map(|d| RateLimitDescriptor {
                 entries: d.iter().map(|(k, v)| DescriptorEntry { key: k.clone(), value: v.clone() }).collect(),
+                limit: None,
                 hits_addend: None,
             })
             .collect(),

@@ -36,16 +36,31 @@ pub struct RateLimitRequest {
     pub hits_addend: u32,
 }
 
-/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor` (entries and
-/// hits_addend; the `limit` override is not read).
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor`: entries, the
+/// `limit` override (Envoy's rate-limit actions can send one from dynamic
+/// metadata) and hits_addend.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RateLimitDescriptor {
     /// The entries.
     #[prost(message, repeated, tag = "1")]
     pub entries: Vec<DescriptorEntry>,
+    /// A limit that replaces the configured one for this descriptor.
+    #[prost(message, optional, tag = "2")]
+    pub limit: Option<RateLimitOverride>,
     /// Hits to charge this descriptor (overrides the request's).
     #[prost(message, optional, tag = "3")]
     pub hits_addend: Option<UInt64Value>,
+}
+
+/// `RateLimitDescriptor.RateLimitOverride`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RateLimitOverride {
+    /// Requests per unit.
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    /// The unit (`RateLimitResponse.RateLimit.Unit`: 1 second ... 7 week).
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
 }
 
 /// `google.protobuf.UInt64Value`.
@@ -239,7 +254,7 @@ pub fn grpc_target(cluster: &str, authority: &str) -> Vec<u8> {
 // --- JSON (protobuf's canonical mapping, as envoyproxy/ratelimit's /json speaks it). ---
 
 #[derive(Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct JsonRequest {
     domain: String,
     #[serde(default)]
@@ -249,20 +264,54 @@ struct JsonRequest {
 }
 
 #[derive(Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct JsonDescriptor {
     #[serde(default)]
     entries: Vec<JsonEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limit: Option<JsonOverride>,
     #[serde(default, alias = "hits_addend", skip_serializing_if = "Option::is_none")]
     hits_addend: Option<JsonU64>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct JsonEntry {
     #[serde(default)]
     key: String,
     #[serde(default)]
     value: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JsonOverride {
+    #[serde(default, alias = "requests_per_unit")]
+    requests_per_unit: u32,
+    /// The unit's name (`"MINUTE"`) or number, as protobuf's JSON mapping allows.
+    #[serde(default)]
+    unit: Option<serde_json::Value>,
+}
+
+fn json_unit(v: Option<&serde_json::Value>) -> Result<i32, String> {
+    match v {
+        None => Ok(0),
+        Some(serde_json::Value::Number(n)) => {
+            n.as_i64().and_then(|n| i32::try_from(n).ok()).ok_or("unit is out of range".into())
+        }
+        Some(serde_json::Value::String(s)) => match s.as_str() {
+            "UNKNOWN" => Ok(0),
+            "SECOND" => Ok(1),
+            "MINUTE" => Ok(2),
+            "HOUR" => Ok(3),
+            "DAY" => Ok(4),
+            "MONTH" => Ok(5),
+            "YEAR" => Ok(6),
+            "WEEK" => Ok(7),
+            other => Err(format!("unit \"{other}\" is not a RateLimitResponse.RateLimit.Unit")),
+        },
+        Some(_) => Err("unit must be a name or a number".into()),
+    }
 }
 
 /// A request as `/json` takes it (client side).
@@ -274,6 +323,10 @@ pub fn encode_json_request(r: &RateLimitRequest) -> Vec<u8> {
             .iter()
             .map(|d| JsonDescriptor {
                 entries: d.entries.iter().map(|e| JsonEntry { key: e.key.clone(), value: e.value.clone() }).collect(),
+                limit: d.limit.as_ref().map(|l| JsonOverride {
+                    requests_per_unit: l.requests_per_unit,
+                    unit: Some(serde_json::Value::from(l.unit)),
+                }),
                 hits_addend: d.hits_addend.as_ref().map(|h| JsonU64::Number(h.value)),
             })
             .collect(),
@@ -291,8 +344,15 @@ pub fn decode_json_request(body: &[u8]) -> Result<RateLimitRequest, String> {
     let mut descriptors = Vec::with_capacity(r.descriptors.len());
     for d in r.descriptors {
         let hits = d.hits_addend.map(|h| h.value()).transpose()?;
+        let limit = match d.limit {
+            Some(l) => {
+                Some(RateLimitOverride { requests_per_unit: l.requests_per_unit, unit: json_unit(l.unit.as_ref())? })
+            }
+            None => None,
+        };
         descriptors.push(RateLimitDescriptor {
             entries: d.entries.into_iter().map(|e| DescriptorEntry { key: e.key, value: e.value }).collect(),
+            limit,
             hits_addend: hits.map(|value| UInt64Value { value }),
         });
     }
