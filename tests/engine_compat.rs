@@ -290,3 +290,66 @@ fn envoy_ratelimit_filter_gets_wildcard_override_and_shadow_answers() {
     assert_eq!(envoy.stat("cluster.backend.ratelimit.over_limit"), Some(2), "{}", envoy.log());
     assert_eq!(envoy.stat("cluster.backend.ratelimit.ok"), Some(7));
 }
+
+/// Writes `text` as `dir/name` the way config tools do: a new file renamed
+/// over the old one.
+fn replace_file(dir: &std::path::Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename");
+}
+
+fn limit_of(engine: &Engine, key: &str) -> Option<u64> {
+    one_in(engine, "live", &[(key, "v")])["statuses"][0]["currentLimit"]["requestsPerUnit"].as_u64()
+}
+
+fn one_in(engine: &Engine, domain: &str, entries: &[(&str, &str)]) -> Value {
+    ask(engine, json!({ "domain": domain, "descriptors": descriptors(&[entries]) })).1
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn config_files_reload_on_change_and_a_bad_change_keeps_the_last_good_config() {
+    let redis = Redis::start();
+    let dir = scratch_dir("engine-watch");
+    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n");
+    let d = dir.display().to_string();
+    let engine = Engine::start("domain: unused\n", &redis, &["--config", &d, "--watch", "100ms"]);
+    assert_eq!(limit_of(&engine, "k"), Some(5));
+    // A changed limit is in place within a few periods, without a restart.
+    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 7 }\n");
+    wait_for("the reload", || limit_of(&engine, "k") == Some(7));
+    // A broken change: refused, the last good config keeps answering.
+    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: fortnight }\n");
+    let metrics = || http_get(engine.http, "/metrics", &[]).expect("metrics").text();
+    wait_for("the refusal", || metrics().contains("ratelimit_engine_config_reload_errors_total 1"));
+    assert_eq!(limit_of(&engine, "k"), Some(7));
+    assert!(metrics().contains("ratelimit_engine_config_reloads_total 1"));
+    // Fixed again: applied.
+    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 9 }\n");
+    wait_for("the second reload", || limit_of(&engine, "k") == Some(9));
+}
+
+#[test]
+fn files_of_one_domain_merge_with_merge_domains_and_are_refused_without() {
+    let redis = Redis::start();
+    let dir = scratch_dir("engine-merge");
+    replace_file(&dir, "a.yaml", "domain: live\ndescriptors:\n  - key: a\n    rate_limit: { unit: hour, requests_per_unit: 1 }\n");
+    replace_file(&dir, "b.yaml", "domain: live\ndescriptors:\n  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 2 }\n");
+    let d = dir.display().to_string();
+    let engine = Engine::start("domain: unused\n", &redis, &["--config", &d, "--merge-domains"]);
+    assert_eq!((limit_of(&engine, "a"), limit_of(&engine, "b")), (Some(1), Some(2)));
+    let out = std::process::Command::new(integration_tests::fleet::engine_bin())
+        .args(["--config", &d, "--redis", &redis.url(), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .output()
+        .expect("run engine");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("b.yaml: domain: \"live\" is declared twice"), "{err}");
+}

@@ -180,16 +180,26 @@ pub struct Config {
 impl Config {
     /// Parses the files (one domain each). Errors name the file and field.
     pub fn load(files: &[(String, String)]) -> Result<Config, String> {
+        Config::load_with(files, false)
+    }
+
+    /// [`Config::load`]; with `merge`, files declaring the same domain add
+    /// their descriptors to it (`MERGE_DOMAIN_CONFIG` upstream), a
+    /// descriptor declared in two of them refused.
+    pub fn load_with(files: &[(String, String)], merge: bool) -> Result<Config, String> {
         let mut config = Config::default();
         for (path, text) in files {
             let raw: RawDomain = serde_yaml::from_str(text).map_err(|e| format!("{path}: {e}"))?;
             if raw.domain.is_empty() {
                 return Err(format!("{path}: domain: must not be empty"));
             }
-            if config.domains.contains_key(&raw.domain) {
-                return Err(format!("{path}: domain: \"{}\" is declared twice", raw.domain));
+            if config.domains.contains_key(&raw.domain) && !merge {
+                return Err(format!(
+                    "{path}: domain: \"{}\" is declared twice (--merge-domains merges the files)",
+                    raw.domain
+                ));
             }
-            let mut root = Node::default();
+            let mut root = config.domains.remove(&raw.domain).unwrap_or_default();
             for (i, n) in raw.descriptors.into_iter().enumerate() {
                 let field = format!("descriptors[{i}]");
                 add(&mut root, n, &raw.domain, &raw.domain, &field, path, &mut config.limit_names)?;
@@ -197,6 +207,30 @@ impl Config {
             config.domains.insert(raw.domain, root);
         }
         Ok(config)
+    }
+
+    /// The config files `paths` name: files, and the `*.yaml`/`*.yml` files
+    /// of directories (sorted), each with its text.
+    pub fn read_files(paths: &[String]) -> Result<Vec<(String, String)>, String> {
+        let mut files = Vec::new();
+        for path in paths {
+            let p = std::path::Path::new(path);
+            let mut names: Vec<std::path::PathBuf> = if p.is_dir() {
+                let entries = std::fs::read_dir(p).map_err(|e| format!("{path}: {e}"))?;
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                    .collect()
+            } else {
+                vec![p.to_path_buf()]
+            };
+            names.sort();
+            for f in names {
+                let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                files.push((f.display().to_string(), text));
+            }
+        }
+        Ok(files)
     }
 
     /// The rule for a descriptor, `None` when it is not limited.
@@ -491,5 +525,18 @@ descriptors:
         }
         let twice = Config::load(&[("a.yaml".into(), "domain: d\n".into()), ("b.yaml".into(), "domain: d\n".into())]);
         assert!(twice.unwrap_err().contains("b.yaml: domain: \"d\" is declared twice"));
+        // Merged, as MERGE_DOMAIN_CONFIG does; a descriptor in both files is refused.
+        let a = (
+            "a.yaml".to_string(),
+            "domain: d\ndescriptors:\n  - key: x\n    rate_limit: { unit: second, requests_per_unit: 1 }\n".to_string(),
+        );
+        let b = (
+            "b.yaml".to_string(),
+            "domain: d\ndescriptors:\n  - key: y\n    rate_limit: { unit: second, requests_per_unit: 2 }\n".to_string(),
+        );
+        let merged = Config::load_with(&[a.clone(), b], true).unwrap();
+        assert!(merged.rule("d", &e(&[("x", "1")])).is_some() && merged.rule("d", &e(&[("y", "1")])).is_some());
+        let dup = Config::load_with(&[a.clone(), ("c.yaml".into(), a.1.clone())], true).unwrap_err();
+        assert!(dup.contains("c.yaml: descriptors[0]: key \"x\" with this value is declared twice"), "{dup}");
     }
 }

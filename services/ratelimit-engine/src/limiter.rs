@@ -31,7 +31,7 @@ use filters_core::hash::StableHasher;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Longest descriptor kept readable in a Redis key.
@@ -82,9 +82,15 @@ pub struct Verdict {
     pub reset: Duration,
 }
 
-/// The limiter: config, Redis, metrics.
+/// A config and where its limits count in the metrics.
+struct Snapshot {
+    config: Config,
+    metric_ids: Vec<usize>,
+}
+
+/// The limiter: config (replaced whole on a reload), Redis, metrics.
 pub struct Limiter {
-    pub config: Config,
+    current: RwLock<Arc<Snapshot>>,
     pub redis: ConnectionManager,
     pub algorithm: Algorithm,
     pub near_limit_ratio: f64,
@@ -117,8 +123,9 @@ impl Limiter {
         near_limit_ratio: f64,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let metric_ids = metrics.ids_for(&config.limit_names);
         Limiter {
-            config,
+            current: RwLock::new(Arc::new(Snapshot { config, metric_ids })),
             redis,
             algorithm,
             near_limit_ratio,
@@ -126,6 +133,24 @@ impl Limiter {
             gcra: Script::new(GCRA),
             fixed: Script::new(FIXED_WINDOW),
         }
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.read().ok().map(|s| Arc::clone(&s))
+    }
+
+    /// Puts `config` in place for the requests that come next (those under
+    /// way finish with the one they started with).
+    pub fn replace(&self, config: Config) {
+        let metric_ids = self.metrics.ids_for(&config.limit_names);
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(Snapshot { config, metric_ids });
+        }
+    }
+
+    /// Domains configured now.
+    pub fn domains(&self) -> usize {
+        self.snapshot().map_or(0, |s| s.config.domains())
     }
 
     /// Decides a request: overall code and one verdict per descriptor.
@@ -136,7 +161,9 @@ impl Limiter {
     /// answered OK; the request is over the limit when a descriptor that is
     /// not in quota mode is, or when every quota-mode descriptor is.
     pub async fn should_rate_limit(&self, req: &Request) -> Result<(i32, Vec<Verdict>), redis::RedisError> {
-        let found: Vec<Option<Found<'_>>> = req.descriptors.iter().map(|d| self.find(&req.domain, d)).collect();
+        let Some(snap) = self.snapshot() else { return Ok((1, Vec::new())) };
+        let found: Vec<Option<Found<'_>>> =
+            req.descriptors.iter().map(|d| find(&snap.config, &req.domain, d)).collect();
         let replaced: HashSet<&str> = found
             .iter()
             .flatten()
@@ -150,7 +177,7 @@ impl Limiter {
             .descriptors
             .iter()
             .zip(&found)
-            .map(|(d, f)| self.check_one(&req.domain, &d.entries, d.hits, f.as_ref(), &replaced));
+            .map(|(d, f)| self.check_one(&req.domain, &d.entries, d.hits, f.as_ref(), &replaced, &snap.metric_ids));
         let verdicts: Vec<Verdict> = futures_util::future::try_join_all(checks).await?;
         let quota = |v: &Verdict| v.limit.as_ref().is_some_and(|l| l.quota);
         let over_rate = verdicts.iter().any(|v| v.code == 2 && !quota(v));
@@ -158,26 +185,28 @@ impl Limiter {
         let over_quota = !quotas.is_empty() && quotas.iter().all(|v| v.code == 2);
         Ok((if over_rate || over_quota { 2 } else { 1 }, verdicts))
     }
+}
 
-    /// The configured rule, or the request's `limit` override (which, as
-    /// upstream, replaces the configured limit, is never in shadow mode, and
-    /// counts under the same key).
-    fn find<'a>(&'a self, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
-        let Some((rpu, unit)) = d.limit else { return self.config.find(domain, &d.entries) };
-        let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
-        let rule = std::borrow::Cow::Owned(Rule::Limited(Limit {
-            requests_per_unit: rpu,
-            unit,
-            unit_secs,
-            name: String::new(),
-            shadow: false,
-            quota: false,
-            replaces: Vec::new(),
-            id: usize::MAX,
-        }));
-        Some(Found { rule, shared: Vec::new() })
-    }
+/// The configured rule, or the request's `limit` override (which, as
+/// upstream, replaces the configured limit, is never in shadow mode, and
+/// counts under the same key).
+fn find<'a>(config: &'a Config, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
+    let Some((rpu, unit)) = d.limit else { return config.find(domain, &d.entries) };
+    let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
+    let rule = std::borrow::Cow::Owned(Rule::Limited(Limit {
+        requests_per_unit: rpu,
+        unit,
+        unit_secs,
+        name: String::new(),
+        shadow: false,
+        quota: false,
+        replaces: Vec::new(),
+        id: usize::MAX,
+    }));
+    Some(Found { rule, shared: Vec::new() })
+}
 
+impl Limiter {
     async fn check_one(
         &self,
         domain: &str,
@@ -185,6 +214,7 @@ impl Limiter {
         hits: u64,
         found: Option<&Found<'_>>,
         replaced: &HashSet<&str>,
+        metric_ids: &[usize],
     ) -> Result<Verdict, redis::RedisError> {
         let ok = |limit: Option<Limit>, remaining| Verdict { code: 1, limit, remaining, reset: Duration::ZERO };
         let Some(found) = found else {
@@ -231,7 +261,9 @@ impl Limiter {
         };
         let used = rpu.saturating_sub(remaining);
         let near = allowed && (used as f64) > self.near_limit_ratio * rpu as f64;
-        self.metrics.descriptor(limit.id, hits, allowed, near, limit.shadow);
+        if let Some(id) = metric_ids.get(limit.id) {
+            self.metrics.descriptor(*id, hits, allowed, near, limit.shadow);
+        }
         Ok(Verdict {
             code: if allowed || limit.shadow { 1 } else { 2 },
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),

@@ -2,9 +2,18 @@
 //! with its counts in Redis.
 //!
 //! ```text
-//! ratelimit-engine --config FILE [--config FILE ...] [--redis URL] [--grpc ADDR] [--http ADDR]
+//! ratelimit-engine --config FILE|DIR [--config ...] [--redis URL] [--grpc ADDR] [--http ADDR]
 //!                  [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR]
+//!                  [--merge-domains] [--watch DUR]
 //! ```
+//!
+//! `--config DIR` reads the directory's `*.yaml`/`*.yml` files. With
+//! `--watch DUR` the files are read again every DUR and, when any changed,
+//! loaded whole and put in place for the next requests; a set that does not
+//! load is refused with one log line naming the file and the field, the last
+//! good config staying (`ratelimit_engine_config_reload_errors_total`).
+//! `--merge-domains` lets several files declare one domain (upstream's
+//! `MERGE_DOMAIN_CONFIG`).
 //!
 //! * gRPC `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` on
 //!   `--grpc` (default `127.0.0.1:8081`);
@@ -45,6 +54,8 @@ struct Args {
     algorithm: Algorithm,
     near_limit_ratio: f64,
     redis_timeout: Duration,
+    merge_domains: bool,
+    watch: Option<Duration>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -56,6 +67,8 @@ fn parse_args() -> Result<Args, String> {
         algorithm: Algorithm::Gcra,
         near_limit_ratio: 0.8,
         redis_timeout: Duration::from_millis(100),
+        merge_domains: false,
+        watch: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -83,8 +96,16 @@ fn parse_args() -> Result<Args, String> {
                 a.redis_timeout =
                     filters_core::duration::parse_duration(&value()?).map_err(|e| format!("--redis-timeout {e}"))?;
             }
+            "--merge-domains" => a.merge_domains = true,
+            "--watch" => {
+                let d = filters_core::duration::parse_duration(&value()?).map_err(|e| format!("--watch {e}"))?;
+                if d.is_zero() {
+                    return Err("--watch: must be longer than zero".into());
+                }
+                a.watch = Some(d);
+            }
             "-h" | "--help" => {
-                println!("ratelimit-engine --config FILE [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR]");
+                println!("ratelimit-engine --config FILE|DIR [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR] [--merge-domains] [--watch DUR]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -105,21 +126,17 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let args = parse_args()?;
-    let mut files = Vec::new();
-    for path in &args.configs {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-        files.push((path.clone(), text));
-    }
-    let config = config::Config::load(&files)?;
+    let files = config::Config::read_files(&args.configs)?;
+    let config = config::Config::load_with(&files, args.merge_domains)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("tokio: {e}"))?;
-    runtime.block_on(serve(args, config))
+    runtime.block_on(serve(args, config, files))
 }
 
-async fn serve(args: Args, config: config::Config) -> Result<(), String> {
+async fn serve(args: Args, config: config::Config, files: Vec<(String, String)>) -> Result<(), String> {
     let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis {}: {e}", args.redis))?;
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(args.redis_timeout.max(Duration::from_millis(200))))
@@ -132,6 +149,9 @@ async fn serve(args: Args, config: config::Config) -> Result<(), String> {
     let metrics = Arc::new(metrics::Metrics::new(config.limit_names.clone()));
     let domains = config.domains();
     let limiter = Arc::new(Limiter::new(config, redis, args.algorithm, args.near_limit_ratio, metrics));
+    if let Some(every) = args.watch {
+        tokio::spawn(watch(limiter.clone(), args.configs.clone(), args.merge_domains, files, every));
+    }
 
     let grpc_listener =
         tokio::net::TcpListener::bind(&args.grpc).await.map_err(|e| format!("--grpc {}: {e}", args.grpc))?;
@@ -164,6 +184,56 @@ async fn serve(args: Args, config: config::Config) -> Result<(), String> {
         r = http => r.map_err(|e| format!("http: {e}")),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Reads the config files every `every`; when they changed, loads them and
+/// puts the result in place, or keeps the last good config and says why.
+async fn watch(
+    limiter: Arc<Limiter>,
+    paths: Vec<String>,
+    merge: bool,
+    mut last: Vec<(String, String)>,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let files = match config::Config::read_files(&paths) {
+            Ok(f) => f,
+            Err(e) => {
+                if last_error_differs(&mut last, &e) {
+                    limiter.metrics.reload(false);
+                    eprintln!("ratelimit-engine: config not reloaded, the last good one stays: {e}");
+                }
+                continue;
+            }
+        };
+        if files == last {
+            continue;
+        }
+        match config::Config::load_with(&files, merge) {
+            Ok(config) => {
+                limiter.replace(config);
+                limiter.metrics.reload(true);
+                eprintln!("ratelimit-engine: config reloaded, {} domain(s)", limiter.domains());
+            }
+            Err(e) => {
+                limiter.metrics.reload(false);
+                eprintln!("ratelimit-engine: config not reloaded, the last good one stays: {e}");
+            }
+        }
+        last = files;
+    }
+}
+
+/// A file that cannot be read (mid-rename, removed) is reported once, not
+/// every period: remembered as the "files" last seen.
+fn last_error_differs(last: &mut Vec<(String, String)>, error: &str) -> bool {
+    let marker = vec![(String::from("<error>"), error.to_string())];
+    if *last == marker {
+        return false;
+    }
+    *last = marker;
+    true
 }
 
 struct Grpc(Arc<Limiter>);

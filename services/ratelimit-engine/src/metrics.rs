@@ -5,6 +5,10 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// A limit's series: its (domain, descriptor path) and counters.
+type Series = ((String, String), Arc<PerLimit>);
 
 /// Picks one counter of a [`PerLimit`].
 type Field = fn(&PerLimit) -> &AtomicU64;
@@ -20,13 +24,16 @@ struct PerLimit {
 
 /// The engine's counters.
 pub struct Metrics {
-    names: Vec<(String, String)>,
-    per_limit: Vec<PerLimit>,
+    /// Every limit's series, by (domain, descriptor path): kept across
+    /// config reloads (a limit that stays keeps counting in its series).
+    limits: RwLock<Vec<Series>>,
     grpc_calls: AtomicU64,
     json_calls: AtomicU64,
     bad_requests: AtomicU64,
     redis_errors: AtomicU64,
     no_limit: AtomicU64,
+    reloads: AtomicU64,
+    reload_errors: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -36,16 +43,39 @@ fn add(c: &AtomicU64, n: u64) {
 impl Metrics {
     /// Counters for the limits named (domain, descriptor path).
     pub fn new(names: Vec<(String, String)>) -> Self {
-        let per_limit = names.iter().map(|_| PerLimit::default()).collect();
-        Metrics {
-            names,
-            per_limit,
+        let m = Metrics {
+            limits: RwLock::default(),
             grpc_calls: AtomicU64::new(0),
             json_calls: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
             no_limit: AtomicU64::new(0),
-        }
+            reloads: AtomicU64::new(0),
+            reload_errors: AtomicU64::new(0),
+        };
+        m.ids_for(&names);
+        m
+    }
+
+    /// The series of each named limit (created when new): what a config's
+    /// limit ids map to.
+    pub fn ids_for(&self, names: &[(String, String)]) -> Vec<usize> {
+        let Ok(mut limits) = self.limits.write() else { return Vec::new() };
+        names
+            .iter()
+            .map(|n| match limits.iter().position(|(existing, _)| existing == n) {
+                Some(i) => i,
+                None => {
+                    limits.push((n.clone(), Arc::default()));
+                    limits.len() - 1
+                }
+            })
+            .collect()
+    }
+
+    /// A config reload: applied, or refused (the last good config kept).
+    pub fn reload(&self, ok: bool) {
+        add(if ok { &self.reloads } else { &self.reload_errors }, 1);
     }
 
     /// One call, by protocol.
@@ -70,7 +100,8 @@ impl Metrics {
 
     /// One limited descriptor's outcome.
     pub fn descriptor(&self, id: usize, hits: u64, allowed: bool, near: bool, shadow: bool) {
-        let Some(m) = self.per_limit.get(id) else { return };
+        let Ok(limits) = self.limits.read() else { return };
+        let Some((_, m)) = limits.get(id) else { return };
         add(&m.total_hits, hits);
         if !allowed {
             add(&m.over_limit, hits);
@@ -96,10 +127,11 @@ impl Metrics {
             ("within_limit", "Hits admitted.", |m| &m.within_limit),
             ("shadow_mode", "Hits over a shadow-mode limit, admitted anyway.", |m| &m.shadow_mode),
         ];
+        let limits = self.limits.read().map(|l| l.clone()).unwrap_or_default();
         for (name, help, field) in series {
             let _ = writeln!(out, "# HELP ratelimit_engine_{name}_total {help}");
             let _ = writeln!(out, "# TYPE ratelimit_engine_{name}_total counter");
-            for ((domain, descriptor), m) in self.names.iter().zip(&self.per_limit) {
+            for ((domain, descriptor), m) in &limits {
                 let _ = writeln!(
                     out,
                     "ratelimit_engine_{name}_total{{domain=\"{}\",descriptor=\"{}\"}} {}",
@@ -120,6 +152,13 @@ impl Metrics {
                 &self.redis_errors,
             ),
             ("no_limit_total", "no_limit_total", "Descriptors no configured limit applies to.", &self.no_limit),
+            ("config_reloads_total", "config_reloads_total", "Config files reloaded after a change.", &self.reloads),
+            (
+                "config_reload_errors_total",
+                "config_reload_errors_total",
+                "Changed config files refused (the last good config kept).",
+                &self.reload_errors,
+            ),
         ];
         for (series, family, help, c) in plain {
             if !family.is_empty() {
