@@ -319,12 +319,20 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 fn config_files_reload_on_change_and_a_bad_change_keeps_the_last_good_config() {
     let redis = Redis::start();
     let dir = scratch_dir("engine-watch");
-    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n");
+    replace_file(
+        &dir,
+        "live.yaml",
+        "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 5 }\n",
+    );
     let d = dir.display().to_string();
     let engine = Engine::start("domain: unused\n", &redis, &["--config", &d, "--watch", "100ms"]);
     assert_eq!(limit_of(&engine, "k"), Some(5));
     // A changed limit is in place within a few periods, without a restart.
-    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 7 }\n");
+    replace_file(
+        &dir,
+        "live.yaml",
+        "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 7 }\n",
+    );
     wait_for("the reload", || limit_of(&engine, "k") == Some(7));
     // A broken change: refused, the last good config keeps answering.
     replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: fortnight }\n");
@@ -333,7 +341,11 @@ fn config_files_reload_on_change_and_a_bad_change_keeps_the_last_good_config() {
     assert_eq!(limit_of(&engine, "k"), Some(7));
     assert!(metrics().contains("ratelimit_engine_config_reloads_total 1"));
     // Fixed again: applied.
-    replace_file(&dir, "live.yaml", "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 9 }\n");
+    replace_file(
+        &dir,
+        "live.yaml",
+        "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: hour, requests_per_unit: 9 }\n",
+    );
     wait_for("the second reload", || limit_of(&engine, "k") == Some(9));
 }
 
@@ -341,8 +353,16 @@ fn config_files_reload_on_change_and_a_bad_change_keeps_the_last_good_config() {
 fn files_of_one_domain_merge_with_merge_domains_and_are_refused_without() {
     let redis = Redis::start();
     let dir = scratch_dir("engine-merge");
-    replace_file(&dir, "a.yaml", "domain: live\ndescriptors:\n  - key: a\n    rate_limit: { unit: hour, requests_per_unit: 1 }\n");
-    replace_file(&dir, "b.yaml", "domain: live\ndescriptors:\n  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 2 }\n");
+    replace_file(
+        &dir,
+        "a.yaml",
+        "domain: live\ndescriptors:\n  - key: a\n    rate_limit: { unit: hour, requests_per_unit: 1 }\n",
+    );
+    replace_file(
+        &dir,
+        "b.yaml",
+        "domain: live\ndescriptors:\n  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 2 }\n",
+    );
     let d = dir.display().to_string();
     let engine = Engine::start("domain: unused\n", &redis, &["--config", &d, "--merge-domains"]);
     assert_eq!((limit_of(&engine, "a"), limit_of(&engine, "b")), (Some(1), Some(2)));
