@@ -92,14 +92,22 @@ pub fn engine_bin() -> PathBuf {
 impl Engine {
     /// Starts an engine with the limits in `yaml` (one domain) against `redis`.
     pub fn start(yaml: &str, redis: &Redis, extra: &[&str]) -> Engine {
+        let url = redis.url();
+        let mut args = vec!["--redis", url.as_str()];
+        args.extend_from_slice(extra);
+        Engine::start_with(yaml, &args)
+    }
+
+    /// Starts an engine with the limits in `yaml` and `args` (where it counts, ...).
+    pub fn start_with(yaml: &str, args: &[&str]) -> Engine {
         let dir = scratch_dir("engine");
         let cfg = dir.join("limits.yaml");
         std::fs::write(&cfg, yaml).expect("write limits.yaml");
         let mut child = Command::new(engine_bin())
             .arg("--config")
             .arg(&cfg)
-            .args(["--redis", &redis.url(), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .args(extra)
+            .args(["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

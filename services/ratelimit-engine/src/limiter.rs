@@ -82,6 +82,45 @@ pub struct Verdict {
     pub reset: Duration,
 }
 
+/// Where the counts live: one Redis (reconnected in the background), or a
+/// Redis Cluster (each script runs on the node that owns its key's slot; the
+/// slot map is refreshed on MOVED answers and after a failover).
+#[derive(Clone)]
+pub enum Store {
+    /// One server.
+    Single(ConnectionManager),
+    /// A cluster, from its seed nodes.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Store {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Store::Single(c) => c.req_packed_command(cmd),
+            Store::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Store::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Store::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Store::Single(c) => c.get_db(),
+            Store::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A config and where its limits count in the metrics.
 struct Snapshot {
     config: Config,
@@ -91,7 +130,7 @@ struct Snapshot {
 /// The limiter: config (replaced whole on a reload), Redis, metrics.
 pub struct Limiter {
     current: RwLock<Arc<Snapshot>>,
-    pub redis: ConnectionManager,
+    pub redis: Store,
     pub algorithm: Algorithm,
     pub near_limit_ratio: f64,
     pub metrics: Arc<Metrics>,
@@ -118,7 +157,7 @@ pub struct Descriptor {
 impl Limiter {
     pub fn new(
         config: Config,
-        redis: ConnectionManager,
+        redis: Store,
         algorithm: Algorithm,
         near_limit_ratio: f64,
         metrics: Arc<Metrics>,

@@ -4,7 +4,7 @@
 //! ```text
 //! ratelimit-engine --config FILE|DIR [--config ...] [--redis URL] [--grpc ADDR] [--http ADDR]
 //!                  [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR]
-//!                  [--merge-domains] [--watch DUR]
+//!                  [--merge-domains] [--watch DUR] [--redis-cluster HOST:PORT,...]
 //! ```
 //!
 //! `--config DIR` reads the directory's `*.yaml`/`*.yml` files. With
@@ -56,6 +56,7 @@ struct Args {
     redis_timeout: Duration,
     merge_domains: bool,
     watch: Option<Duration>,
+    cluster: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         redis_timeout: Duration::from_millis(100),
         merge_domains: false,
         watch: None,
+        cluster: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -97,6 +99,9 @@ fn parse_args() -> Result<Args, String> {
                     filters_core::duration::parse_duration(&value()?).map_err(|e| format!("--redis-timeout {e}"))?;
             }
             "--merge-domains" => a.merge_domains = true,
+            "--redis-cluster" => {
+                a.cluster = value()?.split(',').map(|s| format!("redis://{}", s.trim())).collect();
+            }
             "--watch" => {
                 let d = filters_core::duration::parse_duration(&value()?).map_err(|e| format!("--watch {e}"))?;
                 if d.is_zero() {
@@ -105,7 +110,7 @@ fn parse_args() -> Result<Args, String> {
                 a.watch = Some(d);
             }
             "-h" | "--help" => {
-                println!("ratelimit-engine --config FILE|DIR [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR] [--merge-domains] [--watch DUR]");
+                println!("ratelimit-engine --config FILE|DIR [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR] [--merge-domains] [--watch DUR] [--redis-cluster HOST:PORT,...]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other}")),
@@ -137,15 +142,7 @@ fn run() -> Result<(), String> {
 }
 
 async fn serve(args: Args, config: config::Config, files: Vec<(String, String)>) -> Result<(), String> {
-    let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis {}: {e}", args.redis))?;
-    let manager_config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(args.redis_timeout.max(Duration::from_millis(200))))
-        .set_response_timeout(Some(args.redis_timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    // Lazy: the service starts (and answers UNAVAILABLE) while Redis is down.
-    let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
-        .map_err(|e| format!("redis: {e}"))?;
+    let redis = store(&args).await?;
     let metrics = Arc::new(metrics::Metrics::new(config.limit_names.clone()));
     let domains = config.domains();
     let limiter = Arc::new(Limiter::new(config, redis, args.algorithm, args.near_limit_ratio, metrics));
@@ -172,8 +169,13 @@ async fn serve(args: Args, config: config::Config, files: Vec<(String, String)>)
         .serve_with_incoming(tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)));
     println!("listening grpc={grpc_addr} http={http_addr}");
     eprintln!(
-        "ratelimit-engine: {domains} domain(s), {:?}, redis {}, grpc {grpc_addr}, http {http_addr}",
-        args.algorithm, args.redis
+        "ratelimit-engine: {domains} domain(s), {:?}, {}, grpc {grpc_addr}, http {http_addr}",
+        args.algorithm,
+        if args.cluster.is_empty() {
+            format!("redis {}", args.redis)
+        } else {
+            format!("redis cluster {}", args.cluster.join(","))
+        }
     );
     let http_listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
         let _ = tcp.set_nodelay(true);
@@ -234,6 +236,30 @@ fn last_error_differs(last: &mut Vec<(String, String)>, error: &str) -> bool {
     }
     *last = marker;
     true
+}
+
+/// The Redis (`--redis`) or Redis Cluster (`--redis-cluster`) to count in.
+async fn store(args: &Args) -> Result<limiter::Store, String> {
+    if !args.cluster.is_empty() {
+        let client = redis::cluster::ClusterClient::builder(args.cluster.clone())
+            .connection_timeout(args.redis_timeout.max(Duration::from_millis(200)))
+            .response_timeout(args.redis_timeout)
+            .retries(2)
+            .build()
+            .map_err(|e| format!("--redis-cluster: {e}"))?;
+        let conn = client.get_async_connection().await.map_err(|e| format!("--redis-cluster: {e}"))?;
+        return Ok(limiter::Store::Cluster(conn));
+    }
+    let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis {}: {e}", args.redis))?;
+    let manager_config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(args.redis_timeout.max(Duration::from_millis(200))))
+        .set_response_timeout(Some(args.redis_timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    // Lazy: the service starts (and answers UNAVAILABLE) while Redis is down.
+    let manager = redis::aio::ConnectionManager::new_lazy_with_config(client, manager_config)
+        .map_err(|e| format!("redis: {e}"))?;
+    Ok(limiter::Store::Single(manager))
 }
 
 struct Grpc(Arc<Limiter>);
