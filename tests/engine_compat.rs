@@ -373,3 +373,155 @@ fn files_of_one_domain_merge_with_merge_domains_and_are_refused_without() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("b.yaml: domain: \"live\" is declared twice"), "{err}");
 }
+
+// --- The examples of envoyproxy/ratelimit's README, each as config in,
+// requests in, answers out (units made hours or days so that no window
+// ends during a test; the matching is what each example shows). ---
+
+const EXAMPLE_1: &str = r#"
+domain: ex1
+descriptors:
+  - { key: database, value: users, rate_limit: { unit: hour, requests_per_unit: 3 } }
+  - { key: database, value: default, rate_limit: { unit: hour, requests_per_unit: 3 } }
+"#;
+
+fn engine_with(yaml: &str) -> (Redis, Engine) {
+    let redis = Redis::start();
+    let engine = Engine::start(yaml, &redis, &["--algorithm", "fixed-window"]);
+    (redis, engine)
+}
+
+fn call(engine: &Engine, domain: &str, descs: &[&[(&str, &str)]]) -> Value {
+    ask(engine, json!({ "domain": domain, "descriptors": descriptors(descs) })).1
+}
+
+fn limit_rpu(answer: &Value, i: usize) -> Option<u64> {
+    answer["statuses"][i]["currentLimit"]["requestsPerUnit"].as_u64()
+}
+
+#[test]
+fn upstream_example_1_same_key_different_values_have_their_own_limits() {
+    let (_r, e) = engine_with(EXAMPLE_1);
+    for _ in 0..3 {
+        assert_eq!(call(&e, "ex1", &[&[("database", "users")]])["overallCode"], "OK");
+    }
+    assert_eq!(call(&e, "ex1", &[&[("database", "users")]])["overallCode"], "OVER_LIMIT");
+    assert_eq!(call(&e, "ex1", &[&[("database", "default")]])["overallCode"], "OK", "its own counter");
+    assert_eq!(limit_rpu(&call(&e, "ex1", &[&[("database", "other")]]), 0), None, "no such value: not limited");
+}
+
+#[test]
+fn upstream_example_2_nested_descriptors_and_several_descriptors_per_call() {
+    let yaml = "domain: messaging\ndescriptors:\n  - key: message_type\n    value: marketing\n    descriptors:\n      - key: to_number\n        rate_limit: { unit: day, requests_per_unit: 2 }\n  - key: to_number\n    rate_limit: { unit: day, requests_per_unit: 3 }\n";
+    let (_r, e) = engine_with(yaml);
+    let both: [&[(&str, &str)]; 2] =
+        [&[("message_type", "marketing"), ("to_number", "2061111111")], &[("to_number", "2061111111")]];
+    let a = call(&e, "messaging", &both);
+    assert_eq!((limit_rpu(&a, 0), limit_rpu(&a, 1)), (Some(2), Some(3)), "{a}");
+    call(&e, "messaging", &both);
+    // The marketing limit (2) is spent: the aggregate is OVER_LIMIT (a logical OR).
+    let third = call(&e, "messaging", &both);
+    assert_eq!(
+        (third["overallCode"].as_str(), code(&third, 0), code(&third, 1)),
+        (Some("OVER_LIMIT"), "OVER_LIMIT", "OK")
+    );
+    // Each number has its own counters.
+    assert_eq!(
+        call(&e, "messaging", &[&[("message_type", "marketing"), ("to_number", "2062222222")]])["overallCode"],
+        "OK"
+    );
+}
+
+#[test]
+fn upstream_example_3_key_and_value_match_before_the_key_alone() {
+    let yaml = "domain: edge_proxy_per_ip\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: hour, requests_per_unit: 10 }\n  - key: remote_address\n    value: 50.0.0.5\n    rate_limit: { unit: hour, requests_per_unit: 0 }\n";
+    let (_r, e) = engine_with(yaml);
+    let ok = call(&e, "edge_proxy_per_ip", &[&[("remote_address", "50.0.0.1")]]);
+    assert_eq!((ok["overallCode"].as_str(), limit_rpu(&ok, 0)), (Some("OK"), Some(10)));
+    let blocked = call(&e, "edge_proxy_per_ip", &[&[("remote_address", "50.0.0.5")]]);
+    assert_eq!(
+        (blocked["overallCode"].as_str(), limit_rpu(&blocked, 0).unwrap_or(0)),
+        (Some("OVER_LIMIT"), 0),
+        "the key-and-value node (0: blocked), not the key alone: {blocked}"
+    );
+}
+
+#[test]
+fn upstream_example_4_a_descriptor_matches_only_at_its_own_depth() {
+    let flat = "domain: example4\ndescriptors:\n  - key: key\n    value: value\n    rate_limit: { requests_per_unit: 300, unit: hour }\n";
+    let (_r, e) = engine_with(flat);
+    assert_eq!(limit_rpu(&call(&e, "example4", &[&[("key", "value"), ("subkey", "subvalue")]]), 0), None);
+    let nested = "domain: example4\ndescriptors:\n  - key: key\n    value: value\n    descriptors:\n      - key: subkey\n        rate_limit: { requests_per_unit: 300, unit: hour }\n";
+    let (_r2, e2) = engine_with(nested);
+    assert_eq!(limit_rpu(&call(&e2, "example4", &[&[("key", "value"), ("subkey", "subvalue")]]), 0), Some(300));
+}
+
+#[test]
+fn upstream_examples_5_to_7_unlimited_shadow_and_replaces() {
+    let yaml = r#"
+domain: internal
+descriptors:
+  - { key: ldap, rate_limit: { unlimited: true } }
+  - { key: azure, rate_limit: { unit: hour, requests_per_unit: 100 } }
+  - key: service
+    descriptors:
+      - { key: user, value: user-a, shadow_mode: true, rate_limit: { requests_per_unit: 1, unit: hour } }
+      - { key: user, value: user-b, rate_limit: { requests_per_unit: 1, unit: hour } }
+  - key: key_1
+    value: value_1
+    descriptors:
+      - { key: user, value: bkthomps, rate_limit: { name: specific_limit, requests_per_unit: 1, unit: hour } }
+  - key: key_2
+    value: value_2
+    descriptors:
+      - { key: user, value: bkthomps, rate_limit: { replaces: [{ name: specific_limit }], requests_per_unit: 2, unit: hour } }
+"#;
+    let (_r, e) = engine_with(yaml);
+    // 5: unlimited answers OK with MaxUint32 remaining.
+    let ldap = call(&e, "internal", &[&[("ldap", "x")]]);
+    assert_eq!(
+        (ldap["overallCode"].as_str(), ldap["statuses"][0]["limitRemaining"].as_u64()),
+        (Some("OK"), Some(u64::from(u32::MAX)))
+    );
+    // 6: user-a (shadow) is never limited; user-b is.
+    for _ in 0..3 {
+        assert_eq!(call(&e, "internal", &[&[("service", "auth-service"), ("user", "user-a")]])["overallCode"], "OK");
+    }
+    call(&e, "internal", &[&[("service", "auth-service"), ("user", "user-b")]]);
+    assert_eq!(
+        call(&e, "internal", &[&[("service", "auth-service"), ("user", "user-b")]])["overallCode"],
+        "OVER_LIMIT"
+    );
+    // 7: together, specific_limit (1) is replaced by the 2/hour one; alone it applies.
+    let together: [&[(&str, &str)]; 2] =
+        [&[("key_1", "value_1"), ("user", "bkthomps")], &[("key_2", "value_2"), ("user", "bkthomps")]];
+    assert_eq!(call(&e, "internal", &together)["overallCode"], "OK");
+    assert_eq!(call(&e, "internal", &together)["overallCode"], "OK", "the replaced 1/hour limit did not apply");
+    assert_eq!(call(&e, "internal", &together)["overallCode"], "OVER_LIMIT", "the replacing 2/hour limit did");
+    assert_eq!(call(&e, "internal", &[&[("key_1", "value_1"), ("user", "bkthomps")]])["overallCode"], "OK");
+    assert_eq!(call(&e, "internal", &[&[("key_1", "value_1"), ("user", "bkthomps")]])["overallCode"], "OVER_LIMIT");
+}
+
+#[test]
+fn upstream_examples_9_and_11_wildcards_and_shared_thresholds() {
+    let yaml = r#"
+domain: example9
+descriptors:
+  - { key: key1, value: value*, rate_limit: { unit: hour, requests_per_unit: 1 } }
+  - { key: path, value: /api/*/action, rate_limit: { unit: hour, requests_per_unit: 1 } }
+  - { key: route, value: /api/*/resource/*/action, rate_limit: { unit: hour, requests_per_unit: 1 } }
+  - { key: files, value: files/*, share_threshold: true, rate_limit: { unit: hour, requests_per_unit: 2 } }
+  - { key: files_no_share, value: files_no_share/*, share_threshold: false, rate_limit: { unit: hour, requests_per_unit: 2 } }
+"#;
+    let (_r, e) = engine_with(yaml);
+    let limited = |k: &str, v: &str| limit_rpu(&call(&e, "example9", &[&[(k, v)]]), 0).is_some();
+    assert!(limited("key1", "value1") && limited("key1", "valueXYZ") && !limited("key1", "valu"));
+    assert!(limited("path", "/api/123/action") && limited("path", "/api/user-id/action"));
+    assert!(!limited("path", "/api/123/other"));
+    assert!(limited("route", "/api/v1/resource/123/action") && !limited("route", "/api/v1/resource/123"));
+    // 11: files/* share one threshold of 2; files_no_share/* each have 2.
+    let over = |k: &str, v: &str| call(&e, "example9", &[&[(k, v)]])["overallCode"] == "OVER_LIMIT";
+    assert!(!over("files", "files/a") && !over("files", "files/b") && over("files", "files/c"));
+    assert!(!over("files_no_share", "files_no_share/a") && !over("files_no_share", "files_no_share/b"));
+    assert!(!over("files_no_share", "files_no_share/c"), "unshared: each value has its own 2");
+}
