@@ -188,7 +188,8 @@ class RateLimitService:
         time.sleep(0.3)
         self.engine = subprocess.Popen(pinned(LOAD_CPU, [str(ENGINE), "--config", str(cfg), "--redis",
                                                          f"redis://127.0.0.1:{self.redis_port}", "--grpc", "127.0.0.1:0",
-                                                         "--http", "127.0.0.1:0"]), stdout=subprocess.PIPE, text=True)
+                                                         "--http", "127.0.0.1:0", "--algorithm", "gcra"]),
+                                       stdout=subprocess.PIPE, text=True)
         words = dict(w.split("=", 1) for w in self.engine.stdout.readline().split()[1:])
         self.grpc_port = int(words["grpc"].rsplit(":", 1)[1])
 
@@ -200,7 +201,8 @@ class RateLimitService:
         time.sleep(0.5)
         self.engine = Container("ratelimit-engine", [
             "--config", "/loadtest/limits.yaml", "--redis", f"redis://127.0.0.1:{self.redis_port}",
-            "--grpc", f"127.0.0.1:{self.grpc_port}", "--http", f"127.0.0.1:{http_port}"], volumes=[f"{SCRATCH}:/loadtest:ro"])
+            "--grpc", f"127.0.0.1:{self.grpc_port}", "--http", f"127.0.0.1:{http_port}", "--algorithm", "gcra"],
+            volumes=[f"{SCRATCH}:/loadtest:ro"])
         wait_http(f"http://127.0.0.1:{http_port}/metrics", "ratelimit-engine", self.engine.running)
 
     def close(self):

@@ -20,7 +20,8 @@ if [ "$CONFIG" = global-rate-limit ]; then
     # The rate limit service: Redis without persistence, and one engine.
     redis-server --bind 127.0.0.1 --port 6380 --save '' --appendonly no > run/redis.log 2>&1 &
     pids+=($!)
-    target/release/ratelimit-engine --config envoy/ratelimit/edge.yaml --redis redis://127.0.0.1:6380 \
+    # GCRA: the demo's 20 per minute with no window edge in the middle of it.
+    target/release/ratelimit-engine --config envoy/ratelimit/edge.yaml --redis redis://127.0.0.1:6380 --algorithm gcra \
         --grpc 127.0.0.1:8091 --http 127.0.0.1:8090 > run/engine.log 2>&1 &
     pids+=($!)
 fi

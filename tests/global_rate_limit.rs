@@ -67,7 +67,9 @@ fn get(conn: &mut Conn, id: &str) -> (Response, Duration) {
 
 #[test]
 fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit() {
-    let f = fleet(2, &limits(25, "hour", false), &plugin(r#","timeout":"1s""#), &[], false);
+    // GCRA: the retry-after below is its pace (the default, fixed window,
+    // would say the window's end).
+    let f = fleet(2, &limits(25, "hour", false), &plugin(r#","timeout":"1s""#), &["--algorithm", "gcra"], false);
     let mut conns: Vec<Conn> = f.envoys.iter().map(|e| Conn::open(e.addr).expect("connect")).collect();
     let mut admitted = 0;
     let mut last_ok = None;

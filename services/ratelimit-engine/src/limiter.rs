@@ -15,13 +15,13 @@
 //!
 //! # Algorithms
 //!
-//! * `gcra` (default): `requests_per_unit` per unit, up to `requests_per_unit`
+//! * `gcra`: `requests_per_unit` per unit, up to `requests_per_unit`
 //!   at once; the key holds the theoretical arrival time in microseconds of
 //!   Redis's clock (`TIME`), so the instances' clocks do not matter. A
 //!   refused request is not counted. `duration_until_reset` is the time until
 //!   the bucket is full (OK), or until the request would be admitted
 //!   (OVER_LIMIT).
-//! * `fixed-window`: what `envoyproxy/ratelimit` does: `INCRBY` on a key per
+//! * `fixed-window` (default): what `envoyproxy/ratelimit` does: `INCRBY` on a key per
 //!   unit-aligned window (the engine's clock), refused requests counted too.
 //!   `duration_until_reset` is the time to the window's end.
 

@@ -65,7 +65,7 @@ fn parse_args() -> Result<Args, String> {
         redis: "redis://127.0.0.1:6379".into(),
         grpc: "127.0.0.1:8081".into(),
         http: "127.0.0.1:8080".into(),
-        algorithm: Algorithm::Gcra,
+        algorithm: Algorithm::FixedWindow,
         near_limit_ratio: 0.8,
         redis_timeout: Duration::from_millis(100),
         merge_domains: false,
