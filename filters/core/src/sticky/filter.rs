@@ -201,14 +201,21 @@ impl StickyFilter {
         let cfg = dynamic.config();
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
+        // The pinned host's record showed no failure streak (or is not
+        // tracked): a success then has nothing to record.
+        let mut clean = false;
         let mut up = |h| match dynamic.health(host, h) {
-            Ok(health) => health.is_none_or(|health| health.up(now)),
+            Ok(health) => {
+                clean = health.is_none_or(|health| health.failures == 0);
+                health.is_none_or(|health| health.up(now))
+            }
             Err(_) => {
                 self.metrics.store_errors.inc(host);
                 true
             }
         };
         let choice = dynamic.choose(&req, &mut up, now, self.random_seed(now));
+        stream.clean = clean;
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);
         }
@@ -227,11 +234,18 @@ impl StickyFilter {
     /// answered is pinned when the session had no pin, when its pinned host
     /// was ejected, or when Envoy no longer had it (one attempt, another
     /// host); its outcome is recorded.
-    fn dynamic_settle<H: Host>(&self, stream: &mut SessionStream, host: &H, dynamic: &Dynamic, m: &DynamicMetrics) {
-        let Some(placement) = stream.placement.take() else { return };
+    /// Returns the host that answered, when the proxy names one.
+    fn dynamic_settle<H: Host>(
+        &self,
+        stream: &mut SessionStream,
+        host: &H,
+        dynamic: &Dynamic,
+        m: &DynamicMetrics,
+    ) -> Option<SocketAddr> {
+        let placement = stream.placement.take()?;
         let used = property_text(host, &["upstream", "address"]).and_then(|a| a.trim().parse::<SocketAddr>().ok());
         let upstream = Upstream::read(host);
-        let Some(used) = used else { return };
+        let used = used?;
         let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
         let attempts = property_u64(host, &["upstream", "request_attempt_count"]).unwrap_or(1);
         let repin = match placement {
@@ -242,13 +256,14 @@ impl StickyFilter {
             Placement::Failover(_) => used != pinned_host(placement),
             Placement::Pinned(p) if used != p && attempts > 1 => {
                 // A retry moved this request: the pinned host failed it.
-                self.dynamic_record(host, dynamic, m, p, true);
+                self.dynamic_record(host, dynamic, m, p, true, host.now_nanos());
                 false
             }
             Placement::Pinned(p) => used != p,
         };
+        let now = host.now_nanos();
         if !failure {
-            dynamic.note_good(used, host.now_nanos());
+            dynamic.note_good(used, now);
         }
         if repin && !failure {
             if placement != Placement::New {
@@ -256,13 +271,23 @@ impl StickyFilter {
             }
             stream.set_cookie = Some(dynamic.set_cookie(used));
         }
-        if !upstream.client_gone() {
-            self.dynamic_record(host, dynamic, m, used, failure);
+        let clean_success = !failure && stream.clean && placement == Placement::Pinned(used);
+        if !upstream.client_gone() && !clean_success {
+            self.dynamic_record(host, dynamic, m, used, failure, now);
         }
+        Some(used)
     }
 
-    fn dynamic_record<H: Host>(&self, host: &H, dynamic: &Dynamic, m: &DynamicMetrics, at: SocketAddr, failure: bool) {
-        match dynamic.record(host, at, host.now_nanos(), failure) {
+    fn dynamic_record<H: Host>(
+        &self,
+        host: &H,
+        dynamic: &Dynamic,
+        m: &DynamicMetrics,
+        at: SocketAddr,
+        failure: bool,
+        now: u64,
+    ) {
+        match dynamic.record(host, at, now, failure) {
             Ok(Recorded::Ejected) => {
                 m.ejected.inc(host);
                 log::warn!("host {at} ejected after failures in a row");
@@ -335,17 +360,12 @@ impl Filter for StickyFilter {
                 self.settle(stream, host, sticky, per_backend);
             }
             Mode::Dynamic { dynamic, metrics } => {
-                if stream.placement.is_none() {
-                    return;
-                }
-                self.dynamic_settle(stream, host, dynamic, metrics);
+                let used = self.dynamic_settle(stream, host, dynamic, metrics);
                 if let Some(c) = stream.set_cookie.take() {
                     host.add_response_header("set-cookie", &c);
                 }
-                if let Some(h) = &dynamic.config().backend_header {
-                    if let Some(used) = property_text(host, &["upstream", "address"]) {
-                        host.add_response_header(h, used.trim());
-                    }
+                if let (Some(h), Some(used)) = (&dynamic.config().backend_header, used) {
+                    host.add_response_header(h, &used.to_string());
                 }
             }
         }
@@ -355,7 +375,9 @@ impl Filter for StickyFilter {
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         match &self.mode {
             Mode::Static { sticky, per_backend } => self.settle(stream, host, sticky, per_backend),
-            Mode::Dynamic { dynamic, metrics } => self.dynamic_settle(stream, host, dynamic, metrics),
+            Mode::Dynamic { dynamic, metrics } => {
+                self.dynamic_settle(stream, host, dynamic, metrics);
+            }
         }
     }
 }

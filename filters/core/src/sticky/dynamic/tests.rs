@@ -7,7 +7,7 @@ use super::*;
 use crate::sticky::config::Setup;
 use crate::sticky::StickyFilter;
 use crate::store::{CasRule, MemoryStore};
-use crate::testing::{Exchange, Outcome};
+use crate::testing::{Exchange, HostCalls, Outcome};
 
 const CONFIG: &str = r#"{
   "session_key": ["header:x-session-id"],
@@ -219,4 +219,24 @@ fn static_only_and_dynamic_only_fields_are_refused_by_name() {
         let got = Setup::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(got.contains(expected), "{json}: {got}");
     }
+}
+
+/// A pinned request under the sample's dynamic configuration (no backend
+/// header), answered 200 by its pinned host.
+#[test]
+fn host_calls_per_request_are_pinned() {
+    let x = Exchange::<StickyFilter>::new(
+        CasRule::Envoy,
+        r#"{"session_key":["header:x-session-id"],"cookie":{"name":"sticky","secret":"0123456789abcdef-secret"}}"#,
+    )
+    .unwrap();
+    let pin = pin_of(&send(&x, "s1", None, "10.0.0.7:8080", 1, 200)).unwrap();
+    let calls = send(&x, "s1", Some(&pin), "10.0.0.7:8080", 1, 200).calls;
+    // Request callback: every request header, source.address (the client_ip
+    // fallback) and the pinned host's health slot (bytes); the clock, the
+    // override and hash headers set, the `pinned` counter (nothing).
+    // Response callback: upstream.address, :status and the attempt count
+    // (bytes); the clock (the host noted as answering well). A success on a
+    // host whose slot showed no failure streak reads and writes nothing more.
+    assert_eq!(calls, HostCalls { returning_bytes: 6, returning_nothing: 5, callbacks_reading: 2 });
 }
