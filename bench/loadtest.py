@@ -226,27 +226,19 @@ class Envoy:
             self.container = Container("envoy-chain", ["-c", f"/loadtest/envoy-{self.port}.json", "--concurrency",
                                                        str(concurrency), "--disable-hot-restart", "--log-level", "warn"],
                                        volumes=[f"{SCRATCH}:/loadtest:ro"])
-            try:
-                wait_http(f"http://{self.admin}/ready", "Envoy", self.container.running)
-            except RuntimeError as e:
-                raise RuntimeError(f"{e}: {self.container.logs()}") from None
-            return
-        self.logf = open(SCRATCH / f"envoy-{self.port}.log", "w")
-        self.proc = subprocess.Popen(
-            pinned(cpu, [str(ENVOY), "-c", str(cfg), "--concurrency", str(concurrency), "--disable-hot-restart",
-                         "--log-level", "warn"]),
-            stdout=subprocess.DEVNULL, stderr=self.logf)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Envoy exited: {(SCRATCH / f'envoy-{self.port}.log').read_text()[-2000:]}")
-            try:
-                if urllib.request.urlopen(f"http://{self.admin}/ready", timeout=1).status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("Envoy did not become ready")
+            alive, logs = self.container.running, self.container.logs
+        else:
+            self.logf = open(SCRATCH / f"envoy-{self.port}.log", "w")
+            self.proc = subprocess.Popen(
+                pinned(cpu, [str(ENVOY), "-c", str(cfg), "--concurrency", str(concurrency), "--disable-hot-restart",
+                             "--log-level", "warn"]),
+                stdout=subprocess.DEVNULL, stderr=self.logf)
+            alive = lambda: self.proc.poll() is None
+            logs = lambda: (SCRATCH / f"envoy-{self.port}.log").read_text()[-2000:]
+        try:
+            wait_http(f"http://{self.admin}/ready", "Envoy", alive)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}: {logs()}") from None
 
     @property
     def pid(self):

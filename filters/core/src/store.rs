@@ -130,6 +130,25 @@ where
     Ok(())
 }
 
+/// Creates each of `keys` that does not exist yet, holding `value`, then
+/// checks that the store kept them all ([`check_kept`]). A key that exists
+/// (created by another worker, or before a VM reload) is left alone, so live
+/// state survives a VM restart. Returns how many were created.
+pub fn create_absent<S, I>(store: &S, keys: I, value: &[u8]) -> Result<u32, StoreError>
+where
+    S: SharedStore + ?Sized,
+    I: IntoIterator<Item = String> + Clone,
+{
+    let mut created = 0;
+    for key in keys.clone() {
+        if store.get(&key)?.is_none() && store.set(&key, value, None)? {
+            created += 1;
+        }
+    }
+    check_kept(store, keys)?;
+    Ok(created)
+}
+
 /// Reads a u64 without writing.
 pub fn read_u64<S: SharedStore + ?Sized>(store: &S, key: &str) -> Result<Option<u64>, StoreError> {
     Ok(store.get(key)?.and_then(|e| decode_u64(&e.value)))

@@ -47,8 +47,10 @@ struct RawNode {
     /// Metrics per descriptor value upstream; accepted, metrics stay per
     /// configured limit here (README: compatibility).
     #[serde(default)]
+    #[allow(dead_code)]
     detailed_metric: bool,
     #[serde(default)]
+    #[allow(dead_code)]
     value_to_metric: bool,
     #[serde(default)]
     share_threshold: bool,
@@ -293,7 +295,6 @@ fn add(
     if raw.share_threshold && !wildcard {
         return Err(format!("{path}: {field}.share_threshold: applies only to a value with '*'"));
     }
-    let _ = (raw.detailed_metric, raw.value_to_metric);
     let rule = match raw.rate_limit {
         None => None,
         Some(l) if l.unlimited => {

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use filters_core::hash::StableHasher;
 use redis::aio::ConnectionManager;
 use redis::Script;
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -224,28 +225,7 @@ impl Limiter {
         let over_quota = !quotas.is_empty() && quotas.iter().all(|v| v.code == 2);
         Ok((if over_rate || over_quota { 2 } else { 1 }, verdicts))
     }
-}
 
-/// The configured rule, or the request's `limit` override (which, as
-/// upstream, replaces the configured limit, is never in shadow mode, and
-/// counts under the same key).
-fn find<'a>(config: &'a Config, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
-    let Some((rpu, unit)) = d.limit else { return config.find(domain, &d.entries) };
-    let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
-    let rule = std::borrow::Cow::Owned(Rule::Limited(Limit {
-        requests_per_unit: rpu,
-        unit,
-        unit_secs,
-        name: String::new(),
-        shadow: false,
-        quota: false,
-        replaces: Vec::new(),
-        id: usize::MAX,
-    }));
-    Some(Found { rule, shared: Vec::new() })
-}
-
-impl Limiter {
     async fn check_one(
         &self,
         domain: &str,
@@ -272,11 +252,7 @@ impl Limiter {
         let (allowed, remaining, reset) = match self.algorithm {
             // `requests_per_unit: 0`: every request is over (upstream bans
             // with it); nothing to count.
-            _ if rpu == 0 => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                let end = Duration::from_secs((now.as_secs() / limit.unit_secs + 1) * limit.unit_secs);
-                (false, 0, end.saturating_sub(now))
-            }
+            _ if rpu == 0 => (false, 0, window(limit.unit_secs).1),
             Algorithm::Gcra => {
                 let interval_us = (limit.unit_secs * 1_000_000 / rpu).max(1);
                 let (allowed, remaining, micros): (i64, i64, i64) =
@@ -284,9 +260,7 @@ impl Limiter {
                 (allowed == 1, remaining.max(0) as u64, Duration::from_micros(micros.max(0) as u64))
             }
             Algorithm::FixedWindow => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                let window = now.as_secs() / limit.unit_secs;
-                let end = Duration::from_secs((window + 1) * limit.unit_secs);
+                let (window, to_end) = window(limit.unit_secs);
                 let count: i64 = self
                     .fixed
                     .key(format!("{key}:{window}"))
@@ -295,7 +269,7 @@ impl Limiter {
                     .invoke_async(&mut conn)
                     .await?;
                 let count = count.max(0) as u64;
-                (count <= rpu, rpu.saturating_sub(count), end.saturating_sub(now))
+                (count <= rpu, rpu.saturating_sub(count), to_end)
             }
         };
         let used = rpu.saturating_sub(remaining);
@@ -312,9 +286,38 @@ impl Limiter {
     }
 }
 
-/// The entries a descriptor is counted under: its own, except that a
-/// `share_threshold` wildcard's entries count under the pattern.
-fn counted_entries(entries: &[(String, String)], shared: &[Option<&str>]) -> Vec<(String, String)> {
+/// The configured rule, or the request's `limit` override (which, as
+/// upstream, replaces the configured limit, is never in shadow mode, and
+/// counts under the same key).
+fn find<'a>(config: &'a Config, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
+    let Some((rpu, unit)) = d.limit else { return config.find(domain, &d.entries) };
+    let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
+    let rule = Cow::Owned(Rule::Limited(Limit {
+        requests_per_unit: rpu,
+        unit,
+        unit_secs,
+        name: String::new(),
+        shadow: false,
+        quota: false,
+        replaces: Vec::new(),
+        id: usize::MAX,
+    }));
+    Some(Found { rule, shared: Vec::new() })
+}
+
+/// The unit-aligned window the engine's clock is in now, and the time to its end.
+fn window(unit_secs: u64) -> (u64, Duration) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let window = now.as_secs() / unit_secs;
+    (window, Duration::from_secs((window + 1) * unit_secs).saturating_sub(now))
+}
+
+/// The entries a descriptor is counted under: its own (not copied), except
+/// that a `share_threshold` wildcard's entries count under the pattern.
+fn counted_entries<'a>(entries: &'a [(String, String)], shared: &[Option<&str>]) -> Cow<'a, [(String, String)]> {
+    if shared.iter().all(Option::is_none) {
+        return Cow::Borrowed(entries);
+    }
     entries
         .iter()
         .zip(shared.iter().chain(std::iter::repeat(&None)))

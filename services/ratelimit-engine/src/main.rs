@@ -190,29 +190,18 @@ async fn serve(args: Args, config: config::Config, files: Vec<(String, String)>)
 
 /// Reads the config files every `every`; when they changed, loads them and
 /// puts the result in place, or keeps the last good config and says why.
-async fn watch(
-    limiter: Arc<Limiter>,
-    paths: Vec<String>,
-    merge: bool,
-    mut last: Vec<(String, String)>,
-    every: Duration,
-) {
+async fn watch(limiter: Arc<Limiter>, paths: Vec<String>, merge: bool, files: Vec<(String, String)>, every: Duration) {
+    // What the files held (or why they could not be read) when last looked
+    // at: each change is acted on once, an unreadable file reported once.
+    let mut last: Result<Vec<(String, String)>, String> = Ok(files);
     loop {
         tokio::time::sleep(every).await;
-        let files = match config::Config::read_files(&paths) {
-            Ok(f) => f,
-            Err(e) => {
-                if last_error_differs(&mut last, &e) {
-                    limiter.metrics.reload(false);
-                    eprintln!("ratelimit-engine: config not reloaded, the last good one stays: {e}");
-                }
-                continue;
-            }
-        };
-        if files == last {
+        let seen = config::Config::read_files(&paths);
+        if seen == last {
             continue;
         }
-        match config::Config::load_with(&files, merge) {
+        last = seen;
+        match last.as_ref().map_err(String::clone).and_then(|files| config::Config::load_with(files, merge)) {
             Ok(config) => {
                 limiter.replace(config);
                 limiter.metrics.reload(true);
@@ -223,19 +212,7 @@ async fn watch(
                 eprintln!("ratelimit-engine: config not reloaded, the last good one stays: {e}");
             }
         }
-        last = files;
     }
-}
-
-/// A file that cannot be read (mid-rename, removed) is reported once, not
-/// every period: remembered as the "files" last seen.
-fn last_error_differs(last: &mut Vec<(String, String)>, error: &str) -> bool {
-    let marker = vec![(String::from("<error>"), error.to_string())];
-    if *last == marker {
-        return false;
-    }
-    *last = marker;
-    true
 }
 
 /// The Redis (`--redis`) or Redis Cluster (`--redis-cluster`) to count in.

@@ -87,6 +87,12 @@ impl Layout<'_> {
         }
         Ok(desc)
     }
+
+    /// Stores `value` as JSON (sorted keys: deterministic); its descriptor.
+    fn json_blob(&self, media_type: &str, value: &Value) -> io::Result<Value> {
+        let bytes = serde_json::to_vec(value).map_err(io::Error::other)?;
+        self.blob(media_type, &bytes, None)
+    }
 }
 
 fn titled(title: &str) -> Option<Value> {
@@ -131,7 +137,7 @@ fn gzip(bytes: &[u8]) -> io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-fn manifest(layout: &Layout, config: Value, layers: Vec<Value>, module: &Module) -> io::Result<(Vec<u8>, Value)> {
+fn manifest(layout: &Layout, config: Value, layers: Vec<Value>, module: &Module) -> io::Result<Value> {
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": MANIFEST,
@@ -139,9 +145,7 @@ fn manifest(layout: &Layout, config: Value, layers: Vec<Value>, module: &Module)
         "layers": layers,
         "annotations": annotations(module),
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let desc = layout.blob(MANIFEST, &bytes, None)?;
-    Ok((bytes, desc))
+    layout.json_blob(MANIFEST, &manifest)
 }
 
 fn compat(layout: &Layout, module: &Module) -> io::Result<Value> {
@@ -153,18 +157,16 @@ fn compat(layout: &Layout, module: &Module) -> io::Result<Value> {
         "config": {},
         "rootfs": { "type": "layers", "diff_ids": [digest(&tar)] },
     });
-    let config_bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
-    let config = layout.blob(IMAGE_CONFIG, &config_bytes, None)?;
-    Ok(manifest(layout, config, vec![layer], module)?.1)
+    let config = layout.json_blob(IMAGE_CONFIG, &config)?;
+    manifest(layout, config, vec![layer], module)
 }
 
 fn artifact(layout: &Layout, module: &Module) -> io::Result<Value> {
     let wasm = layout.blob(WASM_LAYER, &module.wasm, titled("plugin.wasm"))?;
     let schema = layout.blob(SCHEMA_LAYER, &module.schema, titled("schema.json"))?;
     let config = json!({ "type": "envoy_proxy", "abiVersions": ["v0.2.1"] });
-    let config_bytes = serde_json::to_vec(&config).map_err(io::Error::other)?;
-    let config = layout.blob(WASM_CONFIG, &config_bytes, None)?;
-    Ok(manifest(layout, config, vec![wasm, schema], module)?.1)
+    let config = layout.json_blob(WASM_CONFIG, &config)?;
+    manifest(layout, config, vec![wasm, schema], module)
 }
 
 /// Writes `module`'s two images into the OCI image layout `dir` (replacing

@@ -498,15 +498,7 @@ impl Breakers {
     /// Creates every slot of the table that does not exist yet (free).
     /// Existing slots, and so live breakers, are kept.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        let mut created = 0;
-        for slot in 0..self.cfg.max_breakers {
-            let k = Self::slot_key(slot);
-            if store.get(&k)?.is_none() && store.set(&k, FREE, None)? {
-                created += 1;
-            }
-        }
-        crate::store::check_kept(store, (0..self.cfg.max_breakers).map(Self::slot_key))?;
-        Ok(created)
+        crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), FREE)
     }
 
     /// Finds `key`'s breaker, claiming a free or reclaimable slot for a new

@@ -54,7 +54,7 @@ use crate::clock::Clock;
 use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
-use crate::store::{check_kept, read_u64, update_u64, SharedStore, StoreError};
+use crate::store::{create_absent, read_u64, update_u64, SharedStore, StoreError};
 use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig, Scope};
 use gcra::{Gcra, GcraDecision};
 use global::{Answer, Descriptor};
@@ -151,17 +151,8 @@ impl RateLimiter {
     /// (created by another worker, or before a VM reload) is left alone, so
     /// live state survives a VM restart. Returns how many slots were created.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        let mut created = 0;
-        for limit in &self.config.limits {
-            for slot in 0..limit.slots {
-                let key = slot_key(limit, u64::from(slot));
-                if store.get(&key)?.is_none() && store.set(&key, &0u64.to_le_bytes(), None)? {
-                    created += 1;
-                }
-            }
-        }
-        check_kept(store, self.config.limits.iter().flat_map(|l| (0..l.slots).map(|i| slot_key(l, u64::from(i)))))?;
-        Ok(created)
+        let keys = self.config.limits.iter().flat_map(|l| (0..l.slots).map(move |i| slot_key(l, u64::from(i))));
+        create_absent(store, keys, &0u64.to_le_bytes())
     }
 
     /// Decides one request against the local limits (global ones are

@@ -29,9 +29,9 @@
 //! tracked (`sticky.untracked`), and an idle slot (no streak, not ejected) is
 //! taken over by the next host that fails.
 
-use super::config::{DynamicConfig, Fallback};
+use super::config::DynamicConfig;
 use super::cookie::{base64url, base64url_decode, cookie_values, Signer};
-use super::{session_key_of, Health, MAX_PIN_COOKIES};
+use super::{fallback_key, session_key_of, Health, MAX_PIN_COOKIES};
 use crate::hash::hash_bytes;
 use crate::request::RequestView;
 use crate::store::{update_bytes, SharedStore, StoreError};
@@ -203,15 +203,8 @@ impl Dynamic {
         let values = cookie_values(req.header_values("cookie"), &self.cfg.cookie.name);
         let pinned = values.iter().take(MAX_PIN_COOKIES).find_map(|v| self.verify(v));
         let cookie_rejected = pinned.is_none() && !values.is_empty();
-        let key = session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req).unwrap_or_else(|| {
-            match self.cfg.fallback {
-                Fallback::ClientIp => format!(
-                    "peer:{}",
-                    req.peer().and_then(crate::net::parse_addr).map(|i| i.to_string()).unwrap_or_default()
-                ),
-                Fallback::Random => format!("random:{random}"),
-            }
-        });
+        let key = session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req)
+            .unwrap_or_else(|| fallback_key(self.cfg.fallback, req, random));
         let (placement, override_to, hash_key) = match pinned {
             Some(host) if up(host) => (Placement::Pinned(host), Some(host), key),
             Some(host) => {
@@ -230,14 +223,7 @@ impl Dynamic {
 
     /// Creates every slot of the host table that does not exist yet.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        let mut created = 0;
-        for k in &self.slot_keys {
-            if store.get(k)?.is_none() && store.set(k, &encode(&Health::default(), ""), None)? {
-                created += 1;
-            }
-        }
-        crate::store::check_kept(store, self.slot_keys.iter().cloned())?;
-        Ok(created)
+        crate::store::create_absent(store, self.slot_keys.iter().cloned(), &encode(&Health::default(), ""))
     }
 
     /// `host`'s health, when its slot holds it (`None`: not tracked, up).
@@ -269,23 +255,11 @@ impl Dynamic {
                 }
                 h = Health::default();
             }
-            if !failure {
-                if h.failures == 0 {
-                    return (None, Recorded::Nothing);
-                }
-                h.failures = 0;
-                return (Some(encode(&h, &text)), Recorded::Nothing);
+            match h.after(now, failure, threshold, eject) {
+                Some((h, true)) => (Some(encode(&h, &text)), Recorded::Ejected),
+                Some((h, false)) => (Some(encode(&h, &text)), Recorded::Nothing),
+                None => (None, Recorded::Nothing),
             }
-            if !h.up(now) {
-                return (None, Recorded::Nothing);
-            }
-            h.failures = h.failures.saturating_add(1);
-            let ejected = h.failures >= threshold;
-            if ejected {
-                h.failures = 0;
-                h.down_until = now.saturating_add(eject);
-            }
-            (Some(encode(&h, &text)), if ejected { Recorded::Ejected } else { Recorded::Nothing })
         })
     }
 }

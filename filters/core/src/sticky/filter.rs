@@ -139,7 +139,7 @@ impl StickyFilter {
         if upstream.client_gone() {
             return;
         }
-        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
+        let failure = failed(&upstream);
         if used != chosen {
             self.record(host, sticky, per_backend, chosen, true);
         } else if !failure && stream.clean {
@@ -246,22 +246,22 @@ impl StickyFilter {
         let used = property_text(host, &["upstream", "address"]).and_then(|a| a.trim().parse::<SocketAddr>().ok());
         let upstream = Upstream::read(host);
         let used = used?;
-        let failure = upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status();
+        let failure = failed(&upstream);
         let attempts = property_u64(host, &["upstream", "request_attempt_count"]).unwrap_or(1);
+        let now = host.now_nanos();
         let repin = match placement {
             Placement::New => {
                 m.placed.inc(host);
                 true
             }
-            Placement::Failover(_) => used != pinned_host(placement),
+            Placement::Failover(p) => used != p,
             Placement::Pinned(p) if used != p && attempts > 1 => {
                 // A retry moved this request: the pinned host failed it.
-                self.dynamic_record(host, dynamic, m, p, true, host.now_nanos());
+                self.dynamic_record(host, dynamic, m, p, true, now);
                 false
             }
             Placement::Pinned(p) => used != p,
         };
-        let now = host.now_nanos();
         if !failure {
             dynamic.note_good(used, now);
         }
@@ -299,11 +299,10 @@ impl StickyFilter {
     }
 }
 
-fn pinned_host(p: Placement) -> SocketAddr {
-    match p {
-        Placement::Pinned(h) | Placement::Failover(h) => h,
-        Placement::New => SocketAddr::from(([0, 0, 0, 0], 0)),
-    }
+/// A failed answer, in either mode: a network-level failure, any 5xx, or a
+/// status outside 100-599.
+fn failed(upstream: &Upstream) -> bool {
+    upstream.status >= 500 || upstream.network_failure() || upstream.invalid_status()
 }
 
 impl Filter for StickyFilter {

@@ -113,6 +113,31 @@ impl Health {
         v
     }
 
+    /// The record after one response at `now` (`failures` in a row eject
+    /// for `eject_ns`): `None` when it does not change (a success with no
+    /// streak, or a late failure of a backend already out), else the new
+    /// record and whether this failure ejected it.
+    pub fn after(mut self, now: u64, failure: bool, failures: u32, eject_ns: u64) -> Option<(Health, bool)> {
+        if !failure {
+            if self.failures == 0 {
+                return None;
+            }
+            self.failures = 0;
+            return Some((self, false));
+        }
+        if !self.up(now) {
+            // Already out: late failures of requests sent before the ejection.
+            return None;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let ejected = self.failures >= failures;
+        if ejected {
+            self.failures = 0;
+            self.down_until = now.saturating_add(eject_ns);
+        }
+        Some((self, ejected))
+    }
+
     /// Parses (`None` for anything else).
     pub fn decode(b: &[u8]) -> Option<Health> {
         let (f, rest) = b.split_first_chunk::<4>()?;
@@ -240,16 +265,7 @@ impl Sticky {
         }
         let (key, source) = match key {
             Some(k) => (k, Source::Key),
-            None => match self.cfg.fallback {
-                Fallback::ClientIp => (
-                    format!(
-                        "peer:{}",
-                        req.peer().and_then(crate::net::parse_addr).map(|i| i.to_string()).unwrap_or_default()
-                    ),
-                    Source::Fallback,
-                ),
-                Fallback::Random => (format!("random:{random}"), Source::Fallback),
-            },
+            None => (fallback_key(self.cfg.fallback, req, random), Source::Fallback),
         };
         let (chosen, home) = self.place(key.as_bytes(), up);
         match (chosen, home) {
@@ -323,15 +339,7 @@ impl Sticky {
 
     /// Creates every backend's health record that does not exist yet.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        let mut created = 0;
-        for i in 0..self.cfg.backends.len() {
-            let k = self.health_key(i);
-            if store.get(k)?.is_none() && store.set(k, &Health::default().encode(), None)? {
-                created += 1;
-            }
-        }
-        crate::store::check_kept(store, self.health_keys.iter().cloned())?;
-        Ok(created)
+        crate::store::create_absent(store, self.health_keys.iter().cloned(), &Health::default().encode())
     }
 
     /// Backend `i`'s health.
@@ -350,26 +358,22 @@ impl Sticky {
     ) -> Result<bool, StoreError> {
         let (threshold, eject) = (self.cfg.failures, self.cfg.eject_for_ns);
         update_bytes(store, self.health_key(i), |cur| {
-            let mut h = cur.and_then(Health::decode).unwrap_or_default();
-            if !failure {
-                if h.failures == 0 {
-                    return (None, false);
-                }
-                h.failures = 0;
-                return (Some(h.encode()), false);
+            let h = cur.and_then(Health::decode).unwrap_or_default();
+            match h.after(now, failure, threshold, eject) {
+                Some((h, ejected)) => (Some(h.encode()), ejected),
+                None => (None, false),
             }
-            if !h.up(now) {
-                // Already out: late failures of requests sent before the ejection.
-                return (None, false);
-            }
-            h.failures = h.failures.saturating_add(1);
-            let ejected = h.failures >= threshold;
-            if ejected {
-                h.failures = 0;
-                h.down_until = now.saturating_add(eject);
-            }
-            (Some(h.encode()), ejected)
         })
+    }
+}
+
+/// The key of a request with no session key: the peer's address, or `random`.
+pub(crate) fn fallback_key(fallback: Fallback, req: &RequestView, random: u64) -> String {
+    match fallback {
+        Fallback::ClientIp => {
+            format!("peer:{}", req.peer().and_then(crate::net::parse_addr).map(|i| i.to_string()).unwrap_or_default())
+        }
+        Fallback::Random => format!("random:{random}"),
     }
 }
 
