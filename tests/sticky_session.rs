@@ -184,6 +184,19 @@ fn bad_configs_are_refused_at_load() {
             r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"backend_header":"content-length"}"#,
             "backend_header: \"content-length\" is a header the filter must not write",
         ),
+        // The dynamic mode (no backends): its own rules.
+        (
+            r#"{"session_key":["client_ip"]}"#,
+            "cookie: is required without backends: the pin is how a session stays on the host Envoy chose",
+        ),
+        (
+            r#"{"cookie":{"secret":"0123456789abcdef-secret"},"hashing":"ketama"}"#,
+            "hashing: applies only with backends: without them Envoy's consistent hash places sessions",
+        ),
+        (
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"max_hosts":8}"#,
+            "max_hosts: applies only without backends (the dynamic mode)",
+        ),
     ];
     assert_refused_at_load(&base, "filters/sticky-session/README.md", &cases);
 }
