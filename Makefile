@@ -46,6 +46,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
 	$(CARGO) test -p integration-tests --test global_rate_limit -- --nocapture
 	$(CARGO) test -p integration-tests --test engine_compat
+	$(CARGO) test -p integration-tests --test engine_hostile
 	$(CARGO) test -p integration-tests --test redis_cluster -- --nocapture
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry

@@ -171,6 +171,16 @@ pub struct Found<'a> {
     pub shared: Vec<Option<&'a str>>,
 }
 
+/// The largest config file read (upstream's configs are a few kilobytes).
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// A config file's size and modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub len: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
 /// Every domain's tree.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -212,8 +222,27 @@ impl Config {
     }
 
     /// The config files `paths` name: files, and the `*.yaml`/`*.yml` files
-    /// of directories (sorted), each with its text.
+    /// of directories (sorted), each with its text. In a directory, only
+    /// regular files (symbolic links followed, as Kubernetes mounts a
+    /// ConfigMap) are read: a FIFO or a socket there is skipped, never
+    /// opened (opening a FIFO waits for a writer). A file over
+    /// [`MAX_CONFIG_BYTES`] is refused by name.
     pub fn read_files(paths: &[String]) -> Result<Vec<(String, String)>, String> {
+        let mut files = Vec::new();
+        for (name, _) in Self::stat_files(paths)? {
+            let text = std::fs::read_to_string(&name).map_err(|e| format!("{name}: {e}"))?;
+            if text.len() as u64 > MAX_CONFIG_BYTES {
+                return Err(format!("{name}: larger than {MAX_CONFIG_BYTES} bytes"));
+            }
+            files.push((name, text));
+        }
+        Ok(files)
+    }
+
+    /// The files [`Config::read_files`] would read, each with its size and
+    /// modification time, without opening any: what the watcher compares
+    /// between polls.
+    pub fn stat_files(paths: &[String]) -> Result<Vec<(String, Stamp)>, String> {
         let mut files = Vec::new();
         for path in paths {
             let p = std::path::Path::new(path);
@@ -222,14 +251,22 @@ impl Config {
                 entries
                     .filter_map(|e| e.ok().map(|e| e.path()))
                     .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                    .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file()))
                     .collect()
             } else {
                 vec![p.to_path_buf()]
             };
             names.sort();
             for f in names {
-                let text = std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?;
-                files.push((f.display().to_string(), text));
+                let name = f.display().to_string();
+                let meta = std::fs::metadata(&f).map_err(|e| format!("{name}: {e}"))?;
+                if !meta.is_file() {
+                    return Err(format!("{name}: not a regular file"));
+                }
+                if meta.len() > MAX_CONFIG_BYTES {
+                    return Err(format!("{name}: larger than {MAX_CONFIG_BYTES} bytes"));
+                }
+                files.push((name, Stamp { len: meta.len(), modified: meta.modified().ok() }));
             }
         }
         Ok(files)
@@ -267,6 +304,11 @@ impl Config {
             }
         }
         node.rule.as_ref().map(|rule| Found { rule: std::borrow::Cow::Borrowed(rule), shared })
+    }
+
+    /// Whether the config declares `domain`.
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
     }
 
     /// Number of domains.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod limiter;
+pub mod listen;
 pub mod metrics;
 
 /// Fuzz target body: a limits file, as an operator writes it, must load or

@@ -203,7 +203,7 @@ impl Limiter {
     pub async fn should_rate_limit(&self, req: &Request) -> Result<(i32, Vec<Verdict>), redis::RedisError> {
         let Some(snap) = self.snapshot() else { return Ok((1, Vec::new())) };
         let found: Vec<Option<Found<'_>>> =
-            req.descriptors.iter().map(|d| find(&snap.config, &req.domain, d)).collect();
+            req.descriptors.iter().map(|d| find(&snap.config, &req.domain, d, &self.metrics)).collect();
         let replaced: HashSet<&str> = found
             .iter()
             .flatten()
@@ -249,6 +249,10 @@ impl Limiter {
         let key = redis_key(domain, &counted_entries(entries, &found.shared));
         let mut conn = self.redis.clone();
         let rpu = u64::from(limit.requests_per_unit);
+        // More hits than the limit holds are over it whatever the count: one
+        // more than the limit says so to both scripts, and keeps the numbers
+        // Redis adds (an i64) and Lua reads (a double) far from their ends.
+        let charged = hits.min(rpu + 1);
         let (allowed, remaining, reset) = match self.algorithm {
             // `requests_per_unit: 0`: every request is over (upstream bans
             // with it); nothing to count.
@@ -256,7 +260,7 @@ impl Limiter {
             Algorithm::Gcra => {
                 let interval_us = (limit.unit_secs * 1_000_000 / rpu).max(1);
                 let (allowed, remaining, micros): (i64, i64, i64) =
-                    self.gcra.key(&key).arg(interval_us).arg(rpu).arg(hits).invoke_async(&mut conn).await?;
+                    self.gcra.key(&key).arg(interval_us).arg(rpu).arg(charged).invoke_async(&mut conn).await?;
                 (allowed == 1, remaining.max(0) as u64, Duration::from_micros(micros.max(0) as u64))
             }
             Algorithm::FixedWindow => {
@@ -264,7 +268,7 @@ impl Limiter {
                 let count: i64 = self
                     .fixed
                     .key(format!("{key}:{window}"))
-                    .arg(hits)
+                    .arg(charged)
                     .arg(limit.unit_secs + 1)
                     .invoke_async(&mut conn)
                     .await?;
@@ -289,9 +293,21 @@ impl Limiter {
 /// The configured rule, or the request's `limit` override (which, as
 /// upstream, replaces the configured limit, is never in shadow mode, and
 /// counts under the same key).
-fn find<'a>(config: &'a Config, domain: &str, d: &Descriptor) -> Option<Found<'a>> {
+///
+/// An override only applies in a domain the config knows (upstream answers
+/// OK with no limit elsewhere, its `TestConfigLimitOverride`), and only with
+/// a unit that names a duration: an override without one (no unit,
+/// `UNKNOWN`, a number outside the enum) is ignored and the configured rule
+/// applies, so that a broken override can never lift a configured limit.
+fn find<'a>(config: &'a Config, domain: &str, d: &Descriptor, metrics: &Metrics) -> Option<Found<'a>> {
     let Some((rpu, unit)) = d.limit else { return config.find(domain, &d.entries) };
-    let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit)?;
+    if !config.has_domain(domain) {
+        return None;
+    }
+    let Some(unit_secs) = filters_core::ratelimit::protocol::unit_seconds(unit) else {
+        metrics.override_ignored();
+        return config.find(domain, &d.entries);
+    };
     let rule = Cow::Owned(Rule::Limited(Limit {
         requests_per_unit: rpu,
         unit,
@@ -325,21 +341,38 @@ fn counted_entries<'a>(entries: &'a [(String, String)], shared: &[Option<&str>])
         .collect()
 }
 
-/// The Redis key of a descriptor.
+/// The Redis key of a descriptor: `rl:{<domain>|<key>=<value>|...}` with
+/// `\\`, `|`, `=`, `{` and `}` escaped by a backslash in every part, so that
+/// no value can spell another descriptor's key (a value `acme|user=alice`
+/// stays one value) nor end the hash tag early. A descriptor longer than
+/// [`MAX_KEY_DESCRIPTOR`] becomes `<domain>\h<hash>`: escaping never writes
+/// `\h`, so no readable key meets a hashed one.
 pub fn redis_key(domain: &str, entries: &[(String, String)]) -> String {
-    let mut d = String::from(domain);
+    let mut d = String::with_capacity(64);
+    escape_into(&mut d, domain);
     for (k, v) in entries {
         d.push('|');
-        d.push_str(k);
+        escape_into(&mut d, k);
         d.push('=');
-        d.push_str(v);
+        escape_into(&mut d, v);
     }
     if d.len() > MAX_KEY_DESCRIPTOR {
         let mut h = StableHasher::default();
         h.write_field(d.as_bytes());
-        d = format!("{domain}|h={:016x}", h.finish());
+        let mut short = String::with_capacity(domain.len() + 20);
+        escape_into(&mut short, domain);
+        d = format!("{short}\\h{:016x}", h.finish());
     }
     format!("rl:{{{d}}}")
+}
+
+fn escape_into(out: &mut String, part: &str) {
+    for c in part.chars() {
+        if matches!(c, '\\' | '|' | '=' | '{' | '}') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +386,31 @@ mod tests {
         assert_eq!(redis_key("edge", &e), "rl:{edge|generic_key=a|remote_address=1.2.3.4}");
         let long = vec![("k".to_string(), "v".repeat(2000))];
         let k = redis_key("edge", &long);
-        assert!(k.starts_with("rl:{edge|h=") && k.len() < 40, "{k}");
+        assert!(k.starts_with("rl:{edge\\h") && k.len() < 40, "{k}");
         assert_eq!(k, redis_key("edge", &long));
+    }
+
+    fn entries(e: &[(&str, &str)]) -> Vec<(String, String)> {
+        e.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// A value carrying the separators must not spell another descriptor's
+    /// key (issue 30, defect 8).
+    #[test]
+    fn no_value_spells_another_descriptors_key() {
+        let two = redis_key("d", &entries(&[("x-tenant", "acme"), ("x-user", "alice")]));
+        let forged = redis_key("d", &entries(&[("x-tenant", "acme|x-user=alice")]));
+        assert_ne!(two, forged);
+        assert_eq!(forged, "rl:{d|x-tenant=acme\\|x-user\\=alice}");
+        assert_ne!(redis_key("d|a=b", &[]), redis_key("d", &entries(&[("a", "b")])));
+        assert_ne!(redis_key("d", &entries(&[("a", "b}c")])), redis_key("d", &entries(&[("a", "b"), ("c", "")])));
+        // Braces are escaped, so the hash tag is the whole descriptor.
+        let k = redis_key("d", &entries(&[("a", "}{")]));
+        assert_eq!(k, "rl:{d|a=\\}\\{}");
+        // A hashed key is never a readable one.
+        let long = entries(&[("k", &"v".repeat(600))]);
+        let h = redis_key("d", &long);
+        let hex = &h[h.len() - 17..h.len() - 1];
+        assert_ne!(h, redis_key("d", &entries(&[("h", hex)])));
     }
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     no_limit: AtomicU64,
     reloads: AtomicU64,
     reload_errors: AtomicU64,
+    overrides_ignored: AtomicU64,
+    connections_refused: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -52,6 +54,8 @@ impl Metrics {
             no_limit: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
             reload_errors: AtomicU64::new(0),
+            overrides_ignored: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
         };
         m.ids_for(&names);
         m
@@ -96,6 +100,16 @@ impl Metrics {
     /// A descriptor no limit applies to.
     pub fn no_limit(&self) {
         add(&self.no_limit, 1);
+    }
+
+    /// A descriptor's `limit` override without a usable unit (ignored).
+    pub fn override_ignored(&self) {
+        add(&self.overrides_ignored, 1);
+    }
+
+    /// A connection closed at once: its listener held its most.
+    pub fn connection_refused(&self) {
+        add(&self.connections_refused, 1);
     }
 
     /// One limited descriptor's outcome.
@@ -158,6 +172,18 @@ impl Metrics {
                 "config_reload_errors_total",
                 "Changed config files refused (the last good config kept).",
                 &self.reload_errors,
+            ),
+            (
+                "overrides_ignored_total",
+                "overrides_ignored_total",
+                "Descriptor limit overrides without a usable unit, ignored (the configured limit applied).",
+                &self.overrides_ignored,
+            ),
+            (
+                "connections_refused_total",
+                "connections_refused_total",
+                "Connections closed at once because their listener held --max-connections.",
+                &self.connections_refused,
             ),
         ];
         for (series, family, help, c) in plain {
