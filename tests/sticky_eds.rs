@@ -211,3 +211,51 @@ fn forged_and_tampered_pins_are_ignored() {
     }
     assert_eq!(envoy.stat("wasmcustom.sticky.cookie_rejected"), Some(2));
 }
+
+/// Issue 30, defect 1: with a second route to another cluster, a pinned
+/// session's request there (answered by that cluster's host) does not
+/// re-pin it; back on its own route it goes to its pinned host, also after
+/// a host was added.
+#[test]
+fn a_request_to_another_clusters_route_does_not_move_the_session() {
+    let backends = Backends::start(&["a", "b", "c", "d"]);
+    let other = Backends::start(&["x"]);
+    let dir = scratch_dir("eds-two-routes");
+    let addrs = backends.addrs();
+    write_eds(&dir, &addrs[..3], 1);
+    let yaml = sample_config("sticky-session-eds.yaml", &[])
+        .replace(
+            "path: envoy/eds/sticky-endpoints.yaml",
+            &format!("path: {}", dir.join("sticky-endpoints.yaml").display()),
+        )
+        .replace(
+            "watched_directory: { path: envoy/eds }",
+            &format!("watched_directory: {{ path: {} }}", dir.display()),
+        );
+    let envoy = Envoy::start(&with_other_cluster(&yaml, "/other", other.addr("x")), 2);
+    wait_for_members(&envoy, 3);
+    let mut pins = Vec::new();
+    for i in 0..20 {
+        let id = format!("s{i}");
+        let (status, host, pin) = request(&envoy, &id, None);
+        assert_eq!(status, 200);
+        pins.push((id, host, pin.expect("pinned")));
+    }
+    for (id, _, pin) in &pins {
+        let cookie = format!("sticky={pin}");
+        let r = Conn::open(envoy.addr)
+            .and_then(|mut c| c.get("/other", &[("x-session-id", id), ("cookie", &cookie)]))
+            .expect("request to the other route");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-backend"), Some("x"));
+        assert!(r.header("set-cookie").is_none(), "{id} re-pinned to the other cluster's host");
+    }
+    // A host added: no pinned session moves, the other route's visits aside.
+    write_eds(&dir, &addrs, 2);
+    wait_for_members(&envoy, 4);
+    for (id, host, pin) in &pins {
+        let (status, now, new_pin) = request(&envoy, id, Some(pin));
+        assert_eq!((status, &now, new_pin), (200, host, None), "{id} moved");
+    }
+    assert_eq!(envoy.stat("wasmcustom.sticky.repinned").unwrap_or(0), 0);
+}

@@ -279,3 +279,35 @@ fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
     assert_eq!(s.stat("b.ejected"), 1, "three failures in a row, the abandoned requests aside, eject b");
     assert_ne!(s.backend_of(&on_b), "b");
 }
+
+/// Issue 30, defect 2: with a second route to another cluster, that
+/// cluster's 5xx answers eject none of the filter's backends (it never
+/// contacted them), whatever session keys the client sends; the session's
+/// own backend still serves it.
+#[test]
+fn failures_on_another_clusters_route_eject_no_backend() {
+    let (_backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
+    let other = Backends::start(&["x"]);
+    other.set("x", "fail=1");
+    let yaml = with_other_cluster(&sample_config("sticky-session.yaml", &addrs), "/other", other.addr("x"));
+    let envoy = Envoy::start(&yaml, 2);
+    let home = |id: &str| {
+        let r = Conn::open(envoy.addr).and_then(|mut c| c.get("/", &[("x-session-id", id)])).expect("request");
+        assert_eq!(r.status, 200, "session {id}: {}", envoy.log());
+        r.header("x-backend").unwrap_or_default().to_string()
+    };
+    let before: Vec<String> = (0..12).map(|i| home(&format!("s{i}"))).collect();
+    for i in 0..12 {
+        let id = format!("s{i}");
+        for _ in 0..4 {
+            let r =
+                Conn::open(envoy.addr).and_then(|mut c| c.get("/other", &[("x-session-id", &id)])).expect("request");
+            assert!(r.status >= 500, "the other cluster fails: {}", r.status);
+        }
+    }
+    for b in ["a", "b", "c"] {
+        assert_eq!(envoy.stat(&format!("wasmcustom.sticky.{b}.ejected")).unwrap_or(0), 0, "{b} ejected");
+    }
+    let after: Vec<String> = (0..12).map(|i| home(&format!("s{i}"))).collect();
+    assert_eq!(before, after, "sessions moved");
+}

@@ -155,6 +155,25 @@ pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Opti
     yaml.replace("filename: target/wasm32-wasip1/release/", &format!("filename: {}", wasm_dir.display()))
 }
 
+/// Adds a route for paths under `prefix` to a second cluster, `other`, of
+/// one host (`addr`, round robin), before the sample's catch-all route:
+/// a connection manager whose routes go to two clusters.
+pub fn with_other_cluster(yaml: &str, prefix: &str, addr: SocketAddr) -> String {
+    let catch_all = "              - match: { prefix: \"/\" }\n";
+    assert!(yaml.contains(catch_all), "no catch-all route in the config");
+    let route = format!(
+        "              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: other, timeout: 5s }}\n{catch_all}"
+    );
+    let cluster = format!(
+        "  - name: other\n    connect_timeout: 0.5s\n    type: STATIC\n    load_assignment:\n      cluster_name: other\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+        addr.ip(),
+        addr.port()
+    );
+    let yaml = yaml.replacen(catch_all, &route, 1);
+    let (head, tail) = yaml.split_once("\n  clusters:\n").expect("a clusters list");
+    format!("{head}\n  clusters:\n{cluster}{tail}")
+}
+
 /// Replaces the first plugin configuration (the block scalar after the
 /// first `value: |`) with `json`.
 pub fn with_plugin_config(yaml: &str, json: &str) -> String {

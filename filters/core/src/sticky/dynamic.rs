@@ -22,6 +22,13 @@
 //! transient failure does not move a session); the pinned host's failure is
 //! recorded, and ejection moves the session.
 //!
+//! A pin names the cluster it was made in (Envoy's `xds.cluster_name`,
+//! signed with the host). An answer from another cluster (the session's
+//! request went to a route of another cluster) neither re-pins the session
+//! nor charges its pinned host: the session stays where it was pinned for
+//! its own route. A pin that names no cluster (made where the proxy does
+//! not report one) matches any.
+//!
 //! Passive health is kept per host address in a fixed table of `max_hosts`
 //! shared-data slots (`sticky_hosts/<slot>`, the slot a hash of the address):
 //! memory stays bounded however many pods come and go. A slot holds one
@@ -41,7 +48,8 @@ use std::net::SocketAddr;
 
 /// Shared-data namespace of the host health table.
 pub const HOSTS_NAMESPACE: &str = "sticky_hosts";
-/// The pinning cookie's version prefix in this mode (`v2.<base64url ip:port>.<signature>`).
+/// The pinning cookie's version prefix in this mode
+/// (`v2.<base64url ip:port[|cluster]>.<signature>`).
 pub const PIN_PREFIX: &str = "v2.";
 /// Verified pins remembered per worker (each saves an HMAC).
 const VERIFIED_CACHE: usize = 256;
@@ -50,13 +58,39 @@ const RECENT_HOSTS: usize = 64;
 /// How long a host counts as lately good after a success.
 const RECENT_NS: u64 = 60_000_000_000;
 
+/// A verified pin: the host, and the hash of the cluster it was made in
+/// (`None`: a pin that names no cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// The pinned host.
+    pub host: SocketAddr,
+    /// [`cluster_id`] of the cluster named in the pin.
+    pub cluster: Option<u64>,
+}
+
+impl Pin {
+    /// Whether an answer from `cluster` (`None`: unknown) is in this pin's
+    /// cluster; a pin or an answer that names none matches any.
+    pub fn same_cluster(&self, cluster: Option<&str>) -> bool {
+        match (self.cluster, cluster) {
+            (Some(pinned), Some(answered)) => pinned == cluster_id(answered),
+            _ => true,
+        }
+    }
+}
+
+/// A cluster name's identity in a pin (a fixed hash: workers agree).
+pub fn cluster_id(name: &str) -> u64 {
+    hash_bytes(name.as_bytes())
+}
+
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     /// A valid pin to an up host: the override header names it.
-    Pinned(SocketAddr),
+    Pinned(Pin),
     /// A valid pin to an ejected host: hashed elsewhere.
-    Failover(SocketAddr),
+    Failover(Pin),
     /// No valid pin: placed by Envoy's hash.
     New,
 }
@@ -92,8 +126,8 @@ pub struct Dynamic {
     /// `; Path=...; ...` after the value of every `Set-Cookie`.
     cookie_attributes: String,
     slot_keys: Vec<String>,
-    /// Pins verified on this worker: value to host.
-    verified: RefCell<HashMap<String, SocketAddr>>,
+    /// Pins verified on this worker: value to pin.
+    verified: RefCell<HashMap<String, Pin>>,
     /// Hosts this worker saw answer well, and when last.
     recent: RefCell<Vec<(SocketAddr, u64)>>,
 }
@@ -125,34 +159,43 @@ impl Dynamic {
         &self.cfg
     }
 
-    /// The pinning cookie's value for `host`.
-    pub fn pin_value(&self, host: SocketAddr) -> String {
-        self.signer.value_with(PIN_PREFIX, &base64url(host.to_string().as_bytes()))
+    /// The pinning cookie's value for `host` in `cluster`.
+    pub fn pin_value(&self, host: SocketAddr, cluster: Option<&str>) -> String {
+        let text = match cluster {
+            Some(c) => format!("{host}|{c}"),
+            None => host.to_string(),
+        };
+        self.signer.value_with(PIN_PREFIX, &base64url(text.as_bytes()))
     }
 
-    /// The `Set-Cookie` pinning a session to `host`.
-    pub fn set_cookie(&self, host: SocketAddr) -> String {
-        format!("{}={}{}", self.cfg.cookie.name, self.pin_value(host), self.cookie_attributes)
+    /// The `Set-Cookie` pinning a session to `host` in `cluster`.
+    pub fn set_cookie(&self, host: SocketAddr, cluster: Option<&str>) -> String {
+        format!("{}={}{}", self.cfg.cookie.name, self.pin_value(host, cluster), self.cookie_attributes)
     }
 
-    /// The host a pin names, if it is signed right and names exactly one
-    /// `ip:port` in its canonical spelling.
-    pub fn verify(&self, value: &str) -> Option<SocketAddr> {
-        if let Some(host) = self.verified.borrow().get(value) {
-            return Some(*host);
+    /// The pin a value carries, if it is signed right and names exactly one
+    /// `ip:port` in its canonical spelling (and, after a `|`, the cluster).
+    pub fn verify(&self, value: &str) -> Option<Pin> {
+        if let Some(pin) = self.verified.borrow().get(value) {
+            return Some(*pin);
         }
         let encoded = self.signer.verify_with(PIN_PREFIX, value)?;
         let text = String::from_utf8(base64url_decode(encoded)?).ok()?;
-        let host: SocketAddr = text.parse().ok()?;
-        if host.to_string() != text {
+        let (address, cluster) = match text.split_once('|') {
+            Some((a, c)) => (a, Some(cluster_id(c))),
+            None => (text.as_str(), None),
+        };
+        let host: SocketAddr = address.parse().ok()?;
+        if host.to_string() != address {
             return None;
         }
+        let pin = Pin { host, cluster };
         let mut cache = self.verified.borrow_mut();
         if cache.len() >= VERIFIED_CACHE {
             cache.clear();
         }
-        cache.insert(value.to_string(), host);
-        Some(host)
+        cache.insert(value.to_string(), pin);
+        Some(pin)
     }
 
     /// Notes that `host` answered well at `now` (a failover target for this worker).
@@ -206,10 +249,11 @@ impl Dynamic {
         let key = session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req)
             .unwrap_or_else(|| fallback_key(self.cfg.fallback, req, random));
         let (placement, override_to, hash_key) = match pinned {
-            Some(host) if up(host) => (Placement::Pinned(host), Some(host), key),
-            Some(host) => {
+            Some(pin) if up(pin.host) => (Placement::Pinned(pin), Some(pin.host), key),
+            Some(pin) => {
+                let host = pin.host;
                 let alternative = self.alternative(&key, host, now, up);
-                (Placement::Failover(host), alternative, format!("{key}|after:{host}"))
+                (Placement::Failover(pin), alternative, format!("{key}|after:{host}"))
             }
             None => (Placement::New, None, key),
         };

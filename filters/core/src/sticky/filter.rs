@@ -16,10 +16,10 @@
 //! * The `random` fallback's seed mixes the clock with a per-worker counter,
 //!   so two requests in the same nanosecond still differ.
 //! * At completion the outcome is attributed to the backend that answered
-//!   (`upstream.address`, read only when Envoy reports more than one
-//!   attempt), else to the chosen one; when the proxy answered
-//!   from another backend than the chosen one (a retry moved away), the
-//!   chosen one failed. A **failure** is a network-level failure, any 5xx
+//!   (`upstream.address`, read only when there is something to record),
+//!   else to the chosen one; when a retry moved the request to another
+//!   backend, the chosen one failed. An answer from an address that is none
+//!   of the backends (a route to another cluster) is recorded nowhere. A **failure** is a network-level failure, any 5xx
 //!   or a status outside 100-599 ([`crate::upstream`]); a request whose client went away before any
 //!   answer is not recorded.
 
@@ -124,27 +124,41 @@ impl StickyFilter {
 
     /// Records the answering backend's health, once: at the response
     /// headers, or at completion when none came.
+    ///
+    /// An outcome is charged only to a backend of this filter's list that
+    /// answered: when the proxy names an answering address that is none of
+    /// them (the route sent the request to another cluster), nothing is
+    /// recorded, so requests to other routes can neither eject nor heal a
+    /// backend. The address is read only when there is something to
+    /// record (a failure, a streak to reset, or a retry); without one (a
+    /// host that does not report it) the chosen backend answered.
     fn settle<H: Host>(&self, stream: &mut SessionStream, host: &H, sticky: &Sticky, per_backend: &[BackendMetrics]) {
         let Some(chosen) = stream.chosen.take() else { return };
-        // Which backend answered: the chosen one, unless the proxy retried
-        // elsewhere. Envoy reports its attempts; `upstream.address` is read
-        // only when there was more than one (or the count is unknown).
+        // Envoy reports its attempts: more than one (or an unknown count)
+        // means a retry may have moved the request to another backend.
         let retried = property_u64(host, &["upstream", "request_attempt_count"]).is_none_or(|a| a > 1);
-        let used = if retried {
-            property_text(host, &["upstream", "address"]).and_then(|a| sticky.by_address(&a)).unwrap_or(chosen)
-        } else {
-            chosen
-        };
         let upstream = Upstream::read(host);
         if upstream.client_gone() {
             return;
         }
         let failure = failed(&upstream);
-        if used != chosen {
-            self.record(host, sticky, per_backend, chosen, true);
-        } else if !failure && stream.clean {
+        if !failure && !retried && stream.clean {
             // A success on a record with no failure streak changes nothing:
             // not even read.
+            return;
+        }
+        let used = match property_text(host, &["upstream", "address"]) {
+            Some(address) => match sticky.by_address(&address) {
+                Some(used) => used,
+                // Another cluster's host answered: not ours to judge.
+                None => return,
+            },
+            None => chosen,
+        };
+        if used != chosen && retried {
+            // A retry moved the request away: the chosen backend failed it.
+            self.record(host, sticky, per_backend, chosen, true);
+        } else if used == chosen && !failure && stream.clean {
             return;
         }
         self.record(host, sticky, per_backend, used, failure);
@@ -233,7 +247,7 @@ impl StickyFilter {
     /// The dynamic mode at the response (or completion): the host that
     /// answered is pinned when the session had no pin, when its pinned host
     /// was ejected, or when Envoy no longer had it (one attempt, another
-    /// host); its outcome is recorded.
+    /// host, in the pin's cluster); its outcome is recorded.
     /// Returns the host that answered, when the proxy names one.
     fn dynamic_settle<H: Host>(
         &self,
@@ -249,29 +263,37 @@ impl StickyFilter {
         let failure = failed(&upstream);
         let attempts = property_u64(host, &["upstream", "request_attempt_count"]).unwrap_or(1);
         let now = host.now_nanos();
-        let repin = match placement {
-            Placement::New => {
-                m.placed.inc(host);
-                true
-            }
-            Placement::Failover(p) => used != p,
-            Placement::Pinned(p) if used != p && attempts > 1 => {
-                // A retry moved this request: the pinned host failed it.
-                self.dynamic_record(host, dynamic, m, p, true, now);
-                false
-            }
-            Placement::Pinned(p) => used != p,
+        // What the answer would do to the session: pin the host that
+        // answered, or charge the pinned host a retry moved away from.
+        let (repin, charge) = match placement {
+            Placement::New => (true, None),
+            Placement::Failover(p) => (used != p.host, None),
+            Placement::Pinned(p) if used != p.host && attempts > 1 => (false, Some(p)),
+            Placement::Pinned(p) => (used != p.host, None),
         };
+        // Only then is the answering cluster read: a pin names it, and an
+        // answer from another cluster's route moves and charges nothing.
+        let cluster = if repin || charge.is_some() { property_text(host, &["xds", "cluster_name"]) } else { None };
+        let own_cluster = match placement {
+            Placement::Pinned(p) | Placement::Failover(p) => p.same_cluster(cluster.as_deref()),
+            Placement::New => true,
+        };
+        if let Some(p) = charge.filter(|_| own_cluster) {
+            // A retry moved this request: the pinned host failed it.
+            self.dynamic_record(host, dynamic, m, p.host, true, now);
+        }
         if !failure {
             dynamic.note_good(used, now);
         }
-        if repin && !failure {
-            if placement != Placement::New {
+        if repin && own_cluster && !failure {
+            if placement == Placement::New {
+                m.placed.inc(host);
+            } else {
                 m.repinned.inc(host);
             }
-            stream.set_cookie = Some(dynamic.set_cookie(used));
+            stream.set_cookie = Some(dynamic.set_cookie(used, cluster.as_deref()));
         }
-        let clean_success = !failure && stream.clean && placement == Placement::Pinned(used);
+        let clean_success = !failure && stream.clean && matches!(placement, Placement::Pinned(p) if p.host == used);
         if !upstream.client_gone() && !clean_success {
             self.dynamic_record(host, dynamic, m, used, failure, now);
         }

@@ -138,6 +138,32 @@ fn an_answer_from_another_backend_counts_against_the_chosen_one() {
     assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
 }
 
+/// Issue 30, defect 2: failures answered by another cluster's host (a route
+/// the filter does not route for) eject no backend, retried or not.
+#[test]
+fn failures_from_another_clusters_host_eject_no_backend() {
+    let x = sticky(CONFIG);
+    let home = backend(&session(&x, "s1", 200));
+    for _ in 0..5 {
+        let (mut stream, flow) = x.start(&[(":method", "GET"), ("x-session-id", "s1")]);
+        x.host.set_property_u64("upstream.request_attempt_count", 1);
+        x.host.set_property("upstream.address", "10.9.9.9:9000");
+        x.finish(&mut stream, flow, Some(&[(":status", "503")]));
+    }
+    for _ in 0..3 {
+        send(&x, &[(":method", "GET"), ("x-session-id", "s1")], 503, Some("10.9.9.9:9000"));
+    }
+    for b in ["a", "b", "c"] {
+        assert_eq!(x.host.metric(&format!("sticky.{b}.ejected")), 0, "{b} ejected by another cluster's answers");
+    }
+    assert_eq!(backend(&session(&x, "s1", 200)), home);
+    // The session's own backend failing still ejects it.
+    for _ in 0..3 {
+        session(&x, "s1", 503);
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
+}
+
 #[test]
 fn every_backend_down_is_a_503_when_configured() {
     let x = sticky(&CONFIG.replace(r#""backend_header""#, r#""all_down":"503","backend_header""#));

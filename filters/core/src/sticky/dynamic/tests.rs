@@ -125,7 +125,7 @@ fn forged_tampered_and_foreign_pins_are_ignored_and_counted() {
             Setup::Static(_) => unreachable!(),
         },
     )
-    .pin_value("10.0.0.66:8080".parse().unwrap());
+    .pin_value("10.0.0.66:8080".parse().unwrap(), None);
     let static_pin = "v1.a.4gPJoRIwD8P-YKPkb-k_Jw".to_string();
     for (n, forged) in [unsigned, tampered, other_secret, static_pin, "v2.!!".to_string()].iter().enumerate() {
         let out = send(&x, "s9", Some(forged), "10.0.0.5:8080", 1, 200);
@@ -146,7 +146,9 @@ fn pins_name_one_canonical_address() {
         Setup::Static(_) => unreachable!(),
     };
     let v6: SocketAddr = "[2001:db8::1]:8443".parse().unwrap();
-    assert_eq!(d.verify(&d.pin_value(v6)), Some(v6));
+    assert_eq!(d.verify(&d.pin_value(v6, None)), Some(Pin { host: v6, cluster: None }));
+    let bound = d.verify(&d.pin_value(v6, Some("backend"))).unwrap();
+    assert_eq!((bound.host, bound.cluster), (v6, Some(cluster_id("backend"))));
     // A validly signed value that is not a canonical ip:port is refused.
     let signer = Signer::new(Some(b"0123456789abcdef-secret"));
     for text in ["10.0.0.1:080", "10.0.0.1", "host:80", "010.0.0.1:80"] {
@@ -239,4 +241,32 @@ fn host_calls_per_request_are_pinned() {
     // (bytes); the clock (the host noted as answering well). A success on a
     // host whose slot showed no failure streak reads and writes nothing more.
     assert_eq!(calls, HostCalls { returning_bytes: 6, returning_nothing: 5, callbacks_reading: 2 });
+}
+
+/// Issue 30, defect 1: with two routes to two clusters, a pinned session's
+/// request answered by the other cluster's host neither re-pins the session
+/// nor charges its pinned host; back on its own route it goes to its pin.
+#[test]
+fn an_answer_from_another_cluster_neither_moves_nor_charges_the_session() {
+    let x = filter();
+    x.host.set_property("xds.cluster_name", "backend");
+    let pin = pin_of(&send(&x, "s1", None, "10.0.0.7:8080", 1, 200)).unwrap();
+    // The other route: cluster "other", its host 10.0.1.1 answers (one
+    // attempt, then a retry moving it within that cluster).
+    x.host.set_property("xds.cluster_name", "other");
+    let there = send(&x, "s1", Some(&pin), "10.0.1.1:9000", 1, 200);
+    assert_eq!(there.header("set-cookie"), None, "re-pinned to another cluster's host");
+    for _ in 0..3 {
+        send(&x, "s1", Some(&pin), "10.0.1.2:9000", 2, 200);
+    }
+    assert_eq!(x.host.metric("sticky.repinned"), 0);
+    assert_eq!(x.host.metric("sticky.ejected"), 0, "the pinned host was charged for another cluster's retries");
+    // Back on its own route: still pinned to its host.
+    x.host.set_property("xds.cluster_name", "backend");
+    let home = send(&x, "s1", Some(&pin), "10.0.0.7:8080", 1, 200);
+    assert_eq!(home.upstream_header("x-sticky-upstream").as_deref(), Some("10.0.0.7:8080"));
+    // In its own cluster, a vanished host still re-pins once.
+    let moved = send(&x, "s1", Some(&pin), "10.0.0.9:8080", 1, 200);
+    assert!(pin_of(&moved).is_some());
+    assert_eq!(x.host.metric("sticky.repinned"), 1);
 }
