@@ -47,6 +47,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test global_rate_limit -- --nocapture
 	$(CARGO) test -p integration-tests --test engine_compat
 	$(CARGO) test -p integration-tests --test engine_hostile
+	$(CARGO) test -p integration-tests --test config_push -- --nocapture
 	$(CARGO) test -p integration-tests --test redis_cluster -- --nocapture
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry

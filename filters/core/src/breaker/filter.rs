@@ -290,7 +290,7 @@ impl Filter for BreakerFilter {
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let breakers = Breakers::new(BreakerConfig::from_json(config)?);
-        let created = Refused::store("the breaker table", breakers.initialize(host))?;
+        let created = Refused::store("the breaker table", breakers.initialize(host, host.now_nanos()))?;
         let metrics = FilterMetrics::define(host, "circuit_breaker.");
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);
         Ok(BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics })

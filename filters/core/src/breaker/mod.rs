@@ -60,6 +60,8 @@ pub const PROBES: u32 = 8;
 pub const SHARED_NAMESPACE: &str = "circuit_breaker";
 
 const FREE: &[u8] = &[0];
+/// Where the table's size is kept (see [`Breakers::resize`]).
+const SIZE_KEY: &str = "circuit_breaker/size";
 const VERSION: u8 = 2;
 
 /// A breaker's state.
@@ -225,6 +227,10 @@ impl Breakers {
     /// Returns the admission, whether the record changed, and the
     /// transition, if any; the caller writes the record back when it changed.
     pub fn admit(&self, rec: &mut Record, now: u64) -> (Admission, bool, Option<Transition>) {
+        if let Some(t) = self.adopt(rec, now) {
+            let (admission, _, _) = self.admit(rec, now);
+            return (admission, true, Some(t));
+        }
         match rec.state {
             State::Closed => (Admission::Pass, false, None),
             State::Open if now < rec.until => {
@@ -265,6 +271,37 @@ impl Breakers {
                 }
             }
         }
+    }
+
+    /// A record written under the other mode (a config push turned a
+    /// Traefik breaker into a native one, or back) in a state this mode does
+    /// not have, mapped to the nearest one of this mode:
+    ///
+    /// * `recovering` under a native breaker: closed, its window kept (the
+    ///   upstream had served its fallback and was taking traffic again);
+    /// * `half-open` under a Traefik breaker: recovering from now, for
+    ///   `recoveryDuration` (Traefik's state after its fallback).
+    ///
+    /// `open` means the same in both and keeps its end; `closed` too.
+    fn adopt(&self, rec: &mut Record, now: u64) -> Option<Transition> {
+        let from = rec.state;
+        match (from, self.cfg.traefik) {
+            (State::Recovering, None) => {
+                rec.state = State::Closed;
+                rec.trips = 0;
+                rec.probes = 0;
+                rec.successes = 0;
+                rec.until = 0;
+            }
+            (State::HalfOpen, Some(t)) => {
+                rec.state = State::Recovering;
+                rec.until = now.saturating_add(t.recovery_ns);
+                rec.probes = 0;
+                rec.successes = 0;
+            }
+            _ => return None,
+        }
+        Some(Transition { from, to: rec.state })
     }
 
     /// Traefik's recovery: after `until`, the breaker is closed (its window
@@ -413,18 +450,17 @@ impl Breakers {
         ]
     }
 
-    /// Reads a record's version and shape; `None` unless both are this
-    /// configuration's (a record of another shape is treated as free).
-    fn read_header(&self, r: &mut Reader<'_>) -> Option<()> {
+    /// Reads a record's version and shape: `None` for another version (or
+    /// garbage), else whether the window's shape is this configuration's.
+    fn read_header(&self, r: &mut Reader<'_>) -> Option<bool> {
         if r.u8()? != VERSION {
             return None;
         }
+        let mut same = true;
         for expected in self.shape_header() {
-            if r.u16()? != expected {
-                return None;
-            }
+            same &= r.u16()? == expected;
         }
-        Some(())
+        Some(same)
     }
 
     /// Serialises a record.
@@ -449,12 +485,15 @@ impl Breakers {
         out
     }
 
-    /// Parses a record; `None` for a free slot, garbage, or a record written
-    /// under a differently shaped configuration (it is then treated as free).
+    /// Parses a record; `None` for a free slot or garbage. A record written
+    /// under a configuration whose window has another shape (a config push
+    /// changed `window`, `buckets`, the statuses or latencies counted, or
+    /// added an expression) keeps its key and state (an open breaker stays
+    /// open until its end) with an empty window.
     pub fn decode(&self, bytes: &[u8]) -> Option<Record> {
         let shape = &self.cfg.shape;
         let mut r = Reader(bytes);
-        self.read_header(&mut r)?;
+        let same_shape = self.read_header(&mut r)?;
         let state = State::from_byte(r.u8()?)?;
         let trips = r.u32()?;
         let consecutive = r.u32()?;
@@ -464,19 +503,27 @@ impl Breakers {
         let next_check = r.u64()?;
         let key_len = usize::from(r.u16()?);
         let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
-        let ring = Ring::from_bytes(shape, r.take(shape.ring_len())?)?;
-        if !r.0.is_empty() {
-            return None;
-        }
+        let ring = if same_shape {
+            let ring = Ring::from_bytes(shape, r.take(shape.ring_len())?)?;
+            if !r.0.is_empty() {
+                return None;
+            }
+            ring
+        } else {
+            shape.empty()
+        };
         Some(Record { key, state, trips, consecutive, until, probes, successes, next_check, ring })
     }
 
     /// The key and state of an encoded record, without decoding its window:
     /// what admitting a request through a closed breaker needs (the common
-    /// case).
+    /// case). `None` also for a record of another window shape (decoded
+    /// whole, and rewritten in this shape, by the slow path).
     pub fn decode_head<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State)> {
         let mut r = Reader(bytes);
-        self.read_header(&mut r)?;
+        if !self.read_header(&mut r)? {
+            return None;
+        }
         let state = State::from_byte(r.u8()?)?;
         r.take(4 + 4 + 8 + 4 + 4 + 8)?;
         let key_len = usize::from(r.u16()?);
@@ -496,9 +543,57 @@ impl Breakers {
     }
 
     /// Creates every slot of the table that does not exist yet (free).
-    /// Existing slots, and so live breakers, are kept.
-    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), FREE)
+    /// Existing slots, and so live breakers, are kept; when the table had
+    /// another size before (a config push changed `max_breakers`), the live
+    /// breakers are moved to where this size looks for them ([`Breakers::resize`]).
+    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S, now: u64) -> Result<u32, StoreError> {
+        let created = crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), FREE)?;
+        self.resize(store, now)?;
+        Ok(created)
+    }
+
+    /// After a change of `max_breakers`: every breaker that carries state
+    /// and sits outside the slots its key probes at this size is moved
+    /// there (claimed like a new key, then given the record), and its old
+    /// slot freed. The table's size is kept in `circuit_breaker/size`.
+    /// A breaker that finds no place (every probed slot live) is dropped, as
+    /// a new key would be untracked. Returns how many moved.
+    pub fn resize<S: SharedStore + ?Sized>(&self, store: &S, now: u64) -> Result<u32, StoreError> {
+        let max = self.cfg.max_breakers;
+        let old = store.get(SIZE_KEY)?.and_then(|e| e.value.try_into().ok().map(u32::from_le_bytes));
+        let mut moved = 0;
+        if let Some(old) = old.filter(|&o| o != max) {
+            for slot in 0..old {
+                let key = Self::slot_key(slot);
+                let Some(entry) = store.get(&key)? else { continue };
+                let Some(rec) = self.decode(&entry.value) else { continue };
+                if self.reclaimable(&rec, now) || self.probes_from_home(&rec.key).any(|s| s == slot) {
+                    continue;
+                }
+                if let Some((to, _)) = self.find(store, &rec.key, now)? {
+                    self.update(store, to, &rec.key, |r| {
+                        let fresh = self.reclaimable(r, now) && r.trips == 0;
+                        if fresh {
+                            *r = rec.clone();
+                        }
+                        (fresh, ())
+                    })?;
+                    moved += 1;
+                }
+                // Freed only if nobody changed it meanwhile.
+                store.set(&key, FREE, Some(entry.cas))?;
+            }
+        }
+        if old != Some(max) {
+            update_bytes(store, SIZE_KEY, |_| (Some(max.to_le_bytes().to_vec()), ()))?;
+        }
+        Ok(moved)
+    }
+
+    /// The slots `key` is looked for in, in order.
+    fn probes_from_home(&self, key: &str) -> impl Iterator<Item = u32> {
+        let (home, max) = (self.home(key), self.cfg.max_breakers);
+        (0..PROBES.min(max)).map(move |i| (home + i) % max)
     }
 
     /// Finds `key`'s breaker, claiming a free or reclaimable slot for a new
@@ -509,12 +604,9 @@ impl Breakers {
         key: &str,
         now: u64,
     ) -> Result<Option<(u32, Record)>, StoreError> {
-        let home = self.home(key);
-        let max = self.cfg.max_breakers;
         for _attempt in 0..2 {
             let mut candidate = None;
-            for i in 0..PROBES.min(max) {
-                let slot = (home + i) % max;
+            for slot in self.probes_from_home(key) {
                 let rec = store.get(&Self::slot_key(slot))?.and_then(|e| self.decode(&e.value));
                 match rec {
                     Some(r) if r.key == key => return Ok(Some((slot, r))),

@@ -279,30 +279,118 @@ fn encode_decode_round_trip_and_garbage() {
         assert_eq!(b.decode(bytes.get(..cut).unwrap()), None, "truncated at {cut}");
     }
     assert_eq!(b.decode(FREE), None);
-    // A record written under another window shape is not misread.
+    // A record written under another window shape is not misread: its key
+    // and state are kept, its window is not.
     let other = breakers(r#"{"consecutive_failures":1,"buckets":5}"#);
-    assert_eq!(other.decode(&bytes), None);
+    let read = other.decode(&bytes).unwrap();
+    assert_eq!((read.key.as_str(), read.state, read.trips), ("cluster-a", State::Closed, 3));
+    assert_eq!(read.ring, other.fresh("x").ring);
+    assert_eq!(other.decode_head(&bytes), None, "the fast path leaves it to the full decode");
 }
 
 #[test]
 fn table_claims_finds_and_bounds_breakers() {
     let b = breakers(r#"{"consecutive_failures":1,"max_breakers":4}"#);
     let store = MemoryStore::new(CasRule::NginxStrict);
-    assert_eq!(b.initialize(&store).unwrap(), 4);
-    assert_eq!(b.initialize(&store).unwrap(), 0);
+    assert_eq!(b.initialize(&store, 0).unwrap(), 4);
+    assert_eq!(b.initialize(&store, 0).unwrap(), 0);
     // Four live (tripped) breakers fill the table.
     for k in ["a", "b", "c", "d"] {
         let (slot, _) = b.find(&store, k, T0).unwrap().unwrap();
         let t = b.update(&store, slot, k, |r| b.complete(r, T0, &fail(&b), false)).unwrap().unwrap();
         assert_eq!(t, Some(Transition { from: State::Closed, to: State::Open }));
     }
-    assert_eq!(store.len(), 4);
+    // The four slots and the table's size.
+    assert_eq!(store.len(), 5);
     // A fifth key finds no room while they are live: not tracked.
     assert_eq!(b.find(&store, "e", T0).unwrap(), None);
     // Existing keys are found where they are, still open.
     let (_, rec) = b.find(&store, "c", T0).unwrap().unwrap();
     assert_eq!(rec.state, State::Open);
-    assert_eq!(store.len(), 4);
+    assert_eq!(store.len(), 5);
+}
+
+/// Trips `key`'s breaker (consecutive failures) in `b`'s table.
+fn trip(b: &Breakers, store: &MemoryStore, key: &str, at: u64) {
+    let (slot, _) = b.find(store, key, at).unwrap().unwrap();
+    for _ in 0..5 {
+        b.update(store, slot, key, |r| b.complete(r, at, &fail(b), false)).unwrap();
+    }
+    assert_eq!(b.find(store, key, at).unwrap().unwrap().1.state, State::Open, "{key}");
+}
+
+/// A config push that changes the table's size (issue 30): every open
+/// breaker is found open at the new size, growing and shrinking.
+#[test]
+fn a_resized_table_keeps_every_open_breaker() {
+    let keys: Vec<String> = (0..12).map(|i| format!("cluster-{i}")).collect();
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    let small = breakers(r#"{"consecutive_failures":1,"max_breakers":256,"open_for":"60s"}"#);
+    small.initialize(&store, T0).unwrap();
+    for k in &keys {
+        trip(&small, &store, k, T0);
+    }
+    for size in [512, 37, 256] {
+        let b = breakers(&format!(r#"{{"consecutive_failures":1,"max_breakers":{size},"open_for":"60s"}}"#));
+        b.initialize(&store, T0 + S).unwrap();
+        for k in &keys {
+            let (_, rec) = b.find(&store, k, T0 + S).unwrap().unwrap();
+            assert_eq!(rec.state, State::Open, "{k} at max_breakers {size}");
+        }
+        // A second worker configuring the same size moves nothing twice.
+        assert_eq!(b.resize(&store, T0 + S).unwrap(), 0);
+    }
+}
+
+/// A config push that changes the window's shape (an expression added,
+/// other buckets): an open breaker stays open until its end.
+#[test]
+fn a_reshaped_window_keeps_the_breakers_state() {
+    let store = MemoryStore::new(CasRule::Envoy);
+    let plain = breakers(r#"{"consecutive_failures":1,"open_for":"60s"}"#);
+    plain.initialize(&store, T0).unwrap();
+    trip(&plain, &store, "up", T0);
+    let shaped =
+        breakers(r#"{"consecutive_failures":1,"open_for":"60s","expression":"LatencyAtQuantileMS(50.0) > 100"}"#);
+    shaped.initialize(&store, T0 + S).unwrap();
+    let (slot, rec) = shaped.find(&store, "up", T0 + S).unwrap().unwrap();
+    assert_eq!(rec.state, State::Open);
+    let a = shaped.update(&store, slot, "up", |r| {
+        let (a, changed, _) = shaped.admit(r, T0 + 2 * S);
+        (changed, a)
+    });
+    assert!(matches!(a.unwrap(), Some(Admission::Reject { state: State::Open, .. })));
+}
+
+/// Issue 30, defect 3: a Traefik breaker recovering, reconfigured as a
+/// native breaker, is closed (its upstream was taking traffic again); a
+/// native breaker half-open, reconfigured as a Traefik one, recovers.
+#[test]
+fn a_mode_change_maps_each_state_to_the_new_modes() {
+    let traefik = breakers(
+        r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","checkPeriod":"100ms","fallbackDuration":"1s","recoveryDuration":"60s"}}"#,
+    );
+    let native = breakers(r#"{"failure_ratio":0.5,"min_requests":5,"open_for":"1s","half_open_requests":2}"#);
+    let mut r = traefik.fresh("up");
+    r.state = State::Recovering;
+    r.until = T0 + 50 * S;
+    // Native: every request passes at once, recorded closed.
+    let (a, changed, t) = native.admit(&mut r, T0);
+    assert_eq!(
+        (a, changed, t),
+        (Admission::Pass, true, Some(Transition { from: State::Recovering, to: State::Closed }))
+    );
+    for i in 0..20 {
+        assert_eq!(native.admit(&mut r, T0 + i).0, Admission::Pass);
+    }
+    // Half-open under Traefik: recovering from now.
+    let mut h = native.fresh("up");
+    h.state = State::HalfOpen;
+    h.until = T0 + S;
+    let (_, changed, t) = traefik.admit(&mut h, T0);
+    assert!(changed);
+    assert_eq!(t, Some(Transition { from: State::HalfOpen, to: State::Recovering }));
+    assert_eq!((h.state, h.until), (State::Recovering, T0 + 60 * S));
 }
 
 #[test]
@@ -311,14 +399,14 @@ fn idle_breakers_give_their_slot_to_new_keys() {
     // failure streak carries no state: its slot is free at once.
     let lean = breakers(r#"{"consecutive_failures":5,"max_breakers":1}"#);
     let store = MemoryStore::new(CasRule::Envoy);
-    lean.initialize(&store).unwrap();
+    lean.initialize(&store, 0).unwrap();
     let (slot, _) = lean.find(&store, "old", T0).unwrap().unwrap();
     lean.update(&store, slot, "old", |r| lean.complete(r, T0, &ok(&lean), false)).unwrap();
     assert_eq!(lean.find(&store, "new", T0 + S).unwrap().map(|(s, r)| (s, r.key)), Some((slot, "new".to_string())));
 
     let b = breakers(r#"{"failure_ratio":0.5,"max_breakers":1,"window":"10s"}"#);
     let store = MemoryStore::new(CasRule::Envoy);
-    b.initialize(&store).unwrap();
+    b.initialize(&store, 0).unwrap();
     let (slot, _) = b.find(&store, "old", T0).unwrap().unwrap();
     b.update(&store, slot, "old", |r| b.complete(r, T0, &ok(&b), false)).unwrap();
     // Within the window "old" has history: "new" cannot take its slot.
@@ -335,7 +423,7 @@ fn a_trip_on_one_worker_rejects_on_the_other() {
     let json = r#"{"consecutive_failures":2}"#;
     let (w1, w2) = (breakers(json), breakers(json));
     let store = MemoryStore::new(CasRule::Envoy);
-    w1.initialize(&store).unwrap();
+    w1.initialize(&store, 0).unwrap();
     for w in [&w1, &w2] {
         let (slot, _) = w.find(&store, "up", T0).unwrap().unwrap();
         w.update(&store, slot, "up", |r| w.complete(r, T0, &fail(w), false)).unwrap();

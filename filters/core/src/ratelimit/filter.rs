@@ -326,6 +326,7 @@ impl Filter for RateLimitFilter {
         let limiter = RateLimiter::new(config);
         // Create every bucket before the first request (see the module's
         // "Bounded memory"); existing buckets, e.g. after a VM reload, are kept.
+        Refused::store("the rate-limit table", limiter.reserve(host))??;
         let created = Refused::store("the rate-limit table", limiter.initialize(host))?;
         log::info!(
             "configured {} limit(s), mode {:?}, {created} new slot(s)",

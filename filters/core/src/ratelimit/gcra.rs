@@ -70,6 +70,12 @@ impl Gcra {
         }
     }
 
+    /// The bucket's parameters: emission interval and tolerance, in
+    /// nanoseconds (what a table's identity is made of).
+    pub fn params(&self) -> (u64, u64) {
+        (self.interval, self.tolerance)
+    }
+
     /// Offers one request arriving at `now` to a bucket whose stored TAT is
     /// `tat` (`None`: never used).
     pub fn decide(&self, tat: Option<u64>, now: u64) -> GcraDecision {

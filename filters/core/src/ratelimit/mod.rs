@@ -4,8 +4,8 @@
 //! # Bounded memory
 //!
 //! Each limit owns a fixed table of `table_size` slots in shared data, keys
-//! `rate_limit/<limit name>:<slot>`, each holding one `u64` TAT (a limit keyed on
-//! `global` alone has one slot). A request's key is hashed (a fixed hash, so
+//! `rate_limit/<limit name>:<slot>`, each holding one `u64` TAT and the
+//! table's identity (a limit keyed on `global` alone has one slot). A request's key is hashed (a fixed hash, so
 //! every worker agrees) to a slot; the table never grows, whatever the number
 //! of distinct keys.
 //!
@@ -24,6 +24,24 @@
 //! within one refill time. Size the table at ten or more times the number of
 //! keys active at once; with `k` active keys in `n` slots a given key shares
 //! its slot with probability about `1 - exp(-k/n)`.
+//!
+//! # Across a config push
+//!
+//! A table is identified by what defines its buckets: the limit's name, its
+//! key, its rate and burst (or its degraded bucket's), the client-address
+//! prefixes when the key has `client_ip`, and its size. Every slot carries
+//! that identity's hash ([`table_id`]) beside its TAT. A push that leaves a
+//! limit's identity as it was keeps its buckets (a push of the same config,
+//! another limit added or removed, a matcher changed); a push that changes
+//! it (a new rate, a resized table, a renamed limit, another key) starts
+//! that limit's buckets full, and no table ever reads a slot written under
+//! another identity as its own (two limits that swap names start full).
+//!
+//! Envoy never frees a shared-data key, so each new limit name claims slots
+//! for the process's lifetime. The names and sizes ever created are kept in
+//! `rate_limit/tables`; a configuration that would take the slots created
+//! over all pushes past [`MAX_RETAINED_SLOTS`] is refused at load
+//! ([`RateLimiter::reserve`]): reuse names, or restart Envoy.
 //!
 //! # Several limits
 //!
@@ -51,15 +69,23 @@ pub mod protocol;
 pub use filter::{FilterMetrics, GlobalMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
 
 use crate::clock::Clock;
+use crate::config::ConfigError;
 use crate::hash::StableHasher;
 use crate::net::{client_ip, ClientIpSource};
 use crate::request::RequestView;
-use crate::store::{create_absent, read_u64, update_u64, SharedStore, StoreError};
+use crate::store::{create_absent, update_bytes, SharedStore, StoreError};
 use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig, Scope};
 use gcra::{Gcra, GcraDecision};
 use global::{Answer, Descriptor};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
+
+/// The most rate-limit slots that configurations pushed to one process may
+/// create in all (twice what one configuration may hold).
+pub const MAX_RETAINED_SLOTS: u64 = 2 * config::MAX_TOTAL_SLOTS;
+
+/// Where the names and sizes of the tables ever created are kept.
+const TABLES_KEY: &str = "rate_limit/tables";
 
 /// The shared-data namespace of every bucket. In nginx (`ngx_wasm_module`)
 /// the part of a key before the first `/` names the `shm_kv` zone, so the
@@ -133,12 +159,102 @@ pub struct Refusal {
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     config: RateLimitConfig,
+    /// Each limit's table identity ([`table_id`]).
+    ids: Vec<u64>,
+}
+
+/// The identity of a limit's table: what defines its buckets (see the
+/// module's "Across a config push"). A fixed hash, so every worker agrees.
+pub fn table_id(config: &RateLimitConfig, limit: &Limit) -> u64 {
+    let mut h = StableHasher::default();
+    h.write_field(limit.name.as_bytes());
+    for part in &limit.key {
+        match part {
+            KeyPart::ClientIp => {
+                h.write_field(b"client_ip");
+                h.write(&[config.ipv4_prefix, config.ipv6_prefix]);
+            }
+            KeyPart::Header(name) => {
+                h.write_field(b"header");
+                h.write_field(name.as_bytes());
+            }
+            KeyPart::Path => h.write_field(b"path"),
+            KeyPart::Method => h.write_field(b"method"),
+            KeyPart::All => h.write_field(b"all"),
+        }
+    }
+    let bucket = match limit.scope {
+        Scope::Local => Some(&limit.gcra),
+        Scope::Global => limit.degraded.as_ref(),
+    };
+    let (interval, tolerance) = bucket.map_or((0, 0), Gcra::params);
+    h.write(&interval.to_le_bytes());
+    h.write(&tolerance.to_le_bytes());
+    h.write(&limit.slots.to_le_bytes());
+    h.finish()
+}
+
+/// A slot's value: the TAT and the table's identity.
+fn encode_slot(tat: u64, id: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&tat.to_le_bytes());
+    v.extend_from_slice(&id.to_le_bytes());
+    v
+}
+
+/// The TAT of a slot written under table `id`; `None` (a full bucket) for a
+/// slot of another table or an older format.
+fn decode_slot(bytes: &[u8], id: u64) -> Option<u64> {
+    let (tat, owner) = bytes.split_at_checked(8)?;
+    let owner: [u8; 8] = owner.try_into().ok()?;
+    (u64::from_le_bytes(owner) == id).then(|| tat.try_into().ok().map(u64::from_le_bytes)).flatten()
 }
 
 impl RateLimiter {
     /// A limiter for a checked configuration.
     pub fn new(config: RateLimitConfig) -> Self {
-        RateLimiter { config }
+        let ids = config.limits.iter().map(|l| table_id(&config, l)).collect();
+        RateLimiter { config, ids }
+    }
+
+    /// Records this configuration's tables in `rate_limit/tables` (name and
+    /// largest size ever created), unless the slots created over every
+    /// configuration of the process would pass [`MAX_RETAINED_SLOTS`]: then
+    /// the configuration is refused, naming the field. Call before
+    /// [`RateLimiter::initialize`].
+    pub fn reserve<S: SharedStore + ?Sized>(&self, store: &S) -> Result<Result<(), ConfigError>, StoreError> {
+        update_bytes(store, TABLES_KEY, |cur| {
+            let mut tables: Vec<(String, u64)> = cur
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .map(|t| {
+                    t.lines()
+                        .filter_map(|l| l.rsplit_once(' ').and_then(|(n, s)| Some((n.to_string(), s.parse().ok()?))))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let before = tables.clone();
+            for l in self.config.limits.iter().filter(|l| l.slots > 0) {
+                match tables.iter_mut().find(|(n, _)| *n == l.name) {
+                    Some((_, s)) => *s = (*s).max(u64::from(l.slots)),
+                    None => tables.push((l.name.clone(), u64::from(l.slots))),
+                }
+            }
+            let total: u64 = tables.iter().map(|(_, s)| s).sum();
+            if total > MAX_RETAINED_SLOTS {
+                let held: u64 = before.iter().map(|(_, s)| s).sum();
+                let why = format!(
+                    "shared data already holds {held} rate-limit slots created by earlier configurations of this \
+                     process (Envoy never frees them); this one would bring them to {total}, over {MAX_RETAINED_SLOTS}: \
+                     reuse limit names and sizes, or restart Envoy"
+                );
+                return (None, Err(ConfigError::new("table_size", why)));
+            }
+            if tables == before {
+                return (None, Ok(()));
+            }
+            let text: String = tables.iter().map(|(n, s)| format!("{n} {s}\n")).collect();
+            (Some(text.into_bytes()), Ok(()))
+        })
     }
 
     /// The configuration.
@@ -151,8 +267,12 @@ impl RateLimiter {
     /// (created by another worker, or before a VM reload) is left alone, so
     /// live state survives a VM restart. Returns how many slots were created.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
-        let keys = self.config.limits.iter().flat_map(|l| (0..l.slots).map(move |i| slot_key(l, u64::from(i))));
-        create_absent(store, keys, &0u64.to_le_bytes())
+        let mut created = 0;
+        for (l, id) in self.config.limits.iter().zip(&self.ids) {
+            let keys = (0..l.slots).map(move |i| slot_key(l, u64::from(i)));
+            created += create_absent(store, keys, &encode_slot(0, *id))?;
+        }
+        Ok(created)
     }
 
     /// Decides one request against the local limits (global ones are
@@ -185,15 +305,15 @@ impl RateLimiter {
         F: Fn(&'a Limit) -> Option<&'a Gcra>,
     {
         let mut decision = Decision::default();
-        let mut matched: Vec<(usize, &Gcra, String)> = Vec::new();
+        let mut matched: Vec<(usize, &Gcra, String, u64)> = Vec::new();
         let mut ip_cache = None;
-        for (i, limit) in self.config.limits.iter().enumerate() {
+        for ((i, limit), id) in self.config.limits.iter().enumerate().zip(&self.ids) {
             let Some(gcra) = bucket(limit) else { continue };
             if !limit.matcher.matches(req) {
                 continue;
             }
             let slot = self.slot(limit, req, &mut ip_cache, &mut decision.client_ip_fallback);
-            matched.push((i, gcra, slot_key(limit, slot)));
+            matched.push((i, gcra, slot_key(limit, slot), *id));
         }
         if matched.is_empty() {
             return decision;
@@ -202,8 +322,8 @@ impl RateLimiter {
 
         if matched.len() > 1 {
             let mut any_refused = false;
-            for (i, gcra, key) in &matched {
-                let outcome = match read_u64(store, key) {
+            for (i, gcra, key, id) in &matched {
+                let outcome = match store.get(key).map(|e| e.and_then(|e| decode_slot(&e.value, *id))) {
                     Ok(tat) => {
                         let d = gcra.peek(tat, now);
                         any_refused |= !d.allowed;
@@ -220,10 +340,10 @@ impl RateLimiter {
             decision.outcomes.clear();
         }
 
-        for (i, gcra, key) in &matched {
-            let result = update_u64(store, key, |tat| {
-                let d = gcra.decide(tat, now);
-                (d.write, d)
+        for (i, gcra, key, id) in &matched {
+            let result = update_bytes(store, key, |bytes| {
+                let d = gcra.decide(bytes.and_then(|b| decode_slot(b, *id)), now);
+                (d.write.map(|tat| encode_slot(tat, *id)), d)
             });
             let o = match result {
                 Ok(d) => outcome(*i, &d, if d.allowed { LimitState::Allowed } else { LimitState::Refused }),

@@ -547,3 +547,82 @@ fn key_all_is_one_bucket_and_global_is_its_alias() {
         assert_eq!((l.key.as_slice(), l.slots), (&[KeyPart::All][..], 1), "{key}");
     }
 }
+
+/// A limiter configured on `store` as a config push does (reserve, then
+/// initialize).
+fn pushed(json: &str, store: &MemoryStore) -> RateLimiter {
+    let l = limiter(json);
+    l.reserve(store).unwrap().unwrap();
+    l.initialize(store).unwrap();
+    l
+}
+
+fn two_ip_limits(a: (&str, u32), b: (&str, u32), table: u32) -> String {
+    format!(
+        r#"{{"limits":[{{"name":"{}","requests":{},"period":"1h","key":"client_ip"}},{{"name":"{}","requests":{},"period":"1h","key":"client_ip"}}],"table_size":{table}}}"#,
+        a.0, a.1, b.0, b.1
+    )
+}
+
+/// Issue 30, a config push: an unchanged limit keeps its buckets (another
+/// limit added beside it too); a resized table, a new rate or a renamed
+/// limit starts full, for every client alike; two limits that swap names
+/// never read each other's buckets.
+#[test]
+fn a_config_push_keeps_or_starts_each_table_by_its_identity() {
+    let store = MemoryStore::new(CasRule::Envoy);
+    let clock = FakeClock::at(T0);
+    let clients: Vec<RequestView> = (0..20).map(|i| get("/", &format!("10.0.{i}.1:1"), &[])).collect();
+    let exhaust = |l: &RateLimiter| {
+        for c in &clients {
+            admitted(l, c, &clock, &store, 10);
+        }
+    };
+    let full = |l: &RateLimiter| clients.iter().filter(|c| !l.check(c, &clock, &store).over_limit()).count();
+    let one = |name: &str, rpu: u32, table: u32| {
+        format!(
+            r#"{{"limits":[{{"name":"{name}","requests":{rpu},"period":"1h","key":"client_ip"}}],"table_size":{table}}}"#
+        )
+    };
+    let l = pushed(&one("a", 2, 1024), &store);
+    exhaust(&l);
+    // The same config again: still exhausted.
+    assert_eq!(full(&pushed(&one("a", 2, 1024), &store)), 0);
+    // Another limit added after it: "a" keeps its state.
+    let both = pushed(&two_ip_limits(("a", 2), ("b", 5), 1024), &store);
+    assert_eq!(clients.iter().filter(|c| both.check(c, &clock, &store).refused_by == Some(0)).count(), 20);
+    // Resized: every client starts full, none reads another's slot.
+    let resized = pushed(&one("a", 2, 2048), &store);
+    exhaust(&resized);
+    assert_eq!(full(&resized), 0);
+    // A new rate: full.
+    assert_eq!(full(&pushed(&one("a", 3, 1024), &store)), 20);
+    // Two limits that swap names (and rates): neither sees the other's state.
+    let store = MemoryStore::new(CasRule::Envoy);
+    let before = pushed(&two_ip_limits(("x", 1), ("y", 1000), 4096), &store);
+    for c in &clients {
+        admitted(&before, c, &clock, &store, 1);
+    }
+    let swapped = pushed(&two_ip_limits(("y", 1), ("x", 1000), 4096), &store);
+    assert_eq!(full(&swapped), 20, "\"y\" (1 an hour) read \"x\"'s exhausted buckets or \"y\"'s old ones");
+}
+
+/// Issue 30: repeated pushes naming new limits cannot grow shared data
+/// without bound: past MAX_RETAINED_SLOTS the push is refused at load, by
+/// field; pushes reusing names and sizes cost nothing new.
+#[test]
+fn pushes_that_would_keep_too_many_slots_are_refused() {
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    let big = |name: &str| {
+        limiter(&format!(
+            r#"{{"limits":[{{"name":"{name}","requests":1,"period":"1s","key":"client_ip"}}],"table_size":{}}}"#,
+            config::MAX_TABLE_SIZE
+        ))
+    };
+    assert_eq!(big("first").reserve(&store).unwrap(), Ok(()));
+    assert_eq!(big("second").reserve(&store).unwrap(), Ok(()));
+    assert_eq!(big("first").reserve(&store).unwrap(), Ok(()), "a name already held costs nothing");
+    let refused = big("third").reserve(&store).unwrap().unwrap_err();
+    assert_eq!(refused.field, "table_size");
+    assert!(refused.to_string().contains("restart Envoy"), "{refused}");
+}
