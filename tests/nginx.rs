@@ -501,3 +501,39 @@ fn nginx_bundle_serves_all_four_policies() {
         assert!(Instant::now() < deadline, "the breaker never opened");
     }
 }
+
+/// Issue 30, defect 10: a breaker zone too small for `max_breakers` records
+/// of their full size (60 buckets and an expression: about 3.4 KB each) is
+/// refused at start, instead of passing with 1-byte slots and evicting open
+/// breakers once keys arrive.
+#[test]
+fn nginx_breaker_zone_too_small_for_its_records_is_refused_at_start() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let json = r#"{"key":"header:x-k","window":"60s","buckets":60,"min_requests":10,"expression":"LatencyAtQuantileMS(50.0) > 100 || ResponseCodeRatio(500, 600, 0, 600) > 0.25","max_breakers":512}"#;
+    let edits = [("shm_kv circuit_breaker 2m;", "shm_kv circuit_breaker 1m;")];
+    match start_with(&bin, "circuit-breaker.conf", &b.addrs(), Some(json), &edits) {
+        Ok(_) => panic!("nginx served with a 1m zone for 512 breakers of 3.4 KB"),
+        Err(log) => assert!(log.contains("was evicted while the table was written"), "log:\n{log}"),
+    }
+}
+
+/// One GET with its own Host header, on a fresh connection.
+fn get_host(addr: SocketAddr, host: &str) -> Response {
+    let mut c = Conn::open(addr).expect("connect");
+    c.raw(format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes()).expect("request")
+}
+
+/// Issue 30, defect 11: in nginx the rate limiter's `host` key is the
+/// client's Host (ngx_wasm_module's `:authority` is the server's own name):
+/// each host its own bucket.
+#[test]
+fn nginx_host_key_is_the_clients_host() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let json = r#"{"limits":[{"name":"per-host","requests":1,"period":"1h","key":"host"}]}"#;
+    let n = start(&bin, "rate-limit.conf", &b.addrs(), Some(json)).unwrap_or_else(|log| panic!("nginx:\n{log}"));
+    assert_eq!(get_host(n.addr, "a.example").status, 200);
+    assert_eq!(get_host(n.addr, "a.example").status, 429);
+    assert_eq!(get_host(n.addr, "b.example").status, 200, "another host shared a.example's bucket");
+}

@@ -160,6 +160,18 @@ pub fn lossy_text(bytes: Vec<u8>) -> String {
     }
 }
 
+/// The request's authority: `:authority` in Envoy; in nginx the `Host`
+/// header (ngx_wasm_module answers `:authority` with the server's own name
+/// and port, whatever the client asked for), else `:authority`.
+pub fn authority<H: Host + ?Sized>(host: &H) -> Option<String> {
+    if host.kind() == HostKind::Nginx {
+        if let Some(h) = host.request_header("host") {
+            return Some(h);
+        }
+    }
+    host.request_header(":authority")
+}
+
 /// Reads a property as text: nginx returns text, Envoy returns text for
 /// addresses and names.
 pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String> {

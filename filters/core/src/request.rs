@@ -138,13 +138,24 @@ impl RequestView {
             Some(names) => {
                 let mut headers = Headers::with_capacity(names.len(), 64);
                 for n in names {
-                    if let Some(v) = host.request_header(n) {
+                    let v = if n == ":authority" { crate::host::authority(host) } else { host.request_header(n) };
+                    if let Some(v) = v {
                         headers.push(n, &v);
                     }
                 }
                 headers
             }
-            None => host.request_headers(),
+            None => {
+                let mut headers = host.request_headers();
+                // nginx's `:authority` is the server's name: the client's
+                // is its Host header (see `host::authority`).
+                if host.kind() == crate::host::HostKind::Nginx {
+                    if let Some(h) = headers.get("host").map(str::to_string) {
+                        headers.set(":authority", Some(&h));
+                    }
+                }
+                headers
+            }
         };
         let peer = if with_peer { crate::host::property_text(host, &["source", "address"]) } else { None };
         RequestView { headers, peer }

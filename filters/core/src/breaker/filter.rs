@@ -117,7 +117,7 @@ pub fn normalize_authority(authority: &str) -> String {
 /// The breaker key of the request (see the module docs).
 pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
     let authority = || {
-        host.request_header(":authority")
+        crate::host::authority(host)
             .map(|a| normalize_authority(&a))
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| "default".into())
@@ -289,8 +289,8 @@ impl Filter for BreakerFilter {
     const METRIC_PREFIX: &'static str = "circuit_breaker";
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let breakers = Breakers::new(BreakerConfig::from_json(config)?);
-        let created = Refused::store("the breaker table", breakers.initialize(host, host.now_nanos()))?;
+        let mut breakers = Breakers::new(BreakerConfig::from_json(config)?);
+        let created = Refused::store("the breaker table", breakers.initialize(host))?;
         let metrics = FilterMetrics::define(host, "circuit_breaker.");
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);
         Ok(BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics })

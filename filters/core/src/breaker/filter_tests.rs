@@ -279,12 +279,32 @@ fn respelling_the_authority_is_the_same_breaker() {
 #[test]
 fn in_nginx_the_properties_it_lacks_are_never_read() {
     let x = Exchange::<BreakerFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
-    send(&x, 200);
-    let out = send(&x, 200);
-    // :authority and the record's head; :status and the record's read: no
-    // xds.*, no response.flags or response.code_details (nginx logs an error
-    // line for each).
+    // As nginx hands them: the server's own name as :authority, the
+    // client's in Host.
+    let req = [(":method", "GET"), (":path", "/"), (":authority", "localhost:10000"), ("host", "example.com")];
+    x.request(&req, 200, &[]);
+    let out = x.request(&req, 200, &[]);
+    // Host and the record's head; :status and the record's read: no xds.*,
+    // no response.flags or response.code_details (nginx logs an error line
+    // for each).
     assert_eq!(out.calls.returning_bytes, 4, "{out:?}");
+}
+
+/// Issue 30, defect 11: in nginx the authority is the client's Host, not
+/// the server's name ngx_wasm_module gives as `:authority`: two hosts, two
+/// breakers.
+#[test]
+fn in_nginx_the_authority_is_the_host_header() {
+    let x =
+        Exchange::<BreakerFilter>::new(CasRule::NginxStrict, &CONFIG.replace('}', r#","key":"authority"}"#)).unwrap();
+    let req = |h: &'static str| [(":method", "GET"), (":path", "/"), (":authority", "localhost:10000"), ("host", h)];
+    for _ in 0..5 {
+        x.request(&req("bad.example.com"), 500, &[]);
+    }
+    let bad = x.request(&req("bad.example.com"), 200, &[]);
+    assert_eq!(bad.reply.unwrap().header("x-circuit-breaker"), Some("bad.example.com; state=open"));
+    let good = x.request(&req("good.example.com"), 200, &[]);
+    assert!(good.reply.is_none(), "another host's breaker is its own");
 }
 
 #[test]

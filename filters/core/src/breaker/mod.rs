@@ -59,9 +59,13 @@ pub const PROBES: u32 = 8;
 /// Shared-data namespace (the `shm_kv` zone name in nginx).
 pub const SHARED_NAMESPACE: &str = "circuit_breaker";
 
+#[cfg(test)]
 const FREE: &[u8] = &[0];
-/// Where the table's size is kept (see [`Breakers::resize`]).
-const SIZE_KEY: &str = "circuit_breaker/size";
+/// Where the table sizes configurations used are kept (see
+/// [`Breakers::initialize`]).
+const SIZES_KEY: &str = "circuit_breaker/sizes";
+/// Table sizes remembered, this one included.
+pub const SIZES_KEPT: usize = 4;
 const VERSION: u8 = 2;
 
 /// A breaker's state.
@@ -164,6 +168,8 @@ pub enum Admission {
 #[derive(Debug, Clone)]
 pub struct Breakers {
     cfg: BreakerConfig,
+    /// Table sizes earlier configurations used, newest first.
+    other_sizes: Vec<u32>,
 }
 
 struct WindowMetrics<'a> {
@@ -199,7 +205,7 @@ impl Metrics for WindowMetrics<'_> {
 impl Breakers {
     /// Logic for a checked configuration.
     pub fn new(cfg: BreakerConfig) -> Self {
-        Breakers { cfg }
+        Breakers { cfg, other_sizes: Vec::new() }
     }
 
     /// The configuration.
@@ -538,61 +544,50 @@ impl Breakers {
         format!("{SHARED_NAMESPACE}/{slot}")
     }
 
-    fn home(&self, key: &str) -> u32 {
-        (hash_bytes(key.as_bytes()) % u64::from(self.cfg.max_breakers)) as u32
+    /// The longest record this configuration writes: a key of
+    /// [`filter::MAX_KEY_BYTES`] and the whole window.
+    pub fn max_record_len(&self) -> usize {
+        1 + 2 * 3 + 1 + 4 + 4 + 8 + 4 + 4 + 8 + 2 + filter::MAX_KEY_BYTES + self.cfg.shape.ring_len()
+    }
+
+    /// A free slot's value: as long as the longest record, so that creating
+    /// the table takes the room its records can grow to, and a shared-data
+    /// zone too small for them (nginx's `shm_kv`) is refused at start
+    /// instead of evicting live breakers later. (The first byte, 0, is no
+    /// record's version.)
+    fn free_record(&self) -> Vec<u8> {
+        vec![0; self.max_record_len()]
     }
 
     /// Creates every slot of the table that does not exist yet (free).
-    /// Existing slots, and so live breakers, are kept; when the table had
-    /// another size before (a config push changed `max_breakers`), the live
-    /// breakers are moved to where this size looks for them ([`Breakers::resize`]).
-    pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S, now: u64) -> Result<u32, StoreError> {
-        let created = crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), FREE)?;
-        self.resize(store, now)?;
+    /// Existing slots, and so live breakers, are kept. Learns the table
+    /// sizes earlier configurations used (a config push that changed
+    /// `max_breakers`), so that their breakers are still found
+    /// ([`Breakers::find`]); this size is added to that list
+    /// (`circuit_breaker/sizes`, the last [`SIZES_KEPT`]).
+    pub fn initialize<S: SharedStore + ?Sized>(&mut self, store: &S) -> Result<u32, StoreError> {
+        let free = self.free_record();
+        let created = crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), &free)?;
+        let max = self.cfg.max_breakers;
+        let sizes = update_bytes(store, SIZES_KEY, |cur| {
+            let old: Vec<u32> = cur
+                .unwrap_or_default()
+                .chunks_exact(4)
+                .filter_map(|c| c.try_into().ok().map(u32::from_le_bytes))
+                .collect();
+            let mut sizes = vec![max];
+            sizes.extend(old.iter().copied().filter(|&s| s != max && s > 0).take(SIZES_KEPT - 1));
+            let bytes: Vec<u8> = sizes.iter().flat_map(|s| s.to_le_bytes()).collect();
+            (cur.is_none_or(|c| c != bytes.as_slice()).then_some(bytes), sizes)
+        })?;
+        self.other_sizes = sizes.into_iter().filter(|&s| s != max).collect();
         Ok(created)
     }
 
-    /// After a change of `max_breakers`: every breaker that carries state
-    /// and sits outside the slots its key probes at this size is moved
-    /// there (claimed like a new key, then given the record), and its old
-    /// slot freed. The table's size is kept in `circuit_breaker/size`.
-    /// A breaker that finds no place (every probed slot live) is dropped, as
-    /// a new key would be untracked. Returns how many moved.
-    pub fn resize<S: SharedStore + ?Sized>(&self, store: &S, now: u64) -> Result<u32, StoreError> {
-        let max = self.cfg.max_breakers;
-        let old = store.get(SIZE_KEY)?.and_then(|e| e.value.try_into().ok().map(u32::from_le_bytes));
-        let mut moved = 0;
-        if let Some(old) = old.filter(|&o| o != max) {
-            for slot in 0..old {
-                let key = Self::slot_key(slot);
-                let Some(entry) = store.get(&key)? else { continue };
-                let Some(rec) = self.decode(&entry.value) else { continue };
-                if self.reclaimable(&rec, now) || self.probes_from_home(&rec.key).any(|s| s == slot) {
-                    continue;
-                }
-                if let Some((to, _)) = self.find(store, &rec.key, now)? {
-                    self.update(store, to, &rec.key, |r| {
-                        let fresh = self.reclaimable(r, now) && r.trips == 0;
-                        if fresh {
-                            *r = rec.clone();
-                        }
-                        (fresh, ())
-                    })?;
-                    moved += 1;
-                }
-                // Freed only if nobody changed it meanwhile.
-                store.set(&key, FREE, Some(entry.cas))?;
-            }
-        }
-        if old != Some(max) {
-            update_bytes(store, SIZE_KEY, |_| (Some(max.to_le_bytes().to_vec()), ()))?;
-        }
-        Ok(moved)
-    }
-
-    /// The slots `key` is looked for in, in order.
-    fn probes_from_home(&self, key: &str) -> impl Iterator<Item = u32> {
-        let (home, max) = (self.home(key), self.cfg.max_breakers);
+    /// The slots `key` is looked for in at table size `max`, in order.
+    fn probes_from_home(key: &str, max: u32) -> impl Iterator<Item = u32> {
+        let max = max.max(1);
+        let home = (hash_bytes(key.as_bytes()) % u64::from(max)) as u32;
         (0..PROBES.min(max)).map(move |i| (home + i) % max)
     }
 
@@ -606,13 +601,23 @@ impl Breakers {
     ) -> Result<Option<(u32, Record)>, StoreError> {
         for _attempt in 0..2 {
             let mut candidate = None;
-            for slot in self.probes_from_home(key) {
+            for slot in Self::probes_from_home(key, self.cfg.max_breakers) {
                 let rec = store.get(&Self::slot_key(slot))?.and_then(|e| self.decode(&e.value));
                 match rec {
                     Some(r) if r.key == key => return Ok(Some((slot, r))),
                     Some(r) if !self.reclaimable(&r, now) => {}
                     _ => {
                         candidate.get_or_insert(slot);
+                    }
+                }
+            }
+            // Written under an earlier size (a push changed max_breakers):
+            // still this key's breaker, used where it is.
+            for &size in &self.other_sizes {
+                for slot in Self::probes_from_home(key, size).filter(|&s| s < self.cfg.max_breakers.max(size)) {
+                    let rec = store.get(&Self::slot_key(slot))?.and_then(|e| self.decode(&e.value));
+                    if let Some(r) = rec.filter(|r| r.key == key) {
+                        return Ok(Some((slot, r)));
                     }
                 }
             }

@@ -290,10 +290,10 @@ fn encode_decode_round_trip_and_garbage() {
 
 #[test]
 fn table_claims_finds_and_bounds_breakers() {
-    let b = breakers(r#"{"consecutive_failures":1,"max_breakers":4}"#);
+    let mut b = breakers(r#"{"consecutive_failures":1,"max_breakers":4}"#);
     let store = MemoryStore::new(CasRule::NginxStrict);
-    assert_eq!(b.initialize(&store, 0).unwrap(), 4);
-    assert_eq!(b.initialize(&store, 0).unwrap(), 0);
+    assert_eq!(b.initialize(&store).unwrap(), 4);
+    assert_eq!(b.initialize(&store).unwrap(), 0);
     // Four live (tripped) breakers fill the table.
     for k in ["a", "b", "c", "d"] {
         let (slot, _) = b.find(&store, k, T0).unwrap().unwrap();
@@ -325,20 +325,18 @@ fn trip(b: &Breakers, store: &MemoryStore, key: &str, at: u64) {
 fn a_resized_table_keeps_every_open_breaker() {
     let keys: Vec<String> = (0..12).map(|i| format!("cluster-{i}")).collect();
     let store = MemoryStore::new(CasRule::NginxStrict);
-    let small = breakers(r#"{"consecutive_failures":1,"max_breakers":256,"open_for":"60s"}"#);
-    small.initialize(&store, T0).unwrap();
+    let mut small = breakers(r#"{"consecutive_failures":1,"max_breakers":256,"open_for":"60s"}"#);
+    small.initialize(&store).unwrap();
     for k in &keys {
         trip(&small, &store, k, T0);
     }
     for size in [512, 37, 256] {
-        let b = breakers(&format!(r#"{{"consecutive_failures":1,"max_breakers":{size},"open_for":"60s"}}"#));
-        b.initialize(&store, T0 + S).unwrap();
+        let mut b = breakers(&format!(r#"{{"consecutive_failures":1,"max_breakers":{size},"open_for":"60s"}}"#));
+        b.initialize(&store).unwrap();
         for k in &keys {
             let (_, rec) = b.find(&store, k, T0 + S).unwrap().unwrap();
             assert_eq!(rec.state, State::Open, "{k} at max_breakers {size}");
         }
-        // A second worker configuring the same size moves nothing twice.
-        assert_eq!(b.resize(&store, T0 + S).unwrap(), 0);
     }
 }
 
@@ -347,12 +345,12 @@ fn a_resized_table_keeps_every_open_breaker() {
 #[test]
 fn a_reshaped_window_keeps_the_breakers_state() {
     let store = MemoryStore::new(CasRule::Envoy);
-    let plain = breakers(r#"{"consecutive_failures":1,"open_for":"60s"}"#);
-    plain.initialize(&store, T0).unwrap();
+    let mut plain = breakers(r#"{"consecutive_failures":1,"open_for":"60s"}"#);
+    plain.initialize(&store).unwrap();
     trip(&plain, &store, "up", T0);
-    let shaped =
+    let mut shaped =
         breakers(r#"{"consecutive_failures":1,"open_for":"60s","expression":"LatencyAtQuantileMS(50.0) > 100"}"#);
-    shaped.initialize(&store, T0 + S).unwrap();
+    shaped.initialize(&store).unwrap();
     let (slot, rec) = shaped.find(&store, "up", T0 + S).unwrap().unwrap();
     assert_eq!(rec.state, State::Open);
     let a = shaped.update(&store, slot, "up", |r| {
@@ -397,16 +395,16 @@ fn a_mode_change_maps_each_state_to_the_new_modes() {
 fn idle_breakers_give_their_slot_to_new_keys() {
     // Without a window (consecutive failures alone) a breaker with no
     // failure streak carries no state: its slot is free at once.
-    let lean = breakers(r#"{"consecutive_failures":5,"max_breakers":1}"#);
+    let mut lean = breakers(r#"{"consecutive_failures":5,"max_breakers":1}"#);
     let store = MemoryStore::new(CasRule::Envoy);
-    lean.initialize(&store, 0).unwrap();
+    lean.initialize(&store).unwrap();
     let (slot, _) = lean.find(&store, "old", T0).unwrap().unwrap();
     lean.update(&store, slot, "old", |r| lean.complete(r, T0, &ok(&lean), false)).unwrap();
     assert_eq!(lean.find(&store, "new", T0 + S).unwrap().map(|(s, r)| (s, r.key)), Some((slot, "new".to_string())));
 
-    let b = breakers(r#"{"failure_ratio":0.5,"max_breakers":1,"window":"10s"}"#);
+    let mut b = breakers(r#"{"failure_ratio":0.5,"max_breakers":1,"window":"10s"}"#);
     let store = MemoryStore::new(CasRule::Envoy);
-    b.initialize(&store, 0).unwrap();
+    b.initialize(&store).unwrap();
     let (slot, _) = b.find(&store, "old", T0).unwrap().unwrap();
     b.update(&store, slot, "old", |r| b.complete(r, T0, &ok(&b), false)).unwrap();
     // Within the window "old" has history: "new" cannot take its slot.
@@ -421,9 +419,9 @@ fn idle_breakers_give_their_slot_to_new_keys() {
 #[test]
 fn a_trip_on_one_worker_rejects_on_the_other() {
     let json = r#"{"consecutive_failures":2}"#;
-    let (w1, w2) = (breakers(json), breakers(json));
+    let (mut w1, w2) = (breakers(json), breakers(json));
     let store = MemoryStore::new(CasRule::Envoy);
-    w1.initialize(&store, 0).unwrap();
+    w1.initialize(&store).unwrap();
     for w in [&w1, &w2] {
         let (slot, _) = w.find(&store, "up", T0).unwrap().unwrap();
         w.update(&store, slot, "up", |r| w.complete(r, T0, &fail(w), false)).unwrap();
@@ -686,4 +684,22 @@ fn traefik_rejections_answer_with_the_status_text() {
 
 fn reason_for(status: u16) -> &'static str {
     config::reason_phrase(status)
+}
+
+/// Issue 30, defect 10: a free slot is written as long as the longest
+/// record (a key of the most bytes kept, the whole window), so creating the
+/// table takes the room its records can grow to.
+#[test]
+fn free_slots_take_the_room_of_the_longest_record() {
+    let mut b = breakers(
+        r#"{"expression":"LatencyAtQuantileMS(99) > 1 || ResponseCodeRatio(500,600,0,600) > 0.1","buckets":60,"window":"60s","max_breakers":4}"#,
+    );
+    let longest = b.fresh(&"k".repeat(filter::MAX_KEY_BYTES));
+    assert_eq!(b.encode(&longest).len(), b.max_record_len());
+    let store = MemoryStore::new(CasRule::NginxStrict);
+    b.initialize(&store).unwrap();
+    let slot = store.get(&Breakers::slot_key(0)).unwrap().unwrap();
+    assert_eq!(slot.value.len(), b.max_record_len());
+    assert!(slot.value.len() > 3000, "{}", slot.value.len());
+    assert_eq!(b.decode(&slot.value), None, "a free slot");
 }

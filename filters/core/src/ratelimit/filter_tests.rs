@@ -394,3 +394,17 @@ fn a_host_key_gives_each_host_its_own_bucket() {
     assert_eq!(get("a.example"), 429);
     assert_eq!(get("b.example"), 200, "another host, another bucket");
 }
+
+/// Issue 30, defect 11: in nginx the `host` key is the client's Host
+/// header (ngx_wasm_module's `:authority` is the server's own name), so two
+/// hosts have two buckets.
+#[test]
+fn in_nginx_the_host_key_is_the_host_header() {
+    let json = r#"{"limits":[{"name":"per-host","requests":1,"period":"1h","key":"host"}]}"#;
+    let x = Exchange::<RateLimitFilter>::new(CasRule::NginxStrict, json).unwrap();
+    x.host.set_property("source.address", "192.0.2.1:3000");
+    let req = |h: &'static str| [(":method", "GET"), (":path", "/"), (":authority", "localhost:10000"), ("host", h)];
+    assert!(x.request(&req("a.example.com"), 200, &[]).reply.is_none());
+    assert_eq!(x.request(&req("a.example.com"), 200, &[]).reply.map(|r| r.status), Some(429));
+    assert!(x.request(&req("b.example.com"), 200, &[]).reply.is_none(), "another host shares the bucket");
+}
