@@ -100,6 +100,7 @@ bench: setup
 loadtest: build
 	@scripts/setup.sh --load
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
+	@scripts/wasm-opt.sh --as-built noop_filter compute_probe
 	python3 bench/loadtest.py $(LOADTEST_ARGS)
 
 # `make loadtest`'s tables (and chart) from containers: a private Docker
@@ -109,6 +110,7 @@ loadtest: build
 # stopped at the end. Writes bench/results/compose-loadtest.{md,json,svg}.
 compose-loadtest: build
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
+	@scripts/wasm-opt.sh --as-built noop_filter compute_probe
 	bench/compose/harness.sh run $(LOADTEST_ARGS)
 
 # The short version `make test` runs: the images, the chain behind Envoy

@@ -38,7 +38,9 @@ import urllib.request
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release"
+# The shipped modules (`make build`, scripts/wasm-opt.sh), and the no-op and
+# probe modules copied there as built (`make loadtest`).
+WASM = ROOT / "target" / "wasm"
 BACKEND = ROOT / "target" / "release" / "demo-backend"
 ENGINE = ROOT / "target" / "release" / "ratelimit-engine"
 OUT = ROOT / "bench" / "results"

@@ -352,3 +352,20 @@ fn a_probe_the_client_gave_up_on_does_not_close_the_breaker() {
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
     assert_eq!(s.stat("flaky.closed"), 1);
 }
+
+/// Issue 30, defect 13: expressions Traefik runs although they look like
+/// mistakes load, with Traefik's meaning and one warning line each: a
+/// quantile above 100 is 100, an empty ResponseCodeRatio range is 0.
+#[test]
+fn traefik_expressions_with_odd_arguments_load_with_a_warning() {
+    let json = r#"{"key":"cluster","traefik":{"expression":"LatencyAtQuantileMS(150.0) > 200 || ResponseCodeRatio(600, 500, 0, 600) > 0.5"}}"#;
+    let s = Setup::new(Some(json));
+    s.set_flaky("fail=1");
+    // The empty range is 0: 5xx answers never trip it; only latency would.
+    for _ in 0..20 {
+        assert!(!is_rejection(&s.get("/flaky")), "tripped on an always-0 ratio");
+    }
+    let log = s.envoy.log();
+    assert!(log.contains("a quantile above 100 is read as 100, as Traefik does"), "{log}");
+    assert!(log.contains("the ratio is always 0, as in Traefik"), "{log}");
+}

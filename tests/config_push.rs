@@ -50,7 +50,7 @@ static_resources:
 /// The listener, with the filter `filter` (`rate_limit`, ...) configured
 /// with `json`; the same vm_id every time, so the VM's shared data stays.
 fn listener(port: u16, filter: &str, json: &str, version: u64) -> String {
-    let wasm = repo().join(format!("target/wasm32-wasip1/release/{filter}.wasm"));
+    let wasm = repo().join(format!("target/wasm/{filter}.wasm"));
     let value = serde_json::to_string(json).expect("json as a YAML string");
     format!(
         r#"version_info: "{version}"

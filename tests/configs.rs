@@ -46,7 +46,7 @@ fn compose_harness_is_valid_and_current() {
         Command::new("python3").arg(repo().join("bench/loadtest.py")).arg("--check-compose").output().expect("python3");
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 
-    let wasm_dir = repo().join("target/wasm32-wasip1/release");
+    let wasm_dir = repo().join("target/wasm");
     for name in ["envoy-chain.yaml", "envoy-rate-limit.yaml", "envoy-global-rate-limit.yaml"] {
         let text = std::fs::read_to_string(repo().join("bench/compose").join(name)).expect("compose envoy config");
         let local = text.replace("\"/wasm/", &format!("\"{}/", wasm_dir.display()));
@@ -54,5 +54,28 @@ fn compose_harness_is_valid_and_current() {
         std::fs::write(&path, local).expect("write");
         let out = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&path).output().expect("envoy");
         assert!(out.status.success(), "{name} does not validate:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Issue 30: the modules every sample, test and image loads are
+/// `make build`'s optimised ones in `target/wasm/`, a directory cargo never
+/// writes: a cargo build after `make build` re-links cargo's own copy
+/// (`target/wasm32-wasip1/release/`), never the shipped one.
+#[test]
+fn shipped_modules_are_the_optimised_ones_cargo_cannot_overwrite() {
+    let has_wasm_opt = Command::new("wasm-opt").arg("--version").output().is_ok_and(|o| o.status.success());
+    for name in ["rate_limit", "circuit_breaker", "retry", "sticky_session", "bundle"] {
+        let shipped = std::fs::read(repo().join(format!("target/wasm/{name}.wasm"))).expect("run `make build`");
+        let cargo = std::fs::read(repo().join(format!("target/wasm32-wasip1/release/{name}.wasm"))).expect("cargo's");
+        if has_wasm_opt {
+            assert!(shipped.len() < cargo.len(), "{name}: {} bytes shipped, cargo's {}", shipped.len(), cargo.len());
+        }
+    }
+    for dir in ["envoy", "nginx-otel"] {
+        for entry in std::fs::read_dir(repo().join(dir)).expect("dir") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(!text.contains("wasm32-wasip1/release"), "{} loads cargo's unoptimised module", path.display());
+        }
     }
 }

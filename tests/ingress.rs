@@ -99,7 +99,7 @@ fn serve(body: Vec<u8>) -> (SocketAddr, Arc<AtomicU64>) {
 /// module read from `wasm` (a path), backends `addrs`.
 fn envoy_yaml(module: &str, file: &str, json: &str, addrs: &[SocketAddr], wasm: &Path) -> String {
     let yaml = sample_config_with(&format!("{module}.yaml"), addrs, Some(json));
-    let built = repo().join("target/wasm32-wasip1/release").join(format!("{file}.wasm"));
+    let built = repo().join("target/wasm").join(format!("{file}.wasm"));
     assert!(yaml.contains(&built.display().to_string()), "no local module in envoy/{module}.yaml");
     yaml.replace(&built.display().to_string(), &wasm.display().to_string())
 }

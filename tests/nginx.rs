@@ -99,8 +99,8 @@ fn write_config(
         conf = conf.replace(&format!("127.0.0.1:{}", 8081 + i), &b.to_string());
     }
     // Module paths as absolute paths, however the module resolves relative ones.
-    let wasm_dir = repo().join("target/wasm32-wasip1/release/");
-    conf = conf.replace(" target/wasm32-wasip1/release/", &format!(" {}", wasm_dir.display()));
+    let wasm_dir = repo().join("target/wasm/");
+    conf = conf.replace(" target/wasm/", &format!(" {}", wasm_dir.display()));
     let dir = scratch_dir("nginx");
     if let Some(pid_line) = conf.lines().find(|l| l.starts_with("pid ")).map(str::to_string) {
         conf = conf.replace(&pid_line, &format!("pid {};", dir.join("nginx.pid").display()));

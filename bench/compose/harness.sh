@@ -102,7 +102,7 @@ images() {
             "$DOCKER" build -q --network host --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$name" "$ctx" >/dev/null
         fi
     done
-    for f in target/release/demo-backend target/release/ratelimit-engine target/wasm32-wasip1/release/bundle.wasm; do
+    for f in target/release/demo-backend target/release/ratelimit-engine target/wasm/bundle.wasm; do
         [ -e "$f" ] || { log "$f is missing: run \`make build\` first"; exit 1; }
     done
     log "building the harness's images (backend, engine, loadgen)"

@@ -31,7 +31,7 @@ pub fn envoy_bin() -> PathBuf {
 
 /// A built filter, e.g. `wasm("rate_limit")`.
 pub fn wasm(name: &str) -> PathBuf {
-    must_exist(repo().join(format!("target/wasm32-wasip1/release/{name}.wasm")), "run `make build`")
+    must_exist(repo().join(format!("target/wasm/{name}.wasm")), "run `make build`")
 }
 
 fn demo_backend_bin() -> PathBuf {
@@ -151,8 +151,8 @@ pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Opti
         // Plugin configurations that name backends by address (sticky sessions).
         yaml = yaml.replace(&format!("127.0.0.1:{}\"", 8081 + i), &format!("{addr}\""));
     }
-    let wasm_dir = repo().join("target/wasm32-wasip1/release/");
-    yaml.replace("filename: target/wasm32-wasip1/release/", &format!("filename: {}", wasm_dir.display()))
+    let wasm_dir = repo().join("target/wasm/");
+    yaml.replace("filename: target/wasm/", &format!("filename: {}", wasm_dir.display()))
 }
 
 /// Adds a route for paths under `prefix` to a second cluster, `other`, of

@@ -61,8 +61,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
 /// as in `1m30s` or `1.5s`; `0` alone is zero. Returns signed nanoseconds
 /// (Go's fractions are truncated to the nanosecond, as Go does), or the
 /// reason the text is not one.
+///
+/// Nothing is trimmed: Traefik refuses `" 5s "` (Go's `ParseInt` and
+/// `ParseDuration` both do), so a migrated config must too.
 pub fn parse_traefik_duration(text: &str) -> Result<i128, String> {
-    let t = text.trim();
+    let t = text;
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         let secs: i128 = t.parse().map_err(|_| format!("\"{t}\" is too large"))?;
         return check_range(t, secs.saturating_mul(1_000_000_000));
@@ -113,6 +116,12 @@ pub fn parse_traefik_duration(text: &str) -> Result<i128, String> {
         rest = next;
     }
     check_range(t, if negative { -total } else { total })
+}
+
+/// A Traefik duration given as a JSON number: whole seconds, in Go's
+/// 64-bit nanoseconds as the same digits in a string are.
+pub fn traefik_seconds(secs: i64) -> Result<i128, String> {
+    check_range(&secs.to_string(), i128::from(secs).saturating_mul(1_000_000_000))
 }
 
 /// Go's durations are 64-bit nanoseconds (about 292 years).
@@ -169,8 +178,16 @@ mod tests {
         for (text, nanos) in ok {
             assert_eq!(parse_traefik_duration(text), Ok(nanos), "{text}");
         }
-        for bad in ["", "s", "10 s", "1.5", "1x", "1..5s", ".s", "-", "1e3s", "3000000h"] {
-            assert!(parse_traefik_duration(bad).is_err(), "{bad} accepted");
+        // Issue 30, defect 12: spaces around, as Go refuses them.
+        for bad in ["", "s", "10 s", "1.5", "1x", "1..5s", ".s", "-", "1e3s", "3000000h", " 5s ", "5s ", " 10", "\t1s"]
+        {
+            assert!(parse_traefik_duration(bad).is_err(), "{bad:?} accepted");
         }
+        // Issue 30, defect 13: a number of seconds is range-checked as the
+        // same digits in a string are.
+        assert_eq!(traefik_seconds(10), Ok(10_000_000_000));
+        assert!(traefik_seconds(9_223_372_037).is_err());
+        assert!(parse_traefik_duration("9223372037").is_err());
+        assert!(traefik_seconds(9_223_372_036).is_ok());
     }
 }

@@ -13,7 +13,11 @@
 //!    is written `%25` (otherwise decoding what follows could make a new
 //!    escape of it: `%1%61` would become `%1a`, and normalising twice would
 //!    differ; found by the `path` fuzz target);
-//! 3. runs of `/` become one;
+//! 3. a backslash is a `/` (as browsers' URL parsing and many servers read
+//!    it, so `/\api/x` is `/api/x`: a backend that reads it so cannot be
+//!    reached around a limit on `/api`; Envoy's `normalize_path` keeps it,
+//!    and then routes `/\api/x` to no `/api` route either); runs of `/`
+//!    become one;
 //! 4. `.` and `..` segments are resolved (`/a/./b/../c` is `/a/c`; `..` never
 //!    climbs above the root).
 //!
@@ -22,7 +26,8 @@
 //! (an escaped `%`: only a backend that decodes twice sees `a`), `/;/api` (a
 //! `;` belongs to its segment, as in Envoy; backends that strip path
 //! parameters, such as Tomcat's, see `/api`) and `%2F` (an escaped slash is
-//! not a separator, as Envoy keeps it by default).
+//! not a separator, as Envoy keeps it by default; `%5C`, an escaped
+//! backslash, likewise).
 
 use std::borrow::Cow;
 
@@ -40,7 +45,7 @@ pub fn normalize(raw: &str) -> Cow<'_, str> {
 /// allocation).
 fn is_normal(path: &str) -> bool {
     let b = path.as_bytes();
-    if b.first() != Some(&b'/') || b.contains(&b'%') || path.contains("//") {
+    if b.first() != Some(&b'/') || b.contains(&b'%') || b.contains(&b'\\') || path.contains("//") {
         return false;
     }
     !path.split('/').any(|seg| seg == "." || seg == "..")
@@ -62,7 +67,7 @@ fn upper_hex(nibble: u8) -> char {
 fn decode_unreserved(path: &str) -> String {
     let b = path.as_bytes();
     let mut out = String::with_capacity(path.len() + 1);
-    if b.first() != Some(&b'/') {
+    if b.first() != Some(&b'/') && b.first() != Some(&b'\\') {
         out.push('/');
     }
     let mut i = 0;
@@ -82,6 +87,10 @@ fn decode_unreserved(path: &str) -> String {
             }
             None if c == b'%' => {
                 out.push_str("%25");
+                i += 1;
+            }
+            None if c == b'\\' => {
+                out.push('/');
                 i += 1;
             }
             None => {
@@ -124,9 +133,19 @@ mod tests {
 
     #[test]
     fn spellings_of_one_path_are_one_path() {
-        for spelling in
-            ["/api/x", "//api/x", "/%61pi/x", "/%61%70%69/x", "/./api/x", "/x/../api/x", "/api//x", "/api/./x?q=1"]
-        {
+        for spelling in [
+            "/api/x",
+            "//api/x",
+            "/%61pi/x",
+            "/%61%70%69/x",
+            "/./api/x",
+            "/x/../api/x",
+            "/api//x",
+            "/api/./x?q=1",
+            "/\\api/x",
+            "\\api\\x",
+            "/api\\.\\x",
+        ] {
             assert_eq!(normalize(spelling), "/api/x", "{spelling}");
         }
         assert_eq!(normalize("/a/b/../../../api"), "/api", "never above the root");
@@ -143,6 +162,7 @@ mod tests {
         assert_eq!(normalize("/%2561pi/x"), "/%2561pi/x");
         assert_eq!(normalize("/;/api/x"), "/;/api/x");
         assert_eq!(normalize("/api%2fx"), "/api%2Fx");
+        assert_eq!(normalize("/api%5cx"), "/api%5Cx");
         assert_eq!(normalize("/100%"), "/100%25");
         assert_eq!(normalize("/%zz/é/../a"), "/%25zz/a");
     }

@@ -53,13 +53,25 @@ fn display_path(pointer: &str) -> String {
     }
 }
 
-/// What a proxy would say of `config` for `module`: the schema's errors,
-/// then the filter's own refusal (its log line), if any. Empty: accepted.
-pub fn check_config(module: &str, config: &Value) -> Result<Vec<String>, String> {
-    let mut problems = schema_errors(&published_schema(module)?, config)?;
-    let bytes = serde_json::to_vec(config).map_err(|e| e.to_string())?;
-    if let Err(line) = filters_core::schema::check(module, &bytes) {
+/// What a proxy would say of the configuration `bytes` for `module`: the
+/// schema's errors, then the filter's own refusal (its log line), if any.
+/// Empty: accepted. The filter reads the very bytes given, as the proxy
+/// hands them over (a key given twice, which a JSON value would keep once,
+/// is refused as the filter refuses it in Envoy).
+pub fn check_config(module: &str, bytes: &[u8]) -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(config) => problems.extend(schema_errors(&published_schema(module)?, &config)?),
+        Err(e) => problems.push(format!(".: not JSON: {e}")),
+    }
+    if let Err(line) = filters_core::schema::check(module, bytes) {
         problems.push(line);
     }
     Ok(problems)
+}
+
+/// [`check_config`] of a JSON value (a manifest's or a sample's
+/// configuration, already parsed), as the bytes a proxy would be handed.
+pub fn check_config_value(module: &str, config: &Value) -> Result<Vec<String>, String> {
+    check_config(module, &serde_json::to_vec(config).map_err(|e| e.to_string())?)
 }

@@ -60,8 +60,7 @@ fn schemas(check_only: bool) -> Result<(), String> {
 
 fn images(args: &[String]) -> Result<(), String> {
     let out = option(args, "--out").map(PathBuf::from).unwrap_or_else(|| root().join("target/oci"));
-    let wasm_dir =
-        option(args, "--wasm-dir").map(PathBuf::from).unwrap_or_else(|| root().join("target/wasm32-wasip1/release"));
+    let wasm_dir = option(args, "--wasm-dir").map(PathBuf::from).unwrap_or_else(|| root().join("target/wasm"));
     let source = option(args, "--source").filter(|s| !s.is_empty());
     for (module, file) in MODULES {
         let wasm_path = wasm_dir.join(format!("{file}.wasm"));
@@ -87,9 +86,8 @@ fn check(args: &[String]) -> Result<(), String> {
     let (Some(module), Some(file)) = (args.get(1), args.get(2)) else {
         return Err("usage: packaging check-config <module> <file.json>".into());
     };
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
-    let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{file}: {e}"))?;
-    let problems = check_config(module, &config)?;
+    let bytes = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+    let problems = check_config(module, &bytes)?;
     if problems.is_empty() {
         println!("{file}: accepted by {module}");
         return Ok(());

@@ -5,7 +5,7 @@
 //! parser, and the schemas against the types and READMEs they come from.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use packaging::{check_config, crd, docs, oci, readme, root, schema_errors, MODULES};
+use packaging::{check_config, check_config_value, crd, docs, oci, readme, root, schema_errors, MODULES};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -129,7 +129,7 @@ fn every_manifest_configuration_passes_the_schema_and_the_filters_parser() {
     let mut seen = std::collections::BTreeSet::new();
     for (file, manifest) in manifests() {
         for (module, config) in plugins(&manifest) {
-            let problems = check_config(&module, &config).unwrap();
+            let problems = check_config_value(&module, &config).unwrap();
             assert!(problems.is_empty(), "{} ({module}): {problems:#?}", file.display());
             seen.insert(module);
         }
@@ -237,7 +237,7 @@ fn every_envoy_sample_configuration_passes_the_schema_and_the_parser() {
     let samples = envoy_samples();
     assert!(samples.len() >= 6, "samples: {}", samples.len());
     for (file, module, config) in samples {
-        let problems = check_config(&module, &config).unwrap();
+        let problems = check_config_value(&module, &config).unwrap();
         assert!(problems.is_empty(), "{} ({module}): {problems:#?}", file.display());
     }
 }
@@ -304,7 +304,7 @@ fn broken_configurations_fail_the_schema_and_the_parser() {
     for (module, config, path) in cases {
         let errors = schema_errors(&packaging::published_schema(module).unwrap(), &config).unwrap();
         assert!(errors.iter().any(|e| e.starts_with(&format!("{path}:"))), "{module} {config}: {errors:#?}");
-        let problems = check_config(module, &config).unwrap();
+        let problems = check_config_value(module, &config).unwrap();
         assert!(
             problems.iter().any(|p| p.starts_with("invalid plugin configuration:")),
             "{module} {config}: the filter accepted it: {problems:#?}"
@@ -378,4 +378,22 @@ fn images_are_deterministic_and_extract_as_istio_extracts_them() {
     let third = oci::write_layout(&dir.join("c"), &changed).unwrap();
     assert_ne!(third[0].digest, first[0].digest);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 30, defect 12: `check-config` hands the filter the file's own
+/// bytes, so a key given twice is refused as the filter refuses it in
+/// Envoy (a parsed JSON value would keep one of them).
+#[test]
+fn check_config_reads_the_files_bytes() {
+    let twice = br#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":429,"status":503}"#;
+    let problems = check_config("rate-limit", twice).unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("invalid plugin configuration") && p.contains("status")),
+        "{problems:#?}"
+    );
+    let once = br#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":429}"#;
+    assert_eq!(check_config("rate-limit", once).unwrap(), Vec::<String>::new());
+    let spaced = br#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","checkPeriod":" 5s "}}"#;
+    let problems = check_config("circuit-breaker", spaced).unwrap();
+    assert!(problems.iter().any(|p| p.contains("invalid plugin configuration")), "{problems:#?}");
 }

@@ -148,10 +148,16 @@ fn label_line(line: &str) -> Option<(&str, &str)> {
     (!rest.is_empty() && key.len() > 8).then_some((key, value.trim()))
 }
 
+/// The deepest label path read (YAML and TOML input stop at 128 levels
+/// too): a deeper one is reported, never built (building and dropping a
+/// tree tens of thousands deep overflows the stack).
+pub const MAX_LABEL_DEPTH: usize = 128;
+
 fn parse_labels(text: &str) -> Parsed {
     let mut root = Value::Object(Map::new());
     let mut reports = Vec::new();
-    let mut seen: Vec<(String, usize)> = Vec::new();
+    // Each label's first line, by path: one lookup per line, however many.
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line_no = i + 1;
         let trimmed = raw.trim();
@@ -162,18 +168,23 @@ fn parse_labels(text: &str) -> Parsed {
             reports.push(format!("untranslated: line {line_no}: not a traefik.<path>=<value> label"));
             continue;
         };
+        if key.split('.').nth(MAX_LABEL_DEPTH + 1).is_some() {
+            reports.push(format!("untranslated: line {line_no}: a label path deeper than {MAX_LABEL_DEPTH} levels"));
+            continue;
+        }
         let path: Vec<String> = key.split('.').skip(1).map(str::to_ascii_lowercase).collect();
         if !path.first().is_some_and(|p| ["http", "tcp", "udp", "tls"].contains(&p.as_str())) {
             reports.push(format!("untranslated: line {line_no}: {key}: not part of Traefik's dynamic configuration"));
             continue;
         }
         let joined = path.join(".");
-        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == joined) {
-            reports.push(format!(
+        match seen.get(&joined) {
+            Some(first) => reports.push(format!(
                 "note: line {line_no}: label {key} repeats line {first}; Traefik keeps the last one, so does this"
-            ));
-        } else {
-            seen.push((joined, line_no));
+            )),
+            None => {
+                seen.insert(joined, line_no);
+            }
         }
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
         if let Some(leaf) = node_at(&mut root, &refs) {
@@ -210,6 +221,21 @@ mod tests {
             p.reports[0].starts_with("note: line 3: label traefik.http.middlewares.docs.retry.attempts repeats line 1")
         );
         assert!(p.reports[1].starts_with("untranslated: line 4: not a traefik.<path>=<value> label"));
+    }
+
+    /// Issue 30, defect 12: a label path tens of thousands of levels deep is
+    /// reported, not built (it overflowed the stack); 200,000 label lines
+    /// are all read (their repeats found by a map, not a search per line).
+    #[test]
+    fn deep_and_many_labels_are_bounded() {
+        let deep = format!("traefik.http{}=1\ntraefik.http.middlewares.a.ratelimit.average=5\n", ".x".repeat(60_000));
+        let p = parse_labels(&deep);
+        assert!(p.reports.iter().any(|r| r.contains("deeper than 128 levels")), "{:?}", p.reports);
+        assert!(get(&p.root, "http").is_some());
+        let many: String =
+            (0..200_000).map(|i| format!("traefik.http.middlewares.m{i}.ratelimit.average={i}\n")).collect();
+        let p = parse_labels(&many);
+        assert_eq!(p.root["http"]["middlewares"].as_object().map(|m| m.len()), Some(200_000));
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl<'de> Deserialize<'de> for TraefikDuration {
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(s) => parse_traefik_duration(&s).map(TraefikDuration).map_err(D::Error::custom),
             serde_json::Value::Number(n) => match n.as_i64() {
-                Some(secs) => Ok(TraefikDuration(i128::from(secs) * 1_000_000_000)),
+                Some(secs) => crate::duration::traefik_seconds(secs).map(TraefikDuration).map_err(D::Error::custom),
                 None => Err(D::Error::custom("must be a whole number of seconds or a string such as \"10s\"")),
             },
             _ => Err(D::Error::custom("must be a string such as \"10s\" or a number of seconds")),
@@ -185,6 +185,9 @@ pub struct BreakerConfig {
     pub content_type: Option<&'static str>,
     /// Traefik's timing, when the breaker is configured as Traefik's.
     pub traefik: Option<TraefikTiming>,
+    /// Arguments read as Traefik reads them although they look like
+    /// mistakes, one line each (logged as warnings at configure).
+    pub notes: Vec<String>,
 }
 
 /// The trip conditions, checked.
@@ -194,6 +197,7 @@ struct Conditions {
     slow_call_threshold_ns: Option<u64>,
     slow_call_ratio: Option<f64>,
     expression: Option<Expr>,
+    notes: Vec<String>,
 }
 
 fn check_ratio(field: &str, v: Option<f64>) -> Result<Option<f64>, ConfigError> {
@@ -203,19 +207,25 @@ fn check_ratio(field: &str, v: Option<f64>) -> Result<Option<f64>, ConfigError> 
     }
 }
 
-fn parse_expression(field: &str, text: &str) -> Result<Expr, ConfigError> {
-    Expr::parse(text).map_err(|e| ConfigError::new(field, e.to_string()))
+/// The expression, and a line per argument read as Traefik reads it (see
+/// [`Expr::parse_noting`]), prefixed by the field.
+fn parse_expression(field: &str, text: &str, notes: &mut Vec<String>) -> Result<Expr, ConfigError> {
+    let (e, n) = Expr::parse_noting(text).map_err(|e| ConfigError::new(field, e.to_string()))?;
+    notes.extend(n.into_iter().map(|n| format!("{field}: {n}")));
+    Ok(e)
 }
 
 fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
     if let Some(t) = &raw.traefik {
-        let expression = Some(parse_expression("traefik.expression", &t.expression)?);
+        let mut notes = Vec::new();
+        let expression = Some(parse_expression("traefik.expression", &t.expression, &mut notes)?);
         let none = Conditions {
             failure_ratio: None,
             consecutive_failures: None,
             slow_call_threshold_ns: None,
             slow_call_ratio: None,
             expression,
+            notes,
         };
         return Ok(none);
     }
@@ -230,7 +240,9 @@ fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
         (Some(_), None) => return Err(ConfigError::new("slow_call_ratio", "is needed with slow_call_threshold")),
         (None, Some(_)) => return Err(ConfigError::new("slow_call_threshold", "is needed with slow_call_ratio")),
     };
-    let expression = raw.expression.as_deref().map(|text| parse_expression("expression", text)).transpose()?;
+    let mut notes = Vec::new();
+    let expression =
+        raw.expression.as_deref().map(|text| parse_expression("expression", text, &mut notes)).transpose()?;
     if failure_ratio.is_none()
         && raw.consecutive_failures.is_none()
         && slow_call_ratio.is_none()
@@ -242,7 +254,7 @@ fn check_conditions(raw: &RawConfig) -> Result<Conditions, ConfigError> {
         ));
     }
     let consecutive_failures = raw.consecutive_failures;
-    Ok(Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression })
+    Ok(Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression, notes })
 }
 
 /// With `traefik`, the breaker is configured by Traefik's fields alone: a
@@ -399,8 +411,14 @@ impl BreakerConfig {
         let default_statuses = [serde_json::Value::String("5xx".into())];
         let failure_statuses = check_failure_statuses(raw.failure_statuses.as_deref().unwrap_or(&default_statuses))?;
         let timing = check_timing(&raw)?;
-        let Conditions { failure_ratio, consecutive_failures, slow_call_threshold_ns, slow_call_ratio, expression } =
-            conditions;
+        let Conditions {
+            failure_ratio,
+            consecutive_failures,
+            slow_call_threshold_ns,
+            slow_call_ratio,
+            expression,
+            notes,
+        } = conditions;
         // Traefik's fallback answers with the status's text.
         let (body, content_type) = match (raw.body, timing.traefik) {
             (Some(b), _) => (Some(b), None),
@@ -427,6 +445,7 @@ impl BreakerConfig {
             body,
             content_type,
             traefik: timing.traefik,
+            notes,
         })
     }
 

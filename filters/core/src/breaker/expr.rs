@@ -146,12 +146,20 @@ impl Expr {
     /// one recurse over its tree, and a VM's stack is small, so an
     /// over-deep expression must be refused with a line, not overflow it.
     pub fn parse(text: &str) -> Result<Expr, ExprError> {
+        Self::parse_noting(text).map(|(e, _)| e)
+    }
+
+    /// [`Expr::parse`], with a line for each argument read as Traefik reads
+    /// it although it looks like a mistake (a quantile outside (0, 100], a
+    /// `ResponseCodeRatio` range with `from >= to`): Traefik runs such
+    /// expressions, so a migrated config must too, and its operator is told.
+    pub fn parse_noting(text: &str) -> Result<(Expr, Vec<String>), ExprError> {
         let len = text.chars().count();
         if len > MAX_LEN {
             return Err(ExprError { column: MAX_LEN + 1, reason: format!("longer than {MAX_LEN} characters") });
         }
         let tokens = tokenize(text)?;
-        let mut p = Parser { tokens, pos: 0, end_column: len + 1, depth: 0, comparisons: 0 };
+        let mut p = Parser { tokens, pos: 0, end_column: len + 1, depth: 0, comparisons: 0, notes: Vec::new() };
         let e = p.or()?;
         let mut misplaced = false;
         e.visit_cmps(&mut |l, _, r| {
@@ -168,7 +176,7 @@ impl Expr {
             });
         }
         match p.peek() {
-            None => Ok(e),
+            None => Ok((e, p.notes)),
             Some(t) => Err(ExprError { column: t.column, reason: format!("unexpected {}", t.kind.describe()) }),
         }
     }
@@ -403,6 +411,8 @@ struct Parser {
     end_column: usize,
     depth: usize,
     comparisons: usize,
+    /// Arguments read as Traefik reads them (see [`Expr::parse_noting`]).
+    notes: Vec<String>,
 }
 
 impl Parser {
@@ -538,7 +548,12 @@ impl Parser {
                     }
                 }
                 self.expect(&Kind::RParen, "`)`")?;
-                function(&name, &args).map_err(|reason| ExprError { column: t.column, reason })
+                let (operand, note) =
+                    function(&name, &args).map_err(|reason| ExprError { column: t.column, reason })?;
+                if let Some(note) = note {
+                    self.notes.push(format!("at column {}: {note}", t.column));
+                }
+                Ok(operand)
             }
             other => Err(ExprError {
                 column: t.column,
@@ -548,7 +563,9 @@ impl Parser {
     }
 }
 
-fn function(name: &str, args: &[f64]) -> Result<Operand, String> {
+/// The operand a function call names, and a note when an argument is read
+/// as Traefik reads it although it looks like a mistake.
+fn function(name: &str, args: &[f64]) -> Result<(Operand, Option<String>), String> {
     let status = |x: f64| -> Result<u16, String> {
         if x.fract() == 0.0 && (0.0..=1000.0).contains(&x) {
             Ok(x as u16)
@@ -556,18 +573,34 @@ fn function(name: &str, args: &[f64]) -> Result<Operand, String> {
             Err(format!("{name}: status bounds must be whole numbers from 0 to 1000, got {x}"))
         }
     };
+    let plain = |o: Operand| Ok((o, None));
     match (name, args) {
-        ("NetworkErrorRatio", []) => Ok(Operand::NetworkErrorRatio),
-        ("NetworkFailureRatio", []) => Ok(Operand::NetworkFailureRatio),
-        ("RequestThreshold", []) => Ok(Operand::RequestThreshold),
-        ("LatencyAtQuantileMS", [q]) if *q > 0.0 && *q <= 100.0 => Ok(Operand::LatencyAtQuantileMs(*q)),
-        ("LatencyAtQuantileMS", [q]) => Err(format!("LatencyAtQuantileMS: quantile must be in (0, 100], got {q}")),
+        ("NetworkErrorRatio", []) => plain(Operand::NetworkErrorRatio),
+        ("NetworkFailureRatio", []) => plain(Operand::NetworkFailureRatio),
+        ("RequestThreshold", []) => plain(Operand::RequestThreshold),
+        ("LatencyAtQuantileMS", [q]) if *q > 0.0 && *q <= 100.0 => plain(Operand::LatencyAtQuantileMs(*q)),
+        // hdrhistogram, under Traefik, clamps a quantile above 100 to 100,
+        // and answers the lowest latency (0 ms) for one at or below 0.
+        ("LatencyAtQuantileMS", [q]) if *q > 100.0 => Ok((
+            Operand::LatencyAtQuantileMs(100.0),
+            Some(format!("LatencyAtQuantileMS({q}): a quantile above 100 is read as 100, as Traefik does")),
+        )),
+        ("LatencyAtQuantileMS", [q]) if q.is_finite() => Ok((
+            Operand::LatencyAtQuantileMs(0.0),
+            Some(format!("LatencyAtQuantileMS({q}): a quantile of 0 or less is 0 ms, as in Traefik")),
+        )),
+        ("LatencyAtQuantileMS", [q]) => Err(format!("LatencyAtQuantileMS: quantile must be a number, got {q}")),
         ("ResponseCodeRatio", [a, b, c, d]) => {
             let (from, to, div_from, div_to) = (status(*a)?, status(*b)?, status(*c)?, status(*d)?);
             if from >= to || div_from >= div_to {
-                return Err("ResponseCodeRatio: each range needs from < to".into());
+                // Traefik counts nothing in an empty range, and answers 0
+                // for a ratio with nothing under it.
+                let note = format!(
+                    "ResponseCodeRatio({from}, {to}, {div_from}, {div_to}): a range with from >= to is empty, so the ratio is always 0, as in Traefik"
+                );
+                return Ok((Operand::Num(0.0), Some(note)));
             }
-            Ok(Operand::ResponseCodeRatio { from, to, div_from, div_to })
+            plain(Operand::ResponseCodeRatio { from, to, div_from, div_to })
         }
         ("NetworkErrorRatio" | "NetworkFailureRatio" | "RequestThreshold", _) => {
             Err(format!("{name} takes no arguments"))
@@ -703,8 +736,6 @@ mod tests {
             ("NetworkErrorRatio() > 0.5 & x", 27, "unexpected character `&`"),
             ("(NetworkErrorRatio() > 0.5", 27, "expected `)`"),
             ("ResponseCodeRatio(500, 600) > 0", 1, "ResponseCodeRatio takes four arguments"),
-            ("ResponseCodeRatio(600, 500, 0, 600) > 0", 1, "from < to"),
-            ("LatencyAtQuantileMS(150) > 1", 1, "quantile must be in (0, 100]"),
             ("NetworkErrorRatio() > 0.5 0.6", 27, "unexpected number"),
             ("", 1, "found the end"),
         ];
@@ -713,5 +744,35 @@ mod tests {
             assert_eq!(e.column, column, "{text}: {e}");
             assert!(e.reason.contains(reason), "{text}: {e}");
         }
+    }
+
+    /// Issue 30, defect 13: what Traefik runs is accepted, with its
+    /// meaning and a note: quantiles clamped, empty ranges a ratio of 0.
+    #[test]
+    fn traefik_oddities_are_read_as_traefik_reads_them() {
+        struct Latency(u64);
+        impl Metrics for Latency {
+            fn value(&self, _: &Operand) -> f64 {
+                0.9
+            }
+            fn latency_at_least(&self, q: f64, ms: u64) -> bool {
+                // A histogram of one latency: every quantile above 0 is it.
+                q > 0.0 && ms <= self.0
+            }
+        }
+        let slow = Latency(500);
+        for (text, fires, note) in [
+            ("LatencyAtQuantileMS(0.0) > 10", false, "0 or less is 0 ms"),
+            ("LatencyAtQuantileMS(-5) > 10", false, "0 or less is 0 ms"),
+            ("LatencyAtQuantileMS(150.0) > 10", true, "read as 100"),
+            ("ResponseCodeRatio(600, 500, 0, 600) > 0.5", false, "always 0"),
+            ("ResponseCodeRatio(500, 600, 600, 0) > 0.5", false, "always 0"),
+        ] {
+            let (e, notes) = Expr::parse_noting(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(e.eval(&slow), fires, "{text}");
+            assert!(notes.len() == 1 && notes[0].contains(note), "{text}: {notes:?}");
+        }
+        let (_, none) = Expr::parse_noting("LatencyAtQuantileMS(50.0) > 100").unwrap();
+        assert!(none.is_empty());
     }
 }

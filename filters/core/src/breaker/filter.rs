@@ -290,6 +290,9 @@ impl Filter for BreakerFilter {
 
     fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
         let mut breakers = Breakers::new(BreakerConfig::from_json(config)?);
+        for note in &breakers.config().notes {
+            log::warn!("{note}");
+        }
         let created = Refused::store("the breaker table", breakers.initialize(host))?;
         let metrics = FilterMetrics::define(host, "circuit_breaker.");
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);

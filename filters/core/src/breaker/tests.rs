@@ -581,6 +581,14 @@ fn traefik_fields_refused_by_name() {
             "traefik.recoveryDuration: \"10 s\" is not a duration",
         ),
         (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","recoveryDuration":" 5s "}}"#,
+            "traefik.recoveryDuration: \" 5s \" is not a duration",
+        ),
+        (
+            r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","fallbackDuration":9223372037}}"#,
+            "traefik.fallbackDuration: \"9223372037\" is too large",
+        ),
+        (
             r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5","responseCode":200}}"#,
             "traefik.responseCode: must be a 4xx or 5xx",
         ),

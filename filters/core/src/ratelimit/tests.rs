@@ -626,3 +626,17 @@ fn pushes_that_would_keep_too_many_slots_are_refused() {
     assert_eq!(refused.field, "table_size");
     assert!(refused.to_string().contains("restart Envoy"), "{refused}");
 }
+
+/// Issue 30: without Envoy's `normalize_path`, `/\api/x` is `/api/x` to
+/// many backends: it must not escape an exhausted limit on `/api`.
+#[test]
+fn a_backslash_spelling_does_not_escape_a_path_limit() {
+    let l =
+        limiter(r#"{"limits":[{"name":"api","requests":1,"period":"1h","key":"all","match":{"path_prefix":"/api"}}]}"#);
+    let clock = FakeClock::at(T0);
+    let store = MemoryStore::new(CasRule::Envoy);
+    assert_eq!(admitted(&l, &get("/api/x", "10.0.0.1:1", &[]), &clock, &store, 1), 1);
+    for spelling in ["/\\api/x", "\\api\\x", "/api\\x"] {
+        assert!(l.check(&get(spelling, "10.0.0.1:1", &[]), &clock, &store).over_limit(), "{spelling} escaped");
+    }
+}
