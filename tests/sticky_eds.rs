@@ -66,20 +66,22 @@ fn request(envoy: &Envoy, id: &str, pin: Option<&str>) -> (u16, String, Option<S
     (r.status, host, new_pin)
 }
 
+/// The sample config, reading its endpoints from `dir`.
+fn eds_sample(dir: &Path) -> String {
+    sample_config("sticky-session-eds.yaml", &[])
+        .replace(
+            "path: envoy/eds/sticky-endpoints.yaml",
+            &format!("path: {}", dir.join("sticky-endpoints.yaml").display()),
+        )
+        .replace("watched_directory: { path: envoy/eds }", &format!("watched_directory: {{ path: {} }}", dir.display()))
+}
+
 fn start() -> (Backends, Envoy, std::path::PathBuf) {
     let backends = Backends::start(&["a", "b", "c", "d"]);
     let dir = scratch_dir("eds");
     let addrs = backends.addrs();
     write_eds(&dir, &addrs[..3], 1);
-    let yaml = sample_config("sticky-session-eds.yaml", &[])
-        .replace(
-            "path: envoy/eds/sticky-endpoints.yaml",
-            &format!("path: {}", dir.join("sticky-endpoints.yaml").display()),
-        )
-        .replace(
-            "watched_directory: { path: envoy/eds }",
-            &format!("watched_directory: {{ path: {} }}", dir.display()),
-        );
+    let yaml = eds_sample(&dir);
     let envoy = Envoy::start(&yaml, 2);
     wait_for_members(&envoy, 3);
     (backends, envoy, dir)
@@ -223,15 +225,7 @@ fn a_request_to_another_clusters_route_does_not_move_the_session() {
     let dir = scratch_dir("eds-two-routes");
     let addrs = backends.addrs();
     write_eds(&dir, &addrs[..3], 1);
-    let yaml = sample_config("sticky-session-eds.yaml", &[])
-        .replace(
-            "path: envoy/eds/sticky-endpoints.yaml",
-            &format!("path: {}", dir.join("sticky-endpoints.yaml").display()),
-        )
-        .replace(
-            "watched_directory: { path: envoy/eds }",
-            &format!("watched_directory: {{ path: {} }}", dir.display()),
-        );
+    let yaml = eds_sample(&dir);
     let envoy = Envoy::start(&with_other_cluster(&yaml, "/other", other.addr("x")), 2);
     wait_for_members(&envoy, 3);
     let mut pins = Vec::new();
