@@ -14,7 +14,9 @@ struct Setup {
 impl Setup {
     fn new(plugin_json: Option<&str>) -> Setup {
         let backends = Backends::start(&["a", "b"]);
-        let mut yaml = sample_config("circuit-breaker.yaml", &backends.addrs());
+        // Connections open at once are spread over both workers (the tests
+        // that say every worker rejects rely on it).
+        let mut yaml = with_exact_balance(&sample_config("circuit-breaker.yaml", &backends.addrs()));
         if let Some(json) = plugin_json {
             yaml = with_plugin_config(&yaml, json);
         }

@@ -13,7 +13,8 @@ struct Setup {
 impl Setup {
     fn new(plugin_json: Option<&str>) -> Setup {
         let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
-        let yaml = sample_config_with("sticky-session.yaml", &addrs, plugin_json);
+        // Connections open at once are spread over both workers.
+        let yaml = with_exact_balance(&sample_config_with("sticky-session.yaml", &addrs, plugin_json));
         let envoy = Envoy::start(&yaml, 2);
         Setup { backends, envoy, yaml }
     }
@@ -44,14 +45,20 @@ fn cookie_from(r: &Response) -> String {
 #[test]
 fn sessions_stick_across_workers_and_spread_evenly() {
     let s = Setup::new(None);
+    // Two connections held open: exact balance puts one on each worker, and
+    // each session's requests alternate between them.
+    let mut conns = [Conn::open(s.envoy.addr).expect("connect"), Conn::open(s.envoy.addr).expect("connect")];
     let mut per_backend: HashMap<String, usize> = HashMap::new();
     for session in 0..100 {
         let id = format!("session-{session}");
-        let first = s.backend_of(&id);
-        for _ in 0..9 {
-            assert_eq!(s.backend_of(&id), first, "{id} moved");
+        let mut seen = Vec::new();
+        for i in 0..10 {
+            let r = conns[i % 2].get("/", &[("x-session-id", &id)]).expect("request through envoy");
+            assert_eq!(r.status, 200, "{id} request {i}");
+            seen.push(r.header("x-backend").unwrap_or_default().to_string());
         }
-        *per_backend.entry(first).or_default() += 1;
+        assert!(seen.iter().all(|b| *b == seen[0]), "{id} moved between workers: {seen:?}");
+        *per_backend.entry(seen[0].clone()).or_default() += 1;
     }
     println!("100 sessions over 3 backends: {per_backend:?}");
     assert_eq!(per_backend.len(), 3);

@@ -155,6 +155,17 @@ pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Opti
     yaml.replace("filename: target/wasm/", &format!("filename: {}", wasm_dir.display()))
 }
 
+/// Makes Envoy hand each new connection to the worker holding the fewest
+/// (`exact_balance`): connections open at once are spread over every
+/// worker, for the tests whose subject is that every worker served. The
+/// kernel's default spread promises nothing (a run had 4 connections on one
+/// of 2 workers).
+pub fn with_exact_balance(yaml: &str) -> String {
+    let chains = "\n    filter_chains:\n";
+    assert!(yaml.contains(chains), "no listener filter_chains in the config");
+    yaml.replacen(chains, "\n    connection_balance_config: { exact_balance: {} }\n    filter_chains:\n", 1)
+}
+
 /// Adds a route for paths under `prefix` to a second cluster, `other`, of
 /// one host (`addr`, round robin), before the sample's catch-all route:
 /// a connection manager whose routes go to two clusters.
