@@ -64,7 +64,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
-	$(CARGO) clippy -p filters-core --features schema -- -D warnings
+	$(CARGO) clippy -p filters-core --features schema,testing -- -D warnings
 	$(CARGO) clippy -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 	@# No function in filters/ longer than 80 lines.
@@ -91,7 +91,7 @@ oci-push: oci
 # Criterion benches of the core algorithms, each next to a naive baseline;
 # prints a markdown table and writes it (and JSON) to bench/results/.
 bench: setup
-	$(CARGO) bench -p filters-core --bench core
+	$(CARGO) bench -p filters-core --features testing --bench core
 	python3 bench/criterion_table.py
 
 # Envoy with and without each filter under wrk and ab, as plain processes on

@@ -18,14 +18,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `(module, .wasm file stem, the sample config in envoy/, its metric prefix)`.
-const MODULES: [(&str, &str, &str); 5] = [
-    ("rate-limit", "rate_limit", "rate_limit"),
-    ("circuit-breaker", "circuit_breaker", "circuit_breaker"),
-    ("retry", "retry", "retry"),
-    ("sticky-session", "sticky_session", "sticky"),
-    ("bundle", "bundle", "bundle"),
-];
+/// `(module, .wasm file stem, its metric prefix)`, from the project's one
+/// list of modules.
+fn modules() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+    filters_core::modules::MODULES.iter().map(|m| (m.name, m.wasm, m.metric_prefix))
+}
 
 fn manifest(dir: &str, module: &str) -> Value {
     let path = repo().join("deploy").join(dir).join(format!("{module}.yaml"));
@@ -154,7 +151,7 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
     let reg = registry.addr.to_string();
     let layouts = scratch_dir("oci");
     let mut built = Vec::new();
-    for (module, file, _) in MODULES {
+    for (module, file, _) in modules() {
         let wasm = std::fs::read(wasm(file)).unwrap();
         let schema = std::fs::read(repo().join("schemas").join(format!("{module}.schema.json"))).unwrap();
         let image = oci::Module { name: module.into(), version: "0.1.0".into(), wasm, schema, source: None };
@@ -168,7 +165,7 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
         .unwrap();
     let printed = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "oci-push.sh: {}{}", printed, String::from_utf8_lossy(&out.stderr));
-    for ((module, file, prefix), (wasm, images)) in MODULES.into_iter().zip(built) {
+    for ((module, file, prefix), (wasm, images)) in modules().zip(built) {
         let pulled = scratch_dir("pulled");
         let mut unpacked = PathBuf::new();
         for img in &images {
@@ -207,7 +204,7 @@ fn each_modules_images_round_trip_through_a_registry_into_envoy() {
 #[test]
 fn envoy_loads_each_module_remotely_and_refuses_a_wrong_sha256() {
     let backends = Backends::start(&["a", "b", "c"]);
-    for (module, file, prefix) in MODULES {
+    for (module, file, prefix) in modules() {
         let bytes = std::fs::read(wasm(file)).unwrap();
         let sha256 = oci::digest(&bytes).trim_start_matches("sha256:").to_string();
         let (server, served) = serve(bytes);

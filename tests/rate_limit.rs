@@ -26,7 +26,8 @@ fn burst_is_limited_for_the_whole_process_not_per_worker() {
     let b = Backends::start(&["a", "b"]);
     let json = r#"{"limits":[{"name":"main","requests":100,"period":"1s","burst":50,"key":"client_ip"}]}"#;
     // The burst's 10 connections, opened at once, on both workers.
-    let e = Envoy::start(&with_exact_balance(&with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), json)), 2);
+    let e =
+        Envoy::start(&with_exact_balance(&with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), json)), 2);
     let r = burst(e.addr, "/", 1000, 10, |_| vec![]);
     let allowed = r.count(200) as f64;
     let secs = r.elapsed.as_secs_f64();

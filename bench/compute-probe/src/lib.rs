@@ -44,11 +44,14 @@ pub struct Probe {
 
 impl Filter for Probe {
     type Stream = ();
+    type Config = serde_json::Value;
     const METRIC_PREFIX: &'static str = "probe";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let bad = |reason: &str| Refused::Config(filters_core::config::ConfigError::new(".", reason));
-        let v: serde_json::Value = serde_json::from_slice(config).map_err(|e| bad(&e.to_string()))?;
+    fn check(config: &[u8]) -> Result<serde_json::Value, filters_core::config::ConfigError> {
+        serde_json::from_slice(config).map_err(|e| filters_core::config::ConfigError::new(".", e.to_string()))
+    }
+
+    fn build<H: Host>(host: &H, v: serde_json::Value) -> Result<Self, Refused> {
         let inner = v.get("config").map(|c| c.to_string()).unwrap_or_else(|| "{}".into());
         let repeat = v.get("repeat").and_then(|r| r.as_u64()).unwrap_or(0) as u32;
         let name = v.get("filter").and_then(|f| f.as_str()).unwrap_or("noop");

@@ -13,7 +13,7 @@ use filters_core::ratelimit::RateLimiter;
 use filters_core::request::RequestView;
 use filters_core::retry::budget::Budget;
 use filters_core::retry::RetryConfig;
-use filters_core::sticky::config::StickyConfig;
+use filters_core::sticky::config::StaticConfig;
 use filters_core::sticky::cookie::Signer;
 use filters_core::sticky::hashing::{key_hash, Ketama, Maglev, Member};
 use filters_core::store::{CasRule, MemoryStore};
@@ -261,7 +261,7 @@ fn sticky(c: &mut Criterion) {
     g.bench_function("cookie_verify", |b| b.iter(|| black_box(signer.verify(&value))));
     g.bench_function("config_parse", |b| {
         b.iter(|| {
-            black_box(StickyConfig::from_json(
+            black_box(StaticConfig::from_json(
                 br#"{"backends":[{"name":"a","address":"10.0.0.1:80"},{"name":"b","address":"10.0.0.2:80"},{"name":"c","address":"10.0.0.3:80"}],"session_key":["header:x-session-id","client_ip"],"cookie":{"secret":"0123456789abcdef-secret"}}"#,
             ))
         })

@@ -1,5 +1,6 @@
 //! The time seam. Filters read the host's clock; tests use [`FakeClock`].
 
+#[cfg(any(test, feature = "testing"))]
 use std::cell::Cell;
 
 /// A source of the current time in nanoseconds since the Unix epoch.
@@ -14,10 +15,12 @@ pub trait Clock {
 
 /// A clock that only moves when told to.
 #[derive(Debug, Default)]
+#[cfg(any(test, feature = "testing"))]
 pub struct FakeClock {
     now: Cell<u64>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl FakeClock {
     /// A clock reading `nanos`.
     pub fn at(nanos: u64) -> Self {
@@ -35,6 +38,7 @@ impl FakeClock {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Clock for FakeClock {
     fn now_nanos(&self) -> u64 {
         self.now.get()

@@ -22,7 +22,7 @@ use crate::ratelimit::config::RateLimitConfig;
 use crate::ratelimit::{global, protocol, RateLimitFilter};
 use crate::request::RequestView;
 use crate::retry::{RetryConfig, RetryFilter};
-use crate::sticky::config::StickyConfig;
+use crate::sticky::config::StaticConfig;
 use crate::sticky::cookie::{cookie_values, Signer};
 use crate::sticky::StickyFilter;
 use crate::store::CasRule;
@@ -98,7 +98,7 @@ pub fn retry_config(data: &[u8]) {
 
 /// Sticky sessions' configuration, then one request.
 pub fn sticky_session_config(data: &[u8]) {
-    if let Ok(c) = StickyConfig::from_json(data) {
+    if let Ok(c) = StaticConfig::from_json(data) {
         if c.table_size <= 70_000 {
             serve::<StickyFilter>(data);
         }

@@ -123,7 +123,7 @@ pub trait Host: Clock + SharedStore {
     fn request_header(&self, name: &str) -> Option<String>;
     /// Every request header, in order, in one buffer. Returns bytes (one
     /// call, however many).
-    fn request_headers(&self) -> crate::request::Headers;
+    fn request_headers(&self) -> crate::headers::Headers;
     /// A property (`["source", "address"]`, `["response", "code"]`, ...).
     /// Returns bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
@@ -239,15 +239,23 @@ pub trait Filter: Sized + 'static {
     /// Per-request state, created empty when a request starts.
     type Stream: Default;
 
+    /// The checked configuration: a value, made from the bytes alone.
+    type Config;
+
     /// The first component of every metric the filter defines
     /// (`rate_limit`, ...); `<prefix>.configured` counts the VMs that
     /// configured it ([`configure`]).
     const METRIC_PREFIX: &'static str;
 
-    /// Checks the configuration bytes and builds the filter (metrics
-    /// defined, shared tables created). An `Err` is logged in one line and the
-    /// proxy refuses the configuration.
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused>;
+    /// Parses and checks the configuration bytes: pure, no host, so that
+    /// the tools, the bundle and both adapters validate a configuration the
+    /// same one way. The error names the field.
+    fn check(config: &[u8]) -> Result<Self::Config, ConfigError>;
+
+    /// Builds the filter from a checked configuration: metrics defined,
+    /// shared tables created. An `Err` is logged in one line and the proxy
+    /// refuses the configuration.
+    fn build<H: Host>(host: &H, config: Self::Config) -> Result<Self, Refused>;
 
     /// The request headers arrived.
     fn on_request_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) -> Flow;
@@ -265,11 +273,12 @@ pub trait Filter: Sized + 'static {
     }
 }
 
-/// Configures `F` as the proxy does when it loads the plugin: on success,
-/// counts `<prefix>.configured` (one per VM: each worker and the main
-/// thread; it grows on a VM reload).
+/// Configures `F` as the proxy does when it loads the plugin ([`Filter::check`],
+/// then [`Filter::build`]): on success, counts `<prefix>.configured` (one
+/// per VM: each worker and the main thread; it grows on a VM reload).
 pub fn configure<F: Filter, H: Host>(host: &H, config: &[u8]) -> Result<F, Refused> {
-    let filter = F::configure(host, config)?;
+    let checked = F::check(config)?;
+    let filter = F::build(host, checked)?;
     Counter::define(host, &format!("{}.configured", F::METRIC_PREFIX)).inc(host);
     Ok(filter)
 }

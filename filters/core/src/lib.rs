@@ -9,6 +9,11 @@
 //!   write operation is a compare-and-swap. [`store::update_u64`] is the
 //!   "read, decide, replace" loop every filter uses, written so that it is
 //!   correct under both Envoy's and nginx's compare-and-swap rules.
+//!
+//! What only tests use (the recording host and its exchanges, the fuzz
+//! bodies, the in-memory store and fake clock, test-only constructors) is
+//! compiled for this crate's own tests and behind the `testing` feature
+//! (benches, fuzz targets, the compute probe), never into a shipped module.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -17,10 +22,13 @@ pub mod bundle;
 pub mod clock;
 pub mod config;
 pub mod duration;
+#[cfg(any(test, feature = "testing"))]
 pub mod fuzzing;
 pub mod hash;
+pub mod headers;
 pub mod host;
 pub mod matcher;
+pub mod modules;
 pub mod net;
 pub mod path;
 pub mod ratelimit;
@@ -30,5 +38,6 @@ pub mod retry;
 pub mod schema;
 pub mod sticky;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod upstream;

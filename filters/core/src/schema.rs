@@ -7,45 +7,13 @@
 //! The schema is the shape of a configuration; the parser still checks what
 //! a schema cannot (unique names, a prime table size, combinations of
 //! fields) and refuses at load with its one line.
+//!
+//! This module holds only the field helpers the parsers' types name; it
+//! imports no filter. Each module's whole schema is in
+//! [`crate::modules::Module::schema`].
 
-use crate::host::Filter;
-use crate::store::CasRule;
-use crate::testing::RecordingHost;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use std::borrow::Cow;
-
-/// The modules with a configuration, by the name of their crate.
-pub const MODULES: [&str; 5] = ["rate-limit", "circuit-breaker", "retry", "sticky-session", "bundle"];
-
-/// The schema of `module`'s configuration (one of [`MODULES`]).
-pub fn for_module(module: &str) -> Option<serde_json::Value> {
-    let schema = match module {
-        "rate-limit" => crate::ratelimit::config_schema(),
-        "circuit-breaker" => crate::breaker::config_schema(),
-        "retry" => crate::retry::config_schema(),
-        "sticky-session" => crate::sticky::config_schema(),
-        "bundle" => crate::bundle::config_schema(),
-        _ => return None,
-    };
-    Some(schema.to_value())
-}
-
-/// Configures `module`'s filter from `json` as the filter does at load (its
-/// own parser and checks, on an in-memory host); the error is the filter's
-/// log line.
-pub fn check(module: &str, json: &[u8]) -> Result<(), String> {
-    fn configure<F: Filter>(json: &[u8]) -> Result<(), String> {
-        F::configure(&RecordingHost::new(CasRule::Envoy), json).map(drop).map_err(|e| e.to_string())
-    }
-    match module {
-        "rate-limit" => configure::<crate::ratelimit::RateLimitFilter>(json),
-        "circuit-breaker" => configure::<crate::breaker::BreakerFilter>(json),
-        "retry" => configure::<crate::retry::RetryFilter>(json),
-        "sticky-session" => configure::<crate::sticky::StickyFilter>(json),
-        "bundle" => configure::<crate::bundle::BundleFilter>(json),
-        _ => Err(format!("unknown module \"{module}\"")),
-    }
-}
 
 /// A duration of the filters' own syntax: a whole number above zero and a
 /// unit (the parser also trims surrounding spaces; the schema does not allow them).

@@ -18,7 +18,9 @@
 //! costs at most one extra admitted request per key; under nginx the second
 //! insert is refused and retried, so it is exact.
 
+#[cfg(any(test, feature = "testing"))]
 use std::cell::RefCell;
+#[cfg(any(test, feature = "testing"))]
 use std::collections::HashMap;
 use std::fmt;
 
@@ -160,6 +162,7 @@ fn decode_u64(bytes: &[u8]) -> Option<u64> {
 }
 
 /// Which host's compare-and-swap rule a [`MemoryStore`] follows.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CasRule {
     /// cas 0 overwrites unconditionally; a non-zero cas on an absent key inserts.
@@ -170,6 +173,7 @@ pub enum CasRule {
 
 /// An in-memory store that follows one host's compare-and-swap rule, for
 /// tests and benchmarks.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 pub struct MemoryStore {
     rule: CasRule,
@@ -181,6 +185,7 @@ pub struct MemoryStore {
     order: RefCell<std::collections::VecDeque<String>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl MemoryStore {
     /// An empty store with `rule`.
     pub fn new(rule: CasRule) -> Self {
@@ -222,6 +227,7 @@ impl MemoryStore {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl SharedStore for MemoryStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         Ok(self.map.borrow().get(key).cloned())

@@ -281,7 +281,7 @@ impl Host for RecordingHost {
         first(&self.request.borrow(), name)
     }
 
-    fn request_headers(&self) -> crate::request::Headers {
+    fn request_headers(&self) -> crate::headers::Headers {
         self.bytes();
         self.request.borrow().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
     }
@@ -516,9 +516,14 @@ pub struct NoopFilter;
 
 impl Filter for NoopFilter {
     type Stream = ();
+    type Config = ();
     const METRIC_PREFIX: &'static str = "noop";
 
-    fn configure<H: Host>(_host: &H, _config: &[u8]) -> Result<Self, Refused> {
+    fn check(_config: &[u8]) -> Result<(), crate::config::ConfigError> {
+        Ok(())
+    }
+
+    fn build<H: Host>(_host: &H, _config: ()) -> Result<Self, Refused> {
         Ok(NoopFilter)
     }
 

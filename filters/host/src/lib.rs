@@ -20,8 +20,8 @@ pub mod abi;
 
 use abi::{Buffer, Level, Map, Pairs, Status};
 use filters_core::clock::Clock;
+use filters_core::headers::Headers;
 use filters_core::host::{lossy_text, Call, Filter, Flow, Host, HostKind, MetricKind};
-use filters_core::request::Headers;
 use filters_core::store::{Entry, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -493,14 +493,21 @@ impl<F: Filter> Dispatcher<F> {
 /// `x-rate-limit-test-trap`, so the integration tests can show what Envoy's
 /// `failure_policy` does when the VM dies. Used only by the rate limiter's
 /// `trap-on-demand` build; never in a shipped `.wasm`.
+#[cfg(feature = "trap-on-demand")]
 pub struct TrapOnDemand<F: Filter>(F);
 
+#[cfg(feature = "trap-on-demand")]
 impl<F: Filter> Filter for TrapOnDemand<F> {
     type Stream = F::Stream;
+    type Config = F::Config;
     const METRIC_PREFIX: &'static str = F::METRIC_PREFIX;
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, filters_core::host::Refused> {
-        F::configure(host, config).map(TrapOnDemand)
+    fn check(config: &[u8]) -> Result<F::Config, filters_core::config::ConfigError> {
+        F::check(config)
+    }
+
+    fn build<H: Host>(host: &H, config: F::Config) -> Result<Self, filters_core::host::Refused> {
+        F::build(host, config).map(TrapOnDemand)
     }
 
     fn on_request_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) -> Flow {

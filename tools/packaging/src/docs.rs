@@ -220,11 +220,12 @@ fn undocumented(root: &Value, path: &str, pointer: String, described: bool, dept
 /// `readmes` gives the README text of a module by name (the bundle reads its
 /// own and the four filters').
 pub fn module_schema(module: &str, readme: &dyn Fn(&str) -> Option<String>) -> Result<Value, Vec<String>> {
-    let mut schema =
-        filters_core::schema::for_module(module).ok_or_else(|| vec![format!("unknown module \"{module}\"")])?;
+    let m = filters_core::modules::module(module).ok_or_else(|| vec![format!("unknown module \"{module}\"")])?;
+    let mut schema = (m.schema)().to_value();
     let mut all_rows = rows(&readme(module).ok_or_else(|| vec![format!("no README for {module}")])?);
     if module == "bundle" {
-        for (section, filter) in SECTIONS {
+        for m in filters_core::modules::MODULES.iter() {
+            let (Some(section), filter) = (m.section, m.name) else { continue };
             let text = readme(filter).ok_or_else(|| vec![format!("no README for {filter}")])?;
             all_rows.extend(rows(&text).into_iter().map(|r| Row { path: format!("{section}.{}", r.path), ..r }));
         }
@@ -238,14 +239,6 @@ pub fn module_schema(module: &str, readme: &dyn Fn(&str) -> Option<String>) -> R
     }
     Ok(schema)
 }
-
-/// The bundle's sections and the filter each one is.
-pub const SECTIONS: [(&str, &str); 4] = [
-    ("rate_limit", "rate-limit"),
-    ("circuit_breaker", "circuit-breaker"),
-    ("retry", "retry"),
-    ("sticky_session", "sticky-session"),
-];
 
 fn decorate(map: &mut Map<String, Value>, module: &str) {
     map.insert("$id".into(), json!(format!("{module}.schema.json")));

@@ -9,14 +9,8 @@ pub mod oci;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// The modules, by crate name, and the file name of their `.wasm`.
-pub const MODULES: [(&str, &str); 5] = [
-    ("rate-limit", "rate_limit"),
-    ("circuit-breaker", "circuit_breaker"),
-    ("retry", "retry"),
-    ("sticky-session", "sticky_session"),
-    ("bundle", "bundle"),
-];
+/// The modules (one list for the whole project: `filters_core::modules`).
+pub use filters_core::modules::{Module, MODULES};
 
 /// The repository's root (this crate is `tools/packaging`).
 pub fn root() -> PathBuf {
@@ -64,7 +58,7 @@ pub fn check_config(module: &str, bytes: &[u8]) -> Result<Vec<String>, String> {
         Ok(config) => problems.extend(schema_errors(&published_schema(module)?, &config)?),
         Err(e) => problems.push(format!(".: not JSON: {e}")),
     }
-    if let Err(line) = filters_core::schema::check(module, bytes) {
+    if let Err(line) = filters_core::modules::check_config(module, bytes) {
         problems.push(line);
     }
     Ok(problems)

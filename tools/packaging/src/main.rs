@@ -38,7 +38,7 @@ fn schemas(check_only: bool) -> Result<(), String> {
     let dir = root().join("schemas");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let mut stale = Vec::new();
-    for (module, _) in MODULES {
+    for module in MODULES.iter().map(|m| m.name) {
         let schema = docs::module_schema(module, &readme).map_err(|e| e.join("\n"))?;
         let text = serde_json::to_string_pretty(&schema).map_err(|e| e.to_string())? + "\n";
         let path = dir.join(format!("{module}.schema.json"));
@@ -62,7 +62,7 @@ fn images(args: &[String]) -> Result<(), String> {
     let out = option(args, "--out").map(PathBuf::from).unwrap_or_else(|| root().join("target/oci"));
     let wasm_dir = option(args, "--wasm-dir").map(PathBuf::from).unwrap_or_else(|| root().join("target/wasm"));
     let source = option(args, "--source").filter(|s| !s.is_empty());
-    for (module, file) in MODULES {
+    for (module, file) in MODULES.iter().map(|m| (m.name, m.wasm)) {
         let wasm_path = wasm_dir.join(format!("{file}.wasm"));
         let wasm = std::fs::read(&wasm_path).map_err(|e| format!("{}: {e} (run `make build`)", wasm_path.display()))?;
         let schema_path = root().join("schemas").join(format!("{module}.schema.json"));

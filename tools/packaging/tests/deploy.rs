@@ -141,7 +141,7 @@ fn every_manifest_configuration_passes_the_schema_and_the_filters_parser() {
 /// sessions: with the backends' addresses left for the user to replace).
 #[test]
 fn each_modules_manifests_carry_its_sample_configuration() {
-    for (module, _) in MODULES {
+    for module in MODULES.iter().map(|m| m.name) {
         let sample = envoy_samples().into_iter().find(|(f, m, _)| m == module && f.ends_with(format!("{module}.yaml")));
         let (_, _, mut expected) = sample.unwrap_or_else(|| panic!("no envoy/{module}.yaml"));
         blank_addresses(&mut expected);
@@ -220,7 +220,7 @@ fn collect_wasm(v: &Value, file: &Path, out: &mut Vec<(PathBuf, String, Value)>)
             {
                 let filename = v["config"]["vm_config"]["code"]["local"]["filename"].as_str().unwrap_or_default();
                 let stem = Path::new(filename).file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-                if let Some((module, _)) = MODULES.iter().find(|(_, f)| *f == stem) {
+                if let Some(module) = MODULES.iter().find(|m| m.wasm == stem).map(|m| m.name) {
                     let text = v["config"]["configuration"]["value"].as_str().unwrap();
                     out.push((file.to_path_buf(), module.to_string(), serde_json::from_str(text).unwrap()));
                 }
@@ -249,7 +249,7 @@ fn json_blocks(markdown: &str) -> Vec<&str> {
 #[test]
 fn every_readme_example_passes_the_schema() {
     let mut checked = 0;
-    for (module, _) in MODULES {
+    for module in MODULES.iter().map(|m| m.name) {
         let schema = packaging::published_schema(module).unwrap();
         for block in json_blocks(&readme(module).unwrap()) {
             let config: Value = serde_json::from_str(block).unwrap_or_else(|e| panic!("{module} README: {e}\n{block}"));
@@ -314,7 +314,7 @@ fn broken_configurations_fail_the_schema_and_the_parser() {
 
 #[test]
 fn the_published_schemas_are_the_ones_the_types_and_readmes_give() {
-    for (module, _) in MODULES {
+    for module in MODULES.iter().map(|m| m.name) {
         let fresh = docs::module_schema(module, &readme).unwrap_or_else(|e| panic!("{e:#?}"));
         let published = packaging::published_schema(module).unwrap();
         assert!(fresh == published, "schemas/{module}.schema.json is out of date: run `make schemas`");

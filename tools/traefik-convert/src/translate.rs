@@ -4,10 +4,6 @@
 use crate::fields::{envoy_duration, our_duration, Fields};
 use crate::input::get;
 use crate::{Conversion, Options, Report, Translated};
-use filters_core::breaker::config::BreakerConfig;
-use filters_core::ratelimit::config::RateLimitConfig;
-use filters_core::retry::RetryConfig;
-use filters_core::sticky::config::StickyConfig;
 use serde_json::{json, Map, Value};
 
 /// Walks the whole tree.
@@ -89,16 +85,10 @@ fn middleware(path: &str, name: &str, mw: &Value, c: &mut Conversion) {
 /// Keeps a translation only if the filter itself accepts it.
 fn push_checked(c: &mut Conversion, from: String, filter: &'static str, config: Value) {
     let bytes = config.to_string().into_bytes();
-    let checked = match filter {
-        "rate-limit" => RateLimitConfig::from_json(&bytes).map(drop),
-        "circuit-breaker" => BreakerConfig::from_json(&bytes).map(drop),
-        "retry" => RetryConfig::from_json(&bytes).map(drop),
-        _ => StickyConfig::from_json(&bytes).map(drop),
-    };
-    match checked {
+    // The filter's own check, as the proxy runs it (one list of modules).
+    match filters_core::modules::check_config(filter, &bytes) {
         Ok(()) => c.filters.push(Translated { from, filter, config }),
         Err(e) => {
-            let e = e.to_string();
             let e = e.trim_start_matches("invalid plugin configuration: ");
             c.report.untranslated(&from, &format!("the {filter} filter refuses the translation: {e}"));
         }

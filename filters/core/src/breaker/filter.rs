@@ -27,6 +27,7 @@
 
 use super::config::{BreakerConfig, KeyKind};
 use super::{Admission, Breakers, Record, State, Transition};
+use crate::config::ConfigError;
 use crate::host::{property_text, Filter, Flow, Host, HostKind, Refused};
 use crate::store::StoreError;
 use crate::upstream::Upstream;
@@ -286,10 +287,15 @@ impl BreakerFilter {
 
 impl Filter for BreakerFilter {
     type Stream = BreakerStream;
+    type Config = BreakerConfig;
     const METRIC_PREFIX: &'static str = "circuit_breaker";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let mut breakers = Breakers::new(BreakerConfig::from_json(config)?);
+    fn check(config: &[u8]) -> Result<BreakerConfig, ConfigError> {
+        BreakerConfig::from_json(config)
+    }
+
+    fn build<H: Host>(host: &H, config: BreakerConfig) -> Result<Self, Refused> {
+        let mut breakers = Breakers::new(config);
         for note in &breakers.config().notes {
             log::warn!("{note}");
         }

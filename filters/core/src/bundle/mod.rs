@@ -39,6 +39,7 @@ use crate::retry::{RetryFilter, RetryStream};
 use crate::sticky::{SessionStream, StickyFilter};
 use pass::Pass;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 #[derive(Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -50,19 +51,19 @@ struct RawBundle {
         feature = "schema",
         schemars(schema_with = "crate::schema::section::<crate::ratelimit::RawRateLimitConfig>")
     )]
-    rate_limit: Option<serde_json::Value>,
+    rate_limit: Option<Box<RawValue>>,
     #[serde(default)]
     #[cfg_attr(
         feature = "schema",
         schemars(schema_with = "crate::schema::section::<crate::breaker::RawBreakerConfig>")
     )]
-    circuit_breaker: Option<serde_json::Value>,
+    circuit_breaker: Option<Box<RawValue>>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::section::<crate::retry::RawRetryConfig>"))]
-    retry: Option<serde_json::Value>,
+    retry: Option<Box<RawValue>>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::section::<crate::sticky::RawStickyConfig>"))]
-    sticky_session: Option<serde_json::Value>,
+    sticky_session: Option<Box<RawValue>>,
 }
 
 /// The JSON Schema of the configuration (see [`crate::schema`]).
@@ -91,18 +92,34 @@ pub struct BundleStream {
     retry: RetryStream,
 }
 
-/// Configures `F` from `section` of the bundle's configuration.
-fn section<F: Filter, H: Host>(host: &H, name: &str, value: Option<serde_json::Value>) -> Result<Option<F>, Refused> {
-    let Some(value) = value else { return Ok(None) };
-    let bytes = serde_json::to_vec(&value).map_err(|e| ConfigError::new(name, e.to_string()))?;
-    match F::configure(host, &bytes) {
-        Ok(f) => Ok(Some(f)),
-        Err(Refused::Config(e)) => {
-            let field = if e.field == "." { name.to_string() } else { format!("{name}.{}", e.field) };
-            Err(Refused::Config(ConfigError::new(field, e.reason)))
-        }
-        Err(other) => Err(other),
-    }
+/// The checked configuration: each policy's own, or `None` (off).
+#[derive(Debug)]
+pub struct BundleConfig {
+    /// `rate_limit`.
+    pub rate_limit: Option<<RateLimitFilter as Filter>::Config>,
+    /// `circuit_breaker`.
+    pub circuit_breaker: Option<<BreakerFilter as Filter>::Config>,
+    /// `retry`.
+    pub retry: Option<<RetryFilter as Filter>::Config>,
+    /// `sticky_session`.
+    pub sticky_session: Option<<StickyFilter as Filter>::Config>,
+}
+
+/// Checks `section` of the bundle's configuration as `F` checks its own:
+/// from the section's very bytes (nothing is re-serialised, so a key given
+/// twice in a section is refused as the single module refuses it), with
+/// the section in front of the field.
+fn section<F: Filter>(name: &str, raw: Option<Box<RawValue>>) -> Result<Option<F::Config>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    F::check(raw.get().as_bytes()).map(Some).map_err(|e| {
+        let field = if e.field == "." { name.to_string() } else { format!("{name}.{}", e.field) };
+        ConfigError::new(field, e.reason)
+    })
+}
+
+/// Builds `F` from its checked section, when the section was given.
+fn build<F: Filter, H: Host>(host: &H, config: Option<F::Config>) -> Result<Option<F>, Refused> {
+    config.map(|c| F::build(host, c)).transpose()
 }
 
 impl BundleFilter {
@@ -127,9 +144,10 @@ impl BundleFilter {
 
 impl Filter for BundleFilter {
     type Stream = BundleStream;
+    type Config = BundleConfig;
     const METRIC_PREFIX: &'static str = "bundle";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+    fn check(config: &[u8]) -> Result<BundleConfig, ConfigError> {
         let raw: RawBundle = parse_json(config)?;
         if raw.rate_limit.is_none()
             && raw.circuit_breaker.is_none()
@@ -139,13 +157,21 @@ impl Filter for BundleFilter {
             return Err(ConfigError::new(
                 ".",
                 "turns no policy on: give at least one of rate_limit, circuit_breaker, retry, sticky_session",
-            )
-            .into());
+            ));
         }
-        let rate_limit: Option<RateLimitFilter> = section(host, "rate_limit", raw.rate_limit)?;
-        let circuit_breaker = section(host, "circuit_breaker", raw.circuit_breaker)?;
-        let retry: Option<RetryFilter> = section(host, "retry", raw.retry)?;
-        let sticky_session: Option<StickyFilter> = section(host, "sticky_session", raw.sticky_session)?;
+        Ok(BundleConfig {
+            rate_limit: section::<RateLimitFilter>("rate_limit", raw.rate_limit)?,
+            circuit_breaker: section::<BreakerFilter>("circuit_breaker", raw.circuit_breaker)?,
+            retry: section::<RetryFilter>("retry", raw.retry)?,
+            sticky_session: section::<StickyFilter>("sticky_session", raw.sticky_session)?,
+        })
+    }
+
+    fn build<H: Host>(host: &H, config: BundleConfig) -> Result<Self, Refused> {
+        let rate_limit: Option<RateLimitFilter> = build(host, config.rate_limit)?;
+        let circuit_breaker = build(host, config.circuit_breaker)?;
+        let retry: Option<RetryFilter> = build(host, config.retry)?;
+        let sticky_session: Option<StickyFilter> = build(host, config.sticky_session)?;
         let all_headers =
             retry.is_some() || sticky_session.is_some() || rate_limit.as_ref().is_some_and(|r| r.needs_all_headers());
         Ok(BundleFilter { rate_limit, circuit_breaker, sticky_session, retry, all_headers })

@@ -10,8 +10,8 @@
 //! header set or removed) updates what it remembers.
 
 use crate::clock::Clock;
+use crate::headers::Headers;
 use crate::host::{Call, CallReply, Host, HostKind, MetricKind};
-use crate::request::Headers;
 use crate::store::{Entry, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 

@@ -19,6 +19,7 @@ use super::config::{Mode, RateLimitConfig};
 use super::global::{self, AnswerError, FailureMode, GlobalService, Protocol};
 use super::protocol;
 use super::{quota_headers, Decision, GlobalCall, LimitState, QuotaItem, RateLimiter, Refusal};
+use crate::config::ConfigError;
 use crate::host::{Call, CallReply, Counter, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
 use std::cell::Cell;
@@ -312,10 +313,14 @@ impl RateLimitFilter {
 
 impl Filter for RateLimitFilter {
     type Stream = RateLimitStream;
+    type Config = RateLimitConfig;
     const METRIC_PREFIX: &'static str = "rate_limit";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let config = RateLimitConfig::from_json(config)?;
+    fn check(config: &[u8]) -> Result<RateLimitConfig, ConfigError> {
+        RateLimitConfig::from_json(config)
+    }
+
+    fn build<H: Host>(host: &H, config: RateLimitConfig) -> Result<Self, Refused> {
         let per_limit =
             config.limits.iter().map(|l| LimitMetrics::define(host, &format!("rate_limit.{}.", l.name))).collect();
         let metrics = FilterMetrics::define(host, "rate_limit.");

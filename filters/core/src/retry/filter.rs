@@ -32,6 +32,7 @@
 
 use super::budget::{Budget, Slice};
 use super::{Outcome, RetryConfig, BUDGET_KEY};
+use crate::config::ConfigError;
 use crate::host::{property_u64, Filter, Flow, Host, HostKind, Refused};
 use crate::net::parse_addr;
 use crate::request::RequestView;
@@ -132,10 +133,14 @@ impl RetryFilter {
 
 impl Filter for RetryFilter {
     type Stream = RetryStream;
+    type Config = RetryConfig;
     const METRIC_PREFIX: &'static str = "retry";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
-        let config = RetryConfig::from_json(config)?;
+    fn check(config: &[u8]) -> Result<RetryConfig, ConfigError> {
+        RetryConfig::from_json(config)
+    }
+
+    fn build<H: Host>(host: &H, config: RetryConfig) -> Result<Self, Refused> {
         Refused::store("the retry budget", create_budget(host, &config.budget))?;
         let per_policy =
             config.policies.iter().map(|p| PolicyMetrics::define(host, &format!("retry.{}.", p.name))).collect();

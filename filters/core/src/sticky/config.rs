@@ -213,7 +213,7 @@ pub struct CookieConfig {
 
 /// The checked configuration.
 #[derive(Debug, Clone)]
-pub struct StickyConfig {
+pub struct StaticConfig {
     /// Backends.
     pub backends: Vec<Backend>,
     /// Session-key sources, tried in order.
@@ -271,11 +271,11 @@ pub struct DynamicConfig {
 
 /// A configuration: a static backend list, or the dynamic mode.
 #[derive(Debug, Clone)]
-pub enum Setup {
+pub enum StickyConfig {
     /// `backends` given: the filter hashes onto them.
-    Static(StickyConfig),
+    Static(StaticConfig),
     /// No `backends`: Envoy hashes, the filter pins what it chose.
-    Dynamic(DynamicConfig),
+    DynamicMode(DynamicConfig),
 }
 
 fn check_header(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -483,12 +483,12 @@ fn check_cookie(c: RawCookie) -> Result<CookieConfig, ConfigError> {
     })
 }
 
-impl StickyConfig {
+impl StaticConfig {
     /// Parses and checks a configuration with a static `backends` list.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        match Setup::from_json(bytes)? {
-            Setup::Static(c) => Ok(c),
-            Setup::Dynamic(_) => Err(ConfigError::new("backends", "is required here")),
+        match StickyConfig::from_json(bytes)? {
+            StickyConfig::Static(c) => Ok(c),
+            StickyConfig::DynamicMode(_) => Err(ConfigError::new("backends", "is required here")),
         }
     }
 }
@@ -522,20 +522,20 @@ fn check_common(raw: &mut RawConfig) -> Result<Common, ConfigError> {
     Ok(Common { session_key, cookie, upstream_header: upstream, backend_header: raw.backend_header.take() })
 }
 
-impl Setup {
+impl StickyConfig {
     /// Parses and checks the plugin configuration: static with `backends`,
     /// dynamic without.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         let mut raw: RawConfig = parse_json(bytes)?;
         let common = check_common(&mut raw)?;
         match raw.backends.take() {
-            Some(backends) => Ok(Setup::Static(static_config(raw, backends, common)?)),
-            None => Ok(Setup::Dynamic(dynamic_config(raw, common)?)),
+            Some(backends) => Ok(StickyConfig::Static(static_config(raw, backends, common)?)),
+            None => Ok(StickyConfig::DynamicMode(dynamic_config(raw, common)?)),
         }
     }
 }
 
-fn static_config(raw: RawConfig, backends: Vec<RawBackend>, common: Common) -> Result<StickyConfig, ConfigError> {
+fn static_config(raw: RawConfig, backends: Vec<RawBackend>, common: Common) -> Result<StaticConfig, ConfigError> {
     for (field, given) in [("hash_header", raw.hash_header.is_some()), ("max_hosts", raw.max_hosts.is_some())] {
         if given {
             return Err(ConfigError::new(field, "applies only without backends (the dynamic mode)"));
@@ -546,7 +546,7 @@ fn static_config(raw: RawConfig, backends: Vec<RawBackend>, common: Common) -> R
     let table_size = raw.table_size.unwrap_or(DEFAULT_TABLE_SIZE);
     check_table(hashing, table_size, backends.len())?;
     check_table_cost(hashing, table_size, &backends)?;
-    Ok(StickyConfig {
+    Ok(StaticConfig {
         backends,
         session_key: common.session_key,
         trusted_hops: raw.trusted_hops,

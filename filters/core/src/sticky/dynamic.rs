@@ -120,7 +120,7 @@ pub enum Recorded {
 }
 
 /// The dynamic mode's logic for one configuration.
-pub struct Dynamic {
+pub struct DynamicMode {
     cfg: DynamicConfig,
     signer: Signer,
     /// `; Path=...; ...` after the value of every `Set-Cookie`.
@@ -132,19 +132,19 @@ pub struct Dynamic {
     recent: RefCell<Vec<(SocketAddr, u64)>>,
 }
 
-impl std::fmt::Debug for Dynamic {
+impl std::fmt::Debug for DynamicMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dynamic").field("max_hosts", &self.cfg.max_hosts).finish()
+        f.debug_struct("DynamicMode").field("max_hosts", &self.cfg.max_hosts).finish()
     }
 }
 
-impl Dynamic {
+impl DynamicMode {
     /// The logic for `cfg`.
-    pub fn new(cfg: DynamicConfig) -> Dynamic {
+    pub fn new(cfg: DynamicConfig) -> DynamicMode {
         let signer = Signer::new(cfg.cookie.secret.as_deref());
         let attributes = super::cookie::attributes(&cfg.cookie);
         let slot_keys = (0..cfg.max_hosts).map(|i| format!("{HOSTS_NAMESPACE}/{i}")).collect();
-        Dynamic {
+        DynamicMode {
             cfg,
             signer,
             cookie_attributes: attributes,

@@ -23,9 +23,10 @@
 //!   or a status outside 100-599 ([`crate::upstream`]); a request whose client went away before any
 //!   answer is not recorded.
 
-use super::config::{Fallback, KeySource, Setup};
-use super::dynamic::{Dynamic, Placement, Recorded};
-use super::{Health, Sticky};
+use super::config::{Fallback, KeySource, StickyConfig};
+use super::dynamic::{DynamicMode, Placement, Recorded};
+use super::{Health, StaticMode};
+use crate::config::ConfigError;
 use crate::hash::mix64;
 use crate::host::{property_text, property_u64, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
@@ -62,8 +63,8 @@ pub struct StickyFilter {
 
 #[derive(Debug)]
 enum Mode {
-    Static { sticky: Sticky, per_backend: Vec<BackendMetrics> },
-    Dynamic { dynamic: Dynamic, metrics: DynamicMetrics },
+    Static { sticky: StaticMode, per_backend: Vec<BackendMetrics> },
+    DynamicMode { dynamic: DynamicMode, metrics: DynamicMetrics },
 }
 
 /// One request's state.
@@ -80,17 +81,17 @@ pub struct SessionStream {
 
 impl StickyFilter {
     /// The sticky-session logic of the static mode.
-    pub fn sticky(&self) -> Option<&Sticky> {
+    pub fn sticky(&self) -> Option<&StaticMode> {
         match &self.mode {
             Mode::Static { sticky, .. } => Some(sticky),
-            Mode::Dynamic { .. } => None,
+            Mode::DynamicMode { .. } => None,
         }
     }
 
     fn record<H: Host>(
         &self,
         host: &H,
-        sticky: &Sticky,
+        sticky: &StaticMode,
         per_backend: &[BackendMetrics],
         backend: usize,
         failure: bool,
@@ -132,7 +133,13 @@ impl StickyFilter {
     /// backend. The address is read only when there is something to
     /// record (a failure, a streak to reset, or a retry); without one (a
     /// host that does not report it) the chosen backend answered.
-    fn settle<H: Host>(&self, stream: &mut SessionStream, host: &H, sticky: &Sticky, per_backend: &[BackendMetrics]) {
+    fn settle<H: Host>(
+        &self,
+        stream: &mut SessionStream,
+        host: &H,
+        sticky: &StaticMode,
+        per_backend: &[BackendMetrics],
+    ) {
         let Some(chosen) = stream.chosen.take() else { return };
         // Envoy reports its attempts: more than one (or an unknown count)
         // means a retry may have moved the request to another backend.
@@ -168,7 +175,7 @@ impl StickyFilter {
         &self,
         stream: &mut SessionStream,
         host: &H,
-        sticky: &Sticky,
+        sticky: &StaticMode,
         per_backend: &[BackendMetrics],
     ) -> Flow {
         let upstream_header = &sticky.config().upstream_header;
@@ -211,7 +218,13 @@ impl StickyFilter {
         Flow::Continue
     }
 
-    fn dynamic_request<H: Host>(&self, stream: &mut SessionStream, host: &H, dynamic: &Dynamic, m: &DynamicMetrics) {
+    fn dynamic_request<H: Host>(
+        &self,
+        stream: &mut SessionStream,
+        host: &H,
+        dynamic: &DynamicMode,
+        m: &DynamicMetrics,
+    ) {
         let cfg = dynamic.config();
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
@@ -253,7 +266,7 @@ impl StickyFilter {
         &self,
         stream: &mut SessionStream,
         host: &H,
-        dynamic: &Dynamic,
+        dynamic: &DynamicMode,
         m: &DynamicMetrics,
     ) -> Option<SocketAddr> {
         let placement = stream.placement.take()?;
@@ -303,7 +316,7 @@ impl StickyFilter {
     fn dynamic_record<H: Host>(
         &self,
         host: &H,
-        dynamic: &Dynamic,
+        dynamic: &DynamicMode,
         m: &DynamicMetrics,
         at: SocketAddr,
         failure: bool,
@@ -329,13 +342,18 @@ fn failed(upstream: &Upstream) -> bool {
 
 impl Filter for StickyFilter {
     type Stream = SessionStream;
+    type Config = StickyConfig;
     const METRIC_PREFIX: &'static str = "sticky";
 
-    fn configure<H: Host>(host: &H, config: &[u8]) -> Result<Self, Refused> {
+    fn check(config: &[u8]) -> Result<StickyConfig, ConfigError> {
+        StickyConfig::from_json(config)
+    }
+
+    fn build<H: Host>(host: &H, config: StickyConfig) -> Result<Self, Refused> {
         let metrics = FilterMetrics::define(host, "sticky.");
-        let (mode, sources, fallback) = match Setup::from_json(config)? {
-            Setup::Static(cfg) => {
-                let sticky = Sticky::new(cfg);
+        let (mode, sources, fallback) = match config {
+            StickyConfig::Static(cfg) => {
+                let sticky = StaticMode::new(cfg);
                 let created = Refused::store("the health records", sticky.initialize(host))?;
                 let cfg = sticky.config();
                 let per_backend =
@@ -344,13 +362,13 @@ impl Filter for StickyFilter {
                 let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
                 (Mode::Static { sticky, per_backend }, sources, fallback)
             }
-            Setup::Dynamic(cfg) => {
-                let dynamic = Dynamic::new(cfg);
+            StickyConfig::DynamicMode(cfg) => {
+                let dynamic = DynamicMode::new(cfg);
                 let created = Refused::store("the host health table", dynamic.initialize(host))?;
                 let cfg = dynamic.config();
                 log::info!("configured for dynamic endpoints, {} host slot(s), {created} new", cfg.max_hosts);
                 let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
-                (Mode::Dynamic { dynamic, metrics: DynamicMetrics::define(host, "sticky.") }, sources, fallback)
+                (Mode::DynamicMode { dynamic, metrics: DynamicMetrics::define(host, "sticky.") }, sources, fallback)
             }
         };
         let needs_peer = fallback == Fallback::ClientIp || sources.contains(&KeySource::ClientIp);
@@ -360,7 +378,7 @@ impl Filter for StickyFilter {
     fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
         match &self.mode {
             Mode::Static { sticky, per_backend } => self.static_request(stream, host, sticky, per_backend),
-            Mode::Dynamic { dynamic, metrics } => {
+            Mode::DynamicMode { dynamic, metrics } => {
                 self.dynamic_request(stream, host, dynamic, metrics);
                 Flow::Continue
             }
@@ -380,7 +398,7 @@ impl Filter for StickyFilter {
                 // The backend's health is recorded now that its answer is known.
                 self.settle(stream, host, sticky, per_backend);
             }
-            Mode::Dynamic { dynamic, metrics } => {
+            Mode::DynamicMode { dynamic, metrics } => {
                 let used = self.dynamic_settle(stream, host, dynamic, metrics);
                 if let Some(c) = stream.set_cookie.take() {
                     host.add_response_header("set-cookie", &c);
@@ -396,7 +414,7 @@ impl Filter for StickyFilter {
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         match &self.mode {
             Mode::Static { sticky, per_backend } => self.settle(stream, host, sticky, per_backend),
-            Mode::Dynamic { dynamic, metrics } => {
+            Mode::DynamicMode { dynamic, metrics } => {
                 self.dynamic_settle(stream, host, dynamic, metrics);
             }
         }

@@ -45,7 +45,7 @@ pub use filter::{BackendMetrics, FilterMetrics, SessionStream, StickyFilter};
 use crate::net::client_ip;
 use crate::request::RequestView;
 use crate::store::{update_bytes, SharedStore, StoreError};
-use config::{AllDown, Fallback, Hashing, KeySource, StickyConfig};
+use config::{AllDown, Fallback, Hashing, KeySource, StaticConfig};
 use cookie::{cookie_values, Signer};
 use hashing::{failover_hash, Ketama, Maglev, Member};
 
@@ -147,8 +147,8 @@ impl Health {
 }
 
 /// The sticky-session logic for one configuration.
-pub struct Sticky {
-    cfg: StickyConfig,
+pub struct StaticMode {
+    cfg: StaticConfig,
     table: Table,
     /// Each backend's pinning-cookie value and whole `Set-Cookie`, signed
     /// once at configure time (the signature depends only on the backend and
@@ -159,15 +159,15 @@ pub struct Sticky {
     health_keys: Vec<String>,
 }
 
-impl std::fmt::Debug for Sticky {
+impl std::fmt::Debug for StaticMode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sticky").field("backends", &self.cfg.backends.len()).finish()
+        f.debug_struct("StaticMode").field("backends", &self.cfg.backends.len()).finish()
     }
 }
 
-impl Sticky {
+impl StaticMode {
     /// Builds the hash table (Maglev: O(table size); done once per VM).
-    pub fn new(cfg: StickyConfig) -> Sticky {
+    pub fn new(cfg: StaticConfig) -> StaticMode {
         let members: Vec<Member> =
             cfg.backends.iter().map(|b| Member { name: b.name.clone(), weight: b.weight }).collect();
         let table = match cfg.hashing {
@@ -180,13 +180,13 @@ impl Sticky {
             None => Vec::new(),
         };
         let health_keys = cfg.backends.iter().map(|b| format!("{SHARED_NAMESPACE}/{}", b.name)).collect();
-        let mut sticky = Sticky { cfg, table, pins, set_cookies: Vec::new(), health_keys };
+        let mut sticky = StaticMode { cfg, table, pins, set_cookies: Vec::new(), health_keys };
         sticky.set_cookies = (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).collect();
         sticky
     }
 
     /// The configuration.
-    pub fn config(&self) -> &StickyConfig {
+    pub fn config(&self) -> &StaticConfig {
         &self.cfg
     }
 

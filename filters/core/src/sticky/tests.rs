@@ -5,8 +5,8 @@ use proptest::prelude::*;
 const S: u64 = 1_000_000_000;
 const T0: u64 = 1_800_000_000 * S;
 
-fn sticky(json: &str) -> Sticky {
-    Sticky::new(StickyConfig::from_json(json.as_bytes()).unwrap())
+fn sticky(json: &str) -> StaticMode {
+    StaticMode::new(StaticConfig::from_json(json.as_bytes()).unwrap())
 }
 
 const THREE: &str = r#"{"backends":[
@@ -199,7 +199,7 @@ fn each_bad_config_names_its_field() {
         ),
         (r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"colour":1}"#, "colour: unknown field `colour`"),
     ];
-    crate::config::assert_each_refused(StickyConfig::from_json, &cases);
+    crate::config::assert_each_refused(StaticConfig::from_json, &cases);
 }
 
 proptest! {
@@ -221,7 +221,7 @@ fn readme_json_example_parses() {
     let blocks = crate::config::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
-        crate::sticky::config::Setup::from_json(json.as_bytes())
+        crate::sticky::config::StickyConfig::from_json(json.as_bytes())
             .unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
     }
 }
@@ -268,7 +268,7 @@ fn zero_durations_are_refused_where_they_would_silently_do_nothing() {
         ),
     ];
     for (json, want) in cases {
-        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        let got = StaticConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(got.ends_with(want), "{json}: {got}");
     }
 }
@@ -283,7 +283,7 @@ fn backends_json(n: usize, weight: impl Fn(usize) -> u32) -> String {
 #[test]
 fn hash_tables_too_costly_to_build_are_refused_with_the_limit() {
     let refused = |json: String, want: &str| {
-        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        let got = StaticConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(got.contains(want), "{got}");
     };
     // 164M ketama points made the VM's configure fail with no field line.
@@ -298,7 +298,7 @@ fn hash_tables_too_costly_to_build_are_refused_with_the_limit() {
         "steps to build the Maglev table",
     );
     // What it costs to stay under the limits is fine.
-    let ok = |json: String| StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap();
+    let ok = |json: String| StaticConfig::from_json(json.as_bytes()).map(|_| ()).unwrap();
     ok(format!(r#"{{"backends":[{}],"hashing":"ketama"}}"#, backends_json(64, |_| 100)));
     ok(format!(r#"{{"backends":[{}],"table_size":1000003}}"#, backends_json(1024, |_| 1000)));
 }
@@ -324,7 +324,7 @@ fn headers_the_filter_must_not_write_are_refused() {
         ),
     ] {
         let json = format!("{base},{extra}}}");
-        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        let got = StaticConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(got.ends_with(want), "{json}: {got}");
     }
 }
@@ -332,7 +332,7 @@ fn headers_the_filter_must_not_write_are_refused() {
 #[test]
 fn backends_whose_health_records_nginx_would_merge_are_refused() {
     let json = r#"{"backends":[{"name":"pxpkadu","address":"127.0.0.1:1"},{"name":"jwccnw","address":"127.0.0.1:2"}]}"#;
-    let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+    let got = StaticConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
     assert!(
         got.contains("backends[1].name: \"jwccnw\" and \"pxpkadu\" would share one health record in nginx"),
         "{got}"

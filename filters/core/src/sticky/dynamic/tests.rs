@@ -4,7 +4,7 @@
 //! table's bounds.
 
 use super::*;
-use crate::sticky::config::Setup;
+use crate::sticky::config::StickyConfig;
 use crate::sticky::StickyFilter;
 use crate::store::{CasRule, MemoryStore};
 use crate::testing::{Exchange, HostCalls, Outcome};
@@ -119,10 +119,10 @@ fn forged_tampered_and_foreign_pins_are_ignored_and_counted() {
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    let other_secret = Dynamic::new(
-        match Setup::from_json(br#"{"cookie":{"name":"sticky","secret":"another-secret-of-16+"}}"#).unwrap() {
-            Setup::Dynamic(c) => c,
-            Setup::Static(_) => unreachable!(),
+    let other_secret = DynamicMode::new(
+        match StickyConfig::from_json(br#"{"cookie":{"name":"sticky","secret":"another-secret-of-16+"}}"#).unwrap() {
+            StickyConfig::DynamicMode(c) => c,
+            StickyConfig::Static(_) => unreachable!(),
         },
     )
     .pin_value("10.0.0.66:8080".parse().unwrap(), None);
@@ -141,9 +141,9 @@ fn forged_tampered_and_foreign_pins_are_ignored_and_counted() {
 
 #[test]
 fn pins_name_one_canonical_address() {
-    let d = match Setup::from_json(CONFIG.as_bytes()).unwrap() {
-        Setup::Dynamic(c) => Dynamic::new(c),
-        Setup::Static(_) => unreachable!(),
+    let d = match StickyConfig::from_json(CONFIG.as_bytes()).unwrap() {
+        StickyConfig::DynamicMode(c) => DynamicMode::new(c),
+        StickyConfig::Static(_) => unreachable!(),
     };
     let v6: SocketAddr = "[2001:db8::1]:8443".parse().unwrap();
     assert_eq!(d.verify(&d.pin_value(v6, None)), Some(Pin { host: v6, cluster: None }));
@@ -160,9 +160,9 @@ fn pins_name_one_canonical_address() {
 #[test]
 fn the_host_table_is_bounded_and_a_busy_slot_leaves_a_host_untracked() {
     let cfg = r#"{"cookie":{"name":"s","secret":"0123456789abcdef-secret"},"max_hosts":1,"health":{"failures":2}}"#;
-    let d = match Setup::from_json(cfg.as_bytes()).unwrap() {
-        Setup::Dynamic(c) => Dynamic::new(c),
-        Setup::Static(_) => unreachable!(),
+    let d = match StickyConfig::from_json(cfg.as_bytes()).unwrap() {
+        StickyConfig::DynamicMode(c) => DynamicMode::new(c),
+        StickyConfig::Static(_) => unreachable!(),
     };
     let store = MemoryStore::new(CasRule::NginxStrict);
     assert_eq!(d.initialize(&store).unwrap(), 1);
@@ -218,7 +218,7 @@ fn static_only_and_dynamic_only_fields_are_refused_by_name() {
         ),
     ];
     for (json, expected) in cases {
-        let got = Setup::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
+        let got = StickyConfig::from_json(json.as_bytes()).map(|_| ()).unwrap_err().to_string();
         assert!(got.contains(expected), "{json}: {got}");
     }
 }
