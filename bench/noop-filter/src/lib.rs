@@ -1,7 +1,7 @@
 //! The floor: a Proxy-Wasm filter written with the proxy-wasm Rust SDK that
 //! does nothing. The VM is entered for every callback the SDK exports
 //! (context create, request and response headers, response body, log, done,
-//! delete) and nothing else happens. `../shared/COST-MODEL.md` defines one
+//! delete) and nothing else happens. `bench/COST-MODEL.md` defines one
 //! "floor" as what this module adds to Envoy's CPU per request, so every
 //! figure in floors here is in the same unit as the cost model's. The
 //! filters themselves no longer use the SDK (`filters/host/src/abi.rs`).

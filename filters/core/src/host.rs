@@ -11,7 +11,7 @@
 //!
 //! # What each call costs
 //!
-//! `../shared/COST-MODEL.md` measured Envoy 1.40: a call that **returns bytes**
+//! `bench/COST-MODEL.md` measured Envoy 1.40: a call that **returns bytes**
 //! (a header, a property, shared data, a call's answer) makes the host call
 //! back into the VM to allocate and costs about 0.13-0.16 of a no-op filter,
 //! plus 0.3-0.5 for the first one in each callback; a call that returns
@@ -271,6 +271,24 @@ pub trait Filter: Sized + 'static {
     fn on_call_reply<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _token: u32, _reply: CallReply) -> Flow {
         Flow::Continue
     }
+}
+
+/// Answers the request locally; when the host refuses the reply, the
+/// request goes through instead (its one warning line names `what`). The
+/// one place every filter's local reply goes: a filter that cannot answer
+/// must not hold the request forever.
+pub fn reply_or_pass<H: Host + ?Sized>(
+    host: &H,
+    what: &str,
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> Flow {
+    if host.send_reply(status, headers, body) {
+        return Flow::Pause;
+    }
+    log::warn!("host refused the {what} reply ({status}); request let through");
+    Flow::Continue
 }
 
 /// Configures `F` as the proxy does when it loads the plugin ([`Filter::check`],

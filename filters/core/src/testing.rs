@@ -17,7 +17,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 /// Host calls made during one request, by cost class (see
-/// `../shared/COST-MODEL.md`).
+/// `bench/COST-MODEL.md`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostCalls {
     /// Calls that return bytes: headers, properties, shared-data reads, a
@@ -87,6 +87,7 @@ pub struct RecordingHost {
     replies: RefCell<Vec<Reply>>,
     dispatched: RefCell<Vec<Dispatched>>,
     refuse_dispatch: Cell<bool>,
+    refuse_replies: Cell<bool>,
     answer: RefCell<Answer>,
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
     calls: Cell<HostCalls>,
@@ -115,6 +116,7 @@ impl RecordingHost {
             replies: RefCell::default(),
             dispatched: RefCell::default(),
             refuse_dispatch: Cell::new(false),
+            refuse_replies: Cell::new(false),
             answer: RefCell::default(),
             metrics: RefCell::default(),
             calls: Cell::default(),
@@ -165,6 +167,11 @@ impl RecordingHost {
     /// for no response) and body.
     pub fn answer_with(&self, status: Option<u16>, body: impl Into<Vec<u8>>) {
         *self.answer.borrow_mut() = Answer { status, body: body.into() };
+    }
+
+    /// Makes the host refuse (or accept again) every local reply.
+    pub fn refuse_replies(&self, refuse: bool) {
+        self.refuse_replies.set(refuse);
     }
 
     /// Makes the host refuse (or accept again) every dispatch.
@@ -312,6 +319,9 @@ impl Host for RecordingHost {
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
         self.nothing();
+        if self.refuse_replies.get() {
+            return false;
+        }
         self.replies.borrow_mut().push(Reply {
             status,
             headers: headers.to_vec(),

@@ -4,7 +4,7 @@
 //! workspace (the lint denies `unsafe` everywhere else), so every call into
 //! the proxy goes through here.
 //!
-//! Why not the SDK: `../shared/COST-MODEL.md` measured its dispatcher
+//! Why not the SDK: `bench/COST-MODEL.md` measured its dispatcher
 //! (context maps, boxed contexts, every callback exported) at about 0.2-0.5
 //! of a no-op filter's cost per request, and its wrappers panic on a status
 //! they do not expect. Here a status the wrapper does not expect is an

@@ -277,11 +277,7 @@ impl BreakerFilter {
                     + "\n"
             }
         };
-        if host.send_reply(cfg.status, &headers, body.as_bytes()) {
-            return Flow::Pause;
-        }
-        log::warn!("host refused the local reply; request let through");
-        Flow::Continue
+        crate::host::reply_or_pass(host, "circuit-breaker", cfg.status, &headers, body.as_bytes())
     }
 }
 

@@ -371,3 +371,15 @@ fn a_traefik_breaker_makes_the_host_calls_of_an_expression_breaker() {
     let traefik = r#"{"traefik":{"expression":"NetworkErrorRatio() > 0.5"}}"#;
     assert_eq!(calls(traefik), calls(expression));
 }
+
+/// A host that refuses the local reply: the request goes through (one
+/// helper, `host::reply_or_pass`, for every filter).
+#[test]
+fn a_refused_local_reply_lets_the_request_through() {
+    let x = breaker(r#"{"key":"fixed:k","consecutive_failures":1,"open_for":"60s"}"#);
+    send(&x, 500);
+    x.host.refuse_replies(true);
+    let out = send(&x, 200);
+    assert_eq!(out.flow, Flow::Continue);
+    assert!(out.reply.is_none());
+}

@@ -138,10 +138,12 @@ pub struct Record {
     /// Open: when probing (or recovering) may start. Half-open: when
     /// unanswered probes are forgotten. Recovering: when recovery ends.
     pub until: u64,
-    /// Probes admitted and not yet answered (recovering: requests admitted).
+    /// Half-open: probes admitted and not yet answered. Recovering:
+    /// requests let through so far.
     pub probes: u32,
-    /// Probes answered successfully (recovering: requests turned away).
-    pub successes: u32,
+    /// Half-open: probes answered successfully. Recovering: requests turned
+    /// away so far. (One counter, two states: it is what the state counts.)
+    pub tally: u32,
     /// A Traefik breaker: the expression is not checked again before this.
     pub next_check: u64,
     /// The window.
@@ -222,7 +224,7 @@ impl Breakers {
             consecutive: 0,
             until: 0,
             probes: 0,
-            successes: 0,
+            tally: 0,
             next_check: 0,
             ring: self.cfg.shape.empty(),
         }
@@ -247,14 +249,14 @@ impl Breakers {
                     rec.state = State::Recovering;
                     rec.until = now.saturating_add(t.recovery_ns);
                     rec.probes = 0;
-                    rec.successes = 0;
+                    rec.tally = 0;
                     let (admission, _, _) = self.recover(rec, now);
                     (admission, true, Some(Transition { from: State::Open, to: State::Recovering }))
                 }
                 None => {
                     rec.state = State::HalfOpen;
                     rec.probes = 1;
-                    rec.successes = 0;
+                    rec.tally = 0;
                     rec.until = now.saturating_add(self.cfg.open_for_ns);
                     (Admission::Probe, true, Some(Transition { from: State::Open, to: State::HalfOpen }))
                 }
@@ -268,7 +270,7 @@ impl Breakers {
                     rec.until = now.saturating_add(self.cfg.open_for_ns);
                     changed = true;
                 }
-                if rec.probes.saturating_add(rec.successes) < self.cfg.half_open_requests {
+                if rec.probes.saturating_add(rec.tally) < self.cfg.half_open_requests {
                     rec.probes += 1;
                     (Admission::Probe, true, None)
                 } else {
@@ -296,14 +298,14 @@ impl Breakers {
                 rec.state = State::Closed;
                 rec.trips = 0;
                 rec.probes = 0;
-                rec.successes = 0;
+                rec.tally = 0;
                 rec.until = 0;
             }
             (State::HalfOpen, Some(t)) => {
                 rec.state = State::Recovering;
                 rec.until = now.saturating_add(t.recovery_ns);
                 rec.probes = 0;
-                rec.successes = 0;
+                rec.tally = 0;
             }
             _ => return None,
         }
@@ -320,20 +322,21 @@ impl Breakers {
             rec.state = State::Closed;
             rec.trips = 0;
             rec.probes = 0;
-            rec.successes = 0;
+            rec.tally = 0;
             rec.until = 0;
             return (Admission::Pass, true, Some(Transition { from: State::Recovering, to: State::Closed }));
         }
         let recovery_ns = self.cfg.traefik.map_or(1, |t| t.recovery_ns);
         let start = rec.until.saturating_sub(recovery_ns);
         let target = 0.5 * now.saturating_sub(start) as f64 / recovery_ns.max(1) as f64;
-        let allowed = u64::from(rec.probes) + 1;
-        let share = allowed as f64 / (allowed + u64::from(rec.successes)) as f64;
+        let (let_through, turned_away) = (rec.probes, rec.tally);
+        let allowed = u64::from(let_through) + 1;
+        let share = allowed as f64 / (allowed + u64::from(turned_away)) as f64;
         if share < target {
             rec.probes = rec.probes.saturating_add(1);
             return (Admission::Pass, true, None);
         }
-        rec.successes = rec.successes.saturating_add(1);
+        rec.tally = rec.tally.saturating_add(1);
         (Admission::Reject { retry_after_ns: 0, state: State::Recovering }, true, None)
     }
 
@@ -348,8 +351,8 @@ impl Breakers {
             if sample.failure {
                 return (true, Some(self.trip(rec, now)));
             }
-            rec.successes += 1;
-            if rec.successes >= self.cfg.half_open_requests {
+            rec.tally += 1;
+            if rec.tally >= self.cfg.half_open_requests {
                 *rec = self.fresh(&rec.key);
                 return (true, Some(Transition { from: State::HalfOpen, to: State::Closed }));
             }
@@ -419,7 +422,7 @@ impl Breakers {
         rec.state = State::Open;
         rec.until = now.saturating_add(open_for);
         rec.probes = 0;
-        rec.successes = 0;
+        rec.tally = 0;
         rec.consecutive = 0;
         rec.ring = self.cfg.shape.empty();
         Transition { from, to: State::Open }
@@ -481,7 +484,7 @@ impl Breakers {
         put_u32(&mut out, rec.consecutive);
         out.extend_from_slice(&rec.until.to_le_bytes());
         put_u32(&mut out, rec.probes);
-        put_u32(&mut out, rec.successes);
+        put_u32(&mut out, rec.tally);
         out.extend_from_slice(&rec.next_check.to_le_bytes());
         let key = rec.key.as_bytes();
         let key = key.get(..key.len().min(u16::MAX as usize)).unwrap_or(key);
@@ -505,7 +508,7 @@ impl Breakers {
         let consecutive = r.u32()?;
         let until = r.u64()?;
         let probes = r.u32()?;
-        let successes = r.u32()?;
+        let tally = r.u32()?;
         let next_check = r.u64()?;
         let key_len = usize::from(r.u16()?);
         let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
@@ -518,7 +521,7 @@ impl Breakers {
         } else {
             shape.empty()
         };
-        Some(Record { key, state, trips, consecutive, until, probes, successes, next_check, ring })
+        Some(Record { key, state, trips, consecutive, until, probes, tally, next_check, ring })
     }
 
     /// The key and state of an encoded record, without decoding its window:

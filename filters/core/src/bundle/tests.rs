@@ -130,7 +130,8 @@ fn sections_are_refused_with_the_section_in_front_of_the_field() {
     assert!(refused(r#"{"retry":[]}"#).starts_with("invalid plugin configuration: retry: must be a JSON object"));
     // A section is checked from its own bytes, not re-serialised: a key
     // given twice is refused as the single module refuses it.
-    let twice = r#"{"rate_limit":{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":429,"status":503}}"#;
+    let twice =
+        r#"{"rate_limit":{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":429,"status":503}}"#;
     let single = r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"all"}],"status":429,"status":503}"#;
     let alone = Exchange::<crate::ratelimit::RateLimitFilter>::new(CasRule::Envoy, single).err().unwrap().to_string();
     assert_eq!(alone, "invalid plugin configuration: .: duplicate field `status`");

@@ -122,11 +122,7 @@ impl RateLimitFilter {
     /// Sends `refusal`; `Continue` (the request goes through) when the host
     /// refused to send it.
     fn reply<H: Host>(host: &H, refusal: &Refusal) -> Flow {
-        if host.send_reply(refusal.status, &refusal.headers, refusal.body.as_bytes()) {
-            return Flow::Pause;
-        }
-        log::warn!("host refused the local reply; request let through");
-        Flow::Continue
+        crate::host::reply_or_pass(host, "rate-limit", refusal.status, &refusal.headers, refusal.body.as_bytes())
     }
 
     fn dispatch<H: Host>(&self, host: &H, g: &GlobalService, call: &GlobalCall) -> Result<u32, String> {

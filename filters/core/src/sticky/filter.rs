@@ -114,13 +114,10 @@ impl StickyFilter {
         mix64(now ^ n.rotate_left(32))
     }
 
-    fn all_down<H: Host>(&self, host: &H) -> Flow {
+    fn reply_all_down<H: Host>(&self, host: &H) -> Flow {
         self.metrics.all_down.inc(host);
         let headers = vec![("retry-after".to_string(), "1".to_string())];
-        if host.send_reply(503, &headers, b"no backend is available\n") {
-            return Flow::Pause;
-        }
-        Flow::Continue
+        crate::host::reply_or_pass(host, "sticky-session all-down", 503, &headers, b"no backend is available\n")
     }
 
     /// Records the answering backend's health, once: at the response
@@ -198,7 +195,7 @@ impl StickyFilter {
             // A client never chooses the upstream itself (below, setting the
             // header replaces any value it sent).
             host.set_request_header(upstream_header, None);
-            return self.all_down(host);
+            return self.reply_all_down(host);
         };
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);

@@ -260,7 +260,7 @@ impl StaticMode {
                     cookie_rejected,
                     set_cookie: self.cfg.repin_on_failover.then(|| self.set_cookie(c)).flatten(),
                 }),
-                None => self.all_down(pin, Source::Cookie, cookie_rejected, false),
+                None => self.when_all_down(pin, Source::Cookie, cookie_rejected, false),
             };
         }
         let (key, source) = match key {
@@ -276,17 +276,20 @@ impl StaticMode {
                 cookie_rejected,
                 set_cookie: self.set_cookie(c),
             }),
-            (None, Some(h)) => self.all_down(h, source, cookie_rejected, true),
+            (None, Some(h)) => self.when_all_down(h, source, cookie_rejected, true),
             (None, None) => Err(AllBackendsDown),
         }
     }
 
-    fn all_down(
+    /// Every backend is down: `all_down` decides (a 503, or the session's
+    /// home backend anyway); `send_cookie` says whether a placement by key
+    /// pins the session with a `Set-Cookie` (not when a cookie already did).
+    fn when_all_down(
         &self,
         home: usize,
         source: Source,
         cookie_rejected: bool,
-        pin: bool,
+        send_cookie: bool,
     ) -> Result<Choice, AllBackendsDown> {
         match self.cfg.all_down {
             AllDown::Unavailable => Err(AllBackendsDown),
@@ -295,7 +298,7 @@ impl StaticMode {
                 source,
                 failed_over_from: None,
                 cookie_rejected,
-                set_cookie: if pin { self.set_cookie(home) } else { None },
+                set_cookie: if send_cookie { self.set_cookie(home) } else { None },
             }),
         }
     }
