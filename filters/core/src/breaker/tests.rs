@@ -1,5 +1,6 @@
+use super::window::Sample;
 use super::*;
-use crate::store::{CasRule, MemoryStore};
+use crate::store::{CasRule, MemoryStore, SharedStore};
 use proptest::prelude::*;
 
 const MS: u64 = 1_000_000;
