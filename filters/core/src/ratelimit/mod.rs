@@ -51,6 +51,13 @@
 //! and the charge can still refuse at the charge, after earlier limits were
 //! charged: the request then counts against those limits, the conservative
 //! side.
+//!
+//! # Where each job is
+//!
+//! This module decides the local limits and writes the quota headers;
+//! `global/` holds everything about global limits (their configuration,
+//! the descriptors, the call and its answer, the failure mode), entered once
+//! at the request and once at the answer by `filter.rs`.
 
 pub mod config;
 #[cfg(feature = "schema")]
@@ -66,7 +73,8 @@ pub mod gcra;
 pub mod global;
 pub mod protocol;
 
-pub use filter::{FilterMetrics, GlobalMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
+pub use filter::{FilterMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
+pub use global::{GlobalCall, GlobalMetrics, GlobalOutcome};
 
 use crate::clock::Clock;
 use crate::config::ConfigError;
@@ -76,7 +84,6 @@ use crate::request::RequestView;
 use crate::store::{create_absent, update_bytes, SharedStore, StoreError};
 use config::{HeaderStyle, KeyPart, Limit, Mode, RateLimitConfig, Scope};
 use gcra::{Gcra, GcraDecision};
-use global::{Answer, Descriptor};
 
 const NANOS_PER_SEC: u64 = 1_000_000_000;
 
@@ -415,89 +422,6 @@ impl RateLimiter {
             .collect()
     }
 
-    /// The call to the rate limit service for a request, `None` when no
-    /// global limit matches it. One descriptor per matching global limit (see
-    /// [`global`] for the entries).
-    pub fn global_call(&self, req: &RequestView) -> Option<GlobalCall> {
-        let mut call = GlobalCall::default();
-        let mut ip_cache = None;
-        let path = req.path();
-        for (i, limit) in self.config.limits.iter().enumerate() {
-            if limit.scope != Scope::Global || !limit.matcher.matches(req) {
-                continue;
-            }
-            let mut d: Descriptor = Vec::with_capacity(limit.key.len() + 1);
-            d.push(("generic_key".to_string(), limit.name.clone()));
-            for part in &limit.key {
-                let (key, value) = match part {
-                    KeyPart::ClientIp => {
-                        ("remote_address", self.client_ip(req, &mut ip_cache, &mut call.client_ip_fallback))
-                    }
-                    KeyPart::Header(name) => (name.as_str(), req.header(name).unwrap_or("")),
-                    KeyPart::Path => ("path", &*path),
-                    KeyPart::Method => ("method", req.method()),
-                    KeyPart::All => continue,
-                };
-                d.push((key.to_string(), global::descriptor_value(value)));
-            }
-            call.limits.push(i);
-            call.descriptors.push(d);
-        }
-        (!call.limits.is_empty()).then_some(call)
-    }
-
-    /// What the service's answer means for the request. `local` are the
-    /// states of the local limits it passed, so that the headers show every
-    /// limit.
-    pub fn judge_answer(&self, call: &GlobalCall, answer: &Answer, local: Vec<QuotaItem>) -> GlobalOutcome {
-        let mut items = local;
-        let mut states = Vec::with_capacity(call.limits.len());
-        let mut wait = 0;
-        let mut refused_by = None;
-        for (j, &i) in call.limits.iter().enumerate() {
-            let Some(limit) = self.config.limits.get(i) else { continue };
-            let status = answer.statuses.get(j);
-            let over = status.map_or(answer.over_limit, |s| s.over_limit);
-            states.push((i, if over { LimitState::Refused } else { LimitState::Allowed }));
-            let Some(status) = status else { continue };
-            if over && (refused_by.is_none() || status.reset_nanos > wait) {
-                wait = status.reset_nanos;
-                refused_by = Some(i);
-            }
-            let (quota, window) = status.quota.unwrap_or_else(|| (limit.requests, window_secs(limit)));
-            items.push(QuotaItem {
-                name: limit.name.clone(),
-                quota,
-                window_secs: window,
-                remaining: status.remaining,
-                reset_secs: ceil_secs(status.reset_nanos),
-                refused: over,
-            });
-        }
-        let mut headers = quota_headers(self.config.headers, &items);
-        headers.extend(answer.response_headers.iter().cloned());
-        let refusal = if answer.over_limit && self.config.mode == Mode::Enforce {
-            let name = refused_by
-                .or_else(|| call.limits.first().copied())
-                .and_then(|i| self.config.limits.get(i))
-                .map(|l| l.name.as_str())
-                .unwrap_or("");
-            Some(self.rate_limited(name, wait, std::mem::take(&mut headers)))
-        } else {
-            None
-        };
-        GlobalOutcome { refusal, response_headers: headers, request_headers: answer.request_headers.clone(), states }
-    }
-
-    /// The reply under `failure_mode: "deny"` when the service cannot answer.
-    pub fn service_failure_refusal(&self, global: &global::GlobalService) -> Refusal {
-        Refusal {
-            status: global.status_on_error,
-            headers: vec![("content-type".to_string(), "application/json".to_string())],
-            body: "{\"error\":\"rate_limit_service_unavailable\"}\n".to_string(),
-        }
-    }
-
     /// The local reply for a refused request, or `None` when the request
     /// goes through (not over a limit, or shadow mode).
     pub fn refusal(&self, decision: &Decision) -> Option<Refusal> {
@@ -521,31 +445,6 @@ impl RateLimiter {
             serde_json::json!({ "error": "rate_limited", "limit": limit, "retry_after": retry }).to_string() + "\n";
         Refusal { status: self.config.status, headers: all, body }
     }
-}
-
-/// A call to the rate limit service.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GlobalCall {
-    /// The matching global limits (indices), in descriptor order.
-    pub limits: Vec<usize>,
-    /// One descriptor per limit.
-    pub descriptors: Vec<Descriptor>,
-    /// As [`Decision::client_ip_fallback`].
-    pub client_ip_fallback: bool,
-}
-
-/// What an answer means for the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GlobalOutcome {
-    /// Send this instead of proxying (over the limit, enforce mode).
-    pub refusal: Option<Refusal>,
-    /// Otherwise: headers for the response (every limit's state, and the
-    /// service's `response_headers_to_add`).
-    pub response_headers: Vec<(String, String)>,
-    /// Headers for the upstream request (`request_headers_to_add`).
-    pub request_headers: Vec<(String, String)>,
-    /// Each global limit's verdict (for metrics): `Allowed` or `Refused`.
-    pub states: Vec<(usize, LimitState)>,
 }
 
 /// One limit's state as the rate-limit headers show it.

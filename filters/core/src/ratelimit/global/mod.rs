@@ -31,6 +31,12 @@
 //! digits of its stable hash, so a client cannot make the service store
 //! kilobyte keys.
 
+pub mod answer;
+pub mod call;
+
+pub use answer::{GlobalCall, GlobalOutcome};
+pub use call::GlobalMetrics;
+
 use super::protocol::{
     self, code, unit_seconds, DescriptorEntry, HeaderValue, RateLimitDescriptor, RateLimitRequest, RateLimitResponse,
 };
