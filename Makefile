@@ -37,7 +37,7 @@ run: build
 test: build lint unit validate-configs integration compose-smoke
 
 unit:
-	$(CARGO) test -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
+	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -65,7 +65,7 @@ lint: setup
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
 	$(CARGO) clippy -p filters-core --features schema,testing -- -D warnings
-	$(CARGO) clippy -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
+	$(CARGO) clippy -p rls-protocol -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 	@# No function in filters/ longer than 80 lines.
 	python3 scripts/long-functions.py filters

@@ -19,6 +19,7 @@
 //! descriptor that leaves the tree early, or ends on a node without a
 //! `rate_limit`, is not limited.
 
+use rls_protocol::Unit;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -89,8 +90,8 @@ struct RawReplaces {
 pub struct Limit {
     /// Requests per unit.
     pub requests_per_unit: u32,
-    /// The unit, as the protocol numbers it (1 second ... 7 week).
-    pub unit: i32,
+    /// The unit.
+    pub unit: Unit,
     /// The unit in seconds.
     pub unit_secs: u64,
     /// Optional name, echoed in answers.
@@ -363,7 +364,7 @@ fn add(
                 }
                 replaces.push(r.name);
             }
-            let unit_secs = filters_core::ratelimit::protocol::unit_seconds(unit).unwrap_or(1);
+            let unit_secs = unit.seconds();
             let id = names.len();
             names.push((domain.to_string(), label.clone()));
             Some(Rule::Limited(Limit {
@@ -404,17 +405,17 @@ fn add(
     Ok(())
 }
 
-fn unit_number(text: &str) -> Option<i32> {
-    match text.to_ascii_lowercase().as_str() {
-        "second" => Some(1),
-        "minute" => Some(2),
-        "hour" => Some(3),
-        "day" => Some(4),
-        "month" => Some(5),
-        "year" => Some(6),
-        "week" => Some(7),
-        _ => None,
-    }
+fn unit_number(text: &str) -> Option<Unit> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "second" => Unit::Second,
+        "minute" => Unit::Minute,
+        "hour" => Unit::Hour,
+        "day" => Unit::Day,
+        "month" => Unit::Month,
+        "year" => Unit::Year,
+        "week" => Unit::Week,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

@@ -1,12 +1,18 @@
-//! The rate limit service's library: its configuration (envoyproxy/ratelimit's
-//! YAML), the limiter over Redis and its metrics. `main.rs` serves them over
-//! gRPC and HTTP; the fuzz targets read the configuration through here.
+//! The rate limit service, laid out as envoyproxy/ratelimit's: `settings`
+//! (what it was started with), `config` (envoyproxy/ratelimit's YAML),
+//! `service` (the `ShouldRateLimit` decision), `redis` (counting),
+//! `server` (gRPC, HTTP, connection bounds, config reloads), `metrics`. The
+//! protocol's messages are `rls-protocol`'s, shared with the filters; the
+//! engine does not depend on the filter core. The fuzz targets read the
+//! configuration through here.
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod limiter;
-pub mod listen;
 pub mod metrics;
+pub mod redis;
+pub mod server;
+pub mod service;
+pub mod settings;
 
 /// Fuzz target body: a limits file, as an operator writes it, must load or
 /// be refused with a message naming the file, never panic.

@@ -71,7 +71,8 @@ pub fn config_schema() -> schemars::Schema {
 mod filter;
 pub mod gcra;
 pub mod global;
-pub mod protocol;
+/// The rate limit service protocol, shared with `ratelimit-engine`.
+pub use rls_protocol as protocol;
 
 pub use filter::{FilterMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
 pub use global::{GlobalCall, GlobalMetrics, GlobalOutcome};

@@ -12,8 +12,14 @@
 //!   protobuf's canonical JSON mapping (protojson), requests and responses,
 //!   encoded and decoded.
 //!
+//! * The response codes and units as enums ([`Code`], [`Unit`]), the wire's
+//!   numbers kept in the messages (a peer may send a number neither knows).
+//!
 //! What an answer means for a request is the filter's business
-//! ([`super::global`]); what a request counts is the engine's.
+//! (`filters_core::ratelimit::global`); what a request counts is the
+//! engine's (`services/ratelimit-engine`). This crate depends on neither.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use serde::{Deserialize, Serialize};
 
@@ -184,19 +190,91 @@ pub mod code {
     pub const OVER_LIMIT: i32 = 2;
 }
 
+/// A verdict: `RateLimitResponse.Code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Not known: a caller treats it as a failed call.
+    Unknown = 0,
+    /// Under the limit.
+    Ok = 1,
+    /// Over the limit.
+    OverLimit = 2,
+}
+
+impl Code {
+    /// The code a wire number stands for (anything else is `Unknown`).
+    pub fn from_wire(n: i32) -> Code {
+        match n {
+            code::OK => Code::Ok,
+            code::OVER_LIMIT => Code::OverLimit,
+            _ => Code::Unknown,
+        }
+    }
+
+    /// Its wire number.
+    pub fn wire(self) -> i32 {
+        self as i32
+    }
+}
+
+/// A limit's unit: `RateLimitResponse.RateLimit.Unit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Unit {
+    /// One second.
+    Second = 1,
+    /// 60 seconds.
+    Minute = 2,
+    /// 3,600 seconds.
+    Hour = 3,
+    /// 86,400 seconds.
+    Day = 4,
+    /// 30 days, as `envoyproxy/ratelimit` counts a month.
+    Month = 5,
+    /// 365 days.
+    Year = 6,
+    /// 7 days.
+    Week = 7,
+}
+
+impl Unit {
+    /// The unit a wire number names; `None` for `UNKNOWN` (0) or a number
+    /// outside the enum.
+    pub fn from_wire(n: i32) -> Option<Unit> {
+        Some(match n {
+            1 => Unit::Second,
+            2 => Unit::Minute,
+            3 => Unit::Hour,
+            4 => Unit::Day,
+            5 => Unit::Month,
+            6 => Unit::Year,
+            7 => Unit::Week,
+            _ => return None,
+        })
+    }
+
+    /// Its wire number.
+    pub fn wire(self) -> i32 {
+        self as i32
+    }
+
+    /// Its length in seconds.
+    pub fn seconds(self) -> u64 {
+        match self {
+            Unit::Second => 1,
+            Unit::Minute => 60,
+            Unit::Hour => 3_600,
+            Unit::Day => 86_400,
+            Unit::Month => 30 * 86_400,
+            Unit::Year => 365 * 86_400,
+            Unit::Week => 7 * 86_400,
+        }
+    }
+}
+
 /// Seconds in a `Unit` (`None` for UNKNOWN or an unknown value). A month is
 /// 30 days and a year 365, as `envoyproxy/ratelimit` counts them.
 pub fn unit_seconds(unit: i32) -> Option<u64> {
-    match unit {
-        1 => Some(1),
-        2 => Some(60),
-        3 => Some(3_600),
-        4 => Some(86_400),
-        5 => Some(30 * 86_400),
-        6 => Some(365 * 86_400),
-        7 => Some(7 * 86_400),
-        _ => None,
-    }
+    Unit::from_wire(unit).map(Unit::seconds)
 }
 
 /// The unit's name in JSON.
@@ -569,4 +647,26 @@ pub fn decode_json_response(body: &[u8]) -> Result<RateLimitResponse, String> {
         request_headers_to_add: r.request_headers_to_add.into_iter().map(header).collect(),
     };
     Ok(r)
+}
+
+#[cfg(test)]
+mod enum_tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_units_round_trip_their_wire_numbers() {
+        for c in [Code::Unknown, Code::Ok, Code::OverLimit] {
+            assert_eq!(Code::from_wire(c.wire()), c);
+        }
+        assert_eq!(Code::from_wire(42), Code::Unknown);
+        for n in 1..=7 {
+            let u = Unit::from_wire(n).unwrap();
+            assert_eq!((u.wire(), unit_seconds(n)), (n, Some(u.seconds())));
+            assert_eq!(unit_name(n), format!("{u:?}").to_ascii_uppercase());
+        }
+        for n in [0, 8, 99, -1] {
+            assert_eq!((Unit::from_wire(n), unit_seconds(n)), (None, None));
+        }
+        assert_eq!(Unit::Month.seconds(), 30 * 86_400);
+    }
 }

@@ -1,0 +1,140 @@
+//! The engine's settings, as envoyproxy/ratelimit's `settings` package
+//! holds them: where it listens, where it counts, how it reloads, what it
+//! bounds. Read from the command line (see the crate docs for each flag).
+
+use crate::redis::Algorithm;
+use std::time::Duration;
+
+/// What the engine was started with (flags; see the crate docs).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub configs: Vec<String>,
+    pub redis: String,
+    pub grpc: String,
+    pub http: String,
+    pub algorithm: Algorithm,
+    pub near_limit_ratio: f64,
+    pub redis_timeout: Duration,
+    pub merge_domains: bool,
+    pub watch: Option<Duration>,
+    pub cluster: Vec<String>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+}
+
+impl Settings {
+    /// Reads the command line (`std::env::args()` without the program name).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String> {
+        let mut a = Settings {
+            configs: Vec::new(),
+            redis: "redis://127.0.0.1:6379".into(),
+            grpc: "127.0.0.1:8081".into(),
+            http: "127.0.0.1:8080".into(),
+            algorithm: Algorithm::FixedWindow,
+            near_limit_ratio: 0.8,
+            redis_timeout: Duration::from_millis(100),
+            merge_domains: false,
+            watch: None,
+            cluster: Vec::new(),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+        };
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--config" => a.configs.push(value()?),
+                "--redis" => a.redis = value()?,
+                "--grpc" => a.grpc = value()?,
+                "--http" => a.http = value()?,
+                "--algorithm" => {
+                    a.algorithm = match value()?.as_str() {
+                        "gcra" => Algorithm::Gcra,
+                        "fixed-window" => Algorithm::FixedWindow,
+                        other => return Err(format!("--algorithm: \"{other}\" is not gcra or fixed-window")),
+                    }
+                }
+                "--near-limit-ratio" => {
+                    let r: f64 = value()?.parse().map_err(|_| "--near-limit-ratio takes a number")?;
+                    if !(0.0..=1.0).contains(&r) {
+                        return Err("--near-limit-ratio: must be between 0 and 1".into());
+                    }
+                    a.near_limit_ratio = r;
+                }
+                "--redis-timeout" => {
+                    a.redis_timeout = parse_duration(&value()?).map_err(|e| format!("--redis-timeout {e}"))?;
+                }
+                "--merge-domains" => a.merge_domains = true,
+                "--redis-cluster" => {
+                    a.cluster = value()?.split(',').map(|s| format!("redis://{}", s.trim())).collect();
+                }
+                "--watch" => {
+                    let d = parse_duration(&value()?).map_err(|e| format!("--watch {e}"))?;
+                    if d.is_zero() {
+                        return Err("--watch: must be longer than zero".into());
+                    }
+                    a.watch = Some(d);
+                }
+                "--max-connections" => {
+                    a.max_connections = value()?
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or("--max-connections takes a number above zero")?;
+                }
+                "--header-timeout" => {
+                    let d = parse_duration(&value()?).map_err(|e| format!("--header-timeout {e}"))?;
+                    if d.is_zero() {
+                        return Err("--header-timeout: must be longer than zero".into());
+                    }
+                    a.header_timeout = d;
+                }
+                "-h" | "--help" => {
+                    println!("ratelimit-engine --config FILE|DIR [...] [--redis URL] [--grpc ADDR] [--http ADDR] [--algorithm gcra|fixed-window] [--near-limit-ratio R] [--redis-timeout DUR] [--merge-domains] [--watch DUR] [--redis-cluster HOST:PORT,...] [--max-connections N] [--header-timeout DUR]");
+                    std::process::exit(0);
+                }
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        if a.configs.is_empty() {
+            return Err("--config FILE is required (one per domain)".into());
+        }
+        Ok(a)
+    }
+}
+
+/// A duration flag: a whole number and a unit (`ns`, `us`, `ms`, `s`, `m`,
+/// `h`), as `100ms` or `2s`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("\"{t}\" is not a duration such as 100ms or 2s"))?;
+    let nanos: u64 = match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return Err(format!("\"{t}\" is not a duration such as 100ms or 2s")),
+    };
+    n.checked_mul(nanos).map(Duration::from_nanos).ok_or_else(|| format!("\"{t}\" is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_read_with_their_defaults() {
+        let s = Settings::from_args(["--config", "a.yaml", "--watch", "2s"].map(String::from)).unwrap();
+        assert_eq!((s.configs.len(), s.watch, s.max_connections), (1, Some(Duration::from_secs(2)), 256));
+        assert_eq!(s.algorithm, Algorithm::FixedWindow);
+        assert!(Settings::from_args(["--config", "a", "--watch", "0s"].map(String::from)).is_err());
+        assert!(Settings::from_args(["--config", "a", "--nope"].map(String::from)).is_err());
+        assert!(Settings::from_args(Vec::<String>::new()).is_err());
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert!(parse_duration("1.5s").is_err() && parse_duration("10").is_err());
+    }
+}
