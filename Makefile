@@ -69,6 +69,8 @@ lint: setup
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings
 	@# No function in filters/ longer than 80 lines.
 	python3 scripts/long-functions.py filters
+	@# No import cycle between filters/core's modules.
+	python3 scripts/import-cycles.py
 
 # schemas/<module>.schema.json from the types that parse each configuration
 # and the filters' README tables (`make test` fails when they are stale).

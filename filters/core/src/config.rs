@@ -146,56 +146,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     }
 }
 
-/// Checks that each configuration is refused with a message containing its
-/// expected text (field and reason), by the filter's own `parse`.
-#[cfg(test)]
-pub(crate) fn assert_each_refused<T, S: AsRef<str>>(
-    parse: impl Fn(&[u8]) -> Result<T, ConfigError>,
-    cases: &[(S, &str)],
-) {
-    for (json, want) in cases {
-        let json = json.as_ref();
-        let got = match parse(json.as_bytes()) {
-            Ok(_) => "accepted".to_string(),
-            Err(e) => e.to_string(),
-        };
-        assert!(got.contains(want), "config {json}\n  got:  {got}\n  want: {want}");
-    }
-}
-
-/// The ```json blocks of a markdown document (for tests that check the
-/// examples in the filters' READMEs).
-#[cfg(test)]
-pub(crate) fn json_blocks(markdown: &str) -> Vec<&str> {
-    markdown.split("```json\n").skip(1).map(|b| b.split("```").next().unwrap_or("")).collect()
-}
-
-/// Checks a README's `## Metrics` table against the metrics a filter
-/// defines: each `(prefix, suffixes)` is one metric set (`prefix` may hold a
-/// placeholder such as `<limit>`). In the table, a name written `.suffix`
-/// after a full name shares that name's prefix.
-#[cfg(test)]
-pub(crate) fn assert_metrics_table<F: crate::host::Filter>(readme: &str, sets: &[(&str, &[&str])]) {
-    let section = readme.split("## Metrics").nth(1).expect("a ## Metrics section");
-    let mut documented = std::collections::BTreeSet::new();
-    for row in section.lines().filter(|l| l.starts_with("| `")) {
-        let first = row.split('|').nth(1).unwrap_or("");
-        let mut prefix = String::new();
-        for name in first.split('`').skip(1).step_by(2) {
-            let full = match name.strip_prefix('.') {
-                Some(suffix) => format!("{prefix}{suffix}"),
-                None => name.to_string(),
-            };
-            prefix = full.rsplit_once('.').map(|(p, _)| format!("{p}.")).unwrap_or_default();
-            documented.insert(full);
-        }
-    }
-    let mut defined: std::collections::BTreeSet<String> =
-        sets.iter().flat_map(|(p, suffixes)| suffixes.iter().map(move |s| format!("{p}{s}"))).collect();
-    defined.insert(format!("{}.configured", F::METRIC_PREFIX));
-    assert_eq!(documented, defined, "README metrics table vs metrics defined");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

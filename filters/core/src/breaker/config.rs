@@ -599,6 +599,6 @@ mod tests {
             (r#"{"consecutive_failures":1,"status":200}"#, "status: must be a 4xx or 5xx"),
             (r#"{"consecutive_failures":1,"open_for":"0s"}"#, "open_for: must be longer than zero"),
         ];
-        crate::config::assert_each_refused(BreakerConfig::from_json, &cases);
+        crate::testing::assert_each_refused(BreakerConfig::from_json, &cases);
     }
 }

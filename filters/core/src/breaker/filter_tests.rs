@@ -215,7 +215,7 @@ fn host_calls_per_request_are_pinned() {
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table::<BreakerFilter>(
+    crate::testing::assert_metrics_table::<BreakerFilter>(
         include_str!("../../../circuit-breaker/README.md"),
         &[("circuit_breaker.<key>.", BreakerMetrics::SUFFIXES), ("circuit_breaker.", FilterMetrics::SUFFIXES)],
     );

@@ -488,7 +488,7 @@ fn record_size_is_as_documented() {
 #[test]
 fn readme_json_example_parses() {
     let readme = include_str!("../../../circuit-breaker/README.md");
-    let blocks = crate::config::json_blocks(readme);
+    let blocks = crate::testing::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
         BreakerConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
@@ -603,7 +603,7 @@ fn traefik_fields_refused_by_name() {
             "traefik.fallback: unknown field",
         ),
     ];
-    crate::config::assert_each_refused(BreakerConfig::from_json, &cases);
+    crate::testing::assert_each_refused(BreakerConfig::from_json, &cases);
 }
 
 #[test]

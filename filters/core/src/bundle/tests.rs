@@ -191,5 +191,5 @@ fn an_answer_from_another_backend_counts_against_the_chosen_one_in_the_bundle() 
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table::<BundleFilter>(include_str!("../../../bundle/README.md"), &[]);
+    crate::testing::assert_metrics_table::<BundleFilter>(include_str!("../../../bundle/README.md"), &[]);
 }

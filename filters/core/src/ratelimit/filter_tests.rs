@@ -283,7 +283,7 @@ fn host_calls_of_a_global_limit_are_pinned() {
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
     use super::{FilterMetrics, GlobalMetrics, LimitMetrics};
-    crate::config::assert_metrics_table::<RateLimitFilter>(
+    crate::testing::assert_metrics_table::<RateLimitFilter>(
         include_str!("../../../rate-limit/README.md"),
         &[
             ("rate_limit.<limit>.", LimitMetrics::SUFFIXES),

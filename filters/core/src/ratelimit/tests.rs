@@ -348,7 +348,7 @@ fn first_touch_race_cannot_admit_twice_after_initialize() {
 #[test]
 fn readme_json_examples_parse() {
     let readme = include_str!("../../../rate-limit/README.md");
-    let blocks = crate::config::json_blocks(readme);
+    let blocks = crate::testing::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
         RateLimitConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));
@@ -535,7 +535,7 @@ fn global_config_errors_name_their_field() {
             "limits[0].scope: unknown variant `fleet`",
         ),
     ];
-    crate::config::assert_each_refused(RateLimitConfig::from_json, &cases);
+    crate::testing::assert_each_refused(RateLimitConfig::from_json, &cases);
 }
 
 #[test]

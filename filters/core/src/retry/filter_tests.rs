@@ -151,7 +151,7 @@ fn host_calls_per_request_are_pinned() {
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table::<RetryFilter>(
+    crate::testing::assert_metrics_table::<RetryFilter>(
         include_str!("../../../retry/README.md"),
         &[("retry.<policy>.", PolicyMetrics::SUFFIXES), ("retry.", RetryMetrics::SUFFIXES)],
     );

@@ -113,14 +113,14 @@ fn each_bad_config_names_its_field() {
         (r#"{"policies":[],"idempotency_header":"bad header"}"#, "idempotency_header: must be a header name"),
         (r#"{}"#, ".: missing field `policies`"),
     ];
-    crate::config::assert_each_refused(RetryConfig::from_json, &cases);
+    crate::testing::assert_each_refused(RetryConfig::from_json, &cases);
 }
 
 /// The JSON example in the filter's README is a valid configuration.
 #[test]
 fn readme_json_example_parses() {
     let readme = include_str!("../../../retry/README.md");
-    let blocks = crate::config::json_blocks(readme);
+    let blocks = crate::testing::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
         RetryConfig::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("README example refused: {e}\n{json}"));

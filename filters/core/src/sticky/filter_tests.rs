@@ -210,7 +210,7 @@ fn host_calls_per_request_are_pinned() {
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    crate::config::assert_metrics_table::<StickyFilter>(
+    crate::testing::assert_metrics_table::<StickyFilter>(
         include_str!("../../../sticky-session/README.md"),
         &[
             ("sticky.<backend>.", BackendMetrics::SUFFIXES),

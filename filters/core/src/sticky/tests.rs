@@ -199,7 +199,7 @@ fn each_bad_config_names_its_field() {
         ),
         (r#"{"backends":[{"name":"a","address":"127.0.0.1:1"}],"colour":1}"#, "colour: unknown field `colour`"),
     ];
-    crate::config::assert_each_refused(StaticConfig::from_json, &cases);
+    crate::testing::assert_each_refused(StaticConfig::from_json, &cases);
 }
 
 proptest! {
@@ -218,7 +218,7 @@ proptest! {
 #[test]
 fn readme_json_example_parses() {
     let readme = include_str!("../../../sticky-session/README.md");
-    let blocks = crate::config::json_blocks(readme);
+    let blocks = crate::testing::json_blocks(readme);
     assert!(!blocks.is_empty(), "no json examples found");
     for json in blocks {
         crate::sticky::config::StickyConfig::from_json(json.as_bytes())
