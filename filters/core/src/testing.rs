@@ -572,10 +572,11 @@ mod tests {
     }
 }
 
-// ---- checks the filters' tests share ----
+// ---- checks the filters' tests share (they assert: test code only) ----
 
 /// Checks that each configuration is refused with a message containing its
 /// expected text (field and reason), by the filter's own `parse`.
+#[allow(clippy::panic)]
 pub fn assert_each_refused<T, S: AsRef<str>>(
     parse: impl Fn(&[u8]) -> Result<T, crate::config::ConfigError>,
     cases: &[(S, &str)],
@@ -600,6 +601,7 @@ pub fn json_blocks(markdown: &str) -> Vec<&str> {
 /// defines: each `(prefix, suffixes)` is one metric set (`prefix` may hold a
 /// placeholder such as `<limit>`). In the table, a name written `.suffix`
 /// after a full name shares that name's prefix.
+#[allow(clippy::expect_used, clippy::panic)]
 pub fn assert_metrics_table<F: crate::host::Filter>(readme: &str, sets: &[(&str, &[&str])]) {
     let section = readme.split("## Metrics").nth(1).expect("a ## Metrics section");
     let mut documented = std::collections::BTreeSet::new();
