@@ -157,3 +157,31 @@ fn bad_sections_are_refused_at_load() {
     ];
     assert_refused_at_load(&base, "filters/bundle/README.md", &cases);
 }
+
+/// Issue 27: the filters' metrics reach /stats/prometheus as one series per
+/// metric with labels for their dynamic parts (the sample's stats_tags), and
+/// a labelled series counts what the filter's own stat counts.
+#[test]
+fn metrics_reach_prometheus_with_labels() {
+    let s = Setup::new(Some(&generous()));
+    for i in 0..12 {
+        let id = format!("s{i}");
+        assert_eq!(s.get(&[("x-session-id", &id)]).status, 200);
+    }
+    let text = s.envoy.admin_get("/stats/prometheus");
+    let value = |series: &str| -> Option<u64> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    assert_eq!(value(r#"rate_limit_allowed{limit="per-client"}"#), Some(s.stat("rate_limit.per-client.allowed")));
+    assert_eq!(value(r#"rate_limit_allowed{limit="per-client"}"#), Some(12));
+    assert_eq!(value(r#"retry_requests{policy="reads"}"#), Some(s.stat("retry.reads.requests")));
+    let assigned: u64 =
+        ["a", "b", "c"].iter().filter_map(|b| value(&format!(r#"sticky_assigned{{backend="{b}"}}"#))).sum();
+    assert_eq!(assigned, 12, "{text}");
+    let breaker = text.lines().find(|l| l.starts_with("circuit_breaker_requests{breaker=")).unwrap_or_default();
+    assert!(breaker.ends_with(" 12"), "{breaker}\n{text}");
+    // No per-name series is left: the dynamic part is a label only.
+    for flat in ["rate_limit_per_client_allowed", "retry_reads_requests", "sticky_a_assigned"] {
+        assert!(!text.contains(flat), "{flat} still in /stats/prometheus");
+    }
+}

@@ -183,8 +183,10 @@ fn sample_config_trips_on_pasted_traefik_expression() {
     assert_eq!(r.header("retry-after"), Some("10"));
     assert_eq!(s.flaky_requests(), 10);
     let prometheus = s.envoy.admin_get("/stats/prometheus");
-    assert!(prometheus.lines().any(|l| l == "circuit_breaker_flaky_opened{} 1"), "prometheus:\n{prometheus}");
-    assert!(prometheus.lines().any(|l| l == "circuit_breaker_flaky_state{} 1"));
+    // The sample's stats_tags: the breaker's key is a label.
+    let line = |l: &str| prometheus.lines().any(|x| x == l);
+    assert!(line(r#"circuit_breaker_opened{breaker="flaky"} 1"#), "prometheus:\n{prometheus}");
+    assert!(line(r#"circuit_breaker_state{breaker="flaky"} 1"#));
 }
 
 #[test]

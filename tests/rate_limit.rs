@@ -48,7 +48,8 @@ fn burst_is_limited_for_the_whole_process_not_per_worker() {
     assert_eq!(stat(&e, "main.refused"), r.count(429) as u64);
     let prometheus = e.admin_get("/stats/prometheus");
     for (name, value) in [("allowed", r.count(200)), ("refused", r.count(429)), ("shadow_refused", 0)] {
-        let line = format!("rate_limit_main_{name}{{}} {value}");
+        // The sample's stats_tags: the limit is a label.
+        let line = format!("rate_limit_{name}{{limit=\"main\"}} {value}");
         assert!(prometheus.lines().any(|l| l == line), "/stats/prometheus lacks {line}");
     }
 }
