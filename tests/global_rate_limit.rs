@@ -106,6 +106,12 @@ fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit()
     let series = "ratelimit_engine_within_limit_total{domain=\"edge\",descriptor=\"edge.generic_key_fleet.x-client\"}";
     let within: u64 = f.engines.iter().filter_map(|g| g.metric(series)).sum();
     assert_eq!(within, 25);
+    // The same count under envoyproxy/ratelimit's names, as its dashboards
+    // (Envoy Gateway's Global Ratelimit) query them.
+    let upstream =
+        "ratelimit_service_rate_limit_within_limit{domain=\"edge\",key1=\"generic_key_fleet\",key2=\"x-client\"}";
+    let within: u64 = f.engines.iter().filter_map(|g| g.metric(upstream)).sum();
+    assert_eq!(within, 25);
     // Another client has its own budget.
     let (r, _) = get(conns.get_mut(0).expect("conn"), "other");
     assert_eq!(r.status, 200);

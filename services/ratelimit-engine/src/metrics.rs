@@ -155,6 +155,21 @@ impl Metrics {
                 );
             }
         }
+        upstream_families(&mut out, &limits, &series);
+        let upstream_plain = [
+            ("config_load_success", "Config loads applied, at start and on reloads.", get(&self.reloads) + 1),
+            ("config_load_error", "Config reloads refused (the last good config kept).", get(&self.reload_errors)),
+            ("should_rate_limit_error{err_type=\"redis_error\"}", "", get(&self.redis_errors)),
+            ("total_requests{grpc_method=\"ShouldRateLimit\"}", "", get(&self.grpc_calls) + get(&self.json_calls)),
+        ];
+        for (name, help, v) in upstream_plain {
+            let family = name.split('{').next().unwrap_or(name);
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP ratelimit_service_{family} {help}");
+            }
+            let _ = writeln!(out, "# TYPE ratelimit_service_{family} counter");
+            let _ = writeln!(out, "ratelimit_service_{name} {v}");
+        }
         let plain = [
             ("calls_total{protocol=\"grpc\"}", "calls_total", "ShouldRateLimit calls.", &self.grpc_calls),
             ("calls_total{protocol=\"json\"}", "", "", &self.json_calls),
@@ -197,6 +212,28 @@ impl Metrics {
     }
 }
 
+/// The same per-limit counts under envoyproxy/ratelimit's Prometheus names
+/// (its statsd mapping, `ratelimit_service_rate_limit_<stat>` with `domain`
+/// and the descriptor path's levels as `key1`, `key2`, ...: `generic_key_a`
+/// for a key with a value, the key alone without), so that dashboards built
+/// for upstream (Envoy Gateway's Global Ratelimit) read the engine as they
+/// read upstream. The labels come from the configuration: bounded.
+fn upstream_families(out: &mut String, limits: &[Series], series: &[(&str, &str, Field)]) {
+    for (name, help, field) in series {
+        let _ = writeln!(out, "# HELP ratelimit_service_rate_limit_{name} {help}");
+        let _ = writeln!(out, "# TYPE ratelimit_service_rate_limit_{name} counter");
+        for ((domain, descriptor), m) in limits {
+            let path = descriptor.strip_prefix(domain.as_str()).and_then(|p| p.strip_prefix('.')).unwrap_or(descriptor);
+            let mut labels = format!("domain=\"{}\"", escape(domain));
+            for (i, level) in path.split('.').enumerate() {
+                let _ = write!(labels, ",key{}=\"{}\"", i + 1, escape(level));
+            }
+            let _ =
+                writeln!(out, "ratelimit_service_rate_limit_{name}{{{labels}}} {}", field(m).load(Ordering::Relaxed));
+        }
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
@@ -220,6 +257,11 @@ mod tests {
             "ratelimit_engine_shadow_mode_total{domain=\"edge\",descriptor=\"edge.generic_key_a\"} 2",
             "ratelimit_engine_calls_total{protocol=\"grpc\"} 1",
             "ratelimit_engine_calls_total{protocol=\"json\"} 0",
+            // envoyproxy/ratelimit's names, for its dashboards.
+            "ratelimit_service_rate_limit_total_hits{domain=\"edge\",key1=\"generic_key_a\"} 4",
+            "ratelimit_service_rate_limit_over_limit{domain=\"edge\",key1=\"generic_key_a\"} 2",
+            "ratelimit_service_config_load_success 1",
+            "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"} 1",
         ] {
             assert!(text.contains(want), "missing {want} in\n{text}");
         }
