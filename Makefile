@@ -36,7 +36,9 @@ run: build
 # compose harness's smoke run in containers.
 test: build lint unit validate-configs integration compose-smoke
 
-unit:
+unit: setup
+	@# The alert rules: syntax, and their unit tests (each fires, each near miss stays silent).
+	cd deploy/prometheus && promtool check rules alerts.yaml && promtool test rules alerts.test.yaml
 	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
 
 validate-configs: build

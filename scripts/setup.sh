@@ -36,6 +36,9 @@ command -v skopeo >/dev/null || missing+=(skopeo)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 # Redis backs ratelimit-engine (global limits: tests and `make run CONFIG=global-rate-limit`).
 command -v redis-server >/dev/null || missing+=(redis-server)
+# promtool (Debian's prometheus package) checks and unit-tests the alert
+# rules in deploy/prometheus/.
+command -v promtool >/dev/null || missing+=(prometheus)
 if [ "${1:-}" = "--fuzz" ]; then
     # `make fuzz` only: cargo-fuzz needs a nightly toolchain.
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
