@@ -1,0 +1,188 @@
+//! Observability against a real Prometheus (Debian's `prometheus`, installed
+//! by `make test`): Prometheus scrapes real Envoys running the samples (the
+//! bundle, global limits, dynamic sticky sessions; with their stats_tags)
+//! and a real ratelimit-engine while traffic runs;
+//! then every panel query of `deploy/grafana/*.json`, its variables filled
+//! in, returns at least one series, and so does the query shape of Envoy
+//! Gateway's Global Ratelimit dashboard against the engine.
+
+use integration_tests::fleet::{Engine, Redis};
+use integration_tests::*;
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Prometheus {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Prometheus scraping `targets` (job, address, path) every second.
+    fn start(targets: &[(&str, std::net::SocketAddr, &str)]) -> Prometheus {
+        let dir = scratch_dir("prometheus");
+        let mut cfg = String::from("global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n");
+        for (job, addr, path) in targets {
+            cfg +=
+                &format!("- job_name: {job}\n  metrics_path: {path}\n  static_configs: [{{ targets: ['{addr}'] }}]\n");
+        }
+        std::fs::write(dir.join("prometheus.yml"), cfg).expect("write prometheus.yml");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn prometheus ({e}): run `make test`, which installs Debian's prometheus"));
+        let p = Prometheus { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !http_get(addr, "/-/ready", &[]).is_ok_and(|r| r.status == 200) {
+            assert!(Instant::now() < deadline, "prometheus did not get ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        p
+    }
+
+    /// An instant query's result series.
+    fn query(&self, expr: &str) -> Vec<Value> {
+        let path = format!("/api/v1/query?query={}", encode(expr));
+        let r = http_get(self.addr, &path, &[]).expect("query prometheus");
+        let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        assert_eq!(v["status"], "success", "{expr}: {}", r.text());
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A panel query with its variables filled in as "All".
+fn filled(expr: &str) -> String {
+    let mut e = expr.replace("$__rate_interval", "30s");
+    for var in ["$limit", "$breaker", "$backend", "$domain"] {
+        e = e.replace(var, ".+");
+    }
+    e
+}
+
+fn panel_queries(file: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana").join(file)).expect("dashboard");
+    let d: Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().expect("targets") {
+            out.push((p["title"].as_str().unwrap_or("?").to_string(), t["expr"].as_str().expect("expr").to_string()));
+        }
+    }
+    // The variables' own queries: label_values(metric, label).
+    for v in d["templating"]["list"].as_array().expect("templating") {
+        if let Some(q) = v["query"]["query"].as_str() {
+            let inner = q.strip_prefix("label_values(").and_then(|r| r.strip_suffix(')')).expect("label_values");
+            let (metric, label) = inner.split_once(", ").expect("metric, label");
+            out.push((format!("variable {}", v["name"]), format!("count by ({label}) ({metric})")));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_query_returns_data_from_real_envoy_and_the_engine() {
+    let (_backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
+    // The bundle sample; the global-limit sample asking the engine with the
+    // sample limits (envoy/ratelimit/edge.yaml); the dynamic sticky sample
+    // over an EDS file naming the same backends.
+    let envoy = Envoy::start(&sample_config("bundle.yaml", &addrs), 2);
+    let redis = Redis::start();
+    let limits = std::fs::read_to_string(repo().join("envoy/ratelimit/edge.yaml")).expect("sample limits");
+    let engine = Engine::start(&limits, &redis, &[]);
+    let global = Envoy::start(
+        &sample_config("global-rate-limit.yaml", &addrs)
+            .replace("port_value: 8091 ", &format!("port_value: {} ", engine.grpc.port())),
+        2,
+    );
+    let eds = scratch_dir("observability-eds");
+    let endpoints: String = addrs
+        .iter()
+        .map(|a| {
+            format!(
+                "    - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}\n",
+                a.ip(),
+                a.port()
+            )
+        })
+        .collect();
+    std::fs::write(
+        eds.join("sticky-endpoints.yaml"),
+        format!("version_info: \"1\"\nresources:\n- \"@type\": type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment\n  cluster_name: sticky\n  endpoints:\n  - lb_endpoints:\n{endpoints}"),
+    )
+    .expect("eds");
+    let dynamic = Envoy::start(
+        &sample_config("sticky-session-eds.yaml", &[])
+            .replace(
+                "path: envoy/eds/sticky-endpoints.yaml",
+                &format!("path: {}", eds.join("sticky-endpoints.yaml").display()),
+            )
+            .replace(
+                "watched_directory: { path: envoy/eds }",
+                &format!("watched_directory: {{ path: {} }}", eds.display()),
+            ),
+        2,
+    );
+    let prom = Prometheus::start(&[
+        ("envoy", envoy.admin, "/stats/prometheus"),
+        ("envoy-global", global.admin, "/stats/prometheus"),
+        ("envoy-dynamic", dynamic.admin, "/stats/prometheus"),
+        ("engine", engine.http, "/metrics"),
+    ]);
+    // Traffic: sessions spread over the backends, a burst over the
+    // per-client limit, the engine asked until one client is over.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let queries: Vec<(String, String)> =
+        ["filters.json", "engine.json"].iter().flat_map(|f| panel_queries(f)).collect();
+    // Envoy Gateway's Global Ratelimit dashboard, its query shape against
+    // this engine's domain and descriptor.
+    let eg = r#"ratelimit_service_rate_limit_total_hits{domain="edge", key1="generic_key_fleet-client", key2="remote_address"}"#;
+    let mut missing = Vec::new();
+    while Instant::now() < deadline {
+        let mut c = Conn::open(envoy.addr).expect("connect");
+        for i in 0..120 {
+            let _ = c.get("/", &[("x-session-id", &format!("s{}", i % 7))]);
+        }
+        for (proxy, n) in [(&global, 30), (&dynamic, 20)] {
+            let mut c = Conn::open(proxy.addr).expect("connect");
+            for i in 0..n {
+                let _ = c.get("/", &[("x-session-id", &format!("s{}", i % 5))]);
+            }
+        }
+        missing = queries.iter().filter(|(_, e)| prom.query(&filled(e)).is_empty()).cloned().collect();
+        if prom.query(eg).is_empty() {
+            missing.push(("Envoy Gateway Global Ratelimit".into(), eg.into()));
+        }
+        if missing.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(missing.is_empty(), "queries without data: {missing:#?}");
+    // A panel counts what the proxy counts: the limit's refusals.
+    let refused = envoy.stat("wasmcustom.rate_limit.per-client.refused").unwrap_or(0);
+    assert!(refused > 0, "the burst went over the limit");
+    let scraped = prom.query(r#"rate_limit_refused{limit="per-client"}"#);
+    let value: f64 = scraped[0]["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
+    assert!(value > 0.0 && value <= refused as f64, "prometheus {value}, envoy {refused}");
+}
