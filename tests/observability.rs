@@ -27,8 +27,18 @@ impl Drop for Prometheus {
 impl Prometheus {
     /// Prometheus scraping `targets` (job, address, path) every second.
     fn start(targets: &[(&str, std::net::SocketAddr, &str)]) -> Prometheus {
+        Self::start_with_rules(targets, None)
+    }
+
+    /// [`Prometheus::start`], evaluating `rules` (a rule file's text) every second.
+    fn start_with_rules(targets: &[(&str, std::net::SocketAddr, &str)], rules: Option<&str>) -> Prometheus {
         let dir = scratch_dir("prometheus");
-        let mut cfg = String::from("global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n");
+        let mut cfg = String::from("global: { scrape_interval: 1s, evaluation_interval: 1s }\n");
+        if let Some(rules) = rules {
+            std::fs::write(dir.join("rules.yaml"), rules).expect("write rules");
+            cfg += &format!("rule_files: ['{}']\n", dir.join("rules.yaml").display());
+        }
+        cfg += "scrape_configs:\n";
         for (job, addr, path) in targets {
             cfg +=
                 &format!("- job_name: {job}\n  metrics_path: {path}\n  static_configs: [{{ targets: ['{addr}'] }}]\n");
@@ -185,4 +195,45 @@ fn every_dashboard_query_returns_data_from_real_envoy_and_the_engine() {
     let scraped = prom.query(r#"rate_limit_refused{limit="per-client"}"#);
     let value: f64 = scraped[0]["value"][1].as_str().unwrap_or("0").parse().unwrap_or(0.0);
     assert!(value > 0.0 && value <= refused as f64, "prometheus {value}, envoy {refused}");
+}
+
+/// The breaker alert of `deploy/prometheus/alerts.yaml` (its `for` made 2 s)
+/// fires in a real Prometheus while a real Envoy's breaker is open, and
+/// resolves once the upstream recovers and the breaker closes.
+#[test]
+fn the_breaker_alert_fires_while_open_and_resolves_after_recovery() {
+    let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
+    let envoy = Envoy::start(&sample_config("bundle.yaml", &addrs), 2);
+    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yaml")).expect("alerts");
+    let rules = rules.replace("for: 5m", "for: 2s");
+    let prom = Prometheus::start_with_rules(&[("envoy", envoy.admin, "/stats/prometheus")], Some(&rules));
+    let set_all = |query: &str| {
+        for (b, n) in backends.iter().zip(["a", "b", "c"]) {
+            if let Some(b) = b {
+                b.set(n, query);
+            }
+        }
+    };
+    let firing = || !prom.query(r#"ALERTS{alertname="CircuitBreakerOpen", alertstate="firing"}"#).is_empty();
+    let poke = || {
+        let _ = http_get(envoy.addr, "/", &[("x-session-id", "alert")]);
+    };
+    set_all("fail=1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !firing() {
+        assert!(
+            Instant::now() < deadline,
+            "the breaker alert never fired:\n{}",
+            envoy.admin_get("/stats?filter=circuit")
+        );
+        poke();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    set_all("fail=0");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while firing() {
+        assert!(Instant::now() < deadline, "the breaker alert never resolved");
+        poke();
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
