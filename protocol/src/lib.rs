@@ -271,6 +271,21 @@ impl Unit {
     }
 }
 
+/// Nanoseconds in a duration unit as both sides' settings spell them
+/// (`ns`, `us`, `ms`, `s`, `m`, `h`: `100ms`, `2s`); `None` for anything
+/// else.
+pub fn nanos_per_unit(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "ns" => 1,
+        "us" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
 /// Seconds in a `Unit` (`None` for UNKNOWN or an unknown value). A month is
 /// 30 days and a year 365, as `envoyproxy/ratelimit` counts them.
 pub fn unit_seconds(unit: i32) -> Option<u64> {

@@ -40,16 +40,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::MissingNumber);
     }
     let value: u64 = digits.parse().map_err(|_| DurationError::Overflow)?;
-    let nanos_per_unit: u64 = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        "" => return Err(DurationError::UnknownUnit),
-        _ => return Err(DurationError::UnknownUnit),
-    };
+    let nanos_per_unit = rls_protocol::nanos_per_unit(unit).ok_or(DurationError::UnknownUnit)?;
     let nanos = value.checked_mul(nanos_per_unit).ok_or(DurationError::Overflow)?;
     Ok(Duration::from_nanos(nanos))
 }

@@ -110,15 +110,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits.parse().map_err(|_| format!("\"{t}\" is not a duration such as 100ms or 2s"))?;
-    let nanos: u64 = match unit {
-        "ns" => 1,
-        "us" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        _ => return Err(format!("\"{t}\" is not a duration such as 100ms or 2s")),
-    };
+    let nanos =
+        rls_protocol::nanos_per_unit(unit).ok_or_else(|| format!("\"{t}\" is not a duration such as 100ms or 2s"))?;
     n.checked_mul(nanos).map(Duration::from_nanos).ok_or_else(|| format!("\"{t}\" is too long"))
 }
 
