@@ -1,4 +1,4 @@
-//! The time seam. Filters read the host's clock; tests use [`FakeClock`].
+//! The time seam. Filters read the host's clock; tests use `FakeClock`.
 
 #[cfg(any(test, feature = "testing"))]
 use std::cell::Cell;

@@ -4,7 +4,7 @@
 //! A filter is written once against [`Host`] and [`Filter`]. In the proxy,
 //! `filters-host` implements [`Host`] over proxy-wasm's host calls and turns a
 //! [`Filter`] into proxy-wasm root and HTTP contexts; in tests,
-//! [`crate::testing::RecordingHost`] serves scripted requests, a fake clock and
+//! `crate::testing::RecordingHost` serves scripted requests, a fake clock and
 //! an in-memory store that follows either host's compare-and-swap rule, and
 //! counts every call. Both are generic parameters, never `dyn`: the seam costs
 //! nothing at run time.

@@ -4,9 +4,9 @@
 //! implement the two seams defined here over host calls.
 //!
 //! * [`clock::Clock`]: the current time, injected so that every
-//!   timing-dependent decision is tested with [`clock::FakeClock`].
+//!   timing-dependent decision is tested with `clock::FakeClock` (tests).
 //! * [`store::SharedStore`]: the proxy's shared key-value store, whose one
-//!   write operation is a compare-and-swap. [`store::update_u64`] is the
+//!   write operation is a compare-and-swap. [`store::update_bytes`] is the
 //!   "read, decide, replace" loop every filter uses, written so that it is
 //!   correct under both Envoy's and nginx's compare-and-swap rules.
 //!

@@ -14,9 +14,11 @@ impl Breakers {
     }
 
     /// The longest record this configuration writes: a key of
-    /// [`filter::MAX_KEY_BYTES`] and the whole window.
+    /// `MAX_KEY_BYTES` (128) and the whole window.
     pub fn max_record_len(&self) -> usize {
-        1 + 2 * 3 + 1 + 4 + 4 + 8 + 4 + 4 + 8 + 2 + filter::MAX_KEY_BYTES + self.cfg.shape.ring_len()
+        // Records are fixed-size but for the key: the encoding of a fresh
+        // record with the longest key is the longest there is.
+        self.encode(&self.fresh(&"k".repeat(filter::MAX_KEY_BYTES))).len()
     }
 
     /// A free slot's value: as long as the longest record, so that creating
@@ -83,7 +85,7 @@ impl Breakers {
             // Written under an earlier size (a push changed max_breakers):
             // still this key's breaker, used where it is.
             for &size in &self.other_sizes {
-                for slot in Self::probes_from_home(key, size).filter(|&s| s < self.cfg.max_breakers.max(size)) {
+                for slot in Self::probes_from_home(key, size) {
                     let rec = store.get(&Self::slot_key(slot))?.and_then(|e| self.decode(&e.value));
                     if let Some(r) = rec.filter(|r| r.key == key) {
                         return Ok(Some((slot, r)));

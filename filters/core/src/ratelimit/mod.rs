@@ -271,7 +271,7 @@ impl RateLimiter {
     }
 
     /// Creates every slot that does not exist yet, holding TAT 0 (a full
-    /// bucket), then checks that the zone kept them ([`check_kept`]). Call once per VM before serving; a slot that already exists
+    /// bucket), then checks that the zone kept them ([`crate::store::check_kept`]). Call once per VM before serving; a slot that already exists
     /// (created by another worker, or before a VM reload) is left alone, so
     /// live state survives a VM restart. Returns how many slots were created.
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {

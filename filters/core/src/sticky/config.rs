@@ -275,7 +275,7 @@ pub enum StickyConfig {
     /// `backends` given: the filter hashes onto them.
     Static(StaticConfig),
     /// No `backends`: Envoy hashes, the filter pins what it chose.
-    DynamicMode(DynamicConfig),
+    Dynamic(DynamicConfig),
 }
 
 fn check_header(field: &str, name: &str) -> Result<(), ConfigError> {
@@ -488,7 +488,7 @@ impl StaticConfig {
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
         match StickyConfig::from_json(bytes)? {
             StickyConfig::Static(c) => Ok(c),
-            StickyConfig::DynamicMode(_) => Err(ConfigError::new("backends", "is required here")),
+            StickyConfig::Dynamic(_) => Err(ConfigError::new("backends", "is required here")),
         }
     }
 }
@@ -530,7 +530,7 @@ impl StickyConfig {
         let common = check_common(&mut raw)?;
         match raw.backends.take() {
             Some(backends) => Ok(StickyConfig::Static(static_config(raw, backends, common)?)),
-            None => Ok(StickyConfig::DynamicMode(dynamic_config(raw, common)?)),
+            None => Ok(StickyConfig::Dynamic(dynamic_config(raw, common)?)),
         }
     }
 }

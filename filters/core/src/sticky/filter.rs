@@ -64,7 +64,7 @@ pub struct StickyFilter {
 #[derive(Debug)]
 enum Mode {
     Static { sticky: StaticMode, per_backend: Vec<BackendMetrics> },
-    DynamicMode { dynamic: DynamicMode, metrics: DynamicMetrics },
+    Dynamic { dynamic: DynamicMode, metrics: DynamicMetrics },
 }
 
 /// One request's state.
@@ -84,7 +84,7 @@ impl StickyFilter {
     pub fn sticky(&self) -> Option<&StaticMode> {
         match &self.mode {
             Mode::Static { sticky, .. } => Some(sticky),
-            Mode::DynamicMode { .. } => None,
+            Mode::Dynamic { .. } => None,
         }
     }
 
@@ -359,13 +359,13 @@ impl Filter for StickyFilter {
                 let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
                 (Mode::Static { sticky, per_backend }, sources, fallback)
             }
-            StickyConfig::DynamicMode(cfg) => {
+            StickyConfig::Dynamic(cfg) => {
                 let dynamic = DynamicMode::new(cfg);
                 let created = Refused::store("the host health table", dynamic.initialize(host))?;
                 let cfg = dynamic.config();
                 log::info!("configured for dynamic endpoints, {} host slot(s), {created} new", cfg.max_hosts);
                 let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
-                (Mode::DynamicMode { dynamic, metrics: DynamicMetrics::define(host, "sticky.") }, sources, fallback)
+                (Mode::Dynamic { dynamic, metrics: DynamicMetrics::define(host, "sticky.") }, sources, fallback)
             }
         };
         let needs_peer = fallback == Fallback::ClientIp || sources.contains(&KeySource::ClientIp);
@@ -375,7 +375,7 @@ impl Filter for StickyFilter {
     fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
         match &self.mode {
             Mode::Static { sticky, per_backend } => self.static_request(stream, host, sticky, per_backend),
-            Mode::DynamicMode { dynamic, metrics } => {
+            Mode::Dynamic { dynamic, metrics } => {
                 self.dynamic_request(stream, host, dynamic, metrics);
                 Flow::Continue
             }
@@ -395,7 +395,7 @@ impl Filter for StickyFilter {
                 // The backend's health is recorded now that its answer is known.
                 self.settle(stream, host, sticky, per_backend);
             }
-            Mode::DynamicMode { dynamic, metrics } => {
+            Mode::Dynamic { dynamic, metrics } => {
                 let used = self.dynamic_settle(stream, host, dynamic, metrics);
                 if let Some(c) = stream.set_cookie.take() {
                     host.add_response_header("set-cookie", &c);
@@ -411,7 +411,7 @@ impl Filter for StickyFilter {
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         match &self.mode {
             Mode::Static { sticky, per_backend } => self.settle(stream, host, sticky, per_backend),
-            Mode::DynamicMode { dynamic, metrics } => {
+            Mode::Dynamic { dynamic, metrics } => {
                 self.dynamic_settle(stream, host, dynamic, metrics);
             }
         }

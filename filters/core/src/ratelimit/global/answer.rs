@@ -14,7 +14,7 @@ pub struct GlobalCall {
     pub limits: Vec<usize>,
     /// One descriptor per limit.
     pub descriptors: Vec<Descriptor>,
-    /// As [`Decision::client_ip_fallback`].
+    /// As [`crate::ratelimit::Decision::client_ip_fallback`].
     pub client_ip_fallback: bool,
 }
 
@@ -35,7 +35,7 @@ pub struct GlobalOutcome {
 impl RateLimiter {
     /// The call to the rate limit service for a request, `None` when no
     /// global limit matches it. One descriptor per matching global limit (see
-    /// [`global`] for the entries).
+    /// [`crate::ratelimit::global`] for the entries).
     pub fn global_call(&self, req: &RequestView) -> Option<GlobalCall> {
         let mut call = GlobalCall::default();
         let mut ip_cache = None;

@@ -1,8 +1,8 @@
 //! The conversation with the rate limit service, for the filter: entered
-//! once at the request ([`Caller::ask`]: the call dispatched, the request
-//! paused) and once at the answer ([`Caller::on_reply`]: the verdict, or
+//! once at the request (`Caller::ask`: the call dispatched, the request
+//! paused) and once at the answer (`Caller::on_reply`: the verdict, or
 //! `failure_mode` when there is no usable answer, decided in one place,
-//! [`Caller::service_failed`]).
+//! `Caller::service_failed`).
 //!
 //! A failure counts as a timeout when gRPC says `DEADLINE_EXCEEDED`, or when
 //! the call took its whole timeout (5 ms of slack: Envoy's clock is the

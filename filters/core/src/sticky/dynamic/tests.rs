@@ -121,7 +121,7 @@ fn forged_tampered_and_foreign_pins_are_ignored_and_counted() {
     let tampered = String::from_utf8(tampered).unwrap();
     let other_secret = DynamicMode::new(
         match StickyConfig::from_json(br#"{"cookie":{"name":"sticky","secret":"another-secret-of-16+"}}"#).unwrap() {
-            StickyConfig::DynamicMode(c) => c,
+            StickyConfig::Dynamic(c) => c,
             StickyConfig::Static(_) => unreachable!(),
         },
     )
@@ -142,7 +142,7 @@ fn forged_tampered_and_foreign_pins_are_ignored_and_counted() {
 #[test]
 fn pins_name_one_canonical_address() {
     let d = match StickyConfig::from_json(CONFIG.as_bytes()).unwrap() {
-        StickyConfig::DynamicMode(c) => DynamicMode::new(c),
+        StickyConfig::Dynamic(c) => DynamicMode::new(c),
         StickyConfig::Static(_) => unreachable!(),
     };
     let v6: SocketAddr = "[2001:db8::1]:8443".parse().unwrap();
@@ -161,7 +161,7 @@ fn pins_name_one_canonical_address() {
 fn the_host_table_is_bounded_and_a_busy_slot_leaves_a_host_untracked() {
     let cfg = r#"{"cookie":{"name":"s","secret":"0123456789abcdef-secret"},"max_hosts":1,"health":{"failures":2}}"#;
     let d = match StickyConfig::from_json(cfg.as_bytes()).unwrap() {
-        StickyConfig::DynamicMode(c) => DynamicMode::new(c),
+        StickyConfig::Dynamic(c) => DynamicMode::new(c),
         StickyConfig::Static(_) => unreachable!(),
     };
     let store = MemoryStore::new(CasRule::NginxStrict);
