@@ -64,6 +64,16 @@ def load_cmd(run, cmd):
     return pinned(LOAD_CPU, cmd)
 
 
+def stop(run, procs):
+    """Stops processes (or removes containers) a run started."""
+    for p in procs:
+        if run.containers:
+            p.close()
+            continue
+        p.kill()
+        p.wait()
+
+
 class Backends:
     """Demo backends, one process each so that one can be killed."""
 
@@ -95,12 +105,7 @@ class Backends:
         return json.loads(urllib.request.urlopen(f"http://{self.addrs[name]}/_demo/stats", timeout=5).read())["requests"]
 
     def close(self):
-        for p in self.procs.values():
-            if self.run.containers:
-                p.close()
-                continue
-            p.kill()
-            p.wait()
+        stop(self.run, self.procs.values())
 
 
 class RateLimitService:
@@ -141,12 +146,7 @@ class RateLimitService:
         wait_http(f"http://127.0.0.1:{http_port}/metrics", "ratelimit-engine", self.engine.running)
 
     def close(self):
-        for p in (self.engine, self.redis):
-            if self.run.containers:
-                p.close()
-                continue
-            p.kill()
-            p.wait()
+        stop(self.run, (self.engine, self.redis))
 
 
 class Envoy:
