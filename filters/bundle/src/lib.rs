@@ -3,4 +3,4 @@
 //! pass over each request. The whole filter is
 //! `filters_core::bundle::BundleFilter`; this crate is its entry point.
 
-filters_host::filter_entry!(filters_core::bundle::BundleFilter);
+filters_host::filter_entry!(filters_core::observe::Observed<filters_core::bundle::BundleFilter>);

@@ -149,6 +149,27 @@ pub trait Host: Clock + SharedStore {
     fn increment_metric(&self, id: u32, delta: u64);
     /// Sets a gauge.
     fn record_metric(&self, id: u32, value: u64);
+    /// A metric's current value (nginx: a counter summed over the workers,
+    /// a gauge as last set by any); `None` if refused. Returns a number.
+    fn metric_value(&self, id: u32) -> Option<u64>;
+    /// Every metric this VM defined, in definition order (kept by the
+    /// adapter; no host call).
+    fn defined_metrics(&self) -> Vec<DefinedMetric>;
+    /// Sets a property of this request (Envoy: the filter state object
+    /// `wasm.<path>`; nginx: `ngx.<name>` sets that nginx variable);
+    /// `false` when the host refused. Returns nothing.
+    fn set_property(&self, path: &[&str], value: &str) -> bool;
+}
+
+/// A metric the VM defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinedMetric {
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// Its name (`rate_limit.per-client.allowed`).
+    pub name: String,
+    /// The host's id for it.
+    pub id: u32,
 }
 
 /// Bytes from the host as text: as is when they are UTF-8 (no copy), else
@@ -271,6 +292,12 @@ pub trait Filter: Sized + 'static {
     fn on_call_reply<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _token: u32, _reply: CallReply) -> Flow {
         Flow::Continue
     }
+
+    /// What the filter decided for this request so far, as span attributes
+    /// (`<policy>.<field>`, value): pure, no host call; written to the
+    /// proxy only when the configuration asks for traces
+    /// ([`crate::observe`]).
+    fn span_attributes(&self, _stream: &Self::Stream, _out: &mut Vec<(&'static str, String)>) {}
 }
 
 /// Answers the request locally; when the host refuses the reply, the

@@ -30,6 +30,7 @@ pub mod host;
 pub mod matcher;
 pub mod modules;
 pub mod net;
+pub mod observe;
 pub mod path;
 pub mod ratelimit;
 pub mod request;

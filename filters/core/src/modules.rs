@@ -31,8 +31,11 @@ pub struct Module {
     pub schema: fn() -> schemars::Schema,
 }
 
+/// As the module checks it: the filter's own check, under
+/// [`crate::observe::Observed`] (its `trace` and `metrics_path`, and a
+/// configuration that is only an exporter).
 fn check<F: Filter>(bytes: &[u8]) -> Result<(), ConfigError> {
-    F::check(bytes).map(drop)
+    crate::observe::Observed::<F>::check(bytes).map(drop)
 }
 
 /// The modules, in the bundle's request order, then the bundle.

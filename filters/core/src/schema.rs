@@ -64,7 +64,13 @@ pub(crate) fn statuses(_: &mut SchemaGenerator) -> Schema {
 }
 
 /// A bundle section: exactly the configuration of the filter `T` parses
-/// (leave a section out to turn its policy off).
+/// (leave a section out to turn its policy off), less `trace` and
+/// `metrics_path`, which the bundle reads at its top level only.
 pub(crate) fn section<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<T>()
+    let mut schema = T::json_schema(generator);
+    if let Some(props) = schema.as_object_mut().and_then(|o| o.get_mut("properties")).and_then(|p| p.as_object_mut()) {
+        props.remove("trace");
+        props.remove("metrics_path");
+    }
+    schema
 }

@@ -90,6 +90,7 @@ pub struct RecordingHost {
     refuse_replies: Cell<bool>,
     answer: RefCell<Answer>,
     metrics: RefCell<Vec<(String, MetricKind, u64)>>,
+    written: RefCell<Vec<(String, String)>>,
     calls: Cell<HostCalls>,
     read_in_callback: Cell<bool>,
     kind: HostKind,
@@ -119,6 +120,7 @@ impl RecordingHost {
             refuse_replies: Cell::new(false),
             answer: RefCell::default(),
             metrics: RefCell::default(),
+            written: RefCell::default(),
             calls: Cell::default(),
             read_in_callback: Cell::new(false),
             // The store's rule says which proxy this is.
@@ -145,7 +147,20 @@ impl RecordingHost {
         self.response.borrow_mut().clear();
         self.properties.borrow_mut().retain(|k, _| !k.starts_with("response.") && !k.starts_with("upstream."));
         self.replies.borrow_mut().clear();
+        self.written.borrow_mut().clear();
         self.calls.set(HostCalls::default());
+    }
+
+    /// The properties the filter set during this request (path joined
+    /// with `.`, value), in order; a path set twice appears twice.
+    pub fn written_properties(&self) -> Vec<(String, String)> {
+        self.written.borrow().clone()
+    }
+
+    /// The last value the filter set for property `path` (joined with `.`)
+    /// during this request.
+    pub fn written_property(&self, path: &str) -> Option<String> {
+        self.written.borrow().iter().rev().find(|(p, _)| p == path).map(|(_, v)| v.clone())
     }
 
     /// Sets the response headers the filter will see.
@@ -389,6 +404,26 @@ impl Host for RecordingHost {
         if let Some(m) = self.metrics.borrow_mut().get_mut(id as usize) {
             m.2 = value;
         }
+    }
+
+    fn metric_value(&self, id: u32) -> Option<u64> {
+        self.nothing();
+        self.metrics.borrow().get(id as usize).map(|m| m.2)
+    }
+
+    fn defined_metrics(&self) -> Vec<crate::host::DefinedMetric> {
+        let all = self.metrics.borrow();
+        let mut out = Vec::with_capacity(all.len());
+        for (id, (name, kind, _)) in (0u32..).zip(all.iter()) {
+            out.push(crate::host::DefinedMetric { kind: *kind, name: name.clone(), id });
+        }
+        out
+    }
+
+    fn set_property(&self, path: &[&str], value: &str) -> bool {
+        self.nothing();
+        self.written.borrow_mut().push((path.join("."), value.to_string()));
+        true
     }
 }
 

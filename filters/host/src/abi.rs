@@ -153,6 +153,8 @@ extern "C" {
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, delta: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_get_metric(id: u32, out: *mut u64) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
 }
 
 /// Serves `proxy_on_memory_allocate`: a buffer of `size` bytes that the
@@ -353,6 +355,20 @@ pub fn increment_metric(id: u32, delta: i64) {
 pub fn record_metric(id: u32, value: u64) {
     // SAFETY: no pointers.
     unsafe { proxy_record_metric(id, value) };
+}
+
+/// A metric's value.
+pub fn metric(id: u32) -> Result<u64, Status> {
+    let mut value = 0u64;
+    // SAFETY: `value` is valid for the call.
+    status(unsafe { proxy_get_metric(id, &mut value) })?;
+    Ok(value)
+}
+
+/// Sets property `path` (segments joined by NUL bytes) to `value`.
+pub fn set_property(path: &[u8], value: &[u8]) -> Result<(), Status> {
+    // SAFETY: both slices are read during the call.
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// Serializes header pairs as the ABI wants them: the count, each pair's

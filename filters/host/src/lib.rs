@@ -21,7 +21,7 @@ pub mod abi;
 use abi::{Buffer, Level, Map, Pairs, Status};
 use filters_core::clock::Clock;
 use filters_core::headers::Headers;
-use filters_core::host::{lossy_text, Call, Filter, Flow, Host, HostKind, MetricKind};
+use filters_core::host::{lossy_text, Call, DefinedMetric, Filter, Flow, Host, HostKind, MetricKind};
 use filters_core::store::{Entry, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -233,6 +233,8 @@ thread_local! {
     static KIND: Cell<Option<HostKind>> = const { Cell::new(None) };
     /// Dispatched calls not yet answered: token, context.
     static CALLS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
+    /// Every metric this VM defined (the exporter's list).
+    static DEFINED: RefCell<Vec<DefinedMetric>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Host for ProxyHost {
@@ -315,11 +317,18 @@ impl Host for ProxyHost {
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
-        let kind = match kind {
+        let kind_code = match kind {
             MetricKind::Counter => 0,
             MetricKind::Gauge => 1,
         };
-        abi::define_metric(kind, name).ok()
+        let id = abi::define_metric(kind_code, name).ok()?;
+        DEFINED.with(|d| {
+            let mut d = d.borrow_mut();
+            if !d.iter().any(|m| m.id == id) {
+                d.push(DefinedMetric { kind, name: name.to_string(), id });
+            }
+        });
+        Some(id)
     }
 
     fn increment_metric(&self, id: u32, delta: u64) {
@@ -330,6 +339,18 @@ impl Host for ProxyHost {
 
     fn record_metric(&self, id: u32, value: u64) {
         abi::record_metric(id, value);
+    }
+
+    fn metric_value(&self, id: u32) -> Option<u64> {
+        abi::metric(id).ok()
+    }
+
+    fn defined_metrics(&self) -> Vec<DefinedMetric> {
+        DEFINED.with(|d| d.borrow().clone())
+    }
+
+    fn set_property(&self, path: &[&str], value: &str) -> bool {
+        abi::set_property(path.join("\0").as_bytes(), value.as_bytes()).is_ok()
     }
 }
 

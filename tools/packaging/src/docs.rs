@@ -227,7 +227,14 @@ pub fn module_schema(module: &str, readme: &dyn Fn(&str) -> Option<String>) -> R
         for m in filters_core::modules::MODULES.iter() {
             let (Some(section), filter) = (m.section, m.name) else { continue };
             let text = readme(filter).ok_or_else(|| vec![format!("no README for {filter}")])?;
-            all_rows.extend(rows(&text).into_iter().map(|r| Row { path: format!("{section}.{}", r.path), ..r }));
+            // `trace` and `metrics_path` are the bundle's own, at its top level.
+            let bundle_level = |r: &Row| r.path == "trace" || r.path == "metrics_path";
+            all_rows.extend(
+                rows(&text)
+                    .into_iter()
+                    .filter(|r| !bundle_level(r))
+                    .map(|r| Row { path: format!("{section}.{}", r.path), ..r }),
+            );
         }
     }
     let errors = document(&mut schema, &all_rows);

@@ -47,6 +47,14 @@ pub(crate) struct RawConfig {
     body: Option<String>,
     #[serde(default)]
     traefik: Option<RawTraefik>,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    trace: bool,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics_path: Option<String>,
 }
 
 /// Traefik's `circuitBreaker` middleware, its field names and defaults.

@@ -92,6 +92,11 @@ pub struct BreakerStream {
     key: String,
     role: Role,
     start: u64,
+    /// For the span: the role given at admission (kept after `role` is
+    /// settled), the state then, and a transition the outcome made.
+    decided: Role,
+    state: Option<State>,
+    transition: Option<(State, State)>,
 }
 
 impl BreakerStream {
@@ -250,6 +255,7 @@ impl BreakerFilter {
         if let Some((t, state)) = outcome {
             metrics.transition(host, t);
             if let Some(t) = t {
+                stream.transition = Some((t.from, t.to));
                 log::info!("breaker {} {} -> {}", stream.key, t.from.name(), t.to.name());
             }
             metrics.state.set(host, state.gauge());
@@ -307,6 +313,8 @@ impl Filter for BreakerFilter {
         stream.start = now;
         if self.closed_fast(host, &stream.key) {
             stream.role = Role::Pass;
+            stream.decided = Role::Pass;
+            stream.state = Some(State::Closed);
             return Flow::Continue;
         }
         let admitted = self.with_record(host, &stream.key, now, |rec| {
@@ -317,15 +325,19 @@ impl Filter for BreakerFilter {
         let metrics = self.key_metrics(host, &stream.key);
         metrics.transition(host, transition);
         metrics.state.set(host, state.gauge());
+        stream.state = Some(state);
+        stream.transition = transition.map(|t| (t.from, t.to));
         match admission {
             Admission::Pass => stream.role = Role::Pass,
             Admission::Probe => stream.role = Role::Probe,
             Admission::Reject { retry_after_ns, state } => {
                 stream.role = Role::Rejected;
+                stream.decided = Role::Rejected;
                 metrics.rejected.inc(host);
                 return self.reject(host, &stream.key, retry_after_ns, state);
             }
         }
+        stream.decided = stream.role;
         Flow::Continue
     }
 
@@ -339,5 +351,28 @@ impl Filter for BreakerFilter {
     /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut BreakerStream, host: &H) {
         self.settle(stream, host);
+    }
+
+    /// `circuit_breaker.key`, `circuit_breaker.state` (the breaker's state
+    /// when the request arrived: `closed`, `open`, `half-open`,
+    /// `recovering`), `circuit_breaker.decision` (`passed`, `probe`,
+    /// `rejected`) and, when this request's admission or outcome moved the
+    /// breaker, `circuit_breaker.transition` (`closed->open`, ...). Nothing
+    /// for a request the breaker did not track (no slot, or the store failed).
+    fn span_attributes(&self, stream: &BreakerStream, out: &mut Vec<(&'static str, String)>) {
+        let decision = match stream.decided {
+            Role::None => return,
+            Role::Pass => "passed",
+            Role::Probe => "probe",
+            Role::Rejected => "rejected",
+        };
+        out.push(("circuit_breaker.key", stream.key.clone()));
+        if let Some(state) = stream.state {
+            out.push(("circuit_breaker.state", state.name().to_string()));
+        }
+        out.push(("circuit_breaker.decision", decision.to_string()));
+        if let Some((from, to)) = stream.transition {
+            out.push(("circuit_breaker.transition", format!("{}->{}", from.name(), to.name())));
+        }
     }
 }

@@ -64,6 +64,14 @@ struct RawBundle {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "crate::schema::section::<crate::sticky::RawStickyConfig>"))]
     sticky_session: Option<Box<RawValue>>,
+    /// Read by [`crate::observe`], for every policy.
+    #[serde(default)]
+    #[allow(dead_code)]
+    trace: bool,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics_path: Option<String>,
 }
 
 /// The JSON Schema of the configuration (see [`crate::schema`]).
@@ -111,7 +119,8 @@ pub struct BundleConfig {
 /// the section in front of the field.
 fn section<F: Filter>(name: &str, raw: Option<Box<RawValue>>) -> Result<Option<F::Config>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    F::check(raw.get().as_bytes()).map(Some).map_err(|e| {
+    let bytes = raw.get().as_bytes();
+    crate::observe::refuse_in_section(bytes).and_then(|()| F::check(bytes)).map(Some).map_err(|e| {
         let field = if e.field == "." { name.to_string() } else { format!("{name}.{}", e.field) };
         ConfigError::new(field, e.reason)
     })
@@ -216,6 +225,22 @@ impl Filter for BundleFilter {
         match rl.on_call_reply(&mut stream.rate_limit, &pass, token, reply) {
             Flow::Continue => self.request_from(stream, &pass, 1),
             Flow::Pause => Flow::Pause,
+        }
+    }
+
+    /// Each policy's own attributes, in request order.
+    fn span_attributes(&self, stream: &BundleStream, out: &mut Vec<(&'static str, String)>) {
+        if let Some(f) = &self.rate_limit {
+            f.span_attributes(&stream.rate_limit, out);
+        }
+        if let Some(f) = &self.circuit_breaker {
+            f.span_attributes(&stream.circuit_breaker, out);
+        }
+        if let Some(f) = &self.sticky_session {
+            f.span_attributes(&stream.sticky_session, out);
+        }
+        if let Some(f) = &self.retry {
+            f.span_attributes(&stream.retry, out);
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use crate::clock::Clock;
 use crate::headers::Headers;
-use crate::host::{Call, CallReply, Host, HostKind, MetricKind};
+use crate::host::{Call, CallReply, DefinedMetric, Host, HostKind, MetricKind};
 use crate::store::{Entry, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
 
@@ -166,5 +166,17 @@ impl<H: Host> Host for Pass<'_, H> {
 
     fn record_metric(&self, id: u32, value: u64) {
         self.host.record_metric(id, value)
+    }
+
+    fn metric_value(&self, id: u32) -> Option<u64> {
+        self.host.metric_value(id)
+    }
+
+    fn defined_metrics(&self) -> Vec<DefinedMetric> {
+        self.host.defined_metrics()
+    }
+
+    fn set_property(&self, path: &[&str], value: &str) -> bool {
+        self.host.set_property(path, value)
     }
 }

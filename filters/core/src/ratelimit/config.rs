@@ -47,6 +47,14 @@ pub(crate) struct RawConfig {
     table_size: u32,
     #[serde(default)]
     global: Option<RawGlobalService>,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    trace: bool,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics_path: Option<String>,
 }
 
 fn default_status() -> u16 {

@@ -47,6 +47,43 @@ pub struct RateLimitFilter {
 pub struct RateLimitStream {
     pub(super) response_headers: Vec<(String, String)>,
     pub(super) pending: Option<Pending>,
+    /// What was decided, for the span ([`Filter::span_attributes`]).
+    pub(super) verdict: Option<Verdict>,
+}
+
+/// A request's verdict: `ratelimit.result`, and the limit that refused
+/// (index into the configured limits) for `ratelimit.limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Verdict {
+    pub(super) result: Outcome,
+    pub(super) limit: Option<usize>,
+}
+
+/// `ratelimit.result`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Every matching limit admitted it.
+    Allowed,
+    /// A limit refused it (enforce mode).
+    Refused,
+    /// A limit would have refused it (shadow mode).
+    ShadowRefused,
+    /// The rate limit service failed; `failure_mode` let it through.
+    FailureModeAllowed,
+    /// The rate limit service failed; `failure_mode` refused it.
+    FailureModeDenied,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Refused => "refused",
+            Outcome::ShadowRefused => "shadow_refused",
+            Outcome::FailureModeAllowed => "failure_mode_allowed",
+            Outcome::FailureModeDenied => "failure_mode_denied",
+        }
+    }
 }
 
 impl RateLimitFilter {
@@ -79,6 +116,19 @@ impl RateLimitFilter {
         if decision.client_ip_fallback {
             self.metrics.client_ip_fallback.inc(host);
         }
+    }
+
+    /// The verdict of a decision (`None`: no limit matched).
+    pub(super) fn verdict(&self, decision: &Decision) -> Option<Verdict> {
+        if decision.outcomes.is_empty() {
+            return None;
+        }
+        let result = match (decision.refused_by, self.limiter.config().mode) {
+            (None, _) => Outcome::Allowed,
+            (Some(_), Mode::Enforce) => Outcome::Refused,
+            (Some(_), Mode::Shadow) => Outcome::ShadowRefused,
+        };
+        Some(Verdict { result, limit: decision.refused_by })
     }
 
     /// Sends `refusal`; `Continue` (the request goes through) when the host
@@ -136,6 +186,7 @@ impl Filter for RateLimitFilter {
         let req = RequestView::fetch(host, self.needed_headers.as_deref(), self.needs_peer);
         let decision = self.limiter.check(&req, host, host);
         self.record(host, &decision);
+        stream.verdict = self.verdict(&decision);
         if let Some(refusal) = self.limiter.refusal(&decision) {
             if Self::reply(host, &refusal) == Flow::Pause {
                 return Flow::Pause;
@@ -160,6 +211,17 @@ impl Filter for RateLimitFilter {
         match &self.global {
             Some(caller) => caller.on_reply(self, host, stream, token, reply),
             None => Flow::Pause,
+        }
+    }
+
+    /// `ratelimit.result` (`allowed`, `refused`, `shadow_refused`,
+    /// `failure_mode_allowed`, `failure_mode_denied`) once a limit matched,
+    /// and `ratelimit.limit`, the limit that refused.
+    fn span_attributes(&self, stream: &RateLimitStream, out: &mut Vec<(&'static str, String)>) {
+        let Some(v) = stream.verdict else { return };
+        out.push(("ratelimit.result", v.result.as_str().to_string()));
+        if let Some(limit) = v.limit.and_then(|i| self.limiter.config().limits.get(i)) {
+            out.push(("ratelimit.limit", limit.name.clone()));
         }
     }
 }

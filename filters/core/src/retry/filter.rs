@@ -97,6 +97,13 @@ pub struct RetryStream {
     reserved: u32,
     /// When they were reserved (the refund goes back to that slice).
     reserved_at: u64,
+    /// For the span: the policy, forged headers met, retries wanted and
+    /// granted, and the retries the proxy made.
+    policy: Option<usize>,
+    forged: u32,
+    wanted: u32,
+    granted: Option<u32>,
+    used: Option<u32>,
 }
 
 impl RetryFilter {
@@ -117,6 +124,7 @@ impl RetryFilter {
         }
         let used = property_u64(host, &["upstream", "request_attempt_count"]).map_or(0, |a| a.saturating_sub(1));
         let used = u32::try_from(used).unwrap_or(u32::MAX).min(reserved);
+        stream.used = Some(used);
         self.metrics.retries.add(host, u64::from(used));
         let refund = reserved - used;
         if refund > 0 {
@@ -164,7 +172,9 @@ impl Filter for RetryFilter {
             }
             m.forged_stripped.inc(host);
         }
+        stream.forged = u32::try_from(plan.strip.len()).unwrap_or(u32::MAX);
         let Some(policy) = plan.policy else { return Flow::Continue };
+        stream.policy = Some(policy);
         if let Some(p) = self.per_policy.get(policy) {
             p.requests.inc(host);
         }
@@ -205,6 +215,8 @@ impl Filter for RetryFilter {
         }
         stream.reserved = granted;
         stream.reserved_at = now;
+        stream.wanted = plan.want;
+        stream.granted = Some(granted);
         for (name, value) in cfg.headers(policy, granted) {
             host.set_request_header(&name, Some(&value));
         }
@@ -228,5 +240,27 @@ impl Filter for RetryFilter {
     /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut RetryStream, host: &H) {
         self.settle(stream, host);
+    }
+
+    /// `retry.policy` (the policy that applied), `retry.granted` (the
+    /// retries the headers allow), `retry.budget` (`refused` when retries
+    /// were wanted and the budget granted none, else `ok`), `retry.retries`
+    /// (the retries Envoy made, once the response is in) and
+    /// `retry.forged` (forged retry headers met, when any). In nginx only
+    /// the policy and the forged count (`proxy_next_upstream` retries).
+    fn span_attributes(&self, stream: &RetryStream, out: &mut Vec<(&'static str, String)>) {
+        if stream.forged > 0 {
+            out.push(("retry.forged", stream.forged.to_string()));
+        }
+        let Some(policy) = stream.policy.and_then(|p| self.config.policies.get(p)) else { return };
+        out.push(("retry.policy", policy.name.clone()));
+        let Some(granted) = stream.granted else { return };
+        out.push(("retry.granted", granted.to_string()));
+        if stream.wanted > 0 {
+            out.push(("retry.budget", if granted == 0 { "refused" } else { "ok" }.to_string()));
+        }
+        if let Some(used) = stream.used {
+            out.push(("retry.retries", used.to_string()));
+        }
     }
 }

@@ -103,6 +103,14 @@ pub(crate) struct RawConfig {
     budget: RawBudget,
     #[serde(default = "default_retry_after")]
     retry_after: BTreeMap<String, u32>,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    trace: bool,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics_path: Option<String>,
 }
 
 fn default_idempotency_header() -> String {

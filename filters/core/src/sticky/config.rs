@@ -39,6 +39,14 @@ pub(crate) struct RawConfig {
     hash_header: Option<String>,
     #[serde(default)]
     max_hosts: Option<u32>,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    trace: bool,
+    /// Read by [`crate::observe`].
+    #[serde(default)]
+    #[allow(dead_code)]
+    metrics_path: Option<String>,
 }
 
 fn default_session_key() -> Vec<String> {

@@ -77,6 +77,47 @@ pub struct SessionStream {
     clean: bool,
     /// The dynamic mode's placement, until the response settles it.
     placement: Option<Placement>,
+    /// For the span: how the request was placed, on which backend (static:
+    /// its index; dynamic: the host), and whether a pinning cookie was
+    /// refused.
+    placed: Option<Seen>,
+    backend: Option<usize>,
+    host: Option<SocketAddr>,
+    cookie_rejected: bool,
+}
+
+/// `sticky.placement`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// A valid pinning cookie sent it to its backend.
+    Pinned,
+    /// The session key's hash chose (static mode).
+    Hashed,
+    /// No session key: the fallback chose (static mode).
+    Fallback,
+    /// Its backend was down: sent elsewhere.
+    Failover,
+    /// No valid pin: Envoy's hash placed it and the answering host is pinned
+    /// (dynamic mode).
+    Placed,
+    /// The pin moved to the host that answered (dynamic mode).
+    Repinned,
+    /// Every backend was down: answered 503.
+    AllDown,
+}
+
+impl Seen {
+    fn as_str(self) -> &'static str {
+        match self {
+            Seen::Pinned => "pinned",
+            Seen::Hashed => "hashed",
+            Seen::Fallback => "fallback",
+            Seen::Failover => "failover",
+            Seen::Placed => "placed",
+            Seen::Repinned => "repinned",
+            Seen::AllDown => "all_down",
+        }
+    }
 }
 
 impl StickyFilter {
@@ -195,11 +236,20 @@ impl StickyFilter {
             // A client never chooses the upstream itself (below, setting the
             // header replaces any value it sent).
             host.set_request_header(upstream_header, None);
+            stream.placed = Some(Seen::AllDown);
             return self.reply_all_down(host);
         };
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);
         }
+        stream.cookie_rejected = choice.cookie_rejected;
+        stream.backend = Some(choice.backend);
+        stream.placed = Some(match (choice.failed_over_from, choice.source) {
+            (Some(_), _) => Seen::Failover,
+            (None, super::Source::Cookie) => Seen::Pinned,
+            (None, super::Source::Key) => Seen::Hashed,
+            (None, super::Source::Fallback) => Seen::Fallback,
+        });
         if let Some(m) = per_backend.get(choice.backend) {
             m.assigned.inc(host);
         }
@@ -243,6 +293,13 @@ impl StickyFilter {
         if choice.cookie_rejected {
             self.metrics.cookie_rejected.inc(host);
         }
+        stream.cookie_rejected = choice.cookie_rejected;
+        stream.host = choice.override_to;
+        stream.placed = match choice.placement {
+            Placement::Pinned(_) => Some(Seen::Pinned),
+            Placement::Failover(_) => Some(Seen::Failover),
+            Placement::New => None,
+        };
         if matches!(choice.placement, Placement::Pinned(_)) {
             m.pinned.inc(host);
         }
@@ -295,11 +352,14 @@ impl StickyFilter {
         if !failure {
             dynamic.note_good(used, now);
         }
+        stream.host = Some(used);
         if repin && own_cluster && !failure {
             if placement == Placement::New {
                 m.placed.inc(host);
+                stream.placed = Some(Seen::Placed);
             } else {
                 m.repinned.inc(host);
+                stream.placed = Some(Seen::Repinned);
             }
             stream.set_cookie = Some(dynamic.set_cookie(used, cluster.as_deref()));
         }
@@ -414,6 +474,26 @@ impl Filter for StickyFilter {
             Mode::Dynamic { dynamic, metrics } => {
                 self.dynamic_settle(stream, host, dynamic, metrics);
             }
+        }
+    }
+
+    /// `sticky.placement` (`pinned`, `hashed`, `fallback`, `failover`,
+    /// `all_down`; dynamic mode: `pinned`, `failover`, then at the response
+    /// `placed` or `repinned` when the answering host is pinned),
+    /// `sticky.backend` (static: the backend's name; dynamic: the host,
+    /// `ip:port`, pinned or that answered) and `sticky.cookie` = `rejected`
+    /// for a forged, tampered or stale pinning cookie.
+    fn span_attributes(&self, stream: &SessionStream, out: &mut Vec<(&'static str, String)>) {
+        if let Some(placed) = stream.placed {
+            out.push(("sticky.placement", placed.as_str().to_string()));
+        }
+        match (&self.mode, stream.backend, stream.host) {
+            (Mode::Static { sticky, .. }, Some(b), _) => out.push(("sticky.backend", sticky.name(b).to_string())),
+            (Mode::Dynamic { .. }, _, Some(h)) => out.push(("sticky.backend", h.to_string())),
+            _ => {}
+        }
+        if stream.cookie_rejected {
+            out.push(("sticky.cookie", "rejected".to_string()));
         }
     }
 }

@@ -9,8 +9,8 @@
 //! event loop's cached time).
 
 use super::super::config::Mode;
-use super::super::filter::{RateLimitFilter, RateLimitStream};
-use super::super::{protocol, quota_headers, Decision, QuotaItem};
+use super::super::filter::{Outcome, RateLimitFilter, RateLimitStream, Verdict};
+use super::super::{protocol, quota_headers, Decision, LimitState, QuotaItem};
 use super::{Answer, AnswerError, FailureMode, GlobalCall, GlobalService, Protocol};
 use crate::host::{Call, CallReply, Flow, Host};
 use crate::request::RequestView;
@@ -119,21 +119,25 @@ impl Caller {
         self.metrics.errors.inc(host);
         self.service_state(host, g, Some(why));
         let style = f.limiter.config().headers;
+        let failed = |result| Some(Verdict { result, limit: None });
         match g.failure_mode {
             FailureMode::Allow => {
                 self.metrics.failure_mode_allowed.inc(host);
+                stream.verdict = failed(Outcome::FailureModeAllowed);
                 stream.response_headers = quota_headers(style, &pending.local);
                 Flow::Continue
             }
             FailureMode::Deny if f.limiter.config().mode == Mode::Shadow => Flow::Continue,
             FailureMode::Deny => {
                 self.metrics.failure_mode_denied.inc(host);
+                stream.verdict = failed(Outcome::FailureModeDenied);
                 RateLimitFilter::reply(host, &f.limiter.service_failure_refusal(g))
             }
             FailureMode::Local { .. } => {
                 self.metrics.degraded.inc(host);
                 let decision = f.limiter.check_degraded(&pending.req, host, host);
                 f.record(host, &decision);
+                stream.verdict = f.verdict(&decision).or(failed(Outcome::FailureModeAllowed));
                 if let Some(refusal) = f.limiter.refusal(&decision) {
                     return RateLimitFilter::reply(host, &refusal);
                 }
@@ -170,6 +174,13 @@ impl Caller {
         for &(i, state) in &outcome.states {
             f.count(host, i, state);
         }
+        let refused_by = outcome.states.iter().find(|(_, s)| *s == LimitState::Refused).map(|(i, _)| *i);
+        let result = match (refused_by, f.limiter.config().mode) {
+            (None, _) => Outcome::Allowed,
+            (Some(_), Mode::Enforce) => Outcome::Refused,
+            (Some(_), Mode::Shadow) => Outcome::ShadowRefused,
+        };
+        stream.verdict = Some(Verdict { result, limit: refused_by });
         if answer.over_limit {
             self.metrics.over_limit.inc(host)
         } else {
