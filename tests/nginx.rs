@@ -500,6 +500,8 @@ fn nginx_bundle_serves_all_four_policies() {
         }
         assert!(Instant::now() < deadline, "the breaker never opened");
     }
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(!log.contains("[emerg]"), "TEMP {log}");
 }
 
 /// Issue 30, defect 10: a breaker zone too small for `max_breakers` records
@@ -536,4 +538,194 @@ fn nginx_host_key_is_the_clients_host() {
     assert_eq!(get_host(n.addr, "a.example").status, 200);
     assert_eq!(get_host(n.addr, "a.example").status, 429);
     assert_eq!(get_host(n.addr, "b.example").status, 200, "another host shared a.example's bucket");
+}
+
+/// NGINX's OpenTelemetry module beside the nginx binary (the shared build's
+/// `modules/`); `None` (the test prints SKIPPED) without it.
+fn otel_module(bin: &std::path::Path) -> Option<std::path::PathBuf> {
+    let module = bin.parent()?.join("modules/ngx_otel_module.so");
+    if module.is_file() {
+        return Some(std::fs::canonicalize(&module).unwrap_or(module));
+    }
+    eprintln!("SKIPPED: no modules/ngx_otel_module.so beside {}", bin.display());
+    None
+}
+
+/// The bundle for the trace test: a tight limit on /limited, a breaker per
+/// `x-breaker`, sticky sessions with cookies, a retry policy; `trace` on.
+const TRACED_BUNDLE: &str = r#"{"trace":true,
+ "rate_limit":{"limits":[{"name":"tight","requests":2,"period":"1m","burst":2,"key":"header:x-client","match":{"path_prefix":"/limited"}}]},
+ "circuit_breaker":{"key":"header:x-breaker","consecutive_failures":3,"open_for":"60s"},
+ "sticky_session":{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},{"name":"c","address":"127.0.0.1:8083"}],
+   "session_key":["header:x-session-id","client_ip"],"cookie":{"name":"sticky","secret":"trace-test-secret-0123456789abcdef"},
+   "health":{"failures":50,"eject_for":"10s"},"backend_header":"x-sticky-backend"},
+ "retry":{"policies":[{"name":"reads","match":{"methods":["GET"]}}]}}"#;
+
+/// `nginx-otel/otel/`'s includes, enabled in a test's prefix as the README's
+/// two symlinks would: `load_module` by absolute path, the exporter sending
+/// to `sink` every second (the module's default is 5 s).
+fn enable_tracing(dir: &std::path::Path, module: &std::path::Path, sink: std::net::SocketAddr) {
+    let enabled = dir.join("otel/enabled");
+    std::fs::create_dir_all(&enabled).expect("otel/enabled");
+    let main = std::fs::read_to_string(repo().join("nginx-otel/otel/main.conf")).expect("main.conf");
+    let main = main.replace("load_module modules/ngx_otel_module.so;", &format!("load_module {};", module.display()));
+    std::fs::write(enabled.join("main.main.conf"), main).expect("main include");
+    let http = std::fs::read_to_string(repo().join("nginx-otel/otel/http.conf")).expect("http.conf");
+    let http = http.replace("endpoint 127.0.0.1:4317;", &format!("endpoint {sink};\n    interval 1s;"));
+    std::fs::write(enabled.join("http.http.conf"), http).expect("http include");
+}
+
+#[test]
+fn nginx_spans_carry_the_decisions_through_the_otel_includes() {
+    let Some(bin) = nginx_bin() else { return };
+    let Some(module) = otel_module(&bin) else { return };
+    let sink = integration_tests::otlp::OtlpSink::start();
+    let b = Backends::start(&["a", "b", "c"]);
+    let metrics_port = free_port();
+    let edits = [("listen 127.0.0.1:9145;", format!("listen 127.0.0.1:{metrics_port};"))];
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
+    let (dir, path) = write_config("bundle.conf", &b.addrs(), Some(TRACED_BUNDLE), &edits);
+    enable_tracing(&dir, &module, sink.addr);
+    let conf = std::fs::read_to_string(&path).expect("read back");
+    let port: u16 = conf
+        .split("listen 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let n = spawn(&bin, &dir, &path, &conf, port).unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+
+    let first = http_get(n.addr, "/placed", &[("x-session-id", "alice")]).expect("request");
+    let cookie = first.header("set-cookie").expect("pinning cookie").split(';').next().unwrap_or("").to_string();
+    let home = first.header("x-sticky-backend").expect("backend").to_string();
+    assert_eq!(http_get(n.addr, "/pinned", &[("cookie", &cookie)]).expect("request").status, 200);
+    for _ in 0..3 {
+        let _ = http_get(n.addr, "/limited", &[("x-client", "c1")]);
+    }
+    for name in ["a", "b", "c"] {
+        b.set(name, "fail=1&status=503");
+    }
+    // The breaker records in nginx's log phase: a moment after each answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http_get(n.addr, "/breaker", &[("x-breaker", "orders")]).expect("request");
+        if r.header("x-circuit-breaker").is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let patience = Duration::from_secs(40);
+    let path_is = |s: &integration_tests::otlp::Span, p: &str| s.attr("http.target") == Some(p);
+    let find = |p: &str, extra: &dyn Fn(&integration_tests::otlp::Span) -> bool| {
+        sink.wait_for(patience, |s| path_is(s, p) && extra(s))
+            .unwrap_or_else(|| panic!("no nginx span for {p}: {:#?}", sink.spans()))
+    };
+    let s = find("/pinned", &|_| true);
+    assert_eq!(s.service, "resilience-filters");
+    assert_eq!(s.attr("sticky.placement"), Some("pinned"));
+    assert_eq!(s.attr("sticky.backend"), Some(home.as_str()));
+    assert_eq!(s.attr("retry.policy"), Some("reads"));
+    assert_eq!(s.attr("circuit_breaker.decision"), Some("passed"));
+    let s = find("/limited", &|s| s.attr("ratelimit.result") == Some("refused"));
+    assert_eq!(s.attr("ratelimit.limit"), Some("tight"));
+    let s = find("/breaker", &|s| s.attr("circuit_breaker.decision") == Some("rejected"));
+    assert_eq!(s.attr("circuit_breaker.key"), Some("orders"));
+    assert_eq!(s.attr("circuit_breaker.state"), Some("open"));
+    // One http.status_code per span: the module's own (an integer, which the
+    // sink writes as text).
+    let spans = sink.spans();
+    assert!(spans.iter().all(|s| s.attr("http.status_code").is_some()));
+    // Nothing the filter wrote upset nginx (with the failing backends,
+    // "no live upstreams" errors are expected).
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    for bad in ["[emerg]", "[crit]", "[alert]", "not changeable", "proxy-wasm]["] {
+        let hits: Vec<&str> =
+            log.lines().filter(|l| l.contains(bad) && (bad != "proxy-wasm][" || l.contains("[error]"))).collect();
+        assert!(hits.is_empty(), "{bad}: {hits:#?}");
+    }
+}
+
+#[test]
+fn nginx_serves_the_filters_metrics_for_prometheus() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b", "c"]);
+    let metrics_port = free_port();
+    let listen = format!("listen 127.0.0.1:{metrics_port};");
+    let n = start_with(&bin, "bundle.conf", &b.addrs(), None, &[("listen 127.0.0.1:9145;", &listen)])
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let metrics: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().expect("addr");
+    let value = |text: &str, series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (allowed, refused) = ("rate_limit_allowed{limit=\"per-client\"}", "rate_limit_refused{limit=\"per-client\"}");
+    // The readiness probes were counted too: from here on, exactly the burst.
+    let before = http_get(metrics, "/metrics", &[]).expect("metrics").text();
+    let r = burst(n.addr, "/", 300, 6, |i| vec![("x-session-id".to_string(), format!("s{}", i % 9))]);
+    let (admitted, limited) = (r.count(200) as u64, r.count(429) as u64);
+    assert!(admitted > 0 && limited > 0, "a burst over the limit: {admitted} admitted, {limited} refused");
+    // Every worker's counts, summed, whichever worker answers; each request
+    // is counted when it is decided, before its answer leaves.
+    let page = http_get(metrics, "/metrics", &[]).expect("metrics");
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(page.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = page.text();
+    assert_eq!(value(&text, allowed) - value(&before, allowed), admitted, "{text}");
+    assert_eq!(value(&text, refused) - value(&before, refused), limited, "{text}");
+    for series in [
+        "# TYPE rate_limit_allowed counter",
+        "sticky_assigned{backend=\"a\"}",
+        "circuit_breaker_state{breaker=\"backends\"}",
+        "retry_requests{policy=\"default\"}",
+        "bundle_configured ",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    // The metrics listener serves nothing else, and the main one proxies
+    // /metrics like any path.
+    assert_eq!(http_get(metrics, "/other", &[]).expect("request").status, 404);
+    let main = http_get(n.addr, "/metrics", &[]).expect("request");
+    assert!(!main.text().contains("# TYPE"), "the main location's configuration has no metrics_path");
+}
+
+/// Passive health in nginx: a backend answering 503s is ejected after
+/// `health.failures` (3) and its sessions move, on every worker, without an
+/// error line. (This module version's `upstream.address` drops the port, so
+/// the filter reads `$upstream_addr` instead: with `upstream.address` no
+/// outcome was ever charged to a backend, and an nginx with no live upstream
+/// logged `[emerg] malloc(...) failed` on every such request.)
+#[test]
+fn nginx_sticky_backend_failing_is_ejected_and_its_sessions_move() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b", "c"]);
+    let n = start(&bin, "sticky-session.conf", &b.addrs(), None)
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let home = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
+    let home = home.header("x-backend").expect("backend").to_string();
+    b.set(&home, "fail=1&status=503");
+    // Health is recorded in nginx's log phase, a moment after each answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved = loop {
+        let r = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
+        if r.status == 200 {
+            break r.header("x-backend").unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "the session never left its failing backend {home}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_ne!(moved, home);
+    // Seen by both workers: new connections, every one away from `home`.
+    for _ in 0..10 {
+        let r = http_get(n.addr, "/", &[("x-session-id", "alice")]).expect("request");
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("x-backend"), Some(home.as_str()));
+    }
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert!(log.contains("ejected after failures in a row"), "{log}");
+    assert!(!log.contains("[emerg]") && !log.contains("[crit]"), "{log}");
 }

@@ -14,10 +14,12 @@
 //!     filter state object `wasm.ratelimit.result`, and the tracing
 //!     configuration's `custom_tags` copy it onto the request's span
 //!     (`value: "%FILTER_STATE(wasm.ratelimit.result:PLAIN)%"`, Envoy 1.37+).
-//!   * nginx: `set_property(["ngx", "ratelimit_result"], ...)` sets the
-//!     variable `$ratelimit_result` (dots become underscores; the variable
-//!     must exist, which `nginx-otel/otel/http.conf`'s `map` blocks do),
-//!     which `otel_span_attr` reads.
+//!   * nginx: `set_property(["ngx", "filters_ratelimit_result"], ...)` sets
+//!     the variable `$filters_ratelimit_result` (`filters_`, then the name
+//!     with `_` for `.`, apart from the config's own variables such as
+//!     `$sticky_backend`; the variable must exist, which
+//!     `nginx-otel/otel/http.conf`'s `map` blocks do), which
+//!     `otel_span_attr` reads.
 //!
 //!   Off (the default), nothing is collected nor written: the request path
 //!   is the filter's alone (its host calls are pinned by each filter's tests).
@@ -156,11 +158,11 @@ impl<F: Filter> Observed<F> {
 }
 
 /// The property an attribute is written to: Envoy's filter state object
-/// `wasm.<name>`, or nginx's variable `$<name with _ for .>`.
+/// `wasm.<name>`, or nginx's variable `$filters_<name with _ for .>`.
 pub fn attribute_property(kind: HostKind, name: &str) -> Vec<String> {
     match kind {
         HostKind::Envoy => vec![name.to_string()],
-        HostKind::Nginx => vec!["ngx".to_string(), name.replace('.', "_")],
+        HostKind::Nginx => vec!["ngx".to_string(), format!("filters_{}", name.replace('.', "_"))],
     }
 }
 
@@ -205,10 +207,17 @@ impl<F: Filter> Filter for Observed<F> {
         flow
     }
 
+    /// In nginx nothing is written here: setting a variable from the
+    /// response phase makes this ngx_wasm_module (prerelease-0.6.0) fail a
+    /// huge allocation (`[emerg] malloc(18446649...) failed`) and drop the
+    /// response; the attributes decided at the response (the breaker's
+    /// transition) are Envoy's only.
     fn on_response_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
         let Some(filter) = &self.filter else { return };
         filter.on_response_headers(&mut stream.inner, host);
-        self.write_attributes(stream, host);
+        if self.observe.trace && host.kind() == HostKind::Envoy {
+            self.write_attributes(stream, host);
+        }
     }
 
     fn on_log<H: Host>(&self, stream: &mut Self::Stream, host: &H) {

@@ -104,6 +104,31 @@ impl Upstream {
     }
 }
 
+/// The upstream that answered, as the proxy names it (`ip:port`): Envoy's
+/// `upstream.address`; in nginx the last entry of `$upstream_addr` (read
+/// as `ngx.upstream_addr`; entries are separated by `, ` for each
+/// `proxy_next_upstream` attempt and ` : ` across internal redirects).
+/// nginx's own `upstream.address` is not read: this ngx_wasm_module
+/// (prerelease-0.6.0) cuts the port off, and when nginx had no live upstream
+/// (the peer is then the upstream block's name, with no `:`) it fails an
+/// allocation of about 2^64 bytes and logs `[emerg] malloc(...) failed`. An
+/// entry that is no address (that block name) is returned as is, and matches
+/// no backend. `None`: the proxy names none. One call that returns bytes.
+pub fn answered_by<H: Host + ?Sized>(host: &H) -> Option<String> {
+    if host.kind() == HostKind::Nginx {
+        let all = property_text(host, &["ngx", "upstream_addr"])?;
+        return Some(last_upstream_addr(&all).to_string());
+    }
+    property_text(host, &["upstream", "address"])
+}
+
+/// The last entry of nginx's `$upstream_addr`.
+pub fn last_upstream_addr(all: &str) -> &str {
+    let after = |s: &'static str| all.rfind(s).map(|i| i + s.len());
+    let start = after(", ").into_iter().chain(after(" : ")).max().unwrap_or(0);
+    all.get(start..).unwrap_or("").trim()
+}
+
 /// See [`Upstream::network_failure`].
 pub fn network_failure(flags: Option<u64>, code_details: Option<&str>, status: u16) -> bool {
     let details = code_details.map(str::trim).filter(|d| !d.is_empty());
@@ -145,6 +170,16 @@ mod tests {
         assert!(network_failure(None, None, 502));
         assert!(network_failure(None, Some(""), 504));
         assert!(!network_failure(None, None, 500));
+    }
+
+    #[test]
+    fn the_last_entry_of_nginx_upstream_addr() {
+        assert_eq!(last_upstream_addr("127.0.0.1:8081"), "127.0.0.1:8081");
+        assert_eq!(last_upstream_addr("127.0.0.1:8081, 127.0.0.1:8082"), "127.0.0.1:8082");
+        assert_eq!(last_upstream_addr("127.0.0.1:8081, [::1]:8082 : 127.0.0.1:8083"), "127.0.0.1:8083");
+        assert_eq!(last_upstream_addr("127.0.0.1:8081 : [::1]:8082"), "[::1]:8082");
+        assert_eq!(last_upstream_addr("127.0.0.1:8081, backend_all"), "backend_all");
+        assert_eq!(last_upstream_addr(""), "");
     }
 
     #[test]

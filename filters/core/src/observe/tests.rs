@@ -86,8 +86,8 @@ fn shadow_refusals_are_named_as_such() {
 fn in_nginx_an_attribute_is_the_variable_of_its_name() {
     let x = observed::<RateLimitFilter>(CasRule::NginxStrict, &limit(r#","trace":true"#));
     x.get("/");
-    assert_eq!(written(&x), pairs(&[("ngx.ratelimit_result", "allowed")]));
-    assert_eq!(attribute_property(HostKind::Nginx, "circuit_breaker.state"), ["ngx", "circuit_breaker_state"]);
+    assert_eq!(written(&x), pairs(&[("ngx.filters_ratelimit_result", "allowed")]));
+    assert_eq!(attribute_property(HostKind::Nginx, "circuit_breaker.state"), ["ngx", "filters_circuit_breaker_state"]);
     assert_eq!(attribute_property(HostKind::Envoy, "circuit_breaker.state"), ["circuit_breaker.state"]);
 }
 

@@ -192,7 +192,7 @@ impl StickyFilter {
             // not even read.
             return;
         }
-        let used = match property_text(host, &["upstream", "address"]) {
+        let used = match crate::upstream::answered_by(host) {
             Some(address) => match sticky.by_address(&address) {
                 Some(used) => used,
                 // Another cluster's host answered: not ours to judge.
@@ -324,7 +324,7 @@ impl StickyFilter {
         m: &DynamicMetrics,
     ) -> Option<SocketAddr> {
         let placement = stream.placement.take()?;
-        let used = property_text(host, &["upstream", "address"]).and_then(|a| a.trim().parse::<SocketAddr>().ok());
+        let used = crate::upstream::answered_by(host).and_then(|a| a.trim().parse::<SocketAddr>().ok());
         let upstream = Upstream::read(host);
         let used = used?;
         let failure = failed(&upstream);

@@ -104,6 +104,44 @@ fn failures_in_a_row_eject_a_backend_and_its_sessions_fail_over() {
     assert_eq!(backend(&session(&x, "s1", 200)), home);
 }
 
+/// A request in nginx answered `status` after nginx tried `upstream_addr`
+/// (`$upstream_addr`); nginx's `upstream.address` is what this module
+/// version returns: the address without its port.
+fn nginx_session(x: &Exchange<StickyFilter>, id: &str, status: u16, upstream_addr: Option<&str>) -> Outcome {
+    let (mut stream, flow) = x.start(&[(":method", "GET"), (":path", "/"), ("x-session-id", id)]);
+    let chosen = x.host.upstream_header("x-sticky-upstream").unwrap_or_default();
+    x.host.set_property("ngx.upstream_addr", upstream_addr.map_or(chosen, str::to_string));
+    x.host.set_property("upstream.address", "127.0.0.1");
+    let code = status.to_string();
+    x.finish(&mut stream, flow, Some(&[(":status", code.as_str())]))
+}
+
+#[test]
+fn in_nginx_the_answering_backend_is_the_last_entry_of_upstream_addr() {
+    let x = Exchange::<StickyFilter>::new(CasRule::NginxStrict, CONFIG).unwrap();
+    x.host.set_property("source.address", "192.0.2.1");
+    let home = backend(&nginx_session(&x, "s1", 200, None));
+    let home_addr = match home.as_str() {
+        "a" => "127.0.0.1:8081",
+        "b" => "127.0.0.1:8082",
+        _ => "127.0.0.1:8083",
+    };
+    // nginx had no live upstream: it names the upstream block; no backend
+    // answered, nothing is recorded.
+    for _ in 0..5 {
+        nginx_session(&x, "s1", 502, Some("backend_all"));
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 0);
+    // proxy_next_upstream moved the request off its backend: the backend
+    // it was placed on failed it, three times in a row.
+    let other = if home_addr.ends_with("8081") { "127.0.0.1:8082" } else { "127.0.0.1:8081" };
+    for _ in 0..3 {
+        nginx_session(&x, "s1", 200, Some(&format!("{home_addr}, {other}")));
+    }
+    assert_eq!(x.host.metric(&format!("sticky.{home}.ejected")), 1);
+    assert_ne!(backend(&nginx_session(&x, "s1", 200, None)), home, "failed over");
+}
+
 #[test]
 fn an_ejection_is_seen_by_every_worker() {
     let a = sticky(CONFIG);
