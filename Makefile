@@ -38,7 +38,7 @@ test: build lint unit validate-configs integration compose-smoke
 
 unit: setup
 	@# The alert rules: syntax, and their unit tests (each fires, each near miss stays silent).
-	cd deploy/prometheus && promtool check rules alerts.yaml && promtool test rules alerts.test.yaml
+	cd deploy/prometheus && promtool check rules alerts.yaml rules.yaml && promtool test rules alerts.test.yaml
 	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
 
 validate-configs: build

@@ -7,6 +7,7 @@
 //! Gateway's Global Ratelimit dashboard against the engine.
 
 use integration_tests::fleet::{Engine, Redis};
+use integration_tests::nginx;
 use integration_tests::*;
 use serde_json::Value;
 use std::process::{Child, Command, Stdio};
@@ -25,18 +26,18 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    /// Prometheus scraping `targets` (job, address, path) every second.
-    fn start(targets: &[(&str, std::net::SocketAddr, &str)]) -> Prometheus {
-        Self::start_with_rules(targets, None)
-    }
-
-    /// [`Prometheus::start`], evaluating `rules` (a rule file's text) every second.
-    fn start_with_rules(targets: &[(&str, std::net::SocketAddr, &str)], rules: Option<&str>) -> Prometheus {
+    /// Prometheus scraping `targets` (job, address, path) every second,
+    /// evaluating `rules` (rule files' texts) every second.
+    fn start(targets: &[(&str, std::net::SocketAddr, &str)], rules: &[String]) -> Prometheus {
         let dir = scratch_dir("prometheus");
         let mut cfg = String::from("global: { scrape_interval: 1s, evaluation_interval: 1s }\n");
-        if let Some(rules) = rules {
-            std::fs::write(dir.join("rules.yaml"), rules).expect("write rules");
-            cfg += &format!("rule_files: ['{}']\n", dir.join("rules.yaml").display());
+        if !rules.is_empty() {
+            cfg += "rule_files:\n";
+        }
+        for (i, text) in rules.iter().enumerate() {
+            let file = dir.join(format!("rules-{i}.yaml"));
+            std::fs::write(&file, text).expect("write rules");
+            cfg += &format!("- '{}'\n", file.display());
         }
         cfg += "scrape_configs:\n";
         for (job, addr, path) in targets {
@@ -81,13 +82,40 @@ fn encode(s: &str) -> String {
         .collect()
 }
 
-/// A panel query with its variables filled in as "All".
-fn filled(expr: &str) -> String {
-    let mut e = expr.replace("$__rate_interval", "30s");
+/// The shipped rule files: deploy/prometheus/alerts.yaml and rules.yaml.
+fn rule_files() -> Vec<String> {
+    ["alerts.yaml", "rules.yaml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(repo().join("deploy/prometheus").join(f)).expect("rule file"))
+        .collect()
+}
+
+/// A panel query with its variables filled in as "All", the scrape job as
+/// `job` (a regex).
+fn filled_for(expr: &str, job: &str) -> String {
+    let mut e = expr.replace("$__rate_interval", "30s").replace("$job", job);
     for var in ["$limit", "$breaker", "$backend", "$domain"] {
         e = e.replace(var, ".+");
     }
     e
+}
+
+fn filled(expr: &str) -> String {
+    filled_for(expr, ".+")
+}
+
+/// The panels of `filters.json` whose description says they show nothing
+/// for nginx's bundle sample (`nginx: empty`), by title.
+fn not_in_nginx() -> Vec<String> {
+    let text = std::fs::read_to_string(repo().join("deploy/grafana/filters.json")).expect("dashboard");
+    let d: Value = serde_json::from_str(&text).expect("dashboard JSON");
+    d["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter(|p| p["description"].as_str().unwrap_or("").contains("nginx: empty"))
+        .map(|p| p["title"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
 
 fn panel_queries(file: &str) -> Vec<(String, String)> {
@@ -153,12 +181,26 @@ fn every_dashboard_query_returns_data_from_real_envoy_and_the_engine() {
             ),
         2,
     );
-    let prom = Prometheus::start(&[
+    // nginx with the bundle, its metrics served by the bundle's exporter
+    // (nginx-otel/bundle.conf's metrics listener), when there is an nginx.
+    let nginx = nginx::nginx_bin().map(|bin| {
+        let port = free_port();
+        let listen = format!("listen 127.0.0.1:{port};");
+        let n = nginx::start_with(&bin, "bundle.conf", &addrs, None, &[("listen 127.0.0.1:9145;", &listen)])
+            .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+        let metrics: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        (n, metrics)
+    });
+    let mut targets = vec![
         ("envoy", envoy.admin, "/stats/prometheus"),
         ("envoy-global", global.admin, "/stats/prometheus"),
         ("envoy-dynamic", dynamic.admin, "/stats/prometheus"),
         ("engine", engine.http, "/metrics"),
-    ]);
+    ];
+    if let Some((_, metrics)) = &nginx {
+        targets.push(("nginx", *metrics, "/metrics"));
+    }
+    let prom = Prometheus::start(&targets, &rule_files());
     // Traffic: sessions spread over the backends, a burst over the
     // per-client limit, the engine asked until one client is over.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -179,9 +221,34 @@ fn every_dashboard_query_returns_data_from_real_envoy_and_the_engine() {
                 let _ = c.get("/", &[("x-session-id", &format!("s{}", i % 5))]);
             }
         }
+        if let Some((n, _)) = &nginx {
+            let mut c = Conn::open(n.addr).expect("connect");
+            for i in 0..120 {
+                let _ = c.get("/", &[("x-session-id", &format!("s{}", i % 7))]);
+            }
+        }
         missing = queries.iter().filter(|(_, e)| prom.query(&filled(e)).is_empty()).cloned().collect();
         if prom.query(eg).is_empty() {
             missing.push(("Envoy Gateway Global Ratelimit".into(), eg.into()));
+        }
+        // The recording rules of deploy/prometheus/rules.yaml.
+        for recorded in [
+            r#"job_limit:rate_limit_refused:ratio_rate5m{job="envoy", limit="per-client"}"#,
+            r#"job:ratelimit_engine_decision_duration_seconds:p99_rate5m{job="engine"}"#,
+        ] {
+            if prom.query(recorded).is_empty() {
+                missing.push(("recording rule".into(), recorded.into()));
+            }
+        }
+        // The nginx view: the same dashboard with job="nginx", but for the
+        // panels that say they have nothing to show there.
+        if nginx.is_some() {
+            let skip = not_in_nginx();
+            for (title, e) in panel_queries("filters.json") {
+                if !skip.contains(&title) && prom.query(&filled_for(&e, "nginx")).is_empty() {
+                    missing.push((format!("nginx: {title}"), filled_for(&e, "nginx")));
+                }
+            }
         }
         if missing.is_empty() {
             break;
@@ -204,9 +271,8 @@ fn every_dashboard_query_returns_data_from_real_envoy_and_the_engine() {
 fn the_breaker_alert_fires_while_open_and_resolves_after_recovery() {
     let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
     let envoy = Envoy::start(&sample_config("bundle.yaml", &addrs), 2);
-    let rules = std::fs::read_to_string(repo().join("deploy/prometheus/alerts.yaml")).expect("alerts");
-    let rules = rules.replace("for: 5m", "for: 2s");
-    let prom = Prometheus::start_with_rules(&[("envoy", envoy.admin, "/stats/prometheus")], Some(&rules));
+    let rules = rule_files().into_iter().map(|r| r.replace("for: 5m", "for: 2s")).collect::<Vec<_>>();
+    let prom = Prometheus::start(&[("envoy", envoy.admin, "/stats/prometheus")], &rules);
     let set_all = |query: &str| {
         for (b, n) in backends.iter().zip(["a", "b", "c"]) {
             if let Some(b) = b {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod fleet;
+pub mod nginx;
 pub mod otlp;
 
 /// The repository root.

@@ -207,17 +207,10 @@ impl<F: Filter> Filter for Observed<F> {
         flow
     }
 
-    /// In nginx nothing is written here: setting a variable from the
-    /// response phase makes this ngx_wasm_module (prerelease-0.6.0) fail a
-    /// huge allocation (`[emerg] malloc(18446649...) failed`) and drop the
-    /// response; the attributes decided at the response (the breaker's
-    /// transition) are Envoy's only.
     fn on_response_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
         let Some(filter) = &self.filter else { return };
         filter.on_response_headers(&mut stream.inner, host);
-        if self.observe.trace && host.kind() == HostKind::Envoy {
-            self.write_attributes(stream, host);
-        }
+        self.write_attributes(stream, host);
     }
 
     fn on_log<H: Host>(&self, stream: &mut Self::Stream, host: &H) {

@@ -639,6 +639,8 @@ pub fn json_blocks(markdown: &str) -> Vec<&str> {
 #[allow(clippy::expect_used, clippy::panic)]
 pub fn assert_metrics_table<F: crate::host::Filter>(readme: &str, sets: &[(&str, &[&str])]) {
     let section = readme.split("## Metrics").nth(1).expect("a ## Metrics section");
+    // Up to the next section.
+    let section = section.split("\n## ").next().unwrap_or(section);
     let mut documented = std::collections::BTreeSet::new();
     for row in section.lines().filter(|l| l.starts_with("| `")) {
         let first = row.split('|').nth(1).unwrap_or("");

@@ -36,6 +36,19 @@ pub struct Metrics {
     reload_errors: AtomicU64,
     overrides_ignored: AtomicU64,
     connections_refused: AtomicU64,
+    decisions: Latency,
+}
+
+/// Upper bounds (seconds) of the decision-latency histogram's buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A latency histogram: a count per bucket (not cumulative; summed when
+/// rendered), the sum in nanoseconds, the count.
+#[derive(Default)]
+struct Latency {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -56,6 +69,7 @@ impl Metrics {
             reload_errors: AtomicU64::new(0),
             overrides_ignored: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            decisions: Latency::default(),
         };
         m.ids_for(&names);
         m
@@ -105,6 +119,20 @@ impl Metrics {
     /// A descriptor's `limit` override without a usable unit (ignored).
     pub fn override_ignored(&self) {
         add(&self.overrides_ignored, 1);
+    }
+
+    /// How long one call took to decide (its Redis round trips included),
+    /// answered or failed.
+    pub fn decided_in(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let l = &self.decisions;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            if let Some(b) = l.buckets.get(i) {
+                add(b, 1);
+            }
+        }
+        add(&l.sum_nanos, u64::try_from(took.as_nanos()).unwrap_or(u64::MAX));
+        add(&l.count, 1);
     }
 
     /// A connection closed at once: its listener held its most.
@@ -208,7 +236,25 @@ impl Metrics {
             }
             let _ = writeln!(out, "ratelimit_engine_{series} {}", get(c));
         }
+        self.render_latency(&mut out);
         out
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let l = &self.decisions;
+        let name = "ratelimit_engine_decision_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to decide a ShouldRateLimit call, its Redis round trips included.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, b) in LATENCY_BUCKETS.iter().zip(l.buckets.iter()) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let count = l.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = l.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
     }
 }
 
@@ -241,6 +287,27 @@ fn escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_latency_is_a_cumulative_histogram() {
+        let m = Metrics::new(Vec::new());
+        m.decided_in(std::time::Duration::from_micros(300));
+        m.decided_in(std::time::Duration::from_millis(3));
+        m.decided_in(std::time::Duration::from_secs(9));
+        let text = m.render();
+        for want in [
+            "# TYPE ratelimit_engine_decision_duration_seconds histogram",
+            "ratelimit_engine_decision_duration_seconds_bucket{le=\"0.0005\"} 1",
+            "ratelimit_engine_decision_duration_seconds_bucket{le=\"0.0025\"} 1",
+            "ratelimit_engine_decision_duration_seconds_bucket{le=\"0.005\"} 2",
+            "ratelimit_engine_decision_duration_seconds_bucket{le=\"2.5\"} 2",
+            "ratelimit_engine_decision_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "ratelimit_engine_decision_duration_seconds_sum 9.0033",
+            "ratelimit_engine_decision_duration_seconds_count 3",
+        ] {
+            assert!(text.contains(want), "{want} missing:\n{text}");
+        }
+    }
 
     #[test]
     fn renders_one_series_per_limit() {

@@ -252,7 +252,10 @@ pub fn invalid(r: &wire::RateLimitRequest) -> Option<&'static str> {
 
 /// Decides a request for either transport; `Err` when Redis failed (counted).
 pub async fn decide(limiter: &Service, r: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, String> {
-    match limiter.should_rate_limit(&request_of(r)).await {
+    let started = std::time::Instant::now();
+    let decided = limiter.should_rate_limit(&request_of(r)).await;
+    limiter.metrics.decided_in(started.elapsed());
+    match decided {
         Ok((code, verdicts)) => Ok(wire::RateLimitResponse {
             overall_code: code.wire(),
             statuses: verdicts.iter().map(status_of).collect(),
