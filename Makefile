@@ -51,6 +51,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test engine_hostile
 	$(CARGO) test -p integration-tests --test config_push -- --nocapture
 	$(CARGO) test -p integration-tests --test observability
+	$(CARGO) test -p integration-tests --test traces
 	$(CARGO) test -p integration-tests --test redis_cluster -- --nocapture
 	$(CARGO) test -p integration-tests --test circuit_breaker
 	$(CARGO) test -p integration-tests --test retry

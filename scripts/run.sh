@@ -4,7 +4,9 @@
 # envoy/$CONFIG.yaml (`make run CONFIG=circuit-breaker`; CONFIG=global-rate-limit
 # also starts Redis on :6380 and ratelimit-engine on :8090/:8091; CONFIG=bundle runs all
 # four policies in one module; CONFIG=sticky-session-eds reads the endpoints
-# from envoy/eds/ by EDS). Ctrl-C stops all.
+# from envoy/eds/ by EDS; CONFIG=observability runs the bundle with traces on
+# and also starts Prometheus on :9090 and an OTLP receiver on :4317). Ctrl-C
+# stops all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-rate-limit}"
@@ -23,6 +25,24 @@ if [ "$CONFIG" = global-rate-limit ]; then
     # GCRA: the demo's 20 per minute with no window edge in the middle of it.
     target/release/ratelimit-engine --config envoy/ratelimit/edge.yaml --redis redis://127.0.0.1:6380 --algorithm gcra \
         --grpc 127.0.0.1:8091 --http 127.0.0.1:8090 > run/engine.log 2>&1 &
+    pids+=($!)
+fi
+if [ "$CONFIG" = observability ]; then
+    # Spans: an OTLP/gRPC receiver on :4317 writing one JSON line per span.
+    .venv/bin/python scripts/otlp-sink.py --listen 127.0.0.1:4317 --out run/spans.jsonl > run/otlp-sink.log 2>&1 &
+    pids+=($!)
+    # Metrics: Prometheus on :9090 scraping Envoy every 5 s, with the alert
+    # and recording rules of deploy/prometheus/.
+    cat > run/prometheus.yml <<PROM
+global: { scrape_interval: 5s, evaluation_interval: 5s }
+rule_files: ['$PWD/deploy/prometheus/alerts.yaml', '$PWD/deploy/prometheus/rules.yaml']
+scrape_configs:
+- job_name: envoy
+  metrics_path: /stats/prometheus
+  static_configs: [{ targets: ['127.0.0.1:9901'] }]
+PROM
+    prometheus --config.file=run/prometheus.yml --storage.tsdb.path=run/prometheus \
+        --web.listen-address=127.0.0.1:9090 > run/prometheus.log 2>&1 &
     pids+=($!)
 fi
 .venv/bin/envoy -c "envoy/$CONFIG.yaml" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
@@ -122,6 +142,22 @@ and retry headers, in one Wasm module.
   for i in $(seq 8); do curl -s -o /dev/null -w '%{http_code} ' http://127.0.0.1:10000/; done; echo
                                                    # retried 503s, then the breaker's own 503s
   curl -s http://127.0.0.1:9901/stats/prometheus | grep -E 'rate_limit|circuit_breaker|sticky|retry'
+
+MSG
+elif [ "$CONFIG" = observability ]; then
+cat <<'MSG'
+Envoy is serving on http://127.0.0.1:10000 with the bundle (all four
+policies) and "trace": true, every request traced (deploy/observability.md).
+
+  for i in $(seq 200); do curl -s -o /dev/null -H "x-session-id: s$((i % 7))" http://127.0.0.1:10000/; done
+  curl '127.0.0.1:8081/_demo/set?fail=0.5'        # backend a fails every other request: retries, ejections
+
+Metrics:     http://127.0.0.1:9090/graph?g0.expr=rate_limit_allowed   (Prometheus, scraping Envoy every 5 s)
+             curl -s http://127.0.0.1:9901/stats/prometheus | grep -E '^(rate_limit|circuit_breaker|sticky|retry)_'
+Alerts:      http://127.0.0.1:9090/alerts         (deploy/prometheus/alerts.yaml, rules.yaml)
+Dashboards:  import deploy/grafana/filters.json into a Grafana whose Prometheus data source is http://127.0.0.1:9090
+Traces:      tail -f run/spans.jsonl              (each span's ratelimit.*, circuit_breaker.*, sticky.*, retry.*)
+             or stop the sink and point an OpenTelemetry collector at 127.0.0.1:4317
 
 MSG
 else

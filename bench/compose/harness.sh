@@ -105,8 +105,8 @@ images() {
     for f in target/release/demo-backend target/release/ratelimit-engine target/wasm/bundle.wasm; do
         [ -e "$f" ] || { log "$f is missing: run \`make build\` first"; exit 1; }
     done
-    log "building the harness's images (backend, engine, loadgen)"
-    "${COMPOSE[@]}" build -q backend-a ratelimit-engine loadgen >/dev/null
+    log "building the harness's images (backend, engine, loadgen, prometheus)"
+    "${COMPOSE[@]}" build -q backend-a ratelimit-engine loadgen prometheus >/dev/null
 }
 
 stop() {

@@ -35,7 +35,7 @@ from .measure import measure, paired
 from .procs import Backends, Nginx, RateLimitService
 from .report import write
 from .scenarios import (scenario_cookie_vs_ip_hash, scenario_key_flood, scenario_kill_one_of_three,
-                        scenario_random_failures, scenario_rate_limit)
+                        scenario_prometheus, scenario_random_failures, scenario_rate_limit)
 
 
 def main():
@@ -131,13 +131,15 @@ def main():
 
 def smoke(run):
     """The compose harness's smoke run (`make test`): the four filters
-    chained behind Envoy with a backend killed halfway, and the rate-limit
-    seed scenario under ab, all in containers. Exit 1 when either is off."""
+    chained behind Envoy with a backend killed halfway, the rate-limit seed
+    scenario under ab, and Prometheus scraping an Envoy, all in containers.
+    Exit 1 when one is off."""
     started = time.time()
     rows = scenario_kill_one_of_three(run, ["a", "b", "c"])
     b = Backends(run, ["a", "b", "c"])
     try:
         rows += scenario_rate_limit(run, b.addrs)[:1]
+        rows += scenario_prometheus(run, b.addrs)
     finally:
         b.close()
     print("| scenario | expected | measured | |\n| --- | --- | --- | --- |")

@@ -1,11 +1,14 @@
 """Seed scenarios: each prints its expected outcome next to the measured one."""
+import json
 import re
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 
 from .configs import bootstrap, cluster, configs, filter_configs, override_host_cluster, rate_limit_scenario_config, route, wasm
-from .env import ROOT
-from .procs import Backends, Envoy, get, load_cmd
+from .env import ROOT, free_port
+from .procs import Backends, Container, Envoy, get, load_cmd
 
 
 def scenario_rate_limit(run, addrs):
@@ -33,6 +36,46 @@ def scenario_rate_limit(run, addrs):
              "measured": f"{refused} refused (429), {statuses.count(200)} admitted"},
         ]
     finally:
+        e.close()
+
+
+def scenario_prometheus(run, addrs):
+    """The compose file's Prometheus (Debian's, in its own container) scrapes
+    an Envoy running the rate limiter: after some requests its query API
+    returns the filter's labelled series, as many admissions as Envoy
+    counted, and deploy/prometheus/'s rules are loaded."""
+    e = Envoy(run, rate_limit_scenario_config(addrs), 2)
+    port = free_port()
+    (run.scratch / "prometheus.yml").write_text(
+        "global: { scrape_interval: 1s, evaluation_interval: 1s }\n"
+        "rule_files: ['/etc/prometheus/rules/alerts.yaml', '/etc/prometheus/rules/rules.yaml']\n"
+        f"scrape_configs:\n- job_name: envoy\n  metrics_path: /stats/prometheus\n"
+        f"  static_configs: [{{ targets: ['{e.admin}'] }}]\n")
+    prom = Container("prometheus", ["--config.file=/loadtest/prometheus.yml", "--storage.tsdb.path=/tmp/prometheus",
+                                    f"--web.listen-address=127.0.0.1:{port}"],
+                     volumes=[f"{run.scratch}:/loadtest:ro", f"{ROOT / 'deploy/prometheus'}:/etc/prometheus/rules:ro"])
+    try:
+        statuses = [get(e.port)[0] for _ in range(20)]
+        admitted = statuses.count(200)
+        query = urllib.parse.quote('rate_limit_allowed{job="envoy", limit="main"}')
+        seen, rules, deadline = None, 0, time.time() + 90
+        while time.time() < deadline and seen != admitted:
+            time.sleep(1)
+            try:
+                r = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query={query}", timeout=2))
+                result = r["data"]["result"]
+                seen = int(float(result[0]["value"][1])) if result else None
+                groups = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=2))
+                rules = sum(len(g["rules"]) for g in groups["data"]["groups"])
+            except (OSError, ValueError, KeyError, IndexError):
+                if not prom.running():
+                    raise RuntimeError(f"prometheus exited: {prom.logs()}") from None
+        return [{"scenario": "Prometheus (container) scrapes Envoy's rate limiter",
+                 "expected": f"rate_limit_allowed{{limit=\"main\"}} = {admitted} (Envoy's count), rules loaded",
+                 "measured": f"{seen}, {rules} rules",
+                 "ok": seen == admitted and rules >= 10}]
+    finally:
+        prom.close()
         e.close()
 
 

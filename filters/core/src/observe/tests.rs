@@ -334,3 +334,47 @@ fn prometheus_text_groups_families_and_escapes_labels() {
          # TYPE rate_limit_allowed counter\nrate_limit_allowed{limit=\"a\"} 5\nrate_limit_allowed{limit=\"b\"} 2\n"
     );
 }
+
+/// The attributes each filter's README lists under "Traces".
+fn documented_attributes() -> std::collections::BTreeSet<String> {
+    let readmes = [
+        include_str!("../../../rate-limit/README.md"),
+        include_str!("../../../circuit-breaker/README.md"),
+        include_str!("../../../sticky-session/README.md"),
+        include_str!("../../../retry/README.md"),
+    ];
+    let mut out = std::collections::BTreeSet::new();
+    for readme in readmes {
+        let section = readme.split("\n## Traces").nth(1).expect("a Traces section");
+        for row in section.lines().filter(|l| l.starts_with("| `")) {
+            out.insert(row.split('`').nth(1).unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_samples_carry_every_documented_attribute_and_no_other() {
+    let documented = documented_attributes();
+    assert_eq!(documented.len(), 14, "{documented:?}");
+    // Envoy: one custom tag per attribute, reading its filter state.
+    let envoy = include_str!("../../../../envoy/observability.yaml");
+    let tags: std::collections::BTreeSet<String> = envoy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- { tag: "))
+        .map(|l| {
+            let tag = l.split(',').next().unwrap_or_default().to_string();
+            assert!(l.contains(&format!("%FILTER_STATE(wasm.{tag}:PLAIN)%")), "{l}");
+            tag
+        })
+        .collect();
+    assert_eq!(tags, documented, "envoy/observability.yaml's custom_tags");
+    // nginx: each attribute's variable declared and handed to otel_span_attr.
+    let nginx = include_str!("../../../../nginx-otel/otel/http.conf");
+    for a in &documented {
+        let var = attribute_property(HostKind::Nginx, a).join(".").replacen("ngx.", "$", 1);
+        assert!(nginx.contains(&format!("map $pid {var} {{ default \"\"; }}")), "{var} not declared");
+        let attr = nginx.lines().find(|l| l.starts_with(&format!("otel_span_attr {a} "))).unwrap_or_default();
+        assert!(attr.trim_end().ends_with(&format!("{var};")), "{a}: {attr:?}");
+    }
+}
