@@ -429,16 +429,10 @@ fn nginx_spans_carry_the_decisions_through_the_otel_includes() {
     let metrics_port = free_port();
     let edits = [("listen 127.0.0.1:9145;", format!("listen 127.0.0.1:{metrics_port};"))];
     let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (*a, b.as_str())).collect();
-    let (dir, path) = write_config("bundle.conf", &b.addrs(), Some(TRACED_BUNDLE), &edits);
-    enable_tracing(&dir, &module, sink.addr);
-    let conf = std::fs::read_to_string(&path).expect("read back");
-    let port: u16 = conf
-        .split("listen 127.0.0.1:")
-        .nth(1)
-        .and_then(|r| r.split(';').next())
-        .and_then(|p| p.parse().ok())
-        .expect("port");
-    let n = spawn(&bin, &dir, &path, &conf, port).unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let n = start_prepared(&bin, "bundle.conf", &b.addrs(), Some(TRACED_BUNDLE), &edits, |dir| {
+        enable_tracing(dir, &module, sink.addr)
+    })
+    .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
 
     let first = http_get(n.addr, "/placed", &[("x-session-id", "alice")]).expect("request");
     let cookie = first.header("set-cookie").expect("pinning cookie").split(';').next().unwrap_or("").to_string();

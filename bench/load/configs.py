@@ -27,6 +27,22 @@ def sample_plugin(name):
     raise ValueError(f"envoy/{name}.yaml has no plugin configuration")
 
 
+def sample_stats_tags(name="bundle"):
+    """The `stats_config.stats_tags` of envoy/<name>.yaml (each `tag_name`
+    and its `regex`): the labels the filters' metrics get in Prometheus."""
+    tags, name_ = [], None
+    for line in (SAMPLES / f"{name}.yaml").read_text().splitlines():
+        text = line.strip()
+        if text.startswith("- tag_name:"):
+            name_ = text.split(":", 1)[1].strip()
+        elif text.startswith("regex:") and name_:
+            tags.append({"tag_name": name_, "regex": text.split(":", 1)[1].strip().strip("'")})
+            name_ = None
+    if not tags:
+        raise ValueError(f"envoy/{name}.yaml has no stats_tags")
+    return tags
+
+
 def never_refusing(rate_limit):
     """A rate-limit configuration whose limits admit a million requests a
     second per key (the most the filter accepts): a load test measures the

@@ -6,7 +6,8 @@ import time
 import urllib.parse
 import urllib.request
 
-from .configs import bootstrap, cluster, configs, filter_configs, override_host_cluster, rate_limit_scenario_config, route, wasm
+from .configs import (bootstrap, cluster, configs, filter_configs, override_host_cluster, rate_limit_scenario_config, route,
+                      sample_stats_tags, wasm)
 from .env import ROOT, free_port
 from .procs import Backends, Container, Envoy, get, load_cmd
 
@@ -44,7 +45,9 @@ def scenario_prometheus(run, addrs):
     an Envoy running the rate limiter: after some requests its query API
     returns the filter's labelled series, as many admissions as Envoy
     counted, and deploy/prometheus/'s rules are loaded."""
-    e = Envoy(run, rate_limit_scenario_config(addrs), 2)
+    cfg = rate_limit_scenario_config(addrs)
+    cfg["stats_config"] = {"stats_tags": sample_stats_tags()}
+    e = Envoy(run, cfg, 2)
     port = free_port()
     (run.scratch / "prometheus.yml").write_text(
         "global: { scrape_interval: 1s, evaluation_interval: 1s }\n"

@@ -72,7 +72,21 @@ pub fn start_with(
     plugin_json: Option<&str>,
     edits: &[(&str, &str)],
 ) -> Result<Nginx, String> {
+    start_prepared(bin, file, backends, plugin_json, edits, |_| {})
+}
+
+/// [`start_with`], with `prepare` given the prefix directory (where the
+/// config's relative includes resolve) before nginx starts.
+pub fn start_prepared(
+    bin: &std::path::Path,
+    file: &str,
+    backends: &[SocketAddr],
+    plugin_json: Option<&str>,
+    edits: &[(&str, &str)],
+    prepare: impl FnOnce(&std::path::Path),
+) -> Result<Nginx, String> {
     let (dir, path) = write_config(file, backends, plugin_json, edits);
+    prepare(&dir);
     let conf = std::fs::read_to_string(&path).expect("read back");
     let port: u16 = conf
         .split("listen 127.0.0.1:")

@@ -378,3 +378,29 @@ fn the_samples_carry_every_documented_attribute_and_no_other() {
         assert!(attr.trim_end().ends_with(&format!("{var};")), "{a}: {attr:?}");
     }
 }
+
+#[test]
+fn the_exporters_labels_are_the_samples_stats_tags() {
+    for sample in [include_str!("../../../../envoy/bundle.yaml"), include_str!("../../../../envoy/observability.yaml")] {
+        let mut tags = Vec::new();
+        let mut name = None;
+        for line in sample.lines().map(str::trim) {
+            if let Some(n) = line.strip_prefix("- tag_name: ") {
+                name = Some(n.to_string());
+            } else if let (Some(r), Some(n)) = (line.strip_prefix("regex: "), name.take()) {
+                tags.push((n, r.trim_matches('\'').to_string()));
+            }
+        }
+        let expected: Vec<(String, String)> = LABELLED
+            .iter()
+            .map(|(prefix, label, suffixes)| {
+                let tail = match suffixes {
+                    [one] => one.to_string(),
+                    many => format!("(?:{})", many.join("|")),
+                };
+                (label.to_string(), format!("^wasmcustom\\.{prefix}\\.((.+?)\\.){tail}$"))
+            })
+            .collect();
+        assert_eq!(tags, expected);
+    }
+}
