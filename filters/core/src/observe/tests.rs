@@ -381,7 +381,8 @@ fn the_samples_carry_every_documented_attribute_and_no_other() {
 
 #[test]
 fn the_exporters_labels_are_the_samples_stats_tags() {
-    for sample in [include_str!("../../../../envoy/bundle.yaml"), include_str!("../../../../envoy/observability.yaml")] {
+    for sample in [include_str!("../../../../envoy/bundle.yaml"), include_str!("../../../../envoy/observability.yaml")]
+    {
         let mut tags = Vec::new();
         let mut name = None;
         for line in sample.lines().map(str::trim) {
