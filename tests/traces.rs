@@ -61,11 +61,12 @@ fn envoy_spans_carry_each_policys_decision() {
         let _ = http_get(envoy.addr, "/limited", &[("x-client", "c1")]);
     }
 
-    // Retried: every backend fails every other request (503); the retry
-    // policy's retry lands on the answer that succeeds.
-    for name in ["a", "b", "c"] {
-        b.set(name, "fail=0.5&status=503");
-    }
+    // Retried: the backend these requests are placed on (by the client
+    // address) fails every request (503); the retry goes to another host
+    // (the sample route's previous_hosts predicate) and succeeds.
+    let home = http_get(envoy.addr, "/home", &[]).expect("request");
+    let home = home.header("x-backend").expect("x-backend").to_string();
+    b.set(&home, "fail=1&status=503");
     let mut retried_paths = Vec::new();
     for i in 0..6 {
         let path = format!("/retried-{i}");
