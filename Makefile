@@ -24,6 +24,8 @@ build: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
 	@scripts/wasm-opt.sh rate_limit circuit_breaker retry sticky_session bundle
 	$(CARGO) build --release -p demo-backend -p ratelimit-engine
+	@# The native Envoy module (filters/native): target/native/libresilience.so.
+	$(CARGO) build --profile native -p filters-native
 	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
 	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
 
@@ -39,7 +41,7 @@ test: build lint unit validate-configs integration compose-smoke
 unit: setup
 	@# The alert rules: syntax, and their unit tests (each fires, each near miss stays silent).
 	cd deploy/prometheus && promtool check rules alerts.yaml rules.yaml && promtool test rules alerts.test.yaml
-	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p ratelimit-engine -p traefik-convert -p packaging
+	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p filters-native -p ratelimit-engine -p traefik-convert -p packaging
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -68,6 +70,7 @@ lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
+	$(CARGO) clippy -p filters-native --all-targets -- -D warnings
 	$(CARGO) clippy -p filters-core --features schema,testing -- -D warnings
 	$(CARGO) clippy -p rls-protocol -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings

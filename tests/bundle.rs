@@ -1,6 +1,8 @@
 //! The bundle (all four policies in one module) in a real Envoy
 //! (`--concurrency 2`), three demo backends each in its own process: the
-//! seed scenarios through it, and bad sections refused at load.
+//! seed scenarios through it, and bad sections refused at load. Each test
+//! runs against both builds, the Wasm module and the native dynamic module
+//! (`_wasm` and `_native`), with the same assertions.
 
 use integration_tests::*;
 use std::time::Duration;
@@ -8,13 +10,14 @@ use std::time::Duration;
 struct Setup {
     backends: Vec<Option<Backends>>,
     envoy: Envoy,
+    build: Build,
 }
 
 impl Setup {
-    fn new(plugin_json: Option<&str>) -> Setup {
+    fn new(build: Build, plugin_json: Option<&str>) -> Setup {
         let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
-        let yaml = sample_config_with("bundle.yaml", &addrs, plugin_json);
-        Setup { backends, envoy: Envoy::start(&yaml, 2) }
+        let yaml = sample_config_with(&build.sample("bundle.yaml"), &addrs, plugin_json);
+        Setup { backends, envoy: Envoy::start(&yaml, 2), build }
     }
 
     fn set_all(&self, query: &str) {
@@ -34,9 +37,30 @@ impl Setup {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("wasmcustom.{name}")).unwrap_or(0)
+        self.envoy.stat(&self.build.stat_name(name)).unwrap_or(0)
     }
 }
+
+/// `name_wasm` and `name_native`: the test `name(build)` against each build.
+macro_rules! both_builds {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            $(#[test] fn $name() { super::$name(integration_tests::Build::Wasm) })*
+        }
+        mod native {
+            $(#[test] fn $name() { super::$name(integration_tests::Build::Native) })*
+        }
+    };
+}
+
+both_builds!(
+    the_rate_limit_holds_through_the_bundle,
+    random_failures_are_retried_through_the_bundle,
+    a_backend_killed_under_sessions_fails_no_request,
+    the_breaker_opens_on_an_always_failing_upstream,
+    bad_sections_are_refused_at_load,
+    metrics_reach_prometheus_with_labels,
+);
 
 /// The sample's configuration with a rate limit no test traffic reaches, for
 /// the scenarios about the other policies (all test traffic comes from one
@@ -53,9 +77,8 @@ fn generous() -> String {
 
 /// `ab -n 1000 -c 10` against 100/s with bursts of 50: the sample's limit
 /// holds for the whole process, as the rate-limit module's does.
-#[test]
-fn the_rate_limit_holds_through_the_bundle() {
-    let s = Setup::new(None);
+fn the_rate_limit_holds_through_the_bundle(build: Build) {
+    let s = Setup::new(build, None);
     let r = burst(s.envoy.addr, "/", 1000, 10, |_| vec![]);
     let expected = 50.0 + 100.0 * r.elapsed.as_secs_f64();
     let ok = r.count(200) as f64;
@@ -71,9 +94,8 @@ fn the_rate_limit_holds_through_the_bundle() {
 
 /// Backends failing 20% at random: the retry policy's headers make Envoy
 /// retry, within the budget.
-#[test]
-fn random_failures_are_retried_through_the_bundle() {
-    let s = Setup::new(Some(&generous()));
+fn random_failures_are_retried_through_the_bundle(build: Build) {
+    let s = Setup::new(build, Some(&generous()));
     s.set_all("fail=0.2&random=1");
     let r = burst(s.envoy.addr, "/", 600, 4, |i| vec![("x-session-id".into(), format!("s{}", i % 30))]);
     let attempts = s.attempts();
@@ -87,9 +109,8 @@ fn random_failures_are_retried_through_the_bundle() {
 /// A backend killed mid-run under sessions: its sessions move, the others
 /// stay, and no request fails (retry headers cover the ones in flight
 /// before the ejection).
-#[test]
-fn a_backend_killed_under_sessions_fails_no_request() {
-    let mut s = Setup::new(Some(&generous()));
+fn a_backend_killed_under_sessions_fails_no_request(build: Build) {
+    let mut s = Setup::new(build, Some(&generous()));
     let sessions: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
     let home: Vec<String> = sessions
         .iter()
@@ -123,9 +144,8 @@ fn a_backend_killed_under_sessions_fails_no_request() {
 
 /// Every backend failing: retried 503s until the breaker opens, then the
 /// breaker's own fast 503s, which reach no backend.
-#[test]
-fn the_breaker_opens_on_an_always_failing_upstream() {
-    let s = Setup::new(None);
+fn the_breaker_opens_on_an_always_failing_upstream(build: Build) {
+    let s = Setup::new(build, None);
     s.set_all("fail=1");
     let mut rejected_at = None;
     for i in 0..12 {
@@ -143,10 +163,9 @@ fn the_breaker_opens_on_an_always_failing_upstream() {
     assert_eq!(s.attempts(), before, "rejections reach no backend");
 }
 
-#[test]
-fn bad_sections_are_refused_at_load() {
+fn bad_sections_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b", "c"]);
-    let base = sample_config("bundle.yaml", &b.addrs());
+    let base = sample_config(&build.sample("bundle.yaml"), &b.addrs());
     let cases = [
         (
             r#"{"rate_limit":{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"all"}]}}"#,
@@ -161,16 +180,16 @@ fn bad_sections_are_refused_at_load() {
 /// Issue 27: the filters' metrics reach /stats/prometheus as one series per
 /// metric with labels for their dynamic parts (the sample's stats_tags), and
 /// a labelled series counts what the filter's own stat counts.
-#[test]
-fn metrics_reach_prometheus_with_labels() {
-    let s = Setup::new(Some(&generous()));
+fn metrics_reach_prometheus_with_labels(build: Build) {
+    let s = Setup::new(build, Some(&generous()));
     for i in 0..12 {
         let id = format!("s{i}");
         assert_eq!(s.get(&[("x-session-id", &id)]).status, 200);
     }
     let text = s.envoy.admin_get("/stats/prometheus");
+    let prefix = build.prometheus_prefix();
     let value = |series: &str| -> Option<u64> {
-        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        text.lines().find_map(|l| l.strip_prefix(prefix)?.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
     };
     assert_eq!(value(r#"rate_limit_allowed{limit="per-client"}"#), Some(s.stat("rate_limit.per-client.allowed")));
     assert_eq!(value(r#"rate_limit_allowed{limit="per-client"}"#), Some(12));
@@ -178,7 +197,10 @@ fn metrics_reach_prometheus_with_labels() {
     let assigned: u64 =
         ["a", "b", "c"].iter().filter_map(|b| value(&format!(r#"sticky_assigned{{backend="{b}"}}"#))).sum();
     assert_eq!(assigned, 12, "{text}");
-    let breaker = text.lines().find(|l| l.starts_with("circuit_breaker_requests{breaker=")).unwrap_or_default();
+    let breaker = text
+        .lines()
+        .find(|l| l.strip_prefix(prefix).is_some_and(|l| l.starts_with("circuit_breaker_requests{breaker=")))
+        .unwrap_or_default();
     assert!(breaker.ends_with(" 12"), "{breaker}\n{text}");
     // No per-name series is left: the dynamic part is a label only.
     for flat in ["rate_limit_per_client_allowed", "retry_reads_requests", "sticky_a_assigned"] {

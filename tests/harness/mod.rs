@@ -154,7 +154,9 @@ pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Opti
         yaml = yaml.replace(&format!("127.0.0.1:{}\"", 8081 + i), &format!("{addr}\""));
     }
     let wasm_dir = repo().join("target/wasm/");
+    let native_dir = repo().join("target/native/");
     yaml.replace("filename: target/wasm/", &format!("filename: {}", wasm_dir.display()))
+        .replace("filename: target/native/", &format!("filename: {}", native_dir.display()))
 }
 
 /// Makes Envoy hand each new connection to the worker holding the fewest
@@ -573,4 +575,57 @@ pub fn assert_refused_at_load(base_yaml: &str, readme: &str, cases: &[(&str, &st
             });
         }
     });
+}
+
+/// Which build of the filters a test runs: the Proxy-Wasm modules
+/// (`target/wasm/`), or the native dynamic module
+/// (`target/native/libresilience.so`, `filters/native`). Each sample in
+/// `envoy/` with a native twin is `<name>-native.yaml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The `.wasm` modules in Envoy's V8.
+    Wasm,
+    /// The native dynamic module.
+    Native,
+}
+
+impl Build {
+    /// The sample for this build: `bundle.yaml` or `bundle-native.yaml`.
+    pub fn sample(self, file: &str) -> String {
+        match self {
+            Build::Wasm => file.to_string(),
+            Build::Native => file.replace(".yaml", "-native.yaml"),
+        }
+    }
+
+    /// A filter metric's stat name in Envoy (`rate_limit.per-client.allowed`
+    /// as the filters name it): `wasmcustom.` + the name in the Wasm build;
+    /// natively the metric's family under `dynamicmodulescustom.`, its
+    /// label appended as `<label>.<value>` (Envoy's form for a labelled
+    /// dynamic-module metric).
+    pub fn stat_name(self, name: &str) -> String {
+        match self {
+            Build::Wasm => format!("wasmcustom.{name}"),
+            Build::Native => match filters_core::observe::labelled_family(name) {
+                Some((family, value)) => {
+                    let label = filters_core::observe::LABELLED
+                        .iter()
+                        .find(|(p, _, _)| family.starts_with(&format!("{p}.")))
+                        .map_or("", |(_, l, _)| l);
+                    format!("dynamicmodulescustom.{family}.{label}.{value}")
+                }
+                None => format!("dynamicmodulescustom.{name}"),
+            },
+        }
+    }
+
+    /// The prefix of the filters' series in `/stats/prometheus`: none for
+    /// the Wasm build (Envoy strips `wasmcustom`), `envoy_dynamicmodulescustom_`
+    /// natively (relabel it away in Prometheus: deploy/observability.md).
+    pub fn prometheus_prefix(self) -> &'static str {
+        match self {
+            Build::Wasm => "",
+            Build::Native => "envoy_dynamicmodulescustom_",
+        }
+    }
 }

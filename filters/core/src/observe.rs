@@ -273,16 +273,30 @@ pub const LABELLED: [(&str, &str, &[&str]); 4] = [
 
 /// A metric's Prometheus series: its family name and its label, if any.
 pub fn series(name: &str) -> (String, Option<(&'static str, &str)>) {
-    for (prefix, label, suffixes) in LABELLED {
+    match labelled_family(name) {
+        Some((family, value)) => {
+            let label = LABELLED.iter().find(|(p, _, _)| family.starts_with(p)).map_or("", |(_, l, _)| l);
+            (sanitize(&family), Some((label, value)))
+        }
+        None => (sanitize(name), None),
+    }
+}
+
+/// A labelled metric's family, dotted (`rate_limit.allowed`), and its
+/// label's value: `rate_limit.per-client.allowed` is the family
+/// `rate_limit.allowed` with `limit="per-client"`. `None` for a metric with
+/// no label.
+pub fn labelled_family(name: &str) -> Option<(String, &str)> {
+    for (prefix, _, suffixes) in LABELLED {
         let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else { continue };
         for suffix in suffixes {
             let Some(middle) = rest.strip_suffix(suffix).and_then(|m| m.strip_suffix('.')) else { continue };
             if !middle.is_empty() {
-                return (sanitize(&format!("{prefix}.{suffix}")), Some((label, middle)));
+                return Some((format!("{prefix}.{suffix}"), middle));
             }
         }
     }
-    (sanitize(name), None)
+    None
 }
 
 /// Envoy's Prometheus names: every character other than `A-Z a-z 0-9 _`

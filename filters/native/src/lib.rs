@@ -1,0 +1,477 @@
+//! The resilience filters as one native Envoy dynamic module
+//! (`libresilience.so`): the same core as the Proxy-Wasm modules, driven
+//! through Envoy's dynamic-module C ABI instead of a Wasm VM.
+//!
+//! Envoy loads the module once per process; each HTTP filter configuration
+//! names a policy by `filter_name` (`rate_limit`, `circuit_breaker`,
+//! `retry`, `sticky_session`, `bundle`) and gives the JSON its Wasm module
+//! takes. The configuration is checked and built once on the main thread
+//! (tables created, metrics defined, a refusal logged in the Wasm build's
+//! one line); each worker thread then builds its own instance at its first
+//! request, as each Wasm VM does, since the filters keep per-worker caches.
+//! Shared state is process memory ([`store`]).
+//!
+//! No panic crosses into Envoy: every event hook catches, logs one line and
+//! lets the request go on (as a filter that failed open).
+//!
+//! `unsafe` is allowed in this file (the exported event hooks, and the
+//! pointers Envoy hands back to them) and in [`abi`]; [`host`] and [`store`]
+//! deny it.
+#![allow(unsafe_code)]
+
+pub mod abi;
+pub mod host;
+pub mod store;
+
+use filters_core::breaker::BreakerFilter;
+use filters_core::bundle::BundleFilter;
+use filters_core::host::{Filter, Flow, Refused};
+use filters_core::observe::{Observed, ObservedStream};
+use filters_core::ratelimit::RateLimitFilter;
+use filters_core::retry::RetryFilter;
+use filters_core::sticky::StickyFilter;
+use host::{Metrics, NativeHost};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+macro_rules! policies {
+    ($($variant:ident => $filter:ty, $name:literal;)*) => {
+        /// A policy's filter (one worker's instance; one per worker and
+        /// configuration, so its size does not matter).
+        #[allow(clippy::large_enum_variant)]
+        enum AnyFilter { $($variant(Observed<$filter>),)* }
+
+        /// One request's state in its policy (boxed once per request with
+        /// the stream).
+        #[allow(clippy::large_enum_variant)]
+        enum AnyStream { $($variant(ObservedStream<<$filter as Filter>::Stream>),)* }
+
+        /// The policies by `filter_name`.
+        const NAMES: &[&str] = &[$($name),*];
+
+        impl AnyFilter {
+            fn check(name: &str, bytes: &[u8]) -> Result<(), Refused> {
+                match name {
+                    $($name => <Observed<$filter>>::check(bytes).map(drop).map_err(Refused::from),)*
+                    _ => Err(Refused::from(filters_core::config::ConfigError::new(
+                        "filter_name",
+                        format!("unknown policy \"{name}\"; one of {}", NAMES.join(", ")),
+                    ))),
+                }
+            }
+
+            fn configure(name: &str, host: &NativeHost<'_>, bytes: &[u8]) -> Result<AnyFilter, Refused> {
+                match name {
+                    $($name => filters_core::host::configure::<Observed<$filter>, _>(host, bytes).map(AnyFilter::$variant),)*
+                    _ => Err(Refused::from(filters_core::config::ConfigError::new("filter_name", "unknown policy"))),
+                }
+            }
+
+            fn new_stream(&self) -> AnyStream {
+                match self { $(AnyFilter::$variant(_) => AnyStream::$variant(Default::default()),)* }
+            }
+
+            fn request_headers(&self, stream: &mut AnyStream, host: &NativeHost<'_>) -> Flow {
+                match (self, stream) {
+                    $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_request_headers(s, host),)*
+                    _ => Flow::Continue,
+                }
+            }
+
+            fn response_headers(&self, stream: &mut AnyStream, host: &NativeHost<'_>) {
+                match (self, stream) {
+                    $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_response_headers(s, host),)*
+                    _ => {}
+                }
+            }
+
+            fn complete(&self, stream: &mut AnyStream, host: &NativeHost<'_>) {
+                match (self, stream) {
+                    $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_log(s, host),)*
+                    _ => {}
+                }
+            }
+        }
+    };
+}
+
+policies! {
+    RateLimit => RateLimitFilter, "rate_limit";
+    Breaker => BreakerFilter, "circuit_breaker";
+    Retry => RetryFilter, "retry";
+    Sticky => StickyFilter, "sticky_session";
+    Bundle => BundleFilter, "bundle";
+}
+
+/// One HTTP filter configuration, shared by every worker.
+struct NativeConfig {
+    id: u64,
+    name: String,
+    bytes: Vec<u8>,
+    metrics: Metrics,
+    destroyed: AtomicBool,
+}
+
+static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
+
+/// A worker's instances, by configuration id.
+type Instances = HashMap<u64, (Arc<NativeConfig>, Rc<AnyFilter>)>;
+
+thread_local! {
+    /// This worker's instance of each configuration it has served.
+    static INSTANCES: RefCell<Instances> = RefCell::default();
+}
+
+/// One request.
+struct NativeStream {
+    config: Arc<NativeConfig>,
+    filter: Rc<AnyFilter>,
+    state: AnyStream,
+}
+
+fn log_line(level: abi::Level, message: &str) {
+    abi::log(level, message);
+}
+
+/// Runs an event hook's body; a panic is logged in one line and `fallback`
+/// returned.
+fn guarded<R>(what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(_) => {
+            log_line(abi::Level::Error, &format!("resilience: {what} failed (a bug: the request goes on unfiltered)"));
+            fallback
+        }
+    }
+}
+
+fn text(b: abi::EnvoyBuffer) -> Vec<u8> {
+    b.to_vec().unwrap_or_default()
+}
+
+/// The `log` crate's lines (the core's) into Envoy's log.
+struct EnvoyLogger;
+
+impl log::Log for EnvoyLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        abi::log_enabled(level(metadata.level()))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let l = level(record.level());
+        if abi::log_enabled(l) {
+            log_line(l, &format!("{}", record.args()));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn level(l: log::Level) -> abi::Level {
+    match l {
+        log::Level::Error => abi::Level::Error,
+        log::Level::Warn => abi::Level::Warn,
+        log::Level::Info => abi::Level::Info,
+        log::Level::Debug => abi::Level::Debug,
+        log::Level::Trace => abi::Level::Trace,
+    }
+}
+
+static LOGGER: EnvoyLogger = EnvoyLogger;
+
+/// Called once when Envoy loads the module: its ABI version.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    abi::ABI_VERSION.as_ptr()
+}
+
+/// A configuration: checked and built once here (on the main thread), its
+/// refusal logged in one line (then Envoy rejects the configuration).
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: abi::EnvoyPtr,
+    name: abi::EnvoyBuffer,
+    config: abi::EnvoyBuffer,
+) -> *const c_void {
+    guarded("configuration", std::ptr::null(), || {
+        let name = String::from_utf8_lossy(&text(name)).into_owned();
+        let bytes = text(config);
+        if let Err(e) = AnyFilter::check(&name, &bytes) {
+            log_line(abi::Level::Error, &e.to_string());
+            return std::ptr::null();
+        }
+        // SAFETY: the pointer this hook received, used only in it.
+        let config_envoy = unsafe { abi::Config::new(config_envoy) };
+        let metrics = Metrics::default();
+        metrics.define_families(config_envoy);
+        let host = NativeHost { filter: abi::Stream::NONE, config: Some(config_envoy), metrics: &metrics };
+        // Built once here: the shared tables are created and the metrics
+        // defined now; this instance is then dropped (workers build theirs).
+        if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
+            log_line(abi::Level::Error, &e.to_string());
+            return std::ptr::null();
+        }
+        let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
+        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false) };
+        Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
+    })
+}
+
+/// The configuration is gone (its workers' instances go at their next request).
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    guarded("configuration teardown", (), || {
+        if config.is_null() {
+            return;
+        }
+        // SAFETY: `config` is the pointer config_new made with Arc::into_raw,
+        // given back once by Envoy.
+        let cfg = unsafe { Arc::from_raw(config.cast::<NativeConfig>()) };
+        cfg.destroyed.store(true, Ordering::Relaxed);
+    })
+}
+
+/// A stream: this worker's instance of the configuration, built at its
+/// first request, and a fresh request state.
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    filter_envoy: abi::EnvoyPtr,
+) -> *const c_void {
+    guarded("stream creation", std::ptr::null(), || {
+        if config.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: `config` is alive (Envoy destroys a configuration after its
+        // streams); one more strong count for the stream.
+        let config = unsafe {
+            Arc::increment_strong_count(config.cast::<NativeConfig>());
+            Arc::from_raw(config.cast::<NativeConfig>())
+        };
+        let filter = INSTANCES.with(|all| -> Option<Rc<AnyFilter>> {
+            let mut all = all.borrow_mut();
+            all.retain(|_, (c, _)| !c.destroyed.load(Ordering::Relaxed));
+            if let Some((_, f)) = all.get(&config.id) {
+                return Some(Rc::clone(f));
+            }
+            // SAFETY: the pointer this hook received, used only in it.
+            let host = NativeHost {
+                filter: unsafe { abi::Stream::new(filter_envoy) },
+                config: None,
+                metrics: &config.metrics,
+            };
+            match AnyFilter::configure(&config.name, &host, &config.bytes) {
+                Ok(f) => {
+                    let f = Rc::new(f);
+                    all.insert(config.id, (Arc::clone(&config), Rc::clone(&f)));
+                    Some(f)
+                }
+                Err(e) => {
+                    log_line(abi::Level::Error, &format!("{}: {e}", config.name));
+                    None
+                }
+            }
+        });
+        let Some(filter) = filter else { return std::ptr::null() };
+        let state = filter.new_stream();
+        Box::into_raw(Box::new(NativeStream { config, filter, state })).cast::<c_void>()
+    })
+}
+
+fn with_stream<R>(ptr: *const c_void, f: impl FnOnce(&mut NativeStream) -> R) -> Option<R> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` is the Box filter_new made, alive until
+    // on_http_filter_destroy, and Envoy calls a stream's hooks one at a time
+    // on its worker thread.
+    let stream = unsafe { &mut *(ptr as *mut NativeStream) };
+    Some(f(stream))
+}
+
+/// 0: continue; 1: stop (the filter answered).
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: abi::EnvoyPtr,
+    stream: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guarded("request headers", 0, || {
+        // SAFETY: the pointer this hook received, used only in it.
+        let filter = unsafe { abi::Stream::new(filter_envoy) };
+        if std::env::var_os("RESILIENCE_DEBUG_ATTRS").is_some() {
+            abi::debug_attributes(filter);
+        }
+        with_stream(stream, |s| {
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            match s.filter.request_headers(&mut s.state, &host) {
+                Flow::Continue => 0,
+                Flow::Pause => 1,
+            }
+        })
+        .unwrap_or(0)
+    })
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: abi::EnvoyPtr,
+    stream: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guarded("response headers", 0, || {
+        // SAFETY: the pointer this hook received, used only in it.
+        let filter = unsafe { abi::Stream::new(filter_envoy) };
+        with_stream(stream, |s| {
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            s.filter.response_headers(&mut s.state, &host);
+        });
+        0
+    })
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    filter_envoy: abi::EnvoyPtr,
+    stream: *const c_void,
+) {
+    guarded("stream completion", (), || {
+        // SAFETY: the pointer this hook received, used only in it.
+        let filter = unsafe { abi::Stream::new(filter_envoy) };
+        with_stream(stream, |s| {
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            s.filter.complete(&mut s.state, &host);
+        });
+    })
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *const c_void) {
+    guarded("stream teardown", (), || {
+        if !stream.is_null() {
+            // SAFETY: the Box filter_new made, given back once.
+            drop(unsafe { Box::from_raw(stream as *mut NativeStream) });
+        }
+    })
+}
+
+/// Body and trailer hooks: nothing to do, the request goes on.
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    _f: abi::EnvoyPtr,
+    _s: *const c_void,
+    _end: bool,
+) -> u32 {
+    0
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _f: abi::EnvoyPtr,
+    _s: *const c_void,
+) -> u32 {
+    0
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _f: abi::EnvoyPtr,
+    _s: *const c_void,
+    _end: bool,
+) -> u32 {
+    0
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _f: abi::EnvoyPtr,
+    _s: *const c_void,
+) -> u32 {
+    0
+}
+
+/// Per-route configurations are not taken yet: Envoy refuses one.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: abi::EnvoyBuffer,
+    _config: abi::EnvoyBuffer,
+) -> *const c_void {
+    log_line(abi::Level::Error, "resilience: per-route configuration is not supported yet");
+    std::ptr::null()
+}
+
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
+
+/// Hooks for what the module never starts (callouts, streams, schedules):
+/// nothing to do.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_headers() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_data() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_trailers() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_complete() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_stream_reset() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark() {}
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark() {}
+
+/// A local reply: sent as is (0: continue).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_local_reply() -> u32 {
+    0
+}

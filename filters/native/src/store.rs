@@ -1,0 +1,107 @@
+//! The store seam natively: Envoy's workers are threads of one process, so
+//! the shared tables are process memory. Keys are spread over 64 shards,
+//! each a short critical section; an entry's compare-and-swap token counts
+//! its writes (never 0). The rule is Envoy's shared data's (a write with
+//! token 0 or none replaces whatever is there), which the core's
+//! `store::update_bytes` is written for. Memory is what the filters put
+//! here: every table is created whole at configure time and keyed by slot,
+//! never by request data.
+#![deny(unsafe_code)]
+
+use filters_core::store::{Entry, StoreError};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+const SHARDS: usize = 64;
+
+/// Entries: value and compare-and-swap token.
+type Table = HashMap<String, (Vec<u8>, u32)>;
+type Shard = Mutex<Table>;
+
+static STORE: LazyLock<Vec<Shard>> = LazyLock::new(|| (0..SHARDS).map(|_| Mutex::default()).collect());
+static HASHER: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
+
+fn shard(key: &str) -> Option<MutexGuard<'static, Table>> {
+    let i = (HASHER.hash_one(key) % SHARDS as u64) as usize;
+    // A worker that panicked while holding the lock left a whole entry (the
+    // map is only changed by whole inserts): keep using it.
+    Some(STORE.get(i)?.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Reads `key`.
+pub fn get(key: &str) -> Result<Option<Entry>, StoreError> {
+    let map = shard(key).ok_or_else(|| StoreError::Host("no shard".into()))?;
+    Ok(map.get(key).map(|(value, cas)| Entry { value: value.clone(), cas: *cas }))
+}
+
+/// Writes `key` when `cas` (a token from [`get`]) is still current, or
+/// whatever is there with no token or token 0; `false` on a mismatch.
+pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
+    let mut map = shard(key).ok_or_else(|| StoreError::Host("no shard".into()))?;
+    match map.get_mut(key) {
+        Some((current, token)) => {
+            if let Some(expected) = cas.filter(|c| *c != 0) {
+                if expected != *token {
+                    return Ok(false);
+                }
+            }
+            current.clear();
+            current.extend_from_slice(value);
+            *token = token.wrapping_add(1).max(1);
+        }
+        None => {
+            if cas.is_some_and(|c| c != 0) {
+                return Ok(false);
+            }
+            map.insert(key.to_string(), (value.to_vec(), 1));
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_and_swap_under_envoys_rule() {
+        let key = "native-store-test/a";
+        assert!(get(key).unwrap().is_none());
+        assert!(!set(key, b"x", Some(7)).unwrap(), "a token for an absent key");
+        assert!(set(key, b"one", None).unwrap());
+        let e = get(key).unwrap().unwrap();
+        assert_eq!(e.value, b"one");
+        assert!(set(key, b"two", Some(e.cas)).unwrap());
+        assert!(!set(key, b"three", Some(e.cas)).unwrap(), "a stale token");
+        assert!(set(key, b"four", Some(0)).unwrap(), "token 0 replaces, as in Envoy");
+        assert_eq!(get(key).unwrap().unwrap().value, b"four");
+    }
+
+    #[test]
+    fn counters_are_exact_across_threads() {
+        let key = "native-store-test/counter";
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        loop {
+                            let cur = get(key).unwrap();
+                            let n = cur.as_ref().map_or(0, |e| u64::from_le_bytes(e.value[..8].try_into().unwrap()));
+                            if set(key, &(n + 1).to_le_bytes(), Some(cur.map_or(0, |e| e.cas))).unwrap() {
+                                break;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = u64::from_le_bytes(get(key).unwrap().unwrap().value[..8].try_into().unwrap());
+        // Two threads can both create the key with token 0 (Envoy's rule):
+        // at most one increment per racing creator is lost, only at the start.
+        assert!((3997..=4000).contains(&n), "{n}");
+    }
+}
