@@ -6,19 +6,29 @@
 # four policies in one module; CONFIG=sticky-session-eds reads the endpoints
 # from envoy/eds/ by EDS; CONFIG=observability runs the bundle with traces on
 # and also starts Prometheus on :9090 and an OTLP receiver on :4317). Ctrl-C
-# stops all.
+# stops all. Any CONFIG with -native appended (CONFIG=bundle-native) runs that
+# sample with the native build instead of the Wasm modules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG="${CONFIG:-rate-limit}"
-[ -f "envoy/$CONFIG.yaml" ] || { echo "no envoy/$CONFIG.yaml"; exit 1; }
+# <sample>-native: the same sample with the native build (filters/native,
+# target/native/libresilience.so) in place of each Wasm module.
+BASE="${CONFIG%-native}"
+[ -f "envoy/$BASE.yaml" ] || { echo "no envoy/$BASE.yaml"; exit 1; }
 mkdir -p run
+FILE="envoy/$BASE.yaml"
+if [ "$BASE" != "$CONFIG" ]; then
+    FILE="run/$CONFIG.yaml"
+    cargo run -q -p packaging -- native-sample "envoy/$BASE.yaml" > "$FILE"
+    export ENVOY_DYNAMIC_MODULES_SEARCH_PATH="$PWD/target/native"
+fi
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
 target/release/demo-backend --backend a=127.0.0.1:8081 --backend b=127.0.0.1:8082 --backend c=127.0.0.1:8083 > run/backends.log 2>&1 &
 pids+=($!)
-if [ "$CONFIG" = global-rate-limit ]; then
+if [ "$BASE" = global-rate-limit ]; then
     # The rate limit service: Redis without persistence, and one engine.
     redis-server --bind 127.0.0.1 --port 6380 --save '' --appendonly no > run/redis.log 2>&1 &
     pids+=($!)
@@ -27,7 +37,7 @@ if [ "$CONFIG" = global-rate-limit ]; then
         --grpc 127.0.0.1:8091 --http 127.0.0.1:8090 > run/engine.log 2>&1 &
     pids+=($!)
 fi
-if [ "$CONFIG" = observability ]; then
+if [ "$BASE" = observability ]; then
     # Spans: an OTLP/gRPC receiver on :4317 writing one JSON line per span.
     .venv/bin/python scripts/otlp-sink.py --listen 127.0.0.1:4317 --out run/spans.jsonl > run/otlp-sink.log 2>&1 &
     pids+=($!)
@@ -45,7 +55,7 @@ PROM
         --web.listen-address=127.0.0.1:9090 > run/prometheus.log 2>&1 &
     pids+=($!)
 fi
-.venv/bin/envoy -c "envoy/$CONFIG.yaml" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
+.venv/bin/envoy -c "$FILE" --concurrency 2 --disable-hot-restart --log-level info > run/envoy.log 2>&1 &
 pids+=($!)
 
 for _ in $(seq 1 200); do
@@ -54,7 +64,7 @@ for _ in $(seq 1 200); do
     sleep 0.1
 done
 
-if [ "$CONFIG" = rate-limit ]; then
+if [ "$BASE" = rate-limit ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter
 (10 requests/s per client, bursts of 5), in front of demo backends a and b.
@@ -66,7 +76,7 @@ Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter
   curl -s http://127.0.0.1:9901/stats/prometheus | grep rate_limit  # allowed/refused counters
 
 MSG
-elif [ "$CONFIG" = circuit-breaker ]; then
+elif [ "$BASE" = circuit-breaker ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the circuit-breaker filter:
 /flaky/... goes to cluster "flaky" (backend b), everything else to "healthy" (a).
@@ -79,7 +89,7 @@ Envoy is serving on http://127.0.0.1:10000 with the circuit-breaker filter:
   curl -s http://127.0.0.1:9901/stats/prometheus | grep circuit_breaker
 
 MSG
-elif [ "$CONFIG" = retry ]; then
+elif [ "$BASE" = retry ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the retry-headers filter,
 in front of demo backend a (127.0.0.1:8081).
@@ -92,7 +102,7 @@ in front of demo backend a (127.0.0.1:8081).
   curl -s http://127.0.0.1:9901/stats/prometheus | grep '^retry_'
 
 MSG
-elif [ "$CONFIG" = sticky-session ]; then
+elif [ "$BASE" = sticky-session ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the sticky-session filter,
 in front of demo backends a, b and c (127.0.0.1:8081-8083).
@@ -103,7 +113,7 @@ in front of demo backends a, b and c (127.0.0.1:8081-8083).
   curl -s http://127.0.0.1:9901/stats/prometheus | grep '^sticky_'
 
 MSG
-elif [ "$CONFIG" = sticky-session-eds ]; then
+elif [ "$BASE" = sticky-session-eds ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the sticky-session filter in
 its dynamic mode: the endpoints of cluster "sticky" come from EDS, read from
@@ -117,7 +127,7 @@ which Envoy watches. Envoy's Maglev places a new session; the cookie pins it.
   curl -s http://127.0.0.1:9901/stats/prometheus | grep -E '^sticky_|membership_total'
 
 MSG
-elif [ "$CONFIG" = global-rate-limit ]; then
+elif [ "$BASE" = global-rate-limit ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the rate-limit filter asking a
 rate limit service (ratelimit-engine on :8091 gRPC / :8090 HTTP, Redis on :6380)
@@ -130,7 +140,7 @@ for its global limits (envoy/ratelimit/edge.yaml: 20 per minute per client).
   curl -s http://127.0.0.1:9901/stats/prometheus | grep rate_limit_global
 
 MSG
-elif [ "$CONFIG" = bundle ]; then
+elif [ "$BASE" = bundle ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the bundle: rate limiting
 (100/s per client), a circuit breaker, sticky sessions over backends a, b, c
@@ -144,7 +154,7 @@ and retry headers, in one Wasm module.
   curl -s http://127.0.0.1:9901/stats/prometheus | grep -E 'rate_limit|circuit_breaker|sticky|retry'
 
 MSG
-elif [ "$CONFIG" = observability ]; then
+elif [ "$BASE" = observability ]; then
 cat <<'MSG'
 Envoy is serving on http://127.0.0.1:10000 with the bundle (all four
 policies) and "trace": true, every request traced (deploy/observability.md).
@@ -161,7 +171,8 @@ Traces:      tail -f run/spans.jsonl              (each span's ratelimit.*, circ
 
 MSG
 else
-  echo "Envoy is serving envoy/$CONFIG.yaml on http://127.0.0.1:10000"
+  echo "Envoy is serving $FILE on http://127.0.0.1:10000"
 fi
+[ "$BASE" = "$CONFIG" ] || echo "(The native build: $FILE loads target/native/libresilience.so; filters/native/README.md.)"
 echo "Logs: run/envoy.log, run/backends.log. Ctrl-C to stop."
 wait

@@ -16,7 +16,7 @@ struct Setup {
 impl Setup {
     fn new(build: Build, plugin_json: Option<&str>) -> Setup {
         let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
-        let yaml = sample_config_with(&build.sample("bundle.yaml"), &addrs, plugin_json);
+        let yaml = sample_config_for(build, "bundle.yaml", &addrs, plugin_json);
         Setup { backends, envoy: Envoy::start(&yaml, 2), build }
     }
 
@@ -41,19 +41,7 @@ impl Setup {
     }
 }
 
-/// `name_wasm` and `name_native`: the test `name(build)` against each build.
-macro_rules! both_builds {
-    ($($name:ident),* $(,)?) => {
-        mod wasm {
-            $(#[test] fn $name() { super::$name(integration_tests::Build::Wasm) })*
-        }
-        mod native {
-            $(#[test] fn $name() { super::$name(integration_tests::Build::Native) })*
-        }
-    };
-}
-
-both_builds!(
+integration_tests::both_builds!(
     the_rate_limit_holds_through_the_bundle,
     random_failures_are_retried_through_the_bundle,
     a_backend_killed_under_sessions_fails_no_request,
@@ -165,7 +153,7 @@ fn the_breaker_opens_on_an_always_failing_upstream(build: Build) {
 
 fn bad_sections_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b", "c"]);
-    let base = sample_config(&build.sample("bundle.yaml"), &b.addrs());
+    let base = sample_config_for(build, "bundle.yaml", &b.addrs(), None);
     let cases = [
         (
             r#"{"rate_limit":{"limits":[{"name":"a","requests":1,"period":"1s","burst":0,"key":"all"}]}}"#,

@@ -1,27 +1,45 @@
 //! The circuit-breaker filter in a real Envoy (`--concurrency 2`) with a
 //! healthy and a flaky demo backend, each its own cluster. The flaky
-//! backend's own request counter proves what reached it.
+//! backend's own request counter proves what reached it. Every test runs
+//! against both builds (`wasm::` and `native::`).
 
 use integration_tests::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+integration_tests::both_builds!(
+    failing_backend_trips_after_the_count_and_every_worker_rejects_without_touching_it,
+    after_open_for_a_probe_goes_through_a_failed_probe_reopens_longer_and_recovery_closes,
+    slow_backend_trips_the_traefik_latency_expression,
+    traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_failures,
+    connection_failures_count_as_network_errors,
+    sample_config_trips_on_pasted_traefik_expression,
+    a_traefik_breaker_falls_back_then_admits_a_growing_share_then_closes,
+    breakers_keyed_on_a_header_are_independent,
+    bad_configs_are_refused_at_load,
+    upstream_timeouts_trip_the_breaker,
+    requests_the_client_gave_up_on_neither_count_nor_reset_the_streak,
+    a_probe_the_client_gave_up_on_does_not_close_the_breaker,
+    traefik_expressions_with_odd_arguments_load_with_a_warning,
+);
+
 struct Setup {
     backends: Backends,
     envoy: Envoy,
+    build: Build,
 }
 
 impl Setup {
-    fn new(plugin_json: Option<&str>) -> Setup {
+    fn new(build: Build, plugin_json: Option<&str>) -> Setup {
         let backends = Backends::start(&["a", "b"]);
         // Connections open at once are spread over both workers (the tests
         // that say every worker rejects rely on it).
-        let mut yaml = with_exact_balance(&sample_config("circuit-breaker.yaml", &backends.addrs()));
+        let mut yaml = with_exact_balance(&sample_config_for(build, "circuit-breaker.yaml", &backends.addrs(), None));
         if let Some(json) = plugin_json {
             yaml = with_plugin_config(&yaml, json);
         }
         let envoy = Envoy::start(&yaml, 2);
-        Setup { backends, envoy }
+        Setup { backends, envoy, build }
     }
 
     /// Changes the flaky backend's behaviour (`fail=1`, `latency=300ms`, ...).
@@ -40,7 +58,7 @@ impl Setup {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("wasmcustom.circuit_breaker.{name}")).unwrap_or(0)
+        self.envoy.stat(&self.build.stat_name(&format!("circuit_breaker.{name}"))).unwrap_or(0)
     }
 }
 
@@ -50,9 +68,8 @@ fn is_rejection(r: &Response) -> bool {
 
 const TRIP_AFTER_5: &str = r#"{"key":"cluster","consecutive_failures":5,"open_for":"2s","max_open_for":"8s"}"#;
 
-#[test]
-fn failing_backend_trips_after_the_count_and_every_worker_rejects_without_touching_it() {
-    let s = Setup::new(Some(TRIP_AFTER_5));
+fn failing_backend_trips_after_the_count_and_every_worker_rejects_without_touching_it(build: Build) {
+    let s = Setup::new(build, Some(TRIP_AFTER_5));
     s.set_flaky("fail=1");
     for i in 0..5 {
         let r = s.get("/flaky/x");
@@ -81,9 +98,8 @@ fn failing_backend_trips_after_the_count_and_every_worker_rejects_without_touchi
     assert_eq!(s.stat("healthy.opened"), 0);
 }
 
-#[test]
-fn after_open_for_a_probe_goes_through_a_failed_probe_reopens_longer_and_recovery_closes() {
-    let s = Setup::new(Some(TRIP_AFTER_5));
+fn after_open_for_a_probe_goes_through_a_failed_probe_reopens_longer_and_recovery_closes(build: Build) {
+    let s = Setup::new(build, Some(TRIP_AFTER_5));
     s.set_flaky("fail=1");
     for _ in 0..5 {
         s.get("/flaky/x");
@@ -110,9 +126,9 @@ fn after_open_for_a_probe_goes_through_a_failed_probe_reopens_longer_and_recover
     assert_eq!(s.stat("flaky.state"), 0);
 }
 
-#[test]
-fn slow_backend_trips_the_traefik_latency_expression() {
-    let s = Setup::new(Some(r#"{"key":"cluster","expression":"LatencyAtQuantileMS(50.0) > 100","min_requests":5}"#));
+fn slow_backend_trips_the_traefik_latency_expression(build: Build) {
+    let s =
+        Setup::new(build, Some(r#"{"key":"cluster","expression":"LatencyAtQuantileMS(50.0) > 100","min_requests":5}"#));
     s.set_flaky("latency=300ms");
     let statuses: Vec<u16> = (0..5).map(|_| s.get("/flaky/slow").status).collect();
     assert_eq!(statuses, vec![200; 5], "slow but successful");
@@ -125,18 +141,18 @@ fn slow_backend_trips_the_traefik_latency_expression() {
 
 /// The sample with `plugin`, its flaky cluster pointing at a port nobody
 /// listens on (every request there a connect failure, answered 503 by Envoy).
-fn flaky_on_a_dead_port(plugin: &str) -> (Backends, Envoy) {
+fn flaky_on_a_dead_port(build: Build, plugin: &str) -> (Backends, Envoy) {
     let b = Backends::start(&["a", "b"]);
     let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let yaml = with_plugin_config(&sample_config("circuit-breaker.yaml", &[b.addr("a"), dead]), plugin);
+    let yaml =
+        with_plugin_config(&sample_config_for(build, "circuit-breaker.yaml", &[b.addr("a"), dead], None), plugin);
     let e = Envoy::start(&yaml, 2);
     (b, e)
 }
 
-#[test]
-fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_failures() {
+fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_failures(build: Build) {
     // Traefik's NetworkErrorRatio(): responses 502 or 504, whoever sent them.
-    let s = Setup::new(Some(r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#));
+    let s = Setup::new(build, Some(r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#));
     s.set_flaky("fail=1&status=502");
     for _ in 0..4 {
         assert_eq!(s.get("/flaky/x").status, 502, "the upstream's own 502");
@@ -145,7 +161,7 @@ fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_
 
     // Envoy's 503 for a connection nobody accepts is not one of them.
     let (_b, e) =
-        flaky_on_a_dead_port(r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#);
+        flaky_on_a_dead_port(build, r#"{"key":"cluster","expression":"NetworkErrorRatio() > 0.5","min_requests":4}"#);
     for _ in 0..6 {
         let r = Conn::open(e.addr).and_then(|mut c| c.get("/flaky/x", &[])).expect("request");
         assert_eq!(r.status, 503);
@@ -153,10 +169,9 @@ fn traefik_network_error_ratio_counts_the_upstreams_own_502s_not_envoys_connect_
     }
 }
 
-#[test]
-fn connection_failures_count_as_network_errors() {
+fn connection_failures_count_as_network_errors(build: Build) {
     let (_b, e) =
-        flaky_on_a_dead_port(r#"{"key":"cluster","expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#);
+        flaky_on_a_dead_port(build, r#"{"key":"cluster","expression":"NetworkFailureRatio() > 0.5","min_requests":4}"#);
     let get = |p: &str| Conn::open(e.addr).and_then(|mut c| c.get(p, &[])).expect("request");
     for _ in 0..4 {
         let r = get("/flaky/x");
@@ -167,12 +182,11 @@ fn connection_failures_count_as_network_errors() {
     assert_eq!(get("/").status, 200);
 }
 
-#[test]
-fn sample_config_trips_on_pasted_traefik_expression() {
+fn sample_config_trips_on_pasted_traefik_expression(build: Build) {
     // envoy/circuit-breaker.yaml unchanged: half the requests fail, never 5
     // in a row, so only ResponseCodeRatio(500, 600, 0, 600) > 0.25 can trip,
     // once the window holds min_requests (10).
-    let s = Setup::new(None);
+    let s = Setup::new(build, None);
     s.set_flaky("fail=0.5");
     for i in 0..10 {
         let r = s.get("/flaky/x");
@@ -183,17 +197,20 @@ fn sample_config_trips_on_pasted_traefik_expression() {
     assert_eq!(r.header("retry-after"), Some("10"));
     assert_eq!(s.flaky_requests(), 10);
     let prometheus = s.envoy.admin_get("/stats/prometheus");
-    // The sample's stats_tags: the breaker's key is a label.
-    let line = |l: &str| prometheus.lines().any(|x| x == l);
+    // The sample's stats_tags (natively, the family's label): the breaker's
+    // key is a label.
+    let line = |l: &str| prometheus.lines().any(|x| x == format!("{}{l}", build.prometheus_prefix()));
     assert!(line(r#"circuit_breaker_opened{breaker="flaky"} 1"#), "prometheus:\n{prometheus}");
     assert!(line(r#"circuit_breaker_state{breaker="flaky"} 1"#));
 }
 
-#[test]
-fn a_traefik_breaker_falls_back_then_admits_a_growing_share_then_closes() {
-    let s = Setup::new(Some(
-        r#"{"key":"cluster","traefik":{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.5","fallbackDuration":"2s","recoveryDuration":"6s"}}"#,
-    ));
+fn a_traefik_breaker_falls_back_then_admits_a_growing_share_then_closes(build: Build) {
+    let s = Setup::new(
+        build,
+        Some(
+            r#"{"key":"cluster","traefik":{"expression":"ResponseCodeRatio(500, 600, 0, 600) > 0.5","fallbackDuration":"2s","recoveryDuration":"6s"}}"#,
+        ),
+    );
     s.set_flaky("fail=1");
     let r = s.get("/flaky/x");
     assert_eq!((r.status, r.header("x-backend")), (503, Some("b")), "checked after the first request: 1 of 1 failed");
@@ -235,9 +252,8 @@ fn a_traefik_breaker_falls_back_then_admits_a_growing_share_then_closes() {
     assert_eq!(s.stat("flaky.closed"), 1);
 }
 
-#[test]
-fn breakers_keyed_on_a_header_are_independent() {
-    let s = Setup::new(Some(r#"{"key":"header:x-tenant","consecutive_failures":3,"open_for":"1m"}"#));
+fn breakers_keyed_on_a_header_are_independent(build: Build) {
+    let s = Setup::new(build, Some(r#"{"key":"header:x-tenant","consecutive_failures":3,"open_for":"1m"}"#));
     s.set_flaky("fail=1");
     let get = |tenant: &str| {
         Conn::open(s.envoy.addr).and_then(|mut c| c.get("/flaky/x", &[("x-tenant", tenant)])).expect("request")
@@ -251,10 +267,9 @@ fn breakers_keyed_on_a_header_are_independent() {
     assert_eq!(get("globex").header("x-backend"), Some("b"), "another tenant's breaker is closed");
 }
 
-#[test]
-fn bad_configs_are_refused_at_load() {
+fn bad_configs_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b"]);
-    let base = sample_config("circuit-breaker.yaml", &b.addrs());
+    let base = sample_config_for(build, "circuit-breaker.yaml", &b.addrs(), None);
     let deep = format!(r#"{{"expression":"{}NetworkErrorRatio() > 0.5{}"}}"#, "(".repeat(20_000), ")".repeat(20_000));
     let wide = format!(r#"{{"expression":"{}"}}"#, vec!["1 > 0"; 65].join("||"));
     let cases: [(&str, &str); 14] = [
@@ -295,11 +310,10 @@ fn bad_configs_are_refused_at_load() {
     assert_refused_at_load(&base, "filters/circuit-breaker/README.md", &cases);
 }
 
-#[test]
-fn upstream_timeouts_trip_the_breaker() {
+fn upstream_timeouts_trip_the_breaker(build: Build) {
     // The sample's flaky route times out after 2 s; a hanging backend turns
     // every request into Envoy's own 504 (upstream_response_timeout).
-    let s = Setup::new(Some(r#"{"key":"cluster","consecutive_failures":2,"failure_statuses":[500]}"#));
+    let s = Setup::new(build, Some(r#"{"key":"cluster","consecutive_failures":2,"failure_statuses":[500]}"#));
     s.set_flaky("hang=1");
     for _ in 0..2 {
         let r = s.get("/flaky/x");
@@ -315,9 +329,8 @@ const TRIP_AFTER_3: &str = r#"{"key":"cluster","consecutive_failures":3,"open_fo
 /// Clients that give up on a hung upstream (Envoy: no code, flag DC,
 /// `downstream_remote_disconnect`) say nothing about it: they neither count
 /// nor reset the failure streak.
-#[test]
-fn requests_the_client_gave_up_on_neither_count_nor_reset_the_streak() {
-    let s = Setup::new(Some(TRIP_AFTER_3));
+fn requests_the_client_gave_up_on_neither_count_nor_reset_the_streak(build: Build) {
+    let s = Setup::new(build, Some(TRIP_AFTER_3));
     s.set_flaky("fail=1");
     for _ in 0..2 {
         assert_eq!(s.get("/flaky/x").header("x-backend"), Some("b"));
@@ -336,9 +349,8 @@ fn requests_the_client_gave_up_on_neither_count_nor_reset_the_streak() {
 
 /// A half-open probe whose client gives up gives its place back and closes
 /// nothing: the breaker must not reopen the flood gates on a hung upstream.
-#[test]
-fn a_probe_the_client_gave_up_on_does_not_close_the_breaker() {
-    let s = Setup::new(Some(TRIP_AFTER_3));
+fn a_probe_the_client_gave_up_on_does_not_close_the_breaker(build: Build) {
+    let s = Setup::new(build, Some(TRIP_AFTER_3));
     s.set_flaky("fail=1");
     for _ in 0..3 {
         s.get("/flaky/x");
@@ -360,10 +372,9 @@ fn a_probe_the_client_gave_up_on_does_not_close_the_breaker() {
 /// Issue 30, defect 13: expressions Traefik runs although they look like
 /// mistakes load, with Traefik's meaning and one warning line each: a
 /// quantile above 100 is 100, an empty ResponseCodeRatio range is 0.
-#[test]
-fn traefik_expressions_with_odd_arguments_load_with_a_warning() {
+fn traefik_expressions_with_odd_arguments_load_with_a_warning(build: Build) {
     let json = r#"{"key":"cluster","traefik":{"expression":"LatencyAtQuantileMS(150.0) > 200 || ResponseCodeRatio(600, 500, 0, 600) > 0.5"}}"#;
-    let s = Setup::new(Some(json));
+    let s = Setup::new(build, Some(json));
     s.set_flaky("fail=1");
     // The empty range is 0: 5xx answers never trip it; only latency would.
     for _ in 0..20 {

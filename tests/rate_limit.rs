@@ -7,27 +7,49 @@
 //! within a few requests of `burst + rate * elapsed` however slow the machine
 //! is. A per-worker limiter would admit about twice as many.
 
+//!
+//! Every test but the Wasm-only ones (a VM trap reloaded, Envoy's VM
+//! counters, the million-address flood) runs against both builds:
+//! `wasm::<test>` and `native::<test>`, the same assertions.
+
 use integration_tests::*;
 use std::time::{Duration, Instant};
 
-fn envoy_with(plugin_json: &str) -> (Backends, Envoy) {
+integration_tests::both_builds!(
+    burst_is_limited_for_the_whole_process_not_per_worker,
+    refusal_carries_429_retry_after_headers_and_json_body,
+    configured_status_and_header_style_none,
+    shadow_mode_refuses_nothing_but_counts_and_reports,
+    separate_keys_have_separate_budgets,
+    multiple_limits_and_match_rules,
+    trusted_hops_are_honoured_and_spoofing_is_not,
+    without_trusted_hops_forwarded_for_is_ignored,
+    bucket_refills_at_the_configured_rate,
+    sample_config_limits_one_client_as_documented,
+    bad_configs_are_refused_at_load,
+    a_path_limit_cannot_be_escaped_by_spelling_the_path_differently,
+);
+
+fn sample(build: Build, b: &Backends) -> String {
+    sample_config_for(build, "rate-limit.yaml", &b.addrs(), None)
+}
+
+fn envoy_with(build: Build, plugin_json: &str) -> (Backends, Envoy) {
     let b = Backends::start(&["a", "b"]);
-    let yaml = with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), plugin_json);
+    let yaml = with_plugin_config(&sample(build, &b), plugin_json);
     let e = Envoy::start(&yaml, 2);
     (b, e)
 }
 
-fn stat(e: &Envoy, name: &str) -> u64 {
-    e.stat(&format!("wasmcustom.rate_limit.{name}")).unwrap_or_else(|| panic!("no stat {name}"))
+fn stat(build: Build, e: &Envoy, name: &str) -> u64 {
+    e.stat(&build.stat_name(&format!("rate_limit.{name}"))).unwrap_or_else(|| panic!("no stat {name}"))
 }
 
-#[test]
-fn burst_is_limited_for_the_whole_process_not_per_worker() {
+fn burst_is_limited_for_the_whole_process_not_per_worker(build: Build) {
     let b = Backends::start(&["a", "b"]);
     let json = r#"{"limits":[{"name":"main","requests":100,"period":"1s","burst":50,"key":"client_ip"}]}"#;
     // The burst's 10 connections, opened at once, on both workers.
-    let e =
-        Envoy::start(&with_exact_balance(&with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), json)), 2);
+    let e = Envoy::start(&with_exact_balance(&with_plugin_config(&sample(build, &b), json)), 2);
     let r = burst(e.addr, "/", 1000, 10, |_| vec![]);
     let allowed = r.count(200) as f64;
     let secs = r.elapsed.as_secs_f64();
@@ -44,20 +66,21 @@ fn burst_is_limited_for_the_whole_process_not_per_worker() {
     // through about 2 x 50 + 2 x 100/s: far outside the bound above.
     let per_worker = e.worker_connections();
     assert!(per_worker.iter().filter(|&&c| c > 0).count() >= 2, "connections per worker: {per_worker:?}");
-    assert_eq!(stat(&e, "main.allowed"), r.count(200) as u64);
-    assert_eq!(stat(&e, "main.refused"), r.count(429) as u64);
+    assert_eq!(stat(build, &e, "main.allowed"), r.count(200) as u64);
+    assert_eq!(stat(build, &e, "main.refused"), r.count(429) as u64);
     let prometheus = e.admin_get("/stats/prometheus");
     for (name, value) in [("allowed", r.count(200)), ("refused", r.count(429)), ("shadow_refused", 0)] {
-        // The sample's stats_tags: the limit is a label.
-        let line = format!("rate_limit_{name}{{limit=\"main\"}} {value}");
+        // The sample's stats_tags (natively, the family's label): the limit is a label.
+        let line = format!("{}rate_limit_{name}{{limit=\"main\"}} {value}", build.prometheus_prefix());
         assert!(prometheus.lines().any(|l| l == line), "/stats/prometheus lacks {line}");
     }
 }
 
-#[test]
-fn refusal_carries_429_retry_after_headers_and_json_body() {
-    let (_b, e) =
-        envoy_with(r#"{"limits":[{"name":"tight","requests":2,"period":"1m","key":"client_ip"}],"headers":"both"}"#);
+fn refusal_carries_429_retry_after_headers_and_json_body(build: Build) {
+    let (_b, e) = envoy_with(
+        build,
+        r#"{"limits":[{"name":"tight","requests":2,"period":"1m","key":"client_ip"}],"headers":"both"}"#,
+    );
     let mut c = Conn::open(e.addr).unwrap();
     let first = c.get("/", &[]).unwrap();
     assert_eq!(first.status, 200);
@@ -81,9 +104,9 @@ fn refusal_carries_429_retry_after_headers_and_json_body() {
     assert_eq!(body["retry_after"].as_u64(), Some(retry));
 }
 
-#[test]
-fn configured_status_and_header_style_none() {
+fn configured_status_and_header_style_none(build: Build) {
     let (_b, e) = envoy_with(
+        build,
         r#"{"limits":[{"name":"g","requests":1,"period":"1h","key":"global"}],"status":503,"headers":"none"}"#,
     );
     let mut c = Conn::open(e.addr).unwrap();
@@ -95,9 +118,9 @@ fn configured_status_and_header_style_none() {
     assert_eq!(refused.header("retry-after"), Some("3600"));
 }
 
-#[test]
-fn shadow_mode_refuses_nothing_but_counts_and_reports() {
+fn shadow_mode_refuses_nothing_but_counts_and_reports(build: Build) {
     let (_b, e) = envoy_with(
+        build,
         r#"{"limits":[{"name":"sh","requests":10,"period":"1m","key":"global"}],"mode":"shadow","headers":"x-ratelimit"}"#,
     );
     let r = burst(e.addr, "/", 200, 4, |_| vec![]);
@@ -105,14 +128,14 @@ fn shadow_mode_refuses_nothing_but_counts_and_reports() {
     assert!(r.responses.iter().all(|r| r.header("x-ratelimit-limit") == Some("10")));
     let zero_left = r.responses.iter().filter(|r| r.header("x-ratelimit-remaining") == Some("0")).count();
     assert!(zero_left >= 189, "{zero_left} responses said 0 remaining");
-    assert_eq!(stat(&e, "sh.shadow_refused"), 190);
-    assert_eq!(stat(&e, "sh.allowed"), 10);
-    assert_eq!(stat(&e, "sh.refused"), 0);
+    assert_eq!(stat(build, &e, "sh.shadow_refused"), 190);
+    assert_eq!(stat(build, &e, "sh.allowed"), 10);
+    assert_eq!(stat(build, &e, "sh.refused"), 0);
 }
 
-#[test]
-fn separate_keys_have_separate_budgets() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"per-key","requests":5,"period":"1h","key":"header:x-api-key"}]}"#);
+fn separate_keys_have_separate_budgets(build: Build) {
+    let (_b, e) =
+        envoy_with(build, r#"{"limits":[{"name":"per-key","requests":5,"period":"1h","key":"header:x-api-key"}]}"#);
     let r = burst(e.addr, "/", 60, 6, |i| vec![("x-api-key".into(), format!("key-{}", i % 3))]);
     // 3 keys x 5 each.
     assert_eq!(r.count(200), 15);
@@ -123,9 +146,9 @@ fn separate_keys_have_separate_budgets() {
     assert_eq!(none.count(200), 5);
 }
 
-#[test]
-fn multiple_limits_and_match_rules() {
+fn multiple_limits_and_match_rules(build: Build) {
     let (_b, e) = envoy_with(
+        build,
         r#"{"limits":[
             {"name":"all","requests":20,"period":"1h","key":"global"},
             {"name":"writes","requests":3,"period":"1h","key":"global","match":{"methods":["POST"]}},
@@ -144,10 +167,11 @@ fn multiple_limits_and_match_rules() {
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["limit"], "all");
 }
 
-#[test]
-fn trusted_hops_are_honoured_and_spoofing_is_not() {
-    let (_b, e) =
-        envoy_with(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}],"trusted_hops":1}"#);
+fn trusted_hops_are_honoured_and_spoofing_is_not(build: Build) {
+    let (_b, e) = envoy_with(
+        build,
+        r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}],"trusted_hops":1}"#,
+    );
     // The client forges a different left-most entry each time; the trusted
     // proxy's entry (right-most) is the same client: one budget.
     let spoofing =
@@ -159,19 +183,18 @@ fn trusted_hops_are_honoured_and_spoofing_is_not() {
     // A request whose list is empty or garbage is keyed on the peer, counted.
     let garbage = burst(e.addr, "/", 10, 1, |_| vec![("x-forwarded-for".into(), "not-an-address".into())]);
     assert_eq!(garbage.count(200), 5);
-    assert_eq!(stat(&e, "client_ip_fallback"), 10);
+    assert_eq!(stat(build, &e, "client_ip_fallback"), 10);
 }
 
-#[test]
-fn without_trusted_hops_forwarded_for_is_ignored() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}]}"#);
+fn without_trusted_hops_forwarded_for_is_ignored(build: Build) {
+    let (_b, e) = envoy_with(build, r#"{"limits":[{"name":"ip","requests":5,"period":"1h","key":"client_ip"}]}"#);
     let r = burst(e.addr, "/", 30, 3, |i| vec![("x-forwarded-for".into(), format!("198.51.100.{i}"))]);
     assert_eq!(r.count(200), 5, "a client picked its own key by sending X-Forwarded-For");
 }
 
-#[test]
-fn bucket_refills_at_the_configured_rate() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"slow","requests":4,"period":"1s","burst":2,"key":"global"}]}"#);
+fn bucket_refills_at_the_configured_rate(build: Build) {
+    let (_b, e) =
+        envoy_with(build, r#"{"limits":[{"name":"slow","requests":4,"period":"1s","burst":2,"key":"global"}]}"#);
     let mut c = Conn::open(e.addr).unwrap();
     let first: usize = (0..10).filter(|_| c.get("/", &[]).unwrap().status == 200).count();
     assert_eq!(first, 2);
@@ -183,12 +206,11 @@ fn bucket_refills_at_the_configured_rate() {
     assert!((2..=2 + extra + 1).contains(&second), "{second} admitted after 600 ms idle");
 }
 
-#[test]
-fn sample_config_limits_one_client_as_documented() {
+fn sample_config_limits_one_client_as_documented(build: Build) {
     // envoy/rate-limit.yaml unchanged: 10/s per client, bursts of 5, and
     // /api shares a global 100/s.
     let b = Backends::start(&["a", "b"]);
-    let e = Envoy::start(&sample_config("rate-limit.yaml", &b.addrs()), 2);
+    let e = Envoy::start(&sample(build, &b), 2);
     let r = burst(e.addr, "/", 20, 1, |_| vec![]);
     let expected = 5.0 + 10.0 * r.elapsed.as_secs_f64();
     let ok = r.count(200) as f64;
@@ -203,10 +225,9 @@ fn sample_config_limits_one_client_as_documented() {
 
 /// Bad configuration never serves: Envoy logs our one line naming the field
 /// and exits.
-#[test]
-fn bad_configs_are_refused_at_load() {
+fn bad_configs_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b"]);
-    let base = sample_config("rate-limit.yaml", &b.addrs());
+    let base = sample(build, &b);
     let cases = [
         (
             r#"{"limits":[{"name":"a","requests":1,"period":"1s","key":"global","colour":"red"}]}"#,
@@ -241,11 +262,12 @@ fn bad_configs_are_refused_at_load() {
 /// client inside the flood still gets exactly its limit.
 #[test]
 fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
+    let build = Build::Wasm;
     use std::sync::atomic::{AtomicBool, Ordering};
     const FLOOD: usize = 1_000_000;
     let b = Backends::start(&["a", "b"]);
     let yaml = with_plugin_config(
-        &sample_config("rate-limit.yaml", &b.addrs()),
+        &sample(build, &b),
         r#"{"limits":[{"name":"ip","requests":20,"period":"1s","burst":20,"key":"client_ip"}],"trusted_hops":1,"table_size":65536}"#,
     );
     // /flood is answered by Envoy itself after the filter ran, so the test
@@ -319,7 +341,8 @@ fn key_flood_keeps_memory_bounded_and_hot_key_limited() {
 /// the first counts.
 #[test]
 fn hostile_header_input_has_defined_outcomes() {
-    let (_b, e) = envoy_with(r#"{"limits":[{"name":"k","requests":3,"period":"1h","key":"header:x-api-key"}]}"#);
+    let build = Build::Wasm;
+    let (_b, e) = envoy_with(build, r#"{"limits":[{"name":"k","requests":3,"period":"1h","key":"header:x-api-key"}]}"#);
     let mut c = Conn::open(e.addr).unwrap();
     // Bytes that are not UTF-8 (obs-text, legal in a field value).
     let raw = |key: &[u8]| {
@@ -358,11 +381,12 @@ fn hostile_header_input_has_defined_outcomes() {
 /// filter that traps on demand (`--features trap-on-demand`).
 #[test]
 fn vm_failure_is_reloaded_and_limiting_continues() {
+    let build = Build::Wasm;
     let b = Backends::start(&["a", "b"]);
     let trap_wasm = repo().join("target/trap-test/wasm32-wasip1/release/rate_limit.wasm");
     assert!(trap_wasm.exists(), "{} is missing: run `make build`", trap_wasm.display());
     let yaml = with_plugin_config(
-        &sample_config("rate-limit.yaml", &b.addrs()),
+        &sample(build, &b),
         r#"{"limits":[{"name":"g","requests":5,"period":"1h","key":"global"}]}"#,
     )
     .replace(&wasm("rate_limit").display().to_string(), &trap_wasm.display().to_string());
@@ -398,11 +422,10 @@ fn vm_failure_is_reloaded_and_limiting_continues() {
 /// A limit on `/api` holds however the client spells the path: with the
 /// sample's Envoy path normalisation on, and without it (the filter
 /// normalises too, for hosts and configs that do not).
-#[test]
-fn a_path_limit_cannot_be_escaped_by_spelling_the_path_differently() {
+fn a_path_limit_cannot_be_escaped_by_spelling_the_path_differently(build: Build) {
     let json = r#"{"limits":[{"name":"api","requests":1,"period":"1h","key":"all","match":{"path_prefix":"/api"}}]}"#;
     let b = Backends::start(&["a", "b"]);
-    let sample = with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), json);
+    let sample = with_plugin_config(&sample(build, &b), json);
     assert!(sample.contains("normalize_path: true") && sample.contains("merge_slashes: true"));
     let raw = sample
         .replace("normalize_path: true", "normalize_path: false")

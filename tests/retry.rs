@@ -4,20 +4,33 @@
 use integration_tests::*;
 use std::time::{Duration, Instant};
 
+integration_tests::both_builds!(
+    random_failures_are_retried_to_at_least_99_percent_success,
+    post_without_idempotency_key_is_not_retried,
+    forged_retry_headers_are_stripped_and_attempts_stay_within_policy,
+    trusted_sources_keep_their_own_retry_headers,
+    budget_caps_upstream_attempts_under_total_failure,
+    retry_after_is_added_to_429_and_503_that_lack_it,
+    per_try_timeout_hedging_and_retriable_status_codes_take_effect,
+    bad_configs_are_refused_at_load,
+    requests_held_past_the_window_do_not_mint_retries,
+);
+
 struct Setup {
     backends: Backends,
     envoy: Envoy,
+    build: Build,
 }
 
 impl Setup {
-    fn new(plugin_json: Option<&str>) -> Setup {
+    fn new(build: Build, plugin_json: Option<&str>) -> Setup {
         let backends = Backends::start(&["a", "b"]);
-        let mut yaml = sample_config("retry.yaml", &backends.addrs());
+        let mut yaml = sample_config_for(build, "retry.yaml", &backends.addrs(), None);
         if let Some(json) = plugin_json {
             yaml = with_plugin_config(&yaml, json);
         }
         let envoy = Envoy::start(&yaml, 2);
-        Setup { backends, envoy }
+        Setup { backends, envoy, build }
     }
 
     fn set_backend(&self, query: &str) {
@@ -35,13 +48,12 @@ impl Setup {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("wasmcustom.retry.{name}")).unwrap_or(0)
+        self.envoy.stat(&self.build.stat_name(&format!("retry.{name}"))).unwrap_or(0)
     }
 }
 
-#[test]
-fn random_failures_are_retried_to_at_least_99_percent_success() {
-    let s = Setup::new(None);
+fn random_failures_are_retried_to_at_least_99_percent_success(build: Build) {
+    let s = Setup::new(build, None);
     s.set_backend("fail=0.2&random=1");
     let r = burst(s.envoy.addr, "/", 1000, 4, |_| vec![]);
     let ok = r.count(200);
@@ -58,9 +70,8 @@ fn random_failures_are_retried_to_at_least_99_percent_success() {
     assert_eq!(s.stat("reads.requests"), 1000);
 }
 
-#[test]
-fn post_without_idempotency_key_is_not_retried() {
-    let s = Setup::new(None);
+fn post_without_idempotency_key_is_not_retried(build: Build) {
+    let s = Setup::new(build, None);
     s.set_backend("fail=1");
     let r = s.request("POST", "/orders", &[]);
     assert_eq!(r.status, 503);
@@ -72,9 +83,8 @@ fn post_without_idempotency_key_is_not_retried() {
     assert_eq!(s.stat("not_idempotent"), 1);
 }
 
-#[test]
-fn forged_retry_headers_are_stripped_and_attempts_stay_within_policy() {
-    let s = Setup::new(None);
+fn forged_retry_headers_are_stripped_and_attempts_stay_within_policy(build: Build) {
+    let s = Setup::new(build, None);
     s.set_backend("fail=1");
     let forged = [
         ("x-envoy-max-retries", "10"),
@@ -93,11 +103,13 @@ fn forged_retry_headers_are_stripped_and_attempts_stay_within_policy() {
     assert_eq!(seen["headers"]["x-envoy-expected-rq-timeout-ms"], "5000");
 }
 
-#[test]
-fn trusted_sources_keep_their_own_retry_headers() {
-    let s = Setup::new(Some(
-        r#"{"policies":[{"name":"p","max_retries":1}],"trusted_sources":["127.0.0.0/8"],"budget":{"min_per_second":100}}"#,
-    ));
+fn trusted_sources_keep_their_own_retry_headers(build: Build) {
+    let s = Setup::new(
+        build,
+        Some(
+            r#"{"policies":[{"name":"p","max_retries":1}],"trusted_sources":["127.0.0.0/8"],"budget":{"min_per_second":100}}"#,
+        ),
+    );
     s.set_backend("fail=1");
     s.request("GET", "/", &[("x-envoy-max-retries", "4")]);
     assert_eq!(s.backend_requests(), 5, "a trusted peer's x-envoy-max-retries: 4 was honoured");
@@ -106,10 +118,9 @@ fn trusted_sources_keep_their_own_retry_headers() {
     assert_eq!(s.stat("forged_stripped"), 0);
 }
 
-#[test]
-fn budget_caps_upstream_attempts_under_total_failure() {
+fn budget_caps_upstream_attempts_under_total_failure(build: Build) {
     // Policy: 3 retries per request, which alone would mean 4x the load.
-    let s = Setup::new(None);
+    let s = Setup::new(build, None);
     s.set_backend("fail=1");
     let r = burst(s.envoy.addr, "/", 500, 4, |_| vec![]);
     let attempts = s.backend_requests();
@@ -125,9 +136,8 @@ fn budget_caps_upstream_attempts_under_total_failure() {
     assert_eq!(s.stat("retries"), attempts - 500);
 }
 
-#[test]
-fn retry_after_is_added_to_429_and_503_that_lack_it() {
-    let s = Setup::new(None);
+fn retry_after_is_added_to_429_and_503_that_lack_it(build: Build) {
+    let s = Setup::new(build, None);
     s.set_backend("fail=1&status=503");
     let r = s.request("POST", "/", &[]);
     assert_eq!((r.status, r.header("retry-after")), (503, Some("1")));
@@ -143,9 +153,8 @@ fn retry_after_is_added_to_429_and_503_that_lack_it() {
 /// Which retry headers Envoy 1.40 honours when a Wasm filter sets them:
 /// per-try timeout, hedging on per-try timeout and retriable status codes
 /// all take effect (documented in filters/retry/README.md).
-#[test]
-fn per_try_timeout_hedging_and_retriable_status_codes_take_effect() {
-    let per_try = Setup::new(Some(r#"{"policies":[{"name":"p","max_retries":2,"per_try_timeout":"100ms"}]}"#));
+fn per_try_timeout_hedging_and_retriable_status_codes_take_effect(build: Build) {
+    let per_try = Setup::new(build, Some(r#"{"policies":[{"name":"p","max_retries":2,"per_try_timeout":"100ms"}]}"#));
     per_try.set_backend("latency=300ms");
     let t = Instant::now();
     let r = per_try.request("GET", "/", &[]);
@@ -154,27 +163,32 @@ fn per_try_timeout_hedging_and_retriable_status_codes_take_effect() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(per_try.backend_requests(), 3);
 
-    let hedged = Setup::new(Some(
-        r#"{"policies":[{"name":"p","max_retries":2,"per_try_timeout":"100ms","hedge_on_per_try_timeout":true}]}"#,
-    ));
+    let hedged = Setup::new(
+        build,
+        Some(
+            r#"{"policies":[{"name":"p","max_retries":2,"per_try_timeout":"100ms","hedge_on_per_try_timeout":true}]}"#,
+        ),
+    );
     hedged.set_backend("latency=300ms");
     let r = hedged.request("GET", "/", &[]);
     assert_eq!(r.status, 200, "with hedging the first attempt is not cancelled and answers");
     std::thread::sleep(Duration::from_millis(400));
     assert!(hedged.backend_requests() >= 2, "a hedged attempt was sent");
 
-    let codes = Setup::new(Some(
-        r#"{"policies":[{"name":"p","max_retries":2,"retry_on":"retriable-status-codes","retriable_status_codes":[409]}]}"#,
-    ));
+    let codes = Setup::new(
+        build,
+        Some(
+            r#"{"policies":[{"name":"p","max_retries":2,"retry_on":"retriable-status-codes","retriable_status_codes":[409]}]}"#,
+        ),
+    );
     codes.set_backend("fail=1&status=409");
     assert_eq!(codes.request("GET", "/", &[]).status, 409);
     assert_eq!(codes.backend_requests(), 3, "409 was retried");
 }
 
-#[test]
-fn bad_configs_are_refused_at_load() {
+fn bad_configs_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b"]);
-    let base = sample_config("retry.yaml", &b.addrs());
+    let base = sample_config_for(build, "retry.yaml", &b.addrs(), None);
     let cases = [
         (r#"{"policies":[],"colour":"red"}"#, "colour: unknown field `colour`"),
         (
@@ -199,12 +213,14 @@ fn bad_configs_are_refused_at_load() {
 /// sending its body slowly does the same) must not give back, into the new
 /// window, reservations whose slice has aged out: that minted retries the
 /// budget never had (400 where 160 were allowed).
-#[test]
-fn requests_held_past_the_window_do_not_mint_retries() {
-    let s = Setup::new(Some(
-        r#"{"policies":[{"name":"reads","match":{"methods":["GET"]},"max_retries":3}],
+fn requests_held_past_the_window_do_not_mint_retries(build: Build) {
+    let s = Setup::new(
+        build,
+        Some(
+            r#"{"policies":[{"name":"reads","match":{"methods":["GET"]},"max_retries":3}],
             "budget":{"ratio":0,"min_per_second":10,"window":"1s"}}"#,
-    ));
+        ),
+    );
     s.set_backend("latency=1500ms");
     let addr = s.envoy.addr;
     let held: Vec<_> = (0..4).map(|_| std::thread::spawn(move || http_get(addr, "/", &[]).map(|r| r.status))).collect();

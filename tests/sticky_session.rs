@@ -4,19 +4,34 @@
 use integration_tests::*;
 use std::collections::HashMap;
 
+integration_tests::both_builds!(
+    sessions_stick_across_workers_and_spread_evenly,
+    signed_cookie_pins_and_forged_cookies_are_reassigned,
+    killing_a_backend_moves_only_its_sessions_and_no_request_fails,
+    two_envoys_with_the_same_config_agree,
+    client_ip_stickiness_replaces_ip_hash,
+    bad_configs_are_refused_at_load,
+    envoy_keeps_sending_to_an_overridden_host_it_ejected,
+    failing_backend_is_ejected_by_the_filter_and_its_sessions_move,
+    address_outside_the_cluster_falls_back_to_round_robin,
+    requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service,
+    failures_on_another_clusters_route_eject_no_backend,
+);
+
 struct Setup {
     backends: Vec<Option<Backends>>,
     envoy: Envoy,
     yaml: String,
+    build: Build,
 }
 
 impl Setup {
-    fn new(plugin_json: Option<&str>) -> Setup {
+    fn new(build: Build, plugin_json: Option<&str>) -> Setup {
         let (backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
         // Connections open at once are spread over both workers.
-        let yaml = with_exact_balance(&sample_config_with("sticky-session.yaml", &addrs, plugin_json));
+        let yaml = with_exact_balance(&sample_config_for(build, "sticky-session.yaml", &addrs, plugin_json));
         let envoy = Envoy::start(&yaml, 2);
-        Setup { backends, envoy, yaml }
+        Setup { backends, envoy, yaml, build }
     }
 
     fn get(&self, headers: &[(&str, &str)]) -> Response {
@@ -33,7 +48,7 @@ impl Setup {
     }
 
     fn stat(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("wasmcustom.sticky.{name}")).unwrap_or(0)
+        self.envoy.stat(&self.build.stat_name(&format!("sticky.{name}"))).unwrap_or(0)
     }
 }
 
@@ -42,9 +57,8 @@ fn cookie_from(r: &Response) -> String {
     set.split(';').next().expect("cookie pair").to_string()
 }
 
-#[test]
-fn sessions_stick_across_workers_and_spread_evenly() {
-    let s = Setup::new(None);
+fn sessions_stick_across_workers_and_spread_evenly(build: Build) {
+    let s = Setup::new(build, None);
     // Two connections held open: exact balance puts one on each worker, and
     // each session's requests alternate between them.
     let mut conns = [Conn::open(s.envoy.addr).expect("connect"), Conn::open(s.envoy.addr).expect("connect")];
@@ -67,9 +81,8 @@ fn sessions_stick_across_workers_and_spread_evenly() {
     assert!(s.envoy.worker_connections().iter().filter(|&&c| c > 0).count() >= 2, "both workers served");
 }
 
-#[test]
-fn signed_cookie_pins_and_forged_cookies_are_reassigned() {
-    let s = Setup::new(None);
+fn signed_cookie_pins_and_forged_cookies_are_reassigned(build: Build) {
+    let s = Setup::new(build, None);
     let first = s.get(&[("x-session-id", "alice")]);
     let home = first.header("x-backend").expect("backend").to_string();
     let cookie = cookie_from(&first);
@@ -93,9 +106,8 @@ fn signed_cookie_pins_and_forged_cookies_are_reassigned() {
     assert_eq!((r.status, r.header("x-backend")), (200, Some(home.as_str())));
 }
 
-#[test]
-fn killing_a_backend_moves_only_its_sessions_and_no_request_fails() {
-    let mut s = Setup::new(None);
+fn killing_a_backend_moves_only_its_sessions_and_no_request_fails(build: Build) {
+    let mut s = Setup::new(build, None);
     let sessions: Vec<String> = (0..60).map(|i| format!("user-{i}")).collect();
     let home: Vec<String> = sessions.iter().map(|id| s.backend_of(id)).collect();
     let victim = "b";
@@ -123,9 +135,8 @@ fn killing_a_backend_moves_only_its_sessions_and_no_request_fails() {
     assert!(s.stat("b.failovers") > 0);
 }
 
-#[test]
-fn two_envoys_with_the_same_config_agree() {
-    let s = Setup::new(None);
+fn two_envoys_with_the_same_config_agree(build: Build) {
+    let s = Setup::new(build, None);
     let second = Envoy::start(&s.yaml, 2);
     for i in 0..50 {
         let id = format!("shared-{i}");
@@ -134,12 +145,14 @@ fn two_envoys_with_the_same_config_agree() {
     }
 }
 
-#[test]
-fn client_ip_stickiness_replaces_ip_hash() {
-    let s = Setup::new(Some(
-        r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},{"name":"c","address":"127.0.0.1:8083"}],
+fn client_ip_stickiness_replaces_ip_hash(build: Build) {
+    let s = Setup::new(
+        build,
+        Some(
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},{"name":"c","address":"127.0.0.1:8083"}],
             "session_key":["client_ip"],"trusted_hops":1,"backend_header":"x-sticky-backend"}"#,
-    ));
+        ),
+    );
     let mut seen = std::collections::HashSet::new();
     for i in 0..30 {
         let ip = format!("203.0.113.{i}");
@@ -156,10 +169,9 @@ fn client_ip_stickiness_replaces_ip_hash() {
     assert_eq!(seen.len(), 3, "30 clients spread over all backends");
 }
 
-#[test]
-fn bad_configs_are_refused_at_load() {
+fn bad_configs_are_refused_at_load(build: Build) {
     let b = Backends::start(&["a", "b", "c"]);
-    let base = sample_config("sticky-session.yaml", &b.addrs());
+    let base = sample_config_for(build, "sticky-session.yaml", &b.addrs(), None);
     // 64 backends at weight 1000 took Envoy to 1.37 GB and 7 s to start.
     let list: Vec<String> =
         (0..64).map(|i| format!(r#"{{"name":"b{i}","address":"127.0.0.1:{}","weight":1000}}"#, 20000 + i)).collect();
@@ -214,12 +226,14 @@ fn bad_configs_are_refused_at_load() {
 /// does not protect sticky sessions; the filter's passive health does
 /// (next test). If this test starts failing, Envoy changed and the README's
 /// statement must change with it.
-#[test]
-fn envoy_keeps_sending_to_an_overridden_host_it_ejected() {
-    let mut s = Setup::new(Some(
-        r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},{"name":"c","address":"127.0.0.1:8083"}],
+fn envoy_keeps_sending_to_an_overridden_host_it_ejected(build: Build) {
+    let mut s = Setup::new(
+        build,
+        Some(
+            r#"{"backends":[{"name":"a","address":"127.0.0.1:8081"},{"name":"b","address":"127.0.0.1:8082"},{"name":"c","address":"127.0.0.1:8083"}],
             "session_key":["header:x-session-id"],"health":{"failures":1000000},"backend_header":"x-sticky-backend"}"#,
-    ));
+        ),
+    );
     let yaml = s.yaml.replace(
         "    connect_timeout: 0.5s\n",
         "    connect_timeout: 0.5s\n    outlier_detection: { consecutive_5xx: 3, interval: 1s, base_ejection_time: 60s, max_ejection_percent: 100 }\n",
@@ -238,11 +252,10 @@ fn envoy_keeps_sending_to_an_overridden_host_it_ejected() {
     }
 }
 
-#[test]
-fn failing_backend_is_ejected_by_the_filter_and_its_sessions_move() {
+fn failing_backend_is_ejected_by_the_filter_and_its_sessions_move(build: Build) {
     // Sample config: 3 failures in a row eject for 10 s. The route retries
     // only connect failures and resets, so the 503s reach the filter.
-    let s = Setup::new(None);
+    let s = Setup::new(build, None);
     let on_b = (0..200).map(|i| format!("u{i}")).find(|id| s.backend_of(id) == "b").expect("a session on b");
     s.backends[1].as_ref().expect("backend b").set("b", "fail=1");
     let statuses: Vec<u16> = (0..3).map(|_| s.get(&[("x-session-id", &on_b)]).status).collect();
@@ -257,11 +270,13 @@ fn failing_backend_is_ejected_by_the_filter_and_its_sessions_move() {
 
 /// A backend address the cluster does not hold: Envoy's override_host falls
 /// back to its fallback policy (round robin), so sessions do not stick.
-#[test]
-fn address_outside_the_cluster_falls_back_to_round_robin() {
-    let s = Setup::new(Some(
-        r#"{"backends":[{"name":"x","address":"127.0.0.1:9"},{"name":"y","address":"127.0.0.1:10"}],"session_key":["header:x-session-id"]}"#,
-    ));
+fn address_outside_the_cluster_falls_back_to_round_robin(build: Build) {
+    let s = Setup::new(
+        build,
+        Some(
+            r#"{"backends":[{"name":"x","address":"127.0.0.1:9"},{"name":"y","address":"127.0.0.1:10"}],"session_key":["header:x-session-id"]}"#,
+        ),
+    );
     let seen: std::collections::HashSet<String> =
         (0..6).map(|_| s.get(&[("x-session-id", "one")]).header("x-backend").unwrap_or("-").to_string()).collect();
     assert_eq!(seen.len(), 3, "round robin over the cluster: {seen:?}");
@@ -269,9 +284,8 @@ fn address_outside_the_cluster_falls_back_to_round_robin() {
 
 /// Clients giving up on a hung backend (Envoy: no code, flag DC) must not
 /// reset its failure streak, or a backend that hangs is never ejected.
-#[test]
-fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
-    let s = Setup::new(None); // 3 failures in a row eject
+fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service(build: Build) {
+    let s = Setup::new(build, None); // 3 failures in a row eject
     let on_b = (0..200).map(|i| format!("u{i}")).find(|id| s.backend_of(id) == "b").expect("a session on b");
     let b = s.backends[1].as_ref().expect("backend b");
     for _ in 0..2 {
@@ -291,12 +305,12 @@ fn requests_the_client_gave_up_on_do_not_keep_a_hanging_backend_in_service() {
 /// cluster's 5xx answers eject none of the filter's backends (it never
 /// contacted them), whatever session keys the client sends; the session's
 /// own backend still serves it.
-#[test]
-fn failures_on_another_clusters_route_eject_no_backend() {
+fn failures_on_another_clusters_route_eject_no_backend(build: Build) {
     let (_backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
     let other = Backends::start(&["x"]);
     other.set("x", "fail=1");
-    let yaml = with_other_cluster(&sample_config("sticky-session.yaml", &addrs), "/other", other.addr("x"));
+    let yaml =
+        with_other_cluster(&sample_config_for(build, "sticky-session.yaml", &addrs, None), "/other", other.addr("x"));
     let envoy = Envoy::start(&yaml, 2);
     let home = |id: &str| {
         let r = Conn::open(envoy.addr).and_then(|mut c| c.get("/", &[("x-session-id", id)])).expect("request");
@@ -313,7 +327,7 @@ fn failures_on_another_clusters_route_eject_no_backend() {
         }
     }
     for b in ["a", "b", "c"] {
-        assert_eq!(envoy.stat(&format!("wasmcustom.sticky.{b}.ejected")).unwrap_or(0), 0, "{b} ejected");
+        assert_eq!(envoy.stat(&build.stat_name(&format!("sticky.{b}.ejected"))).unwrap_or(0), 0, "{b} ejected");
     }
     let after: Vec<String> = (0..12).map(|i| home(&format!("s{i}"))).collect();
     assert_eq!(before, after, "sessions moved");

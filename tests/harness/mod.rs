@@ -141,8 +141,18 @@ pub fn sample_config(file: &str, backends: &[SocketAddr]) -> String {
 /// `plugin_json` (when given) before the rewriting, so that backend
 /// addresses in the JSON (`127.0.0.1:8081`, ...) become `backends`' too.
 pub fn sample_config_with(file: &str, backends: &[SocketAddr], plugin_json: Option<&str>) -> String {
+    sample_config_for(Build::Wasm, file, backends, plugin_json)
+}
+
+/// [`sample_config_with`] for `build`: natively, the sample's native twin
+/// (`packaging::native::to_native`: each Wasm filter replaced by the
+/// dynamic module with the same policy and configuration).
+pub fn sample_config_for(build: Build, file: &str, backends: &[SocketAddr], plugin_json: Option<&str>) -> String {
     let path = repo().join("envoy").join(file);
     let mut yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    if build == Build::Native {
+        yaml = packaging::native::to_native(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
     if let Some(json) = plugin_json {
         yaml = with_plugin_config(&yaml, json);
     }
@@ -579,8 +589,8 @@ pub fn assert_refused_at_load(base_yaml: &str, readme: &str, cases: &[(&str, &st
 
 /// Which build of the filters a test runs: the Proxy-Wasm modules
 /// (`target/wasm/`), or the native dynamic module
-/// (`target/native/libresilience.so`, `filters/native`). Each sample in
-/// `envoy/` with a native twin is `<name>-native.yaml`.
+/// (`target/native/libresilience.so`, `filters/native`), loaded by each
+/// sample's native twin ([`sample_config_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Build {
     /// The `.wasm` modules in Envoy's V8.
@@ -590,14 +600,6 @@ pub enum Build {
 }
 
 impl Build {
-    /// The sample for this build: `bundle.yaml` or `bundle-native.yaml`.
-    pub fn sample(self, file: &str) -> String {
-        match self {
-            Build::Wasm => file.to_string(),
-            Build::Native => file.replace(".yaml", "-native.yaml"),
-        }
-    }
-
     /// A filter metric's stat name in Envoy (`rate_limit.per-client.allowed`
     /// as the filters name it): `wasmcustom.` + the name in the Wasm build;
     /// natively the metric's family under `dynamicmodulescustom.`, its
@@ -628,4 +630,20 @@ impl Build {
             Build::Native => "envoy_dynamicmodulescustom_",
         }
     }
+}
+
+/// `both_builds!(a, b)`: for each test function `a(build: Build)`, a
+/// `#[test]` in module `wasm` and one in module `native`, so that one suite
+/// asserts the same behaviour of both builds (`cargo test wasm::` or
+/// `native::` runs one).
+#[macro_export]
+macro_rules! both_builds {
+    ($($name:ident),* $(,)?) => {
+        mod wasm {
+            $(#[test] fn $name() { super::$name($crate::Build::Wasm) })*
+        }
+        mod native {
+            $(#[test] fn $name() { super::$name($crate::Build::Native) })*
+        }
+    };
 }

@@ -4,6 +4,7 @@
 
 pub mod crd;
 pub mod docs;
+pub mod native;
 pub mod oci;
 
 use serde_json::Value;

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
         Some("schemas") => schemas(args.iter().any(|a| a == "--check")),
         Some("oci") => images(&args),
         Some("check-config") => check(&args),
-        _ => Err("usage: packaging schemas [--check] | oci [--out DIR] [--wasm-dir DIR] [--source URL] | check-config <module> <file.json>".into()),
+        Some("native-sample") => native_sample(&args),
+        _ => Err("usage: packaging schemas [--check] | oci [--out DIR] [--wasm-dir DIR] [--source URL] | check-config <module> <file.json> | native-sample <envoy.yaml>".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -28,6 +29,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the native build's twin of a sample Envoy config.
+fn native_sample(args: &[String]) -> Result<(), String> {
+    let file = args.get(1).ok_or("native-sample needs an Envoy config file")?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    print!("{}", packaging::native::to_native(&text).map_err(|e| format!("{file}: {e}"))?);
+    Ok(())
 }
 
 fn option(args: &[String], name: &str) -> Option<String> {
