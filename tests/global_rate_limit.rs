@@ -1,11 +1,13 @@
 //! Global limits: two Envoys (`--concurrency 2` each, distinct `--base-id`),
 //! each asking its own `ratelimit-engine`, both engines sharing one Redis.
 //! One limit must hold for the pair exactly, and the filter must degrade as
-//! configured when the engine or Redis goes away.
+//! configured when the engine or Redis goes away. Every test runs against
+//! both builds (`wasm::` and `native::`): natively the call is an HTTP
+//! callout from the module (gRPC framed over HTTP/2, or the `/json` path).
 
 use integration_tests::fleet::{post, Engine, Redis};
 use integration_tests::{
-    assert_refused_at_load, burst, sample_config, with_plugin_config, Backends, Conn, Envoy, Response,
+    assert_refused_at_load, burst, sample_config_for, with_plugin_config, Backends, Build, Conn, Envoy, Response,
 };
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,20 @@ fn plugin(global_extra: &str) -> String {
     )
 }
 
+integration_tests::both_builds!(
+    sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit,
+    a_concurrent_burst_split_across_both_proxies_admits_exactly_the_limit,
+    engines_sharing_redis_are_atomic_under_400_concurrent_calls,
+    failure_mode_allow_answers_within_the_timeout_when_the_service_dies_or_hangs,
+    failure_mode_deny_refuses_within_the_timeout_when_the_service_dies,
+    failure_mode_local_keeps_the_fleet_near_the_limit_while_the_service_is_down,
+    after_a_redis_restart_the_service_recovers_without_restarting_the_proxies,
+    json_protocol_through_envoy_enforces_the_same_limit,
+    shadow_mode_in_the_service_counts_but_never_refuses,
+    a_missing_cluster_follows_the_failure_mode_and_the_vm_survives,
+    bad_global_configs_are_refused_at_load,
+);
+
 struct Fleet {
     // Dropped in order: proxies first, then engines, then Redis.
     envoys: Vec<Envoy>,
@@ -34,11 +50,19 @@ struct Fleet {
 }
 
 /// Redis, `n` engines and `n` Envoys, Envoy `i` asking engine `i`.
-fn fleet(n: usize, limits_yaml: &str, plugin_json: &str, engine_args: &[&str], json_protocol: bool) -> Fleet {
+fn fleet(
+    build: Build,
+    n: usize,
+    limits_yaml: &str,
+    plugin_json: &str,
+    engine_args: &[&str],
+    json_protocol: bool,
+) -> Fleet {
     let backends = Backends::start(&["a", "b"]);
     let redis = Redis::start();
     let engines: Vec<Engine> = (0..n).map(|_| Engine::start(limits_yaml, &redis, engine_args)).collect();
-    let base = with_plugin_config(&sample_config("global-rate-limit.yaml", &backends.addrs()), plugin_json);
+    let base =
+        with_plugin_config(&sample_config_for(build, "global-rate-limit.yaml", &backends.addrs(), None), plugin_json);
     let envoys = engines
         .iter()
         .map(|e| {
@@ -65,11 +89,10 @@ fn get(conn: &mut Conn, id: &str) -> (Response, Duration) {
     (r, start.elapsed())
 }
 
-#[test]
-fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit() {
+fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit(build: Build) {
     // GCRA: the retry-after below is its pace (the default, fixed window,
     // would say the window's end).
-    let f = fleet(2, &limits(25, "hour", false), &plugin(r#","timeout":"1s""#), &["--algorithm", "gcra"], false);
+    let f = fleet(build, 2, &limits(25, "hour", false), &plugin(r#","timeout":"1s""#), &["--algorithm", "gcra"], false);
     let mut conns: Vec<Conn> = f.envoys.iter().map(|e| Conn::open(e.addr).expect("connect")).collect();
     let mut admitted = 0;
     let mut last_ok = None;
@@ -99,8 +122,8 @@ fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit()
     assert!(no.text().contains(r#""limit":"fleet""#), "{}", no.text());
     // Both proxies and both engines took part; nothing failed.
     for (e, g) in f.envoys.iter().zip(&f.engines) {
-        assert_eq!(e.stat("wasmcustom.rate_limit.global.errors").unwrap_or(0), 0);
-        assert!(e.stat("wasmcustom.rate_limit.global.over_limit").unwrap_or(0) > 0);
+        assert_eq!(e.stat(&build.stat_name("rate_limit.global.errors")).unwrap_or(0), 0);
+        assert!(e.stat(&build.stat_name("rate_limit.global.over_limit")).unwrap_or(0) > 0);
         assert!(g.metric("ratelimit_engine_calls_total{protocol=\"grpc\"}").unwrap_or(0) >= 40);
     }
     let series = "ratelimit_engine_within_limit_total{domain=\"edge\",descriptor=\"edge.generic_key_fleet.x-client\"}";
@@ -117,9 +140,8 @@ fn sequential_requests_alternating_between_two_proxies_admit_exactly_the_limit()
     assert_eq!(r.status, 200);
 }
 
-#[test]
-fn a_concurrent_burst_split_across_both_proxies_admits_exactly_the_limit() {
-    let f = fleet(2, &limits(50, "hour", false), &plugin(r#","timeout":"1s""#), &[], false);
+fn a_concurrent_burst_split_across_both_proxies_admits_exactly_the_limit(build: Build) {
+    let f = fleet(build, 2, &limits(50, "hour", false), &plugin(r#","timeout":"1s""#), &[], false);
     let (a, b) = (f.envoys.first().expect("a").addr, f.envoys.get(1).expect("b").addr);
     let (ra, rb) = std::thread::scope(|s| {
         let ha = s.spawn(|| burst(a, "/", 200, 16, |_| client("burst")));
@@ -138,14 +160,13 @@ fn a_concurrent_burst_split_across_both_proxies_admits_exactly_the_limit() {
     assert_eq!(ok + refused, 400, "every request answered 200 or 429");
     assert_eq!(ok, 50, "exactly the limit");
     for e in &f.envoys {
-        assert_eq!(e.stat("wasmcustom.rate_limit.global.errors").unwrap_or(0), 0, "no call failed open");
+        assert_eq!(e.stat(&build.stat_name("rate_limit.global.errors")).unwrap_or(0), 0, "no call failed open");
     }
 }
 
 /// The class of bug the issue cites (an engine admitting 267 of 10 under 400
 /// concurrent calls): straight at both engines, no proxy in between.
-#[test]
-fn engines_sharing_redis_are_atomic_under_400_concurrent_calls() {
+fn engines_sharing_redis_are_atomic_under_400_concurrent_calls(build: Build) {
     for algorithm in ["gcra", "fixed-window"] {
         let redis = Redis::start();
         let yaml = limits(10, "hour", false);
@@ -198,10 +219,9 @@ const TIMEOUT_MS: u64 = 100;
 /// Answered within the timeout plus this, on a noisy 2-core machine.
 const MARGIN: Duration = Duration::from_millis(400);
 
-#[test]
-fn failure_mode_allow_answers_within_the_timeout_when_the_service_dies_or_hangs() {
+fn failure_mode_allow_answers_within_the_timeout_when_the_service_dies_or_hangs(build: Build) {
     let mut f =
-        fleet(1, &limits(5, "hour", false), &plugin(r#","timeout":"100ms","failure_mode":"allow""#), &[], false);
+        fleet(build, 1, &limits(5, "hour", false), &plugin(r#","timeout":"100ms","failure_mode":"allow""#), &[], false);
     let bound = Duration::from_millis(TIMEOUT_MS) + MARGIN;
     let envoy = f.envoys.first().expect("envoy");
     let (before, _) = run(envoy, "dies", 10);
@@ -219,14 +239,14 @@ fn failure_mode_allow_answers_within_the_timeout_when_the_service_dies_or_hangs(
     assert!(hung.iter().chain(&dead).all(|s| *s == 200), "allow lets everything through: {hung:?} {dead:?}");
     assert!(slowest_hung <= bound && slowest_dead <= bound, "{slowest_hung:?} {slowest_dead:?} > {bound:?}");
     let envoy = f.envoys.first().expect("envoy");
-    assert!(envoy.stat("wasmcustom.rate_limit.global.timeouts").unwrap_or(0) >= 10, "hung calls time out");
-    assert_eq!(envoy.stat("wasmcustom.rate_limit.global.failure_mode_allowed"), Some(30));
-    assert_eq!(envoy.stat("wasmcustom.rate_limit.global.errors"), Some(30));
+    assert!(envoy.stat(&build.stat_name("rate_limit.global.timeouts")).unwrap_or(0) >= 10, "hung calls time out");
+    assert_eq!(envoy.stat(&build.stat_name("rate_limit.global.failure_mode_allowed")), Some(30));
+    assert_eq!(envoy.stat(&build.stat_name("rate_limit.global.errors")), Some(30));
 }
 
-#[test]
-fn failure_mode_deny_refuses_within_the_timeout_when_the_service_dies() {
+fn failure_mode_deny_refuses_within_the_timeout_when_the_service_dies(build: Build) {
     let mut f = fleet(
+        build,
         1,
         &limits(5, "hour", false),
         &plugin(r#","timeout":"100ms","failure_mode":"deny","status_on_error":503"#),
@@ -247,38 +267,43 @@ fn failure_mode_deny_refuses_within_the_timeout_when_the_service_dies() {
     let mut conn = Conn::open(f.envoys.first().expect("envoy").addr).expect("connect");
     let r = conn.get("/", &[("x-client", "deny")]).expect("get");
     assert_eq!(r.text(), "{\"error\":\"rate_limit_service_unavailable\"}\n");
-    assert_eq!(f.envoys.first().expect("envoy").stat("wasmcustom.rate_limit.global.failure_mode_denied"), Some(16));
+    assert_eq!(
+        f.envoys.first().expect("envoy").stat(&build.stat_name("rate_limit.global.failure_mode_denied")),
+        Some(16)
+    );
 }
 
-#[test]
-fn failure_mode_local_keeps_the_fleet_near_the_limit_while_the_service_is_down() {
+fn failure_mode_local_keeps_the_fleet_near_the_limit_while_the_service_is_down(build: Build) {
     // 20 per hour over 2 replicas: each proxy admits 10 on its own while the service is down.
     let json = r#"{"limits":[{"name":"fleet","requests":20,"period":"1h","key":"header:x-client","scope":"global"}],
         "global":{"cluster":"ratelimit","domain":"edge","timeout":"100ms","failure_mode":"local","replicas":2}}"#;
-    let mut f = fleet(2, &limits(20, "hour", false), json, &[], false);
+    let mut f = fleet(build, 2, &limits(20, "hour", false), json, &[], false);
     for e in &mut f.engines {
         e.kill();
     }
     let admitted: usize = f.envoys.iter().map(|e| run(e, "down", 30).0.iter().filter(|s| **s == 200).count()).sum();
     assert_eq!(admitted, 20, "10 per proxy");
     for e in &f.envoys {
-        assert_eq!(e.stat("wasmcustom.rate_limit.global.degraded"), Some(30));
-        assert_eq!(e.stat("wasmcustom.rate_limit.fleet.refused"), Some(20));
+        assert_eq!(e.stat(&build.stat_name("rate_limit.global.degraded")), Some(30));
+        assert_eq!(e.stat(&build.stat_name("rate_limit.fleet.refused")), Some(20));
     }
 }
 
-#[test]
-fn after_a_redis_restart_the_service_recovers_without_restarting_the_proxies() {
+fn after_a_redis_restart_the_service_recovers_without_restarting_the_proxies(build: Build) {
     // The call timeout is not the subject here: generous (2 s), so that a
     // slow answer on a busy machine is not failed open and counted as an
     // extra admission (it was 200 ms, and once admitted 6 of 5). The engine's
     // own 100 ms Redis timeout still answers UNAVAILABLE promptly while
     // Redis is down.
     let mut f =
-        fleet(1, &limits(5, "hour", false), &plugin(r#","timeout":"2s""#), &["--redis-timeout", "100ms"], false);
+        fleet(build, 1, &limits(5, "hour", false), &plugin(r#","timeout":"2s""#), &["--redis-timeout", "100ms"], false);
     let (s, _) = run(f.envoys.first().expect("envoy"), "redis", 8);
     assert_eq!(s.iter().filter(|s| **s == 200).count(), 5, "{s:?}");
-    assert_eq!(f.envoys.first().expect("envoy").stat("wasmcustom.rate_limit.global.errors"), Some(0), "no call failed");
+    assert_eq!(
+        f.envoys.first().expect("envoy").stat(&build.stat_name("rate_limit.global.errors")),
+        Some(0),
+        "no call failed"
+    );
     f.redis.kill();
     let (down, _) = run(f.envoys.first().expect("envoy"), "redis", 5);
     assert!(down.iter().all(|s| *s == 200), "Redis down: the engine answers UNAVAILABLE, allow lets through: {down:?}");
@@ -303,13 +328,12 @@ fn after_a_redis_restart_the_service_recovers_without_restarting_the_proxies() {
     println!(
         "after the restart: {} answers before 3 refusals; errors counted by the filter: {:?}",
         statuses.len(),
-        envoy.stat("wasmcustom.rate_limit.global.errors")
+        envoy.stat(&build.stat_name("rate_limit.global.errors"))
     );
 }
 
-#[test]
-fn json_protocol_through_envoy_enforces_the_same_limit() {
-    let f = fleet(2, &limits(25, "hour", false), &plugin(r#","protocol":"http","timeout":"1s""#), &[], true);
+fn json_protocol_through_envoy_enforces_the_same_limit(build: Build) {
+    let f = fleet(build, 2, &limits(25, "hour", false), &plugin(r#","protocol":"http","timeout":"1s""#), &[], true);
     let admitted: usize = f.envoys.iter().map(|e| run(e, "json", 20).0.iter().filter(|s| **s == 200).count()).sum();
     assert_eq!(admitted, 25);
     for g in &f.engines {
@@ -317,18 +341,17 @@ fn json_protocol_through_envoy_enforces_the_same_limit() {
     }
 }
 
-#[test]
-fn shadow_mode_in_the_service_counts_but_never_refuses() {
-    let f = fleet(1, &limits(3, "hour", true), &plugin(r#","timeout":"1s""#), &[], false);
+fn shadow_mode_in_the_service_counts_but_never_refuses(build: Build) {
+    let f = fleet(build, 1, &limits(3, "hour", true), &plugin(r#","timeout":"1s""#), &[], false);
     let (s, _) = run(f.envoys.first().expect("envoy"), "shadow", 10);
     assert!(s.iter().all(|s| *s == 200), "{s:?}");
     let series = "ratelimit_engine_shadow_mode_total{domain=\"edge\",descriptor=\"edge.generic_key_fleet.x-client\"}";
     assert_eq!(f.engines.first().expect("engine").metric(series), Some(7));
 }
 
-#[test]
-fn a_missing_cluster_follows_the_failure_mode_and_the_vm_survives() {
+fn a_missing_cluster_follows_the_failure_mode_and_the_vm_survives(build: Build) {
     let f = fleet(
+        build,
         1,
         &limits(3, "hour", false),
         &plugin(r#","cluster":"nope","timeout":"100ms","failure_mode":"deny""#)
@@ -339,20 +362,19 @@ fn a_missing_cluster_follows_the_failure_mode_and_the_vm_survives() {
     let (s, _) = run(f.envoys.first().expect("envoy"), "x", 5);
     assert!(s.iter().all(|s| *s == 500), "{s:?}");
     let envoy = f.envoys.first().expect("envoy");
-    assert_eq!(envoy.stat("wasmcustom.rate_limit.global.failure_mode_denied"), Some(5));
+    assert_eq!(envoy.stat(&build.stat_name("rate_limit.global.failure_mode_denied")), Some(5));
     assert!(!envoy.log().contains("Function: proxy_on_request_headers failed"), "no trap");
     // A typo in the cluster is loud: the configure-time warning names what is
     // in use, the first failure says calls fail, and the gauge stays up.
     let log = envoy.log();
     assert!(log.contains(r#"global limits ask cluster "nope""#), "no configure-time warning:\n{log}");
     assert!(log.contains(r#"calls to the rate limit service (cluster "nope", domain "#), "no failure warning:\n{log}");
-    assert_eq!(envoy.stat("wasmcustom.rate_limit.global.failing"), Some(1));
+    assert_eq!(envoy.stat(&build.stat_name("rate_limit.global.failing")), Some(1));
 }
 
-#[test]
-fn bad_global_configs_are_refused_at_load() {
+fn bad_global_configs_are_refused_at_load(build: Build) {
     let backends = Backends::start(&["a", "b"]);
-    let base = sample_config("global-rate-limit.yaml", &backends.addrs());
+    let base = sample_config_for(build, "global-rate-limit.yaml", &backends.addrs(), None);
     let limit = r#"{"name":"g","requests":1,"period":"1s","key":"client_ip","scope":"global"}"#;
     let cases = [
         (

@@ -344,6 +344,14 @@ pub fn grpc_target(cluster: &str, authority: &str) -> Vec<u8> {
     })
 }
 
+/// The cluster and authority a [`grpc_target`] names (`None`: bytes that are
+/// no `GrpcService` naming a cluster, such as a bare cluster name).
+pub fn parse_grpc_target(bytes: &[u8]) -> Option<(String, String)> {
+    let g: GrpcService = prost::Message::decode(bytes).ok()?;
+    let e = g.envoy_grpc?;
+    (!e.cluster_name.is_empty()).then_some((e.cluster_name, e.authority))
+}
+
 // --- JSON (protobuf's canonical mapping, as envoyproxy/ratelimit's /json speaks it). ---
 
 #[derive(Serialize, Deserialize, Default)]
@@ -667,6 +675,13 @@ pub fn decode_json_response(body: &[u8]) -> Result<RateLimitResponse, String> {
 #[cfg(test)]
 mod enum_tests {
     use super::*;
+
+    #[test]
+    fn a_grpc_target_names_its_cluster_and_authority_back() {
+        let t = grpc_target("rls", "ratelimit.local");
+        assert_eq!(parse_grpc_target(&t), Some(("rls".to_string(), "ratelimit.local".to_string())));
+        assert_eq!(parse_grpc_target(b""), None);
+    }
 
     #[test]
     fn codes_and_units_round_trip_their_wire_numbers() {

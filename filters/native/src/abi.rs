@@ -232,6 +232,16 @@ extern "C" {
         labels_len: usize,
         value: u64,
     ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: EnvoyPtr,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const ModuleHeader,
+        headers_len: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
     fn envoy_dynamic_module_callback_http_filter_set_gauge(
         filter: EnvoyPtr,
         id: usize,
@@ -275,7 +285,7 @@ pub fn header(Stream(filter): Stream, map: HeaderMap, name: &str) -> Option<Vec<
 }
 
 /// Every header of `map`, in order, as (name, value) byte pairs.
-pub fn headers(Stream(filter): Stream, map: HeaderMap) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn headers(Stream(filter): Stream, map: HeaderMap) -> ByteHeaders {
     // SAFETY: `filter` is the stream's, valid in this event hook.
     let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(filter, map as u32) };
     if n == 0 {
@@ -392,6 +402,77 @@ pub fn update_metric(Stream(filter): Stream, gauge: bool, id: usize, labels: &[&
             envoy_dynamic_module_callback_http_filter_increment_counter(filter, id, labels_ptr, values.len(), value);
         }
     }
+}
+
+/// Calls `cluster` with one HTTP request (headers, pseudo-headers included,
+/// and body); the answer comes to `on_http_filter_http_callout_done` with
+/// the returned id. `Err`: Envoy's reason it could not start the call.
+pub fn http_callout(
+    Stream(filter): Stream,
+    cluster: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u64, String> {
+    let lent: Vec<ModuleHeader> = headers
+        .iter()
+        .map(|(n, v)| ModuleHeader { key: ModuleBuffer::of(n.as_bytes()), value: ModuleBuffer::of(v.as_bytes()) })
+        .collect();
+    let mut id = 0u64;
+    // SAFETY: `filter` is the stream's; the cluster name, headers and body
+    // are lent for the call (Envoy copies them); `id` is writable.
+    let result = unsafe {
+        envoy_dynamic_module_callback_http_filter_http_callout(
+            filter,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            lent.as_ptr(),
+            lent.len(),
+            ModuleBuffer::of(body),
+            timeout_ms,
+        )
+    };
+    match result {
+        0 => Ok(id),
+        1 => Err("missing required headers".into()),
+        2 => Err(format!("cluster \"{cluster}\" not found")),
+        3 => Err("duplicate callout id".into()),
+        _ => Err(format!("cannot create the request to cluster \"{cluster}\"")),
+    }
+}
+
+/// Resumes a request its filter stopped.
+pub fn continue_decoding(Stream(filter): Stream) {
+    // SAFETY: `filter` is the stream's.
+    unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter) }
+}
+
+/// Headers as (name, value) byte pairs.
+pub type ByteHeaders = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The headers and body chunks Envoy lends to a callout's answer, copied.
+///
+/// # Safety
+/// `headers` points to `headers_len` headers and `chunks` to `chunks_len`
+/// buffers (either may be null when its length is 0), valid for the
+/// running event hook.
+pub unsafe fn callout_answer(
+    headers: *const EnvoyHeader,
+    headers_len: usize,
+    chunks: *const EnvoyBuffer,
+    chunks_len: usize,
+) -> (ByteHeaders, Vec<u8>) {
+    let headers: &[EnvoyHeader] =
+        if headers.is_null() || headers_len == 0 { &[] } else { std::slice::from_raw_parts(headers, headers_len) };
+    let chunks: &[EnvoyBuffer] =
+        if chunks.is_null() || chunks_len == 0 { &[] } else { std::slice::from_raw_parts(chunks, chunks_len) };
+    let headers =
+        headers.iter().filter_map(|h| Some((h.key.to_vec()?, h.value.to_vec().unwrap_or_default()))).collect();
+    let mut body = Vec::new();
+    for c in chunks {
+        body.extend(c.to_vec().unwrap_or_default());
+    }
+    (headers, body)
 }
 
 /// Adds to a counter from the configuration (outside any request).

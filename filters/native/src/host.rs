@@ -76,6 +76,12 @@ impl Metrics {
             let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
             let (_, kind, envoy_id) = families.iter().find(|(f, _, _)| *f == family)?.clone();
             drop(families);
+            // Defined while configuring: the series exists from the start,
+            // at 0, as the Wasm build's stats do (Envoy creates a labelled
+            // series at its first update).
+            if let (Some(config), MetricKind::Counter) = (config, kind) {
+                abi::increment_config_counter(config, envoy_id, &[label], 0);
+            }
             return self.add(Defined { name: name.to_string(), kind, envoy_id, label: Some(label.to_string()) });
         }
         let envoy_id = abi::define_metric(config?, kind == MetricKind::Gauge, name, &[])?;
@@ -95,6 +101,15 @@ impl Metrics {
     }
 }
 
+/// The answer to a call the filter dispatched, as the call-done hook got it.
+#[derive(Debug, Default)]
+pub struct CallAnswer {
+    /// The HTTP `:status` (`None`: no response at all).
+    pub status: Option<u16>,
+    /// The body (a gRPC answer's message, without its 5-byte frame header).
+    pub body: Vec<u8>,
+}
+
 /// The host of one event hook.
 pub struct NativeHost<'a> {
     /// The stream ([`Stream::NONE`] while configuring).
@@ -103,6 +118,8 @@ pub struct NativeHost<'a> {
     pub config: Option<Config>,
     /// The configuration's metrics.
     pub metrics: &'a Metrics,
+    /// In the call-done hook: the answer.
+    pub answer: Option<&'a CallAnswer>,
 }
 
 impl Clock for NativeHost<'_> {
@@ -208,18 +225,46 @@ impl Host for NativeHost<'_> {
         true
     }
 
-    /// Calls to the rate limit service are not made by the native build
-    /// yet: a global limit's call fails, and its `failure_mode` decides.
-    fn dispatch(&self, _call: &Call<'_>) -> Result<u32, String> {
-        Err("calls to the rate limit service are not supported by the native build yet".to_string())
+    /// An HTTP call as it is; a gRPC call as its HTTP/2 request (the
+    /// cluster must speak HTTP/2, as Envoy's gRPC clusters do): the
+    /// message in a gRPC frame, `content-type: application/grpc`.
+    fn dispatch(&self, call: &Call<'_>) -> Result<u32, String> {
+        if !self.streaming() {
+            return Err("no request".into());
+        }
+        let millis = |t: std::time::Duration| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1);
+        let id = match *call {
+            Call::Http { target, headers, body, timeout } => {
+                abi::http_callout(self.filter, target, headers, body, millis(timeout))?
+            }
+            Call::Grpc { target, service, method, body, timeout } => {
+                let (cluster, authority) = rls_protocol::parse_grpc_target(target.as_bytes())
+                    .unwrap_or_else(|| (target.to_string(), String::new()));
+                let authority = if authority.is_empty() { cluster.clone() } else { authority };
+                let path = format!("/{service}/{method}");
+                let mut framed = Vec::with_capacity(body.len() + 5);
+                framed.push(0);
+                framed.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+                framed.extend_from_slice(body);
+                let headers = [
+                    (":method", "POST"),
+                    (":path", path.as_str()),
+                    (":authority", authority.as_str()),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ];
+                abi::http_callout(self.filter, &cluster, &headers, &framed, millis(timeout))?
+            }
+        };
+        u32::try_from(id).map_err(|_| "callout id out of range".to_string())
     }
 
     fn call_status(&self) -> Option<u16> {
-        None
+        self.answer?.status
     }
 
     fn call_body(&self, _reply: CallReply) -> Vec<u8> {
-        Vec::new()
+        self.answer.map(|a| a.body.clone()).unwrap_or_default()
     }
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Option<u32> {

@@ -90,6 +90,13 @@ macro_rules! policies {
                 }
             }
 
+            fn call_reply(&self, stream: &mut AnyStream, host: &NativeHost<'_>, token: u32, reply: filters_core::host::CallReply) -> Flow {
+                match (self, stream) {
+                    $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_call_reply(s, host, token, reply),)*
+                    _ => Flow::Continue,
+                }
+            }
+
             fn complete(&self, stream: &mut AnyStream, host: &NativeHost<'_>) {
                 match (self, stream) {
                     $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_log(s, host),)*
@@ -214,7 +221,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let config_envoy = unsafe { abi::Config::new(config_envoy) };
         let metrics = Metrics::default();
         metrics.define_families(config_envoy);
-        let host = NativeHost { filter: abi::Stream::NONE, config: Some(config_envoy), metrics: &metrics };
+        let host =
+            NativeHost { filter: abi::Stream::NONE, config: Some(config_envoy), metrics: &metrics, answer: None };
         // Built once here: the shared tables are created and the metrics
         // defined now; this instance is then dropped (workers build theirs).
         if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
@@ -273,6 +281,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 filter: unsafe { abi::Stream::new(filter_envoy) },
                 config: None,
                 metrics: &config.metrics,
+                answer: None,
             };
             match AnyFilter::configure(&config.name, &host, &config.bytes) {
                 Ok(f) => {
@@ -319,7 +328,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             abi::debug_attributes(filter);
         }
         with_stream(stream, |s| {
-            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
             match s.filter.request_headers(&mut s.state, &host) {
                 Flow::Continue => 0,
                 Flow::Pause => 1,
@@ -341,7 +350,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         // SAFETY: the pointer this hook received, used only in it.
         let filter = unsafe { abi::Stream::new(filter_envoy) };
         with_stream(stream, |s| {
-            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
             s.filter.response_headers(&mut s.state, &host);
         });
         0
@@ -359,7 +368,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
         // SAFETY: the pointer this hook received, used only in it.
         let filter = unsafe { abi::Stream::new(filter_envoy) };
         with_stream(stream, |s| {
-            let host = NativeHost { filter, config: None, metrics: &s.config.metrics };
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
             s.filter.complete(&mut s.state, &host);
         });
     })
@@ -435,10 +444,58 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
 
-/// Hooks for what the module never starts (callouts, streams, schedules):
-/// nothing to do.
+/// A call to the rate limit service answered (or failed): handed to the
+/// filter, and the request resumed unless the filter answered it.
+///
+/// # Safety
+/// Called by Envoy with the pointers the ABI describes.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done() {}
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    filter_envoy: abi::EnvoyPtr,
+    stream: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const abi::EnvoyHeader,
+    headers_len: usize,
+    chunks: *const abi::EnvoyBuffer,
+    chunks_len: usize,
+) {
+    guarded("call answer", (), || {
+        // SAFETY: the pointers this hook received, used only in it.
+        let filter = unsafe { abi::Stream::new(filter_envoy) };
+        // SAFETY: as the ABI lends them for this hook.
+        let (headers, mut body) = unsafe { abi::callout_answer(headers, headers_len, chunks, chunks_len) };
+        let header = |name: &str| headers.iter().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.as_slice());
+        let status = header(":status").and_then(|s| std::str::from_utf8(s).ok()?.trim().parse::<u16>().ok());
+        let grpc = header("content-type").is_some_and(|c| c.starts_with(b"application/grpc"));
+        let answer = host::CallAnswer { status: if result == 0 { status } else { None }, body: Vec::new() };
+        let reply = if grpc {
+            // The message, past its 5-byte frame header; the status from the
+            // headers of a trailers-only answer, else OK for a 200.
+            body = body.get(5..).map(<[u8]>::to_vec).unwrap_or_default();
+            let code = header("grpc-status").and_then(|s| std::str::from_utf8(s).ok()?.trim().parse::<u32>().ok());
+            let code = match (result, answer.status, code) {
+                (0, _, Some(c)) => c,
+                (0, Some(200), None) => 0,
+                _ => 14, // UNAVAILABLE: no usable answer
+            };
+            filters_core::host::CallReply::Grpc { status: code, size: body.len() }
+        } else {
+            filters_core::host::CallReply::Http { size: body.len() }
+        };
+        let answer = host::CallAnswer { body, ..answer };
+        let flow = with_stream(stream, |s| {
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: Some(&answer) };
+            s.filter.call_reply(&mut s.state, &host, u32::try_from(callout_id).unwrap_or(u32::MAX), reply)
+        });
+        if flow == Some(Flow::Continue) {
+            abi::continue_decoding(filter);
+        }
+    })
+}
+
+/// Hooks for what the module never starts (streams, schedules): nothing to do.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers() {}
 #[no_mangle]
