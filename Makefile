@@ -26,6 +26,8 @@ build: setup
 	$(CARGO) build --release -p demo-backend -p ratelimit-engine
 	@# The native Envoy module (filters/native): target/native/libresilience.so.
 	$(CARGO) build --profile native -p filters-native
+	@# Its test-only twin that panics on demand (tests/native.rs).
+	$(CARGO) build --profile native -p filters-native --features panic-on-demand --target-dir target/native-test
 	@# A test-only variant that traps on demand (tests/rate_limit.rs, VM failure).
 	$(CARGO) build --release --target $(WASM_TARGET) -p rate-limit --features trap-on-demand --target-dir target/trap-test
 
@@ -60,6 +62,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test sticky_session
 	$(CARGO) test -p integration-tests --test sticky_eds -- --nocapture
 	$(CARGO) test -p integration-tests --test bundle -- --nocapture
+	$(CARGO) test -p integration-tests --test native
 	$(CARGO) test -p integration-tests --test traefik -- --nocapture
 	@# OCI images through a registry into Envoy, and Envoy's remote loading.
 	$(CARGO) test -p integration-tests --test ingress -- --nocapture

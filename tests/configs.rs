@@ -1,4 +1,5 @@
-//! Every sample config in `envoy/` passes `envoy --mode validate`.
+//! Every sample config in `envoy/`, and its native twin, passes
+//! `envoy --mode validate`.
 
 use integration_tests::{envoy_bin, repo, wasm};
 use std::process::Command;
@@ -23,6 +24,19 @@ fn every_sample_config_validates() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{} does not validate:\n{text}", path.display());
         checked += 1;
+        // The native twin (`make run CONFIG=<sample>-native`).
+        let yaml = std::fs::read_to_string(&path).expect("sample");
+        let native = packaging::native::to_native(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let twin = integration_tests::scratch_dir("native-twin").join("envoy.yaml");
+        std::fs::write(&twin, native).expect("write twin");
+        let out = Command::new(envoy_bin())
+            .args(["--mode", "validate", "-c"])
+            .arg(&twin)
+            .current_dir(repo())
+            .output()
+            .expect("run envoy --mode validate");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{}'s native twin does not validate:\n{text}", path.display());
     }
     assert!(checked >= 1, "no configs found in envoy/");
 }

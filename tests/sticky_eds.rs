@@ -14,6 +14,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+integration_tests::both_builds!(
+    sessions_stick_while_endpoints_come_and_go,
+    a_failing_host_is_left_by_its_sessions_after_the_configured_failures,
+    forged_and_tampered_pins_are_ignored,
+    a_request_to_another_clusters_route_does_not_move_the_session,
+);
+
 /// Writes the EDS file naming `hosts` (a new file renamed over the old one:
 /// Envoy reloads on the move into the watched directory).
 fn write_eds(dir: &Path, hosts: &[SocketAddr], version: u32) {
@@ -67,8 +74,8 @@ fn request(envoy: &Envoy, id: &str, pin: Option<&str>) -> (u16, String, Option<S
 }
 
 /// The sample config, reading its endpoints from `dir`.
-fn eds_sample(dir: &Path) -> String {
-    sample_config("sticky-session-eds.yaml", &[])
+fn eds_sample(build: Build, dir: &Path) -> String {
+    sample_config_for(build, "sticky-session-eds.yaml", &[], None)
         .replace(
             "path: envoy/eds/sticky-endpoints.yaml",
             &format!("path: {}", dir.join("sticky-endpoints.yaml").display()),
@@ -76,12 +83,12 @@ fn eds_sample(dir: &Path) -> String {
         .replace("watched_directory: { path: envoy/eds }", &format!("watched_directory: {{ path: {} }}", dir.display()))
 }
 
-fn start() -> (Backends, Envoy, std::path::PathBuf) {
+fn start(build: Build) -> (Backends, Envoy, std::path::PathBuf) {
     let backends = Backends::start(&["a", "b", "c", "d"]);
     let dir = scratch_dir("eds");
     let addrs = backends.addrs();
     write_eds(&dir, &addrs[..3], 1);
-    let yaml = eds_sample(&dir);
+    let yaml = eds_sample(build, &dir);
     let envoy = Envoy::start(&yaml, 2);
     wait_for_members(&envoy, 3);
     (backends, envoy, dir)
@@ -120,9 +127,8 @@ fn round(envoy: &Envoy, sessions: &mut BTreeMap<String, Session>) -> (BTreeSet<S
     (moved, pins, failed)
 }
 
-#[test]
-fn sessions_stick_while_endpoints_come_and_go() {
-    let (backends, envoy, dir) = start();
+fn sessions_stick_while_endpoints_come_and_go(build: Build) {
+    let (backends, envoy, dir) = start(build);
     let addrs = backends.addrs();
     let mut sessions = open_sessions(&envoy, 60);
     let hosts: BTreeSet<&str> = sessions.values().map(|s| s.host.as_str()).collect();
@@ -151,7 +157,7 @@ fn sessions_stick_while_endpoints_come_and_go() {
     assert_eq!((moved.clone(), failed), (on_b.clone(), 0), "other sessions moved, or requests failed");
     assert_eq!(pins, on_b.len(), "each moved session is re-pinned once");
     assert_eq!(round(&envoy, &mut sessions), (BTreeSet::new(), 0, 0), "a re-pinned session moved again");
-    assert!(envoy.stat("wasmcustom.sticky.repinned").unwrap_or(0) >= on_b.len() as u64);
+    assert!(envoy.stat(&build.stat_name("sticky.repinned")).unwrap_or(0) >= on_b.len() as u64);
     println!(
         "{} sessions: {} moved off the removed host, each re-pinned once; none failed",
         sessions.len(),
@@ -159,9 +165,8 @@ fn sessions_stick_while_endpoints_come_and_go() {
     );
 }
 
-#[test]
-fn a_failing_host_is_left_by_its_sessions_after_the_configured_failures() {
-    let (backends, envoy, _dir) = start();
+fn a_failing_host_is_left_by_its_sessions_after_the_configured_failures(build: Build) {
+    let (backends, envoy, _dir) = start(build);
     let mut sessions = open_sessions(&envoy, 30);
     let c = backends.addrs()[2].to_string();
     let on_c: BTreeSet<String> = sessions.iter().filter(|(_, s)| s.host == c).map(|(id, _)| id.clone()).collect();
@@ -187,14 +192,13 @@ fn a_failing_host_is_left_by_its_sessions_after_the_configured_failures() {
     // record); every session of c then left it and was re-pinned.
     assert!((3..=4).contains(&failures), "{failures} failed requests before c was left");
     assert!(on_c.iter().all(|id| sessions.get(id).is_some_and(|s| s.host != c)), "a session stayed on c");
-    assert_eq!(envoy.stat("wasmcustom.sticky.ejected"), Some(1));
+    assert_eq!(envoy.stat(&build.stat_name("sticky.ejected")), Some(1));
     // The others never moved.
     assert_eq!(round(&envoy, &mut sessions).0, BTreeSet::new());
 }
 
-#[test]
-fn forged_and_tampered_pins_are_ignored() {
-    let (backends, envoy, _dir) = start();
+fn forged_and_tampered_pins_are_ignored(build: Build) {
+    let (backends, envoy, _dir) = start(build);
     let (_, host, pin) = request(&envoy, "s1", None);
     let pin = pin.expect("pinned");
     // Tampered: the last signature character changed.
@@ -211,21 +215,20 @@ fn forged_and_tampered_pins_are_ignored() {
         assert_eq!(answered, host, "{bad}: the session's own placement, not the forged host");
         assert!(new_pin.is_some(), "{bad}: not re-pinned to a valid value");
     }
-    assert_eq!(envoy.stat("wasmcustom.sticky.cookie_rejected"), Some(2));
+    assert_eq!(envoy.stat(&build.stat_name("sticky.cookie_rejected")), Some(2));
 }
 
 /// Issue 30, defect 1: with a second route to another cluster, a pinned
 /// session's request there (answered by that cluster's host) does not
 /// re-pin it; back on its own route it goes to its pinned host, also after
 /// a host was added.
-#[test]
-fn a_request_to_another_clusters_route_does_not_move_the_session() {
+fn a_request_to_another_clusters_route_does_not_move_the_session(build: Build) {
     let backends = Backends::start(&["a", "b", "c", "d"]);
     let other = Backends::start(&["x"]);
     let dir = scratch_dir("eds-two-routes");
     let addrs = backends.addrs();
     write_eds(&dir, &addrs[..3], 1);
-    let yaml = eds_sample(&dir);
+    let yaml = eds_sample(build, &dir);
     let envoy = Envoy::start(&with_other_cluster(&yaml, "/other", other.addr("x")), 2);
     wait_for_members(&envoy, 3);
     let mut pins = Vec::new();
@@ -251,5 +254,5 @@ fn a_request_to_another_clusters_route_does_not_move_the_session() {
         let (status, now, new_pin) = request(&envoy, id, Some(pin));
         assert_eq!((status, &now, new_pin), (200, host, None), "{id} moved");
     }
-    assert_eq!(envoy.stat("wasmcustom.sticky.repinned").unwrap_or(0), 0);
+    assert_eq!(envoy.stat(&build.stat_name("sticky.repinned")).unwrap_or(0), 0);
 }

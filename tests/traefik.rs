@@ -11,6 +11,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use traefik_convert::{convert_text, Conversion, Format, Options};
 
+integration_tests::both_builds!(
+    the_rate_limit_admits_the_burst_then_the_average,
+    the_breaker_trips_on_the_expression_and_answers_as_traefik,
+    retries_happen_only_when_nothing_reached_a_backend,
+    the_converted_bundle_loads_and_serves,
+);
+
 fn converted() -> Conversion {
     let path = repo().join("tools/traefik-convert/tests/data/docs.labels");
     let text = std::fs::read_to_string(path).expect("the labels");
@@ -27,12 +34,13 @@ fn dead_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-#[test]
-fn the_rate_limit_admits_the_burst_then_the_average() {
+fn the_rate_limit_admits_the_burst_then_the_average(build: Build) {
     // average=100, period=1s, burst=50.
     let b = Backends::start(&["a", "b"]);
-    let yaml =
-        with_plugin_config(&sample_config("rate-limit.yaml", &b.addrs()), &filter_config(&converted(), "rate-limit"));
+    let yaml = with_plugin_config(
+        &sample_config_for(build, "rate-limit.yaml", &b.addrs(), None),
+        &filter_config(&converted(), "rate-limit"),
+    );
     let e = Envoy::start(&yaml, 2);
     // 300 requests over about 1.5 s, faster than the average: the first 50
     // pass at once, then about 100 per second.
@@ -57,12 +65,11 @@ fn the_rate_limit_admits_the_burst_then_the_average() {
     assert!(admitted <= most && admitted >= least, "admitted {admitted}, expected {least:.0} to {most:.0}");
 }
 
-#[test]
-fn the_breaker_trips_on_the_expression_and_answers_as_traefik() {
+fn the_breaker_trips_on_the_expression_and_answers_as_traefik(build: Build) {
     // ResponseCodeRatio(500, 600, 0, 600) > 0.25, Traefik's defaults.
     let b = Backends::start(&["a", "b"]);
     let yaml = with_plugin_config(
-        &sample_config("circuit-breaker.yaml", &b.addrs()),
+        &sample_config_for(build, "circuit-breaker.yaml", &b.addrs(), None),
         &filter_config(&converted(), "circuit-breaker"),
     );
     let e = Envoy::start(&yaml, 2);
@@ -79,9 +86,9 @@ fn the_breaker_trips_on_the_expression_and_answers_as_traefik() {
 
 /// retry.yaml with its route's retry_policy replaced by the one the
 /// converter printed (so that only Traefik's conditions apply).
-fn retry_envoy(c: &Conversion, backends: &[SocketAddr]) -> Envoy {
+fn retry_envoy(build: Build, c: &Conversion, backends: &[SocketAddr]) -> Envoy {
     let policy = c.envoy_retry_policies.first().map(|(_, p)| p.to_string()).expect("a retry policy");
-    let yaml = with_plugin_config(&sample_config("retry.yaml", backends), &filter_config(c, "retry"));
+    let yaml = with_plugin_config(&sample_config_for(build, "retry.yaml", backends, None), &filter_config(c, "retry"));
     let start = yaml.find("retry_policy:").expect("the sample's route retry_policy");
     let end =
         yaml[start..].find("max_interval: 1s }").map(|i| start + i + "max_interval: 1s }".len()).expect("its end");
@@ -89,18 +96,17 @@ fn retry_envoy(c: &Conversion, backends: &[SocketAddr]) -> Envoy {
     Envoy::start(&yaml, 2)
 }
 
-#[test]
-fn retries_happen_only_when_nothing_reached_a_backend() {
+fn retries_happen_only_when_nothing_reached_a_backend(build: Build) {
     // attempts=4: three retries, initialInterval=100ms in the route's backoff.
     let c = converted();
-    let dead = retry_envoy(&c, &[dead_port()]);
+    let dead = retry_envoy(build, &c, &[dead_port()]);
     let r = Conn::open(dead.addr).and_then(|mut conn| conn.get("/", &[])).expect("request");
     assert_eq!(r.status, 503, "nobody listening");
     assert_eq!(dead.stat("cluster.demo.upstream_rq_retry"), Some(3), "4 attempts in all");
     assert_eq!(dead.stat("cluster.demo.upstream_cx_connect_fail"), Some(4));
 
     let b = Backends::start(&["a"]);
-    let live = retry_envoy(&c, &b.addrs());
+    let live = retry_envoy(build, &c, &b.addrs());
     b.set("a", "fail=1&status=500");
     let r = Conn::open(live.addr).and_then(|mut conn| conn.get("/", &[])).expect("request");
     assert_eq!(r.status, 500);
@@ -108,12 +114,11 @@ fn retries_happen_only_when_nothing_reached_a_backend() {
     assert_eq!(b.requests("a"), 1, "a response, even a 500, is never retried (as in Traefik)");
 }
 
-#[test]
-fn the_converted_bundle_loads_and_serves() {
+fn the_converted_bundle_loads_and_serves(build: Build) {
     let mut c = converted();
     let bundle = c.bundle().expect("a bundle").to_string();
     let (_backends, addrs) = Backends::one_process_each(&["a", "b", "c"]);
-    let e = Envoy::start(&sample_config_with("bundle.yaml", &addrs, Some(&bundle)), 2);
+    let e = Envoy::start(&sample_config_for(build, "bundle.yaml", &addrs, Some(&bundle)), 2);
     let r = Conn::open(e.addr).and_then(|mut conn| conn.get("/", &[])).expect("request");
     assert_eq!(r.status, 200);
     assert!(r.header("ratelimit-policy").is_some_and(|p| p.contains("docs-ratelimit")), "{:?}", r.headers);

@@ -145,13 +145,21 @@ fn log_line(level: abi::Level, message: &str) {
     abi::log(level, message);
 }
 
-/// Runs an event hook's body; a panic is logged in one line and `fallback`
-/// returned.
+/// Runs an event hook's body; a panic is logged in one line (with its
+/// message) and `fallback` returned.
 fn guarded<R>(what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
     match catch_unwind(AssertUnwindSafe(body)) {
         Ok(r) => r,
-        Err(_) => {
-            log_line(abi::Level::Error, &format!("resilience: {what} failed (a bug: the request goes on unfiltered)"));
+        Err(payload) => {
+            let why = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log_line(
+                abi::Level::Error,
+                &format!("resilience: {what} failed ({why}; a bug: the request goes on unfiltered)"),
+            );
             fallback
         }
     }
@@ -194,6 +202,10 @@ static LOGGER: EnvoyLogger = EnvoyLogger;
 /// Called once when Envoy loads the module: its ABI version.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
+    // A panic is reported by `guarded`, in one line: the default hook's
+    // lines on stderr are not wanted in Envoy's output. (The hook is this
+    // module's own: the library has its own Rust runtime.)
+    std::panic::set_hook(Box::new(|_| {}));
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Trace);
     }
@@ -326,6 +338,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         let filter = unsafe { abi::Stream::new(filter_envoy) };
         if std::env::var_os("RESILIENCE_DEBUG_ATTRS").is_some() {
             abi::debug_attributes(filter);
+        }
+        #[cfg(feature = "panic-on-demand")]
+        if abi::header(filter, abi::HeaderMap::Request, "x-resilience-test-panic").is_some() {
+            #[allow(clippy::panic)]
+            {
+                panic!("panic on demand");
+            }
         }
         with_stream(stream, |s| {
             let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
