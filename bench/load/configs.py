@@ -152,6 +152,16 @@ def wasm(name, file, config):
                                      "value": json.dumps(config)}}}}
 
 
+def dynamic_module(policy, config):
+    """The native build's filter (filters/native, libresilience.so) serving
+    `policy` with the same JSON configuration as its Wasm module."""
+    return {"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "resilience", "module": {"local": {"filename": "__NATIVE_MODULE__"}}},
+        "filter_name": policy,
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)}}}
+
+
 def bootstrap(filters, clusters, rt, direct_response=False):
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
            "stat_prefix": "ingress", "use_remote_address": True, "skip_xff_append": True,
@@ -248,6 +258,15 @@ def configs(addrs, rls_port=None):
                                     wasm("retry", "retry", f["retry"]),
                                     wasm("sticky", "sticky_session", f["sticky"])],
                                    [override_host_cluster(a)], route(**retry_route)),
+        # The same policies and configurations as the rows above, with the
+        # native build (a dynamic module) in place of each Wasm module.
+        "dm-rate-limit": bootstrap([dynamic_module("rate_limit", f["rate_limit"])], [cluster(a)], route()),
+        "dm-circuit-breaker": bootstrap([dynamic_module("circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
+        "dm-retry": bootstrap([dynamic_module("retry", f["retry"])], [cluster(a)], route()),
+        "dm-sticky-session": bootstrap([dynamic_module("sticky_session", f["sticky"])], [override_host_cluster(a)],
+                                       route(**retry_route)),
+        "dm-bundle-of-four": bootstrap([dynamic_module("bundle", bundle_config(addrs))],
+                                       [override_host_cluster(a)], route(**retry_route)),
         **({"rate-limit-global": bootstrap([wasm("rate_limit", "rate_limit", global_limit_config(rls_port))],
                                            [cluster(a), rls_cluster(rls_port)], route()),
             # Envoy's own rate limit filter asking the same service with the same descriptor.
@@ -280,7 +299,10 @@ def probe_configs(addrs, repeat):
 
 NATIVE_OF = {"bundle-of-four": "native-chain-of-four", "chain-of-four": "native-chain-of-four",
              "rate-limit": "native-local-ratelimit", "rate-limit-global": "native-ratelimit-service", "sticky-session": "native-ring-hash-cookie",
-             "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection"}
+             "retry": "native-retry-policy", "circuit-breaker": "native-outlier-detection",
+             "dm-bundle-of-four": "native-chain-of-four", "dm-rate-limit": "native-local-ratelimit",
+             "dm-sticky-session": "native-ring-hash-cookie", "dm-retry": "native-retry-policy",
+             "dm-circuit-breaker": "native-outlier-detection"}
 
 
 def rate_limit_scenario_config(addrs):

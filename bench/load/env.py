@@ -13,6 +13,8 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # The shipped modules (`make build`, scripts/wasm-opt.sh), and the no-op and
 # probe modules copied there as built (`make loadtest`).
 WASM = ROOT / "target" / "wasm"
+# The native build (filters/native): one dynamic module for every policy.
+NATIVE_MODULE = ROOT / "target" / "native" / "libresilience.so"
 BACKEND = ROOT / "target" / "release" / "demo-backend"
 ENGINE = ROOT / "target" / "release" / "ratelimit-engine"
 OUT = ROOT / "bench" / "results"

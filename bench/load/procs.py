@@ -9,7 +9,7 @@ import time
 import urllib.request
 
 from .configs import RATE_LIMIT_SERVICE_LIMITS
-from .env import BACKEND, CLK, COMPOSE_CMD, DOCKER, ENGINE, ENVOY, ENVOY_CPU, LOAD_CPU, NGINX, ROOT, free_port, pinned
+from .env import BACKEND, CLK, COMPOSE_CMD, DOCKER, ENGINE, ENVOY, ENVOY_CPU, LOAD_CPU, NATIVE_MODULE, NGINX, ROOT, free_port, pinned
 
 
 def wait_http(url, what, alive=lambda: True, seconds=60):
@@ -158,7 +158,7 @@ class Envoy:
         scratch = run.scratch
         self.port, admin = free_port(), free_port()
         text = json.dumps(bootstrap).replace('"__LISTENER__"', str(self.port)).replace('"__ADMIN__"', str(admin))
-        text = text.replace("__WASM__", run.wasm_seen)
+        text = text.replace("__WASM__", run.wasm_seen).replace("__NATIVE_MODULE__", str(NATIVE_MODULE))
         cfg = scratch / f"envoy-{self.port}.json"
         cfg.write_text(text)
         self.admin = f"127.0.0.1:{admin}"

@@ -390,9 +390,14 @@ pub fn define_metric(Config(config): Config, gauge: bool, name: &str, labels: &[
     (result == 0).then_some(id)
 }
 
-/// Adds to a counter (`gauge`: sets a gauge) with these label values.
+/// Adds to a counter (`gauge`: sets a gauge) with these label values (at
+/// most one: the filters' metrics have one label or none).
 pub fn update_metric(Stream(filter): Stream, gauge: bool, id: usize, labels: &[&str], value: u64) {
-    let values: Vec<ModuleBuffer> = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes())).collect();
+    let one = labels.first().map(|l| ModuleBuffer::of(l.as_bytes()));
+    let values: &[ModuleBuffer] = match &one {
+        Some(b) => std::slice::from_ref(b),
+        None => &[],
+    };
     let labels_ptr = if values.is_empty() { null() } else { values.as_ptr() };
     // SAFETY: `filter` is the stream's; the label values are lent for the call.
     unsafe {

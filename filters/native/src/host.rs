@@ -9,7 +9,7 @@ use filters_core::clock::Clock;
 use filters_core::headers::Headers;
 use filters_core::host::{lossy_text, Call, CallReply, DefinedMetric, Host, HostKind, MetricKind};
 use filters_core::store::{Entry, SharedStore, StoreError};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 /// One metric the configuration defined: Envoy's id, whether it is a
 /// gauge, and the label value it is recorded under (its family was
@@ -31,13 +31,19 @@ struct Defined {
 /// give in Prometheus.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    defined: Mutex<Vec<Defined>>,
+    /// Written while metrics are defined (configure time, and a breaker
+    /// key's first request), read on every update: a read lock, no copy.
+    defined: RwLock<Vec<Defined>>,
     families: Mutex<Vec<(String, MetricKind, usize)>>,
 }
 
 impl Metrics {
-    fn lock_defined(&self) -> std::sync::MutexGuard<'_, Vec<Defined>> {
-        self.defined.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock_defined(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Defined>> {
+        self.defined.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_defined(&self) -> std::sync::RwLockReadGuard<'_, Vec<Defined>> {
+        self.defined.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Defines every labelled family (at configuration time).
@@ -55,7 +61,7 @@ impl Metrics {
     }
 
     fn find(&self, name: &str) -> Option<u32> {
-        let defined = self.lock_defined();
+        let defined = self.read_defined();
         let i = defined.iter().position(|d| d.name == name)?;
         u32::try_from(i).ok()
     }
@@ -88,12 +94,13 @@ impl Metrics {
         self.add(Defined { name: name.to_string(), kind, envoy_id, label: None })
     }
 
-    fn get(&self, id: u32) -> Option<Defined> {
-        self.lock_defined().get(id as usize).cloned()
+    /// Runs `f` on metric `id` (under the read lock: nothing is copied).
+    fn with<R>(&self, id: u32, f: impl FnOnce(&Defined) -> R) -> Option<R> {
+        self.read_defined().get(id as usize).map(f)
     }
 
     fn all(&self) -> Vec<DefinedMetric> {
-        self.lock_defined()
+        self.read_defined()
             .iter()
             .zip(0u32..)
             .map(|(d, id)| DefinedMetric { kind: d.kind, name: d.name.clone(), id })
@@ -296,14 +303,19 @@ impl Host for NativeHost<'_> {
 
 impl NativeHost<'_> {
     fn update(&self, id: u32, value: u64) {
-        let Some(d) = self.metrics.get(id) else { return };
-        let labels: Vec<&str> = d.label.iter().map(String::as_str).collect();
-        let gauge = d.kind == MetricKind::Gauge;
-        match (self.streaming(), self.config) {
-            (true, _) => abi::update_metric(self.filter, gauge, d.envoy_id, &labels, value),
-            // While configuring (the `configured` counter): the config's own.
-            (false, Some(config)) if !gauge => abi::increment_config_counter(config, d.envoy_id, &labels, value),
-            _ => {}
-        }
+        self.metrics.with(id, |d| {
+            let label: Option<&str> = d.label.as_deref();
+            let labels: &[&str] = match &label {
+                Some(l) => std::slice::from_ref(l),
+                None => &[],
+            };
+            let gauge = d.kind == MetricKind::Gauge;
+            match (self.streaming(), self.config) {
+                (true, _) => abi::update_metric(self.filter, gauge, d.envoy_id, labels, value),
+                // While configuring (the `configured` counter): the config's own.
+                (false, Some(config)) if !gauge => abi::increment_config_counter(config, d.envoy_id, labels, value),
+                _ => {}
+            }
+        });
     }
 }

@@ -125,9 +125,17 @@ struct NativeConfig {
 }
 
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
+/// Configurations destroyed so far: a worker drops the instances of
+/// destroyed ones when this moved since it last looked.
+static DESTROYED: AtomicU64 = AtomicU64::new(0);
 
-/// A worker's instances, by configuration id.
-type Instances = HashMap<u64, (Arc<NativeConfig>, Rc<AnyFilter>)>;
+/// A worker's instances, by configuration id, and the [`DESTROYED`] count
+/// they were last swept at.
+#[derive(Default)]
+struct Instances {
+    by_config: HashMap<u64, (Arc<NativeConfig>, Rc<AnyFilter>)>,
+    swept_at: u64,
+}
 
 thread_local! {
     /// This worker's instance of each configuration it has served.
@@ -260,6 +268,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(conf
         // given back once by Envoy.
         let cfg = unsafe { Arc::from_raw(config.cast::<NativeConfig>()) };
         cfg.destroyed.store(true, Ordering::Relaxed);
+        DESTROYED.fetch_add(1, Ordering::Relaxed);
     })
 }
 
@@ -284,8 +293,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         };
         let filter = INSTANCES.with(|all| -> Option<Rc<AnyFilter>> {
             let mut all = all.borrow_mut();
-            all.retain(|_, (c, _)| !c.destroyed.load(Ordering::Relaxed));
-            if let Some((_, f)) = all.get(&config.id) {
+            let destroyed = DESTROYED.load(Ordering::Relaxed);
+            if all.swept_at != destroyed {
+                all.by_config.retain(|_, (c, _)| !c.destroyed.load(Ordering::Relaxed));
+                all.swept_at = destroyed;
+            }
+            if let Some((_, f)) = all.by_config.get(&config.id) {
                 return Some(Rc::clone(f));
             }
             // SAFETY: the pointer this hook received, used only in it.
@@ -298,7 +311,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             match AnyFilter::configure(&config.name, &host, &config.bytes) {
                 Ok(f) => {
                     let f = Rc::new(f);
-                    all.insert(config.id, (Arc::clone(&config), Rc::clone(&f)));
+                    all.by_config.insert(config.id, (Arc::clone(&config), Rc::clone(&f)));
                     Some(f)
                 }
                 Err(e) => {

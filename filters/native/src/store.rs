@@ -15,15 +15,38 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
 
+/// A fast hash for the shards' keys (the filters' own slot names, never
+/// chosen by clients: no flooding to defend against here).
+#[derive(Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            for (w, b) in word.iter_mut().zip(chunk) {
+                *w = *b;
+            }
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
 /// Entries: value and compare-and-swap token.
-type Table = HashMap<String, (Vec<u8>, u32)>;
+type Table = HashMap<String, (Vec<u8>, u32), std::hash::BuildHasherDefault<KeyHasher>>;
 type Shard = Mutex<Table>;
 
 static STORE: LazyLock<Vec<Shard>> = LazyLock::new(|| (0..SHARDS).map(|_| Mutex::default()).collect());
-static HASHER: LazyLock<std::collections::hash_map::RandomState> = LazyLock::new(Default::default);
 
 fn shard(key: &str) -> Option<MutexGuard<'static, Table>> {
-    let i = (HASHER.hash_one(key) % SHARDS as u64) as usize;
+    // The shard from a remix of the hash, so that the keys of one shard do
+    // not share the bits its map indexes by.
+    let h = std::hash::BuildHasherDefault::<KeyHasher>::default().hash_one(key);
+    let i = ((h ^ (h >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as usize % SHARDS;
     // A worker that panicked while holding the lock left a whole entry (the
     // map is only changed by whole inserts): keep using it.
     Some(STORE.get(i)?.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
