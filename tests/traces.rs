@@ -3,11 +3,15 @@
 //! over OTLP/gRPC to a real receiver (`scripts/otlp-sink.py`), and a
 //! limited, a retried, a breaker-rejected and a pinned request each carry
 //! the attributes the filters' READMEs list. The same for nginx, through
-//! `nginx-otel/otel/`'s includes, is in `tests/nginx.rs`.
+//! `nginx-otel/otel/`'s includes, is in `tests/nginx.rs`. Both builds:
+//! the native module tags the span itself (the sample's `custom_tags`
+//! then find no filter state, and add nothing).
 
 use integration_tests::otlp::{OtlpSink, Span};
 use integration_tests::*;
 use std::time::Duration;
+
+integration_tests::both_builds!(envoy_spans_carry_each_policys_decision, without_trace_no_decision_reaches_the_span,);
 
 /// The bundle with every policy at thresholds a test reaches quickly, and
 /// `trace` on.
@@ -41,11 +45,10 @@ fn span_for(sink: &OtlpSink, path: &str, extra: impl Fn(&Span) -> bool) -> Span 
         .unwrap_or_else(|| panic!("no span for {path}; received: {:#?}", sink.spans()))
 }
 
-#[test]
-fn envoy_spans_carry_each_policys_decision() {
+fn envoy_spans_carry_each_policys_decision(build: Build) {
     let sink = OtlpSink::start();
     let b = Backends::start(&["a", "b", "c"]);
-    let yaml = sample_config_with("observability.yaml", &b.addrs(), Some(BUNDLE))
+    let yaml = sample_config_for(build, "observability.yaml", &b.addrs(), Some(BUNDLE))
         .replace("port_value: 4317 ", &format!("port_value: {} ", sink.addr.port()));
     let envoy = Envoy::start(&yaml, 2);
 
@@ -127,12 +130,11 @@ fn envoy_spans_carry_each_policys_decision() {
     drop(envoy);
 }
 
-#[test]
-fn without_trace_no_decision_reaches_the_span() {
+fn without_trace_no_decision_reaches_the_span(build: Build) {
     let sink = OtlpSink::start();
     let b = Backends::start(&["a", "b", "c"]);
     let json = BUNDLE.replacen("\"trace\": true,", "", 1);
-    let yaml = sample_config_with("observability.yaml", &b.addrs(), Some(&json))
+    let yaml = sample_config_for(build, "observability.yaml", &b.addrs(), Some(&json))
         .replace("port_value: 4317 ", &format!("port_value: {} ", sink.addr.port()));
     let envoy = Envoy::start(&yaml, 1);
     for _ in 0..3 {

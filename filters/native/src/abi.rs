@@ -242,6 +242,8 @@ extern "C" {
         timeout_ms: u64,
     ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
+    fn envoy_dynamic_module_callback_http_get_active_span(filter: EnvoyPtr) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_span_set_tag(span: *mut c_void, key: ModuleBuffer, value: ModuleBuffer);
     fn envoy_dynamic_module_callback_http_filter_set_gauge(
         filter: EnvoyPtr,
         id: usize,
@@ -444,6 +446,25 @@ pub fn http_callout(
         3 => Err("duplicate callout id".into()),
         _ => Err(format!("cannot create the request to cluster \"{cluster}\"")),
     }
+}
+
+/// Tags the request's active span; `false` when there is none (tracing off).
+pub fn set_span_tag(Stream(filter): Stream, key: &str, value: &str) -> bool {
+    // SAFETY: `filter` is the stream's; the span pointer Envoy returns is
+    // the stream's active span, used at once, in this hook; key and value
+    // are lent for the call (Envoy copies them).
+    unsafe {
+        let span = envoy_dynamic_module_callback_http_get_active_span(filter);
+        if span.is_null() {
+            return false;
+        }
+        envoy_dynamic_module_callback_http_span_set_tag(
+            span,
+            ModuleBuffer::of(key.as_bytes()),
+            ModuleBuffer::of(value.as_bytes()),
+        );
+    }
+    true
 }
 
 /// Resumes a request its filter stopped.

@@ -295,9 +295,15 @@ impl Host for NativeHost<'_> {
         self.metrics.all()
     }
 
-    /// Not written natively yet (the span could be tagged directly).
-    fn set_property(&self, _path: &[&str], _value: &str) -> bool {
-        false
+    /// A span attribute (`trace`, [`filters_core::observe`]): natively the
+    /// module tags Envoy's active span itself (the Wasm build goes through
+    /// filter state and the connection manager's `custom_tags`). Other
+    /// properties are not written.
+    fn set_property(&self, path: &[&str], value: &str) -> bool {
+        match path {
+            [name] if self.streaming() => abi::set_span_tag(self.filter, name, value),
+            _ => false,
+        }
     }
 }
 
