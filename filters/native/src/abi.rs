@@ -243,6 +243,7 @@ extern "C" {
     ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
     fn envoy_dynamic_module_callback_http_get_active_span(filter: EnvoyPtr) -> *mut c_void;
+    fn envoy_dynamic_module_callback_get_most_specific_route_config(filter: EnvoyPtr) -> *const c_void;
     fn envoy_dynamic_module_callback_http_span_set_tag(span: *mut c_void, key: ModuleBuffer, value: ModuleBuffer);
     fn envoy_dynamic_module_callback_http_filter_set_gauge(
         filter: EnvoyPtr,
@@ -465,6 +466,14 @@ pub fn set_span_tag(Stream(filter): Stream, key: &str, value: &str) -> bool {
         );
     }
     true
+}
+
+/// The route's own configuration (the pointer `per_route_config_new`
+/// returned), if it has one.
+pub fn route_config(Stream(filter): Stream) -> Option<*const c_void> {
+    // SAFETY: `filter` is the stream's.
+    let p = unsafe { envoy_dynamic_module_callback_get_most_specific_route_config(filter) };
+    (!p.is_null()).then_some(p)
 }
 
 /// Resumes a request its filter stopped.

@@ -144,7 +144,10 @@ thread_local! {
 
 /// One request.
 struct NativeStream {
+    /// The filter's configuration (its metrics count for the route's too).
     config: Arc<NativeConfig>,
+    /// The route's own configuration, when it has one.
+    route: Option<Arc<NativeConfig>>,
     filter: Rc<AnyFilter>,
     state: AnyStream,
 }
@@ -291,39 +294,58 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Arc::increment_strong_count(config.cast::<NativeConfig>());
             Arc::from_raw(config.cast::<NativeConfig>())
         };
-        let filter = INSTANCES.with(|all| -> Option<Rc<AnyFilter>> {
-            let mut all = all.borrow_mut();
-            let destroyed = DESTROYED.load(Ordering::Relaxed);
-            if all.swept_at != destroyed {
-                all.by_config.retain(|_, (c, _)| !c.destroyed.load(Ordering::Relaxed));
-                all.swept_at = destroyed;
-            }
-            if let Some((_, f)) = all.by_config.get(&config.id) {
-                return Some(Rc::clone(f));
-            }
-            // SAFETY: the pointer this hook received, used only in it.
-            let host = NativeHost {
-                filter: unsafe { abi::Stream::new(filter_envoy) },
-                config: None,
-                metrics: &config.metrics,
-                answer: None,
-            };
-            match AnyFilter::configure(&config.name, &host, &config.bytes) {
-                Ok(f) => {
-                    let f = Rc::new(f);
-                    all.by_config.insert(config.id, (Arc::clone(&config), Rc::clone(&f)));
-                    Some(f)
-                }
-                Err(e) => {
-                    log_line(abi::Level::Error, &format!("{}: {e}", config.name));
-                    None
-                }
-            }
-        });
-        let Some(filter) = filter else { return std::ptr::null() };
+        // SAFETY: the pointer this hook received, used only in it.
+        let stream = unsafe { abi::Stream::new(filter_envoy) };
+        let Some(filter) = instance(&config, &config, stream) else { return std::ptr::null() };
         let state = filter.new_stream();
-        Box::into_raw(Box::new(NativeStream { config, filter, state })).cast::<c_void>()
+        Box::into_raw(Box::new(NativeStream { config, route: None, filter, state })).cast::<c_void>()
     })
+}
+
+/// This worker's instance of `config` (built at its first use, counting
+/// through `metrics_of`'s metrics).
+fn instance(config: &Arc<NativeConfig>, metrics_of: &Arc<NativeConfig>, stream: abi::Stream) -> Option<Rc<AnyFilter>> {
+    INSTANCES.with(|all| -> Option<Rc<AnyFilter>> {
+        let mut all = all.borrow_mut();
+        let destroyed = DESTROYED.load(Ordering::Relaxed);
+        if all.swept_at != destroyed {
+            all.by_config.retain(|_, (c, _)| !c.destroyed.load(Ordering::Relaxed));
+            all.swept_at = destroyed;
+        }
+        if let Some((_, f)) = all.by_config.get(&config.id) {
+            return Some(Rc::clone(f));
+        }
+        let host = NativeHost { filter: stream, config: None, metrics: &metrics_of.metrics, answer: None };
+        match AnyFilter::configure(&config.name, &host, &config.bytes) {
+            Ok(f) => {
+                let f = Rc::new(f);
+                all.by_config.insert(config.id, (Arc::clone(config), Rc::clone(&f)));
+                Some(f)
+            }
+            Err(e) => {
+                log_line(abi::Level::Error, &format!("{}: {e}", config.name));
+                None
+            }
+        }
+    })
+}
+
+/// At the request headers: when the route has its own configuration, the
+/// stream is served by it from now on.
+fn switch_to_route(s: &mut NativeStream, stream: abi::Stream) {
+    let Some(route) = abi::route_config(stream) else { return };
+    // SAFETY: `route` is a pointer per_route_config_new made with
+    // Arc::into_raw, alive while the route is (Envoy keeps it for the
+    // stream); one more strong count for the stream.
+    let route = unsafe {
+        Arc::increment_strong_count(route.cast::<NativeConfig>());
+        Arc::from_raw(route.cast::<NativeConfig>())
+    };
+    if let Some(filter) = instance(&route, &s.config, stream) {
+        s.state = filter.new_stream();
+        s.filter = filter;
+        s.route = Some(route);
+    }
 }
 
 fn with_stream<R>(ptr: *const c_void, f: impl FnOnce(&mut NativeStream) -> R) -> Option<R> {
@@ -360,6 +382,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             }
         }
         with_stream(stream, |s| {
+            switch_to_route(s, filter);
             let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
             match s.filter.request_headers(&mut s.state, &host) {
                 Flow::Continue => 0,
@@ -461,20 +484,46 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
     0
 }
 
-/// Per-route configurations are not taken yet: Envoy refuses one.
+/// A route's own configuration (`typed_per_filter_config`): its
+/// `per_route_config_name` is the policy and `filter_config` its JSON, as
+/// for the filter. Checked and built once here (tables created; a refusal
+/// is the one line and Envoy rejects the route configuration); a request on
+/// that route is then served by it instead of the filter's configuration.
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
-    _name: abi::EnvoyBuffer,
-    _config: abi::EnvoyBuffer,
+    name: abi::EnvoyBuffer,
+    config: abi::EnvoyBuffer,
 ) -> *const c_void {
-    log_line(abi::Level::Error, "resilience: per-route configuration is not supported yet");
-    std::ptr::null()
+    guarded("per-route configuration", std::ptr::null(), || {
+        let name = String::from_utf8_lossy(&text(name)).into_owned();
+        let bytes = text(config);
+        if let Err(e) = AnyFilter::check(&name, &bytes) {
+            log_line(abi::Level::Error, &e.to_string());
+            return std::ptr::null();
+        }
+        // No metrics can be defined here (Envoy lends no configuration to
+        // define them on): a route's instance counts through the filter's
+        // configuration's metrics (its labelled families, and the names that
+        // configuration defined).
+        let metrics = Metrics::default();
+        let host = NativeHost { filter: abi::Stream::NONE, config: None, metrics: &metrics, answer: None };
+        if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
+            log_line(abi::Level::Error, &e.to_string());
+            return std::ptr::null();
+        }
+        let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
+        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false) };
+        Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
+    })
 }
 
 /// # Safety
 /// Called by Envoy with the pointers the ABI describes.
 #[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: *const c_void) {}
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(config: *const c_void) {
+    // SAFETY: as for the filter's configuration.
+    unsafe { envoy_dynamic_module_on_http_filter_config_destroy(config) }
+}
 
 /// A call to the rate limit service answered (or failed): handed to the
 /// filter, and the request resumed unless the filter answered it.
