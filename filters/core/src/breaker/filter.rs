@@ -304,7 +304,19 @@ impl Filter for BreakerFilter {
         let created = Refused::store("the breaker table", breakers.initialize(host))?;
         let metrics = FilterMetrics::define(host, "circuit_breaker.");
         log::info!("configured, key {:?}, {created} new slot(s)", breakers.config().key);
-        Ok(BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics })
+        let fixed = match &breakers.config().key {
+            KeyKind::Fixed(name) => Some(name.clone()),
+            _ => None,
+        };
+        let filter = BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics };
+        // A fixed key's metrics exist from the start, on every worker (a
+        // metrics page served by a worker that has not seen a request yet
+        // still lists them: nginx's exporter knows the names its worker
+        // defined). Other keys' metrics are defined at their first request.
+        if let Some(name) = fixed {
+            filter.key_metrics(host, &name);
+        }
+        Ok(filter)
     }
 
     fn on_request_headers<H: Host>(&self, stream: &mut BreakerStream, host: &H) -> Flow {

@@ -383,3 +383,19 @@ fn a_refused_local_reply_lets_the_request_through() {
     assert_eq!(out.flow, Flow::Continue);
     assert!(out.reply.is_none());
 }
+
+/// A fixed key's metrics are defined at configure time, on every worker
+/// (nginx's exporter serves the names its worker defined); other keys'
+/// at their first request.
+#[test]
+fn a_fixed_keys_metrics_exist_before_any_request() {
+    let x =
+        Exchange::<BreakerFilter>::new(CasRule::NginxStrict, r#"{"key":"fixed:backends","consecutive_failures":3}"#)
+            .unwrap();
+    assert!(x.host.has_metric("circuit_breaker.backends.state"));
+    assert!(x.host.has_metric("circuit_breaker.backends.requests"));
+    let y = breaker(CONFIG);
+    assert!(!y.host.metric_names().iter().any(|n| n.starts_with("circuit_breaker.backend.")));
+    send(&y, 200);
+    assert!(y.host.has_metric("circuit_breaker.backend.requests"));
+}
