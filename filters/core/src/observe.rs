@@ -117,7 +117,7 @@ pub fn refuse_in_section(bytes: &[u8]) -> Result<(), ConfigError> {
 /// A filter `F` with its decisions on the span and its metrics served
 /// (see the module's documentation). With neither asked for, every
 /// callback is `F`'s alone.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Observed<F> {
     /// `None`: an exporter-only configuration.
     filter: Option<F>,

@@ -7,8 +7,8 @@
 //! `retry`, `sticky_session`, `bundle`) and gives the JSON its Wasm module
 //! takes. The configuration is checked and built once on the main thread
 //! (tables created, metrics defined, a refusal logged in the Wasm build's
-//! one line); each worker thread then builds its own instance at its first
-//! request, as each Wasm VM does, since the filters keep per-worker caches.
+//! one line); each worker thread then clones that instance at its first
+//! request (the filters keep per-worker caches, as each Wasm VM does).
 //! Shared state is process memory ([`store`]).
 //!
 //! No panic crosses into Envoy: every event hook catches, logs one line and
@@ -44,6 +44,7 @@ macro_rules! policies {
         /// A policy's filter (one worker's instance; one per worker and
         /// configuration, so its size does not matter).
         #[allow(clippy::large_enum_variant)]
+        #[derive(Clone)]
         enum AnyFilter { $($variant(Observed<$filter>),)* }
 
         /// One request's state in its policy (boxed once per request with
@@ -122,6 +123,11 @@ struct NativeConfig {
     bytes: Vec<u8>,
     metrics: Metrics,
     destroyed: AtomicBool,
+    /// The instance built on the main thread, which each worker clones at
+    /// its first request (building it again there would create the tables
+    /// again, some milliseconds in which that worker's first requests
+    /// wait). `None` for a route's configuration (built per worker).
+    prototype: Option<std::sync::Mutex<AnyFilter>>,
 }
 
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
@@ -247,13 +253,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let host =
             NativeHost { filter: abi::Stream::NONE, config: Some(config_envoy), metrics: &metrics, answer: None };
         // Built once here: the shared tables are created and the metrics
-        // defined now; this instance is then dropped (workers build theirs).
-        if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
-            log_line(abi::Level::Error, &e.to_string());
-            return std::ptr::null();
-        }
+        // defined now; each worker clones this instance.
+        let prototype = match AnyFilter::configure(&name, &host, &bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                log_line(abi::Level::Error, &e.to_string());
+                return std::ptr::null();
+            }
+        };
         let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false) };
+        let prototype = Some(std::sync::Mutex::new(prototype));
+        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false), prototype };
         Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
     })
 }
@@ -314,6 +324,11 @@ fn instance(config: &Arc<NativeConfig>, metrics_of: &Arc<NativeConfig>, stream: 
         }
         if let Some((_, f)) = all.by_config.get(&config.id) {
             return Some(Rc::clone(f));
+        }
+        if let Some(prototype) = &config.prototype {
+            let f = Rc::new(prototype.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
+            all.by_config.insert(config.id, (Arc::clone(config), Rc::clone(&f)));
+            return Some(f);
         }
         let host = NativeHost { filter: stream, config: None, metrics: &metrics_of.metrics, answer: None };
         match AnyFilter::configure(&config.name, &host, &config.bytes) {
@@ -512,7 +527,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
             return std::ptr::null();
         }
         let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false) };
+        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false), prototype: None };
         Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
     })
 }

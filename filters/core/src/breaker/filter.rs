@@ -63,7 +63,7 @@ impl BreakerMetrics {
 }
 
 /// The circuit-breaker filter, one per worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BreakerFilter {
     breakers: Breakers,
     /// Where each key's breaker was last found (a hint; verified on use).

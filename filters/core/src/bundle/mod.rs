@@ -81,7 +81,7 @@ pub fn config_schema() -> schemars::Schema {
 }
 
 /// The four policies, each optional.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BundleFilter {
     rate_limit: Option<RateLimitFilter>,
     circuit_breaker: Option<BreakerFilter>,

@@ -30,7 +30,7 @@ crate::metrics! {
 }
 
 /// The rate-limit filter, one per worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimitFilter {
     pub(super) limiter: RateLimiter,
     per_limit: Vec<LimitMetrics>,

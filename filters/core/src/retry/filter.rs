@@ -76,7 +76,7 @@ pub fn create_budget<S: SharedStore + ?Sized>(store: &S, budget: &Budget) -> Res
 }
 
 /// The retry filter, one per worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RetryFilter {
     config: RetryConfig,
     metrics: RetryMetrics,

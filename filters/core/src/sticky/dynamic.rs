@@ -120,6 +120,7 @@ pub enum Recorded {
 }
 
 /// The dynamic mode's logic for one configuration.
+#[derive(Clone)]
 pub struct DynamicMode {
     cfg: DynamicConfig,
     signer: Signer,

@@ -52,7 +52,7 @@ crate::metrics! {
 }
 
 /// The sticky-session filter, one per worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StickyFilter {
     mode: Mode,
     metrics: FilterMetrics,
@@ -61,7 +61,7 @@ pub struct StickyFilter {
     random_counter: Cell<u64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Mode {
     Static { sticky: StaticMode, per_backend: Vec<BackendMetrics> },
     Dynamic { dynamic: DynamicMode, metrics: DynamicMetrics },

@@ -56,6 +56,7 @@ pub const MAX_PIN_COOKIES: usize = 4;
 /// Shared-data namespace of the health records.
 pub const SHARED_NAMESPACE: &str = "sticky_health";
 
+#[derive(Clone)]
 enum Table {
     Maglev(Maglev),
     Ketama(Ketama),
@@ -147,6 +148,7 @@ impl Health {
 }
 
 /// The sticky-session logic for one configuration.
+#[derive(Clone)]
 pub struct StaticMode {
     cfg: StaticConfig,
     table: Table,

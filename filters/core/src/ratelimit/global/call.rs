@@ -38,7 +38,7 @@ pub(in crate::ratelimit) struct Pending {
 
 /// The filter's side of the service: where it is, what it counts, whether
 /// calls fail as last seen by this worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(in crate::ratelimit) struct Caller {
     /// The service's target as the host takes it (Envoy gRPC: a serialized
     /// `GrpcService`).
