@@ -519,17 +519,3 @@ pub fn increment_config_counter(Config(config): Config, id: usize, labels: &[&st
         envoy_dynamic_module_callback_http_filter_config_increment_counter(config, id, labels_ptr, values.len(), value);
     }
 }
-
-/// Debugging aid: logs every attribute id's string and integer value.
-pub fn debug_attributes(Stream(filter): Stream) {
-    for id in 0u32..75 {
-        let mut out = EnvoyBuffer::EMPTY;
-        // SAFETY: as attribute_string.
-        let s = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id, &mut out) };
-        let text = if s { out.to_vec().map(|v| String::from_utf8_lossy(&v).into_owned()) } else { None };
-        let mut n = 0u64;
-        // SAFETY: as attribute_int.
-        let i = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_int(filter, id, &mut n) };
-        log(Level::Warn, &format!("attr {id}: {text:?} {:?}", i.then_some(n)));
-    }
-}

@@ -158,10 +158,6 @@ struct NativeStream {
     state: AnyStream,
 }
 
-fn log_line(level: abi::Level, message: &str) {
-    abi::log(level, message);
-}
-
 /// Runs an event hook's body; a panic is logged in one line (with its
 /// message) and `fallback` returned.
 fn guarded<R>(what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
@@ -173,7 +169,7 @@ fn guarded<R>(what: &str, fallback: R, body: impl FnOnce() -> R) -> R {
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            log_line(
+            abi::log(
                 abi::Level::Error,
                 &format!("resilience: {what} failed ({why}; a bug: the request goes on unfiltered)"),
             );
@@ -197,7 +193,7 @@ impl log::Log for EnvoyLogger {
     fn log(&self, record: &log::Record<'_>) {
         let l = level(record.level());
         if abi::log_enabled(l) {
-            log_line(l, &format!("{}", record.args()));
+            abi::log(l, &format!("{}", record.args()));
         }
     }
 
@@ -243,7 +239,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let name = String::from_utf8_lossy(&text(name)).into_owned();
         let bytes = text(config);
         if let Err(e) = AnyFilter::check(&name, &bytes) {
-            log_line(abi::Level::Error, &e.to_string());
+            abi::log(abi::Level::Error, &e.to_string());
             return std::ptr::null();
         }
         // SAFETY: the pointer this hook received, used only in it.
@@ -257,7 +253,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let prototype = match AnyFilter::configure(&name, &host, &bytes) {
             Ok(f) => f,
             Err(e) => {
-                log_line(abi::Level::Error, &e.to_string());
+                abi::log(abi::Level::Error, &e.to_string());
                 return std::ptr::null();
             }
         };
@@ -338,7 +334,7 @@ fn instance(config: &Arc<NativeConfig>, metrics_of: &Arc<NativeConfig>, stream: 
                 Some(f)
             }
             Err(e) => {
-                log_line(abi::Level::Error, &format!("{}: {e}", config.name));
+                abi::log(abi::Level::Error, &format!("{}: {e}", config.name));
                 None
             }
         }
@@ -386,9 +382,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     guarded("request headers", 0, || {
         // SAFETY: the pointer this hook received, used only in it.
         let filter = unsafe { abi::Stream::new(filter_envoy) };
-        if std::env::var_os("RESILIENCE_DEBUG_ATTRS").is_some() {
-            abi::debug_attributes(filter);
-        }
         #[cfg(feature = "panic-on-demand")]
         if abi::header(filter, abi::HeaderMap::Request, "x-resilience-test-panic").is_some() {
             #[allow(clippy::panic)]
@@ -513,7 +506,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
         let name = String::from_utf8_lossy(&text(name)).into_owned();
         let bytes = text(config);
         if let Err(e) = AnyFilter::check(&name, &bytes) {
-            log_line(abi::Level::Error, &e.to_string());
+            abi::log(abi::Level::Error, &e.to_string());
             return std::ptr::null();
         }
         // No metrics can be defined here (Envoy lends no configuration to
@@ -523,7 +516,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
         let metrics = Metrics::default();
         let host = NativeHost { filter: abi::Stream::NONE, config: None, metrics: &metrics, answer: None };
         if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
-            log_line(abi::Level::Error, &e.to_string());
+            abi::log(abi::Level::Error, &e.to_string());
             return std::ptr::null();
         }
         let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
