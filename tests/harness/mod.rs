@@ -609,11 +609,7 @@ impl Build {
         match self {
             Build::Wasm => format!("wasmcustom.{name}"),
             Build::Native => match filters_core::observe::labelled_family(name) {
-                Some((family, value)) => {
-                    let label = filters_core::observe::LABELLED
-                        .iter()
-                        .find(|(p, _, _)| family.starts_with(&format!("{p}.")))
-                        .map_or("", |(_, l, _)| l);
+                Some(filters_core::observe::Labelled { family, label, value }) => {
                     format!("dynamicmodulescustom.{family}.{label}.{value}")
                 }
                 None => format!("dynamicmodulescustom.{name}"),

@@ -274,25 +274,32 @@ pub const LABELLED: [(&str, &str, &[&str]); 4] = [
 /// A metric's Prometheus series: its family name and its label, if any.
 pub fn series(name: &str) -> (String, Option<(&'static str, &str)>) {
     match labelled_family(name) {
-        Some((family, value)) => {
-            let label = LABELLED.iter().find(|(p, _, _)| family.starts_with(p)).map_or("", |(_, l, _)| l);
-            (sanitize(&family), Some((label, value)))
-        }
+        Some(Labelled { family, label, value }) => (sanitize(&family), Some((label, value))),
         None => (sanitize(name), None),
     }
 }
 
-/// A labelled metric's family, dotted (`rate_limit.allowed`), and its
-/// label's value: `rate_limit.per-client.allowed` is the family
-/// `rate_limit.allowed` with `limit="per-client"`. `None` for a metric with
-/// no label.
-pub fn labelled_family(name: &str) -> Option<(String, &str)> {
-    for (prefix, _, suffixes) in LABELLED {
+/// A labelled metric split into its family and its one label.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Labelled<'a> {
+    /// The family, dotted: `rate_limit.allowed`.
+    pub family: String,
+    /// The label's name: `limit`.
+    pub label: &'static str,
+    /// The label's value: `per-client`.
+    pub value: &'a str,
+}
+
+/// A labelled metric's family, label name and label value:
+/// `rate_limit.per-client.allowed` is the family `rate_limit.allowed` with
+/// `limit="per-client"`. `None` for a metric with no label.
+pub fn labelled_family(name: &str) -> Option<Labelled<'_>> {
+    for (prefix, label, suffixes) in LABELLED {
         let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else { continue };
         for suffix in suffixes {
             let Some(middle) = rest.strip_suffix(suffix).and_then(|m| m.strip_suffix('.')) else { continue };
             if !middle.is_empty() {
-                return Some((format!("{prefix}.{suffix}"), middle));
+                return Some(Labelled { family: format!("{prefix}.{suffix}"), label, value: middle });
             }
         }
     }

@@ -78,7 +78,9 @@ impl Metrics {
         if let Some(id) = self.find(name) {
             return Some(id);
         }
-        if let Some((family, label)) = filters_core::observe::labelled_family(name) {
+        if let Some(filters_core::observe::Labelled { family, value: label, .. }) =
+            filters_core::observe::labelled_family(name)
+        {
             let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
             let (_, kind, envoy_id) = families.iter().find(|(f, _, _)| *f == family)?.clone();
             drop(families);
