@@ -231,6 +231,10 @@ def configs(addrs, rls_port=None):
         "filter_enforced": {"runtime_key": "lrl_enf", "default_value": {"numerator": 100, "denominator": "HUNDRED"}}}}
     return {
         "router": bootstrap([], [cluster(a)], route()),
+        # Routing as the sticky and bundle rows route (override_host with its
+        # fallback, a retry policy with the previous-hosts predicate), with
+        # no filter: what those rows add over router-only without any policy.
+        "router-override-host": bootstrap([], [override_host_cluster(a)], route(**retry_route)),
         "noop-wasm": bootstrap([wasm("noop", "noop_filter", {})], [cluster(a)], route()),
         "native-local-ratelimit": bootstrap([local_rl], [cluster(a)], route()),
         "native-ring-hash-cookie": bootstrap([], [cluster(a, lb_policy="RING_HASH")],

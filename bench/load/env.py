@@ -13,8 +13,10 @@ ENVOY = ROOT / ".venv" / "bin" / "envoy"
 # The shipped modules (`make build`, scripts/wasm-opt.sh), and the no-op and
 # probe modules copied there as built (`make loadtest`).
 WASM = ROOT / "target" / "wasm"
-# The native build (filters/native): one dynamic module for every policy.
-NATIVE_MODULE = ROOT / "target" / "native" / "libresilience.so"
+# The native build (filters/native): one dynamic module for every policy
+# (RESILIENCE_NATIVE_MODULE: another build of it, e.g. bench/native_breakdown.py's
+# with symbols).
+NATIVE_MODULE = pathlib.Path(os.environ.get("RESILIENCE_NATIVE_MODULE") or ROOT / "target" / "native" / "libresilience.so")
 BACKEND = ROOT / "target" / "release" / "demo-backend"
 ENGINE = ROOT / "target" / "release" / "ratelimit-engine"
 OUT = ROOT / "bench" / "results"

@@ -57,6 +57,12 @@ impl ModuleBuffer {
 
     /// The null buffer (removes a header).
     pub const NULL: ModuleBuffer = ModuleBuffer { ptr: null(), length: 0 };
+
+    /// Start and length (for the fake Envoy of tests).
+    #[cfg(any(test, feature = "fake-envoy"))]
+    pub fn parts(self) -> (*const u8, usize) {
+        (self.ptr, self.length)
+    }
 }
 
 /// A header lent by Envoy.
@@ -67,12 +73,28 @@ pub struct EnvoyHeader {
     value: EnvoyBuffer,
 }
 
+#[cfg(any(test, feature = "fake-envoy"))]
+impl EnvoyHeader {
+    /// A header as Envoy lends it (for the fake Envoy of tests).
+    pub fn new(key: EnvoyBuffer, value: EnvoyBuffer) -> EnvoyHeader {
+        EnvoyHeader { key, value }
+    }
+}
+
 /// A header the module lends.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct ModuleHeader {
     key: ModuleBuffer,
     value: ModuleBuffer,
+}
+
+#[cfg(any(test, feature = "fake-envoy"))]
+impl ModuleHeader {
+    /// Name and value (for the fake Envoy of tests).
+    pub fn parts(self) -> (ModuleBuffer, ModuleBuffer) {
+        (self.key, self.value)
+    }
 }
 
 /// Which header map.

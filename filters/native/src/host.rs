@@ -14,12 +14,23 @@ use std::sync::{Mutex, PoisonError, RwLock};
 /// One metric the configuration defined: Envoy's id, whether it is a
 /// gauge, and the label value it is recorded under (its family was
 /// defined with one label).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Defined {
     name: String,
     kind: MetricKind,
     envoy_id: usize,
     label: Option<String>,
+    /// A gauge's value as last set. Envoy's gauge is one for the process,
+    /// and every worker sets it through this entry: a value it already
+    /// holds is not set again (the breakers set their state on every
+    /// request; a labelled gauge costs Envoy a lookup by name per set).
+    last: Mutex<Option<u64>>,
+}
+
+impl Defined {
+    fn new(name: &str, kind: MetricKind, envoy_id: usize, label: Option<&str>) -> Defined {
+        Defined { name: name.to_string(), kind, envoy_id, label: label.map(str::to_string), last: Mutex::new(None) }
+    }
 }
 
 /// The metrics of one configuration. Envoy defines metrics only while a
@@ -90,10 +101,10 @@ impl Metrics {
             if let (Some(config), MetricKind::Counter) = (config, kind) {
                 abi::increment_config_counter(config, envoy_id, &[label], 0);
             }
-            return self.add(Defined { name: name.to_string(), kind, envoy_id, label: Some(label.to_string()) });
+            return self.add(Defined::new(name, kind, envoy_id, Some(label)));
         }
         let envoy_id = abi::define_metric(config?, kind == MetricKind::Gauge, name, &[])?;
-        self.add(Defined { name: name.to_string(), kind, envoy_id, label: None })
+        self.add(Defined::new(name, kind, envoy_id, None))
     }
 
     /// Runs `f` on metric `id` (under the read lock: nothing is copied).
@@ -319,7 +330,14 @@ impl NativeHost<'_> {
             };
             let gauge = d.kind == MetricKind::Gauge;
             match (self.streaming(), self.config) {
-                (true, _) => abi::update_metric(self.filter, gauge, d.envoy_id, labels, value),
+                (true, _) if gauge => {
+                    let mut last = d.last.lock().unwrap_or_else(PoisonError::into_inner);
+                    if *last != Some(value) {
+                        abi::update_metric(self.filter, true, d.envoy_id, labels, value);
+                        *last = Some(value);
+                    }
+                }
+                (true, _) => abi::update_metric(self.filter, false, d.envoy_id, labels, value),
                 // While configuring (the `configured` counter): the config's own.
                 (false, Some(config)) if !gauge => abi::increment_config_counter(config, d.envoy_id, labels, value),
                 _ => {}

@@ -20,8 +20,12 @@
 #![allow(unsafe_code)]
 
 pub mod abi;
+#[cfg(any(test, feature = "fake-envoy"))]
+pub mod fake_envoy;
 pub mod host;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use filters_core::breaker::BreakerFilter;
 use filters_core::bundle::BundleFilter;

@@ -1,0 +1,499 @@
+//! A stand-in for Envoy behind the dynamic-module ABI, for tests and fuzz
+//! targets only (the crate's own tests, and the `fake-envoy` feature the
+//! fuzz crate turns on; never in the shipped module): it defines the
+//! `envoy_dynamic_module_callback_*` functions [`crate::abi`] declares, over
+//! one in-memory request per thread, and counts each call. [`FakeEnvoy`]
+//! drives the module's exported event hooks as Envoy does (configuration,
+//! stream, request headers, response headers, completion, teardown), so a
+//! test sees exactly the ABI calls a request costs in the real proxy, and a
+//! fuzz target reaches the module through its real entry points.
+//!
+//! Envoy's pointers (`filter_envoy_ptr`, `filter_config_envoy_ptr`) are a
+//! marker here: the state is this thread's.
+#![allow(unsafe_code)]
+
+use crate::abi::{EnvoyBuffer, EnvoyHeader, EnvoyPtr, ModuleBuffer, ModuleHeader};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+
+/// One request as the fake Envoy holds it, and what the module did to it.
+#[derive(Debug, Default)]
+struct State {
+    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    strings: BTreeMap<u32, Vec<u8>>,
+    ints: BTreeMap<u32, u64>,
+    calls: BTreeMap<&'static str, u32>,
+    sent: Option<u16>,
+    errors: Vec<String>,
+    metrics: u64,
+    callouts: u64,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::default();
+}
+
+/// The marker passed as Envoy's pointers.
+static MARKER: u8 = 0;
+
+fn marker() -> EnvoyPtr {
+    std::ptr::addr_of!(MARKER).cast_mut().cast::<c_void>()
+}
+
+fn count(name: &'static str) {
+    STATE.with(|s| *s.borrow_mut().calls.entry(name).or_insert(0) += 1);
+}
+
+/// The bytes a module buffer lends (empty for a null one).
+///
+/// # Safety
+/// `b` points to `length` readable bytes, or is null.
+unsafe fn lent(b: ModuleBuffer) -> Vec<u8> {
+    let (ptr, len) = b.parts();
+    if ptr.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: as the caller promises.
+    unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec()
+}
+
+fn view(bytes: &[u8]) -> EnvoyBuffer {
+    EnvoyBuffer { ptr: bytes.as_ptr(), length: bytes.len() }
+}
+
+fn map_of(s: &mut State, map: u32) -> &mut Vec<(Vec<u8>, Vec<u8>)> {
+    if map == crate::abi::HeaderMap::Response as u32 {
+        &mut s.response_headers
+    } else {
+        &mut s.request_headers
+    }
+}
+
+// ---- the callbacks (the ABI's names and shapes, as abi.rs declares them) ----
+//
+// SAFETY (all of them): the module calls them as abi.rs's wrappers do, with
+// buffers it lends for the call and result pointers it owns; the views
+// handed back point into this thread's state, which nothing changes before
+// the wrapper has copied them.
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer) {
+    count("log");
+    // SAFETY: see above.
+    let text = String::from_utf8_lossy(&unsafe { lent(message) }).into_owned();
+    if level >= crate::abi::Level::Warn as u32 {
+        STATE.with(|s| s.borrow_mut().errors.push(text));
+    }
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool {
+    count("log_enabled");
+    level >= crate::abi::Level::Warn as u32
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
+    _filter: EnvoyPtr,
+    map: u32,
+    key: ModuleBuffer,
+    result: *mut EnvoyBuffer,
+    index: usize,
+    count_out: *mut usize,
+) -> bool {
+    count("get_header");
+    // SAFETY: see above.
+    let key = unsafe { lent(key) };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let values: Vec<EnvoyBuffer> =
+            map_of(&mut s, map).iter().filter(|(n, _)| n.eq_ignore_ascii_case(&key)).map(|(_, v)| view(v)).collect();
+        // SAFETY: see above.
+        unsafe {
+            if !count_out.is_null() {
+                *count_out = values.len();
+            }
+            match values.get(index) {
+                Some(v) => {
+                    *result = *v;
+                    true
+                }
+                None => false,
+            }
+        }
+    })
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(_filter: EnvoyPtr, map: u32) -> usize {
+    count("get_headers_size");
+    STATE.with(|s| map_of(&mut s.borrow_mut(), map).len())
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_get_headers(
+    _filter: EnvoyPtr,
+    map: u32,
+    result: *mut EnvoyHeader,
+) -> bool {
+    count("get_headers");
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        for (i, (n, v)) in map_of(&mut s, map).iter().enumerate() {
+            // SAFETY: the module sized `result` by get_headers_size.
+            unsafe { *result.add(i) = EnvoyHeader::new(view(n), view(v)) };
+        }
+        true
+    })
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_set_header(
+    _filter: EnvoyPtr,
+    map: u32,
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+) -> bool {
+    count("set_header");
+    // SAFETY: see above.
+    let (key, remove, value) = unsafe { (lent(key), value.parts().0.is_null(), lent(value)) };
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let headers = map_of(&mut s, map);
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
+        if !remove {
+            headers.push((key, value));
+        }
+    });
+    true
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_add_header(
+    _filter: EnvoyPtr,
+    map: u32,
+    key: ModuleBuffer,
+    value: ModuleBuffer,
+) -> bool {
+    count("add_header");
+    // SAFETY: see above.
+    let header = unsafe { (lent(key), lent(value)) };
+    STATE.with(|s| map_of(&mut s.borrow_mut(), map).push(header));
+    true
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_send_response(
+    _filter: EnvoyPtr,
+    status: u32,
+    headers: *const ModuleHeader,
+    headers_len: usize,
+    _body: ModuleBuffer,
+    _details: ModuleBuffer,
+) {
+    count("send_response");
+    let headers: Vec<(Vec<u8>, Vec<u8>)> = (0..headers_len)
+        .map(|i| {
+            // SAFETY: see above.
+            let (k, v) = unsafe { (*headers.add(i)).parts() };
+            // SAFETY: see above.
+            unsafe { (lent(k), lent(v)) }
+        })
+        .collect();
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.sent = u16::try_from(status).ok();
+        s.response_headers = headers;
+    });
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+    _filter: EnvoyPtr,
+    id: u32,
+    result: *mut EnvoyBuffer,
+) -> bool {
+    count("get_attribute_string");
+    STATE.with(|s| match s.borrow().strings.get(&id) {
+        Some(v) => {
+            // SAFETY: see above.
+            unsafe { *result = view(v) };
+            true
+        }
+        None => false,
+    })
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+    _filter: EnvoyPtr,
+    id: u32,
+    result: *mut u64,
+) -> bool {
+    count("get_attribute_int");
+    STATE.with(|s| match s.borrow().ints.get(&id) {
+        Some(v) => {
+            // SAFETY: see above.
+            unsafe { *result = *v };
+            true
+        }
+        None => false,
+    })
+}
+
+fn define(id: *mut usize) -> u32 {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        // SAFETY: see above.
+        unsafe { *id = usize::try_from(s.metrics).unwrap_or(usize::MAX) };
+        s.metrics += 1;
+    });
+    0
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+    _config: EnvoyPtr,
+    _name: ModuleBuffer,
+    _labels: *const ModuleBuffer,
+    _labels_len: usize,
+    id: *mut usize,
+) -> u32 {
+    count("define_counter");
+    define(id)
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+    _config: EnvoyPtr,
+    _name: ModuleBuffer,
+    _labels: *const ModuleBuffer,
+    _labels_len: usize,
+    id: *mut usize,
+) -> u32 {
+    count("define_gauge");
+    define(id)
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
+    _filter: EnvoyPtr,
+    _id: usize,
+    _labels: *const ModuleBuffer,
+    labels_len: usize,
+    _value: u64,
+) -> u32 {
+    count(if labels_len == 0 { "increment_counter" } else { "increment_counter (labelled)" });
+    0
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+    _config: EnvoyPtr,
+    _id: usize,
+    _labels: *const ModuleBuffer,
+    _labels_len: usize,
+    _value: u64,
+) -> u32 {
+    count("config_increment_counter");
+    0
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_set_gauge(
+    _filter: EnvoyPtr,
+    _id: usize,
+    _labels: *const ModuleBuffer,
+    labels_len: usize,
+    _value: u64,
+) -> u32 {
+    count(if labels_len == 0 { "set_gauge" } else { "set_gauge (labelled)" });
+    0
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
+    _filter: EnvoyPtr,
+    callout_id: *mut u64,
+    _cluster: ModuleBuffer,
+    _headers: *const ModuleHeader,
+    _headers_len: usize,
+    _body: ModuleBuffer,
+    _timeout_ms: u64,
+) -> u32 {
+    count("http_callout");
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        s.callouts += 1;
+        // SAFETY: see above.
+        unsafe { *callout_id = s.callouts };
+    });
+    0
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(_filter: EnvoyPtr) {
+    count("continue_decoding");
+}
+
+/// No tracer: the module finds no span.
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_get_active_span(_filter: EnvoyPtr) -> *mut c_void {
+    count("get_active_span");
+    std::ptr::null_mut()
+}
+
+/// No route has a configuration of its own.
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_get_most_specific_route_config(_filter: EnvoyPtr) -> *const c_void {
+    count("get_most_specific_route_config");
+    std::ptr::null()
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_span_set_tag(
+    _span: *mut c_void,
+    _key: ModuleBuffer,
+    _value: ModuleBuffer,
+) {
+    count("span_set_tag");
+}
+
+// ---- the driver ----
+
+/// A configuration the module accepted, as Envoy holds it.
+#[derive(Debug)]
+pub struct FakeConfig {
+    config: *const c_void,
+}
+
+/// What one request did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The ABI calls it made (configuration-time calls excluded), by name.
+    pub calls: BTreeMap<&'static str, u32>,
+    /// The status of the module's local reply, if it answered.
+    pub sent: Option<u16>,
+    /// The request's headers as the upstream would get them.
+    pub request_headers: Vec<(String, String)>,
+    /// The response's headers as the client would get them.
+    pub response_headers: Vec<(String, String)>,
+}
+
+impl Outcome {
+    /// All ABI calls.
+    pub fn total(&self) -> u32 {
+        self.calls.values().sum()
+    }
+}
+
+/// The response an upstream gives in [`FakeEnvoy::request`].
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// `:status`.
+    pub status: u16,
+    /// `upstream.address`.
+    pub address: &'a str,
+}
+
+/// The fake Envoy of this thread.
+#[derive(Debug, Default)]
+pub struct FakeEnvoy;
+
+fn text(bytes: &[u8]) -> EnvoyBuffer {
+    view(bytes)
+}
+
+fn strings(headers: &[(Vec<u8>, Vec<u8>)]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned()))
+        .collect()
+}
+
+impl FakeEnvoy {
+    /// The module's configuration `policy` with `json`; `Err` holds the
+    /// lines it logged when it refused it.
+    pub fn configure(policy: &str, json: &str) -> Result<FakeConfig, Vec<String>> {
+        STATE.with(|s| s.borrow_mut().errors.clear());
+        // SAFETY: the hook as Envoy calls it: its name and configuration
+        // lent for the call.
+        let config = unsafe {
+            crate::envoy_dynamic_module_on_http_filter_config_new(
+                marker(),
+                text(policy.as_bytes()),
+                text(json.as_bytes()),
+            )
+        };
+        if config.is_null() {
+            return Err(STATE.with(|s| std::mem::take(&mut s.borrow_mut().errors)));
+        }
+        Ok(FakeConfig { config })
+    }
+
+    /// The lines at warning level or above the module logged since the last
+    /// configuration.
+    pub fn errors() -> Vec<String> {
+        STATE.with(|s| s.borrow().errors.clone())
+    }
+}
+
+impl FakeConfig {
+    /// One request through the module, from `peer`, with `headers`, answered
+    /// by `upstream` unless the module answers it.
+    pub fn request(&self, peer: &str, headers: &[(&str, &str)], upstream: Upstream<'_>) -> Outcome {
+        use crate::abi::Attribute as A;
+        STATE.with(|s| {
+            let mut s = s.borrow_mut();
+            let errors = std::mem::take(&mut s.errors);
+            *s = State { errors, metrics: s.metrics, callouts: s.callouts, ..State::default() };
+            s.request_headers = headers.iter().map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec())).collect();
+            s.strings.insert(A::SourceAddress as u32, peer.as_bytes().to_vec());
+            s.strings.insert(A::XdsClusterName as u32, b"demo".to_vec());
+            s.strings.insert(A::XdsRouteName as u32, b"all".to_vec());
+        });
+        let f = marker();
+        // SAFETY: the hooks in Envoy's order, with the stream pointer the
+        // first returned, destroyed once at the end.
+        unsafe {
+            let stream = crate::envoy_dynamic_module_on_http_filter_new(self.config, f);
+            crate::envoy_dynamic_module_on_http_filter_request_headers(f, stream, true);
+            let answered = STATE.with(|s| s.borrow().sent.is_some());
+            STATE.with(|s| {
+                let mut s = s.borrow_mut();
+                let status = s.sent.unwrap_or(upstream.status);
+                s.ints.insert(A::ResponseCode as u32, u64::from(status));
+                s.ints.insert(A::ResponseFlags as u32, 0);
+                s.ints.insert(A::UpstreamRequestAttemptCount as u32, 1);
+                s.strings.insert(A::ResponseCodeDetails as u32, b"via_upstream".to_vec());
+                if !answered {
+                    s.strings.insert(A::UpstreamAddress as u32, upstream.address.as_bytes().to_vec());
+                    s.response_headers = vec![(b":status".to_vec(), status.to_string().into_bytes())];
+                }
+            });
+            if !answered {
+                crate::envoy_dynamic_module_on_http_filter_response_headers(f, stream, true);
+            }
+            crate::envoy_dynamic_module_on_http_filter_stream_complete(f, stream);
+            crate::envoy_dynamic_module_on_http_filter_destroy(stream);
+        }
+        STATE.with(|s| {
+            let s = s.borrow();
+            Outcome {
+                calls: s.calls.clone(),
+                sent: s.sent,
+                request_headers: strings(&s.request_headers),
+                response_headers: strings(&s.response_headers),
+            }
+        })
+    }
+}
+
+impl Drop for FakeConfig {
+    fn drop(&mut self) {
+        // SAFETY: the pointer config_new returned, given back once.
+        unsafe { crate::envoy_dynamic_module_on_http_filter_config_destroy(self.config) }
+    }
+}

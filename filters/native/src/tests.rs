@@ -1,0 +1,170 @@
+//! The native adapter driven through its exported hooks by the fake Envoy
+//! ([`crate::fake_envoy`]): the ABI calls a request costs, per policy, with
+//! the sample configurations users copy (`envoy/*.yaml`), pinned here and
+//! in the README's table; refusals; what a request sees.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::fake_envoy::{FakeConfig, FakeEnvoy, Outcome, Upstream};
+use std::collections::BTreeMap;
+
+/// The plugin configuration of `envoy/<sample>.yaml`: its first
+/// `value: |` block.
+fn sample(name: &str) -> String {
+    let path = format!("{}/../../envoy/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| l.trim() == "value: |").unwrap_or_else(|| panic!("{path}: no value"));
+    let indent = lines[start].len() - lines[start].trim_start().len();
+    lines[start + 1..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const OK: Upstream<'static> = Upstream { status: 200, address: "127.0.0.1:8081" };
+
+fn get(config: &FakeConfig) -> Outcome {
+    config.request("10.0.0.1:5000", &[(":method", "GET"), (":path", "/"), (":authority", "example.com")], OK)
+}
+
+/// The policies and their samples, in the README's order.
+const POLICIES: [(&str, &str); 5] = [
+    ("rate_limit", "rate-limit"),
+    ("circuit_breaker", "circuit-breaker"),
+    ("retry", "retry"),
+    ("sticky_session", "sticky-session"),
+    ("bundle", "bundle"),
+];
+
+/// A steady request's ABI calls (the second: the first finds and caches
+/// its table slots) with the sample configuration of `policy`.
+fn calls_per_request(policy: &str, sample_name: &str) -> Outcome {
+    let config = FakeEnvoy::configure(policy, &sample(sample_name)).unwrap();
+    get(&config);
+    get(&config)
+}
+
+fn table_row(calls: &BTreeMap<&'static str, u32>) -> String {
+    calls.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+#[test]
+fn abi_calls_per_request_are_pinned() {
+    let pinned: [(&str, &[(&str, u32)]); 5] = [
+        (
+            "rate_limit",
+            &[
+                ("add_header", 5),
+                ("get_attribute_string", 1),
+                ("get_header", 1),
+                ("get_most_specific_route_config", 1),
+                ("increment_counter (labelled)", 1),
+            ],
+        ),
+        (
+            "circuit_breaker",
+            &[
+                ("get_attribute_string", 1),
+                ("get_header", 1),
+                ("get_most_specific_route_config", 1),
+                ("increment_counter (labelled)", 1),
+            ],
+        ),
+        (
+            "retry",
+            &[
+                ("get_attribute_int", 1),
+                ("get_header", 1),
+                ("get_headers", 1),
+                ("get_headers_size", 1),
+                ("get_most_specific_route_config", 1),
+                ("increment_counter (labelled)", 1),
+                ("set_header", 2),
+            ],
+        ),
+        (
+            "sticky_session",
+            &[
+                ("add_header", 2),
+                ("get_attribute_int", 1),
+                ("get_attribute_string", 1),
+                ("get_header", 1),
+                ("get_headers", 1),
+                ("get_headers_size", 1),
+                ("get_most_specific_route_config", 1),
+                ("increment_counter (labelled)", 1),
+                ("set_header", 1),
+            ],
+        ),
+        (
+            "bundle",
+            &[
+                ("add_header", 7),
+                ("get_attribute_int", 1),
+                ("get_attribute_string", 2),
+                ("get_header", 1),
+                ("get_headers", 1),
+                ("get_headers_size", 1),
+                ("get_most_specific_route_config", 1),
+                ("increment_counter (labelled)", 4),
+                ("set_header", 3),
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for ((policy, sample_name), (_, want)) in POLICIES.iter().zip(pinned) {
+        let got = calls_per_request(policy, sample_name);
+        let want: BTreeMap<&str, u32> = want.iter().copied().collect();
+        if got.calls != want {
+            wrong.push(format!("{policy} ({} calls): {}", got.total(), table_row(&got.calls)));
+        }
+    }
+    assert!(wrong.is_empty(), "measured:\n{}", wrong.join("\n"));
+}
+
+/// The README's table of ABI calls per request is the pinned one.
+#[test]
+fn the_readme_table_of_abi_calls_is_the_measured_one() {
+    let readme = include_str!("../README.md");
+    for (policy, sample_name) in POLICIES {
+        let got = calls_per_request(policy, sample_name);
+        let row = format!("| `{policy}` | {} | {} |", got.total(), table_row(&got.calls));
+        assert!(readme.contains(&row), "README.md lacks the row\n{row}");
+    }
+}
+
+/// A breaker's state gauge is set when the state changes, not on every
+/// request (Envoy's gauge is one for the process; each set of a labelled
+/// gauge is a lookup by name in Envoy).
+#[test]
+fn a_gauge_is_set_only_when_its_value_changes() {
+    // Keyed on a header of its own: the store is the process's, shared
+    // with the other tests.
+    let json = r#"{"key":"header:x-gauge-test","consecutive_failures":2,"open_for":"1h"}"#;
+    let config = FakeEnvoy::configure("circuit_breaker", json).unwrap();
+    let failing = Upstream { status: 500, ..OK };
+    let headers = [(":method", "GET"), (":path", "/"), ("x-gauge-test", "only-here")];
+    let send = |upstream| config.request("10.0.0.1:5000", &headers, upstream);
+    let sets = |o: &Outcome| o.calls.get("set_gauge (labelled)").copied().unwrap_or(0);
+    assert_eq!(sets(&send(OK)), 1, "the first request sets the key's gauge (closed)");
+    assert_eq!(sets(&send(OK)), 0, "still closed");
+    assert_eq!(sets(&send(failing)), 0, "one failure: still closed");
+    assert_eq!(sets(&send(failing)), 1, "the second failure opens the breaker");
+    let refused = send(OK);
+    assert_eq!(refused.sent, Some(503), "open: failing fast");
+    assert_eq!(sets(&refused), 0, "still open");
+}
+
+/// A configuration the Wasm module refuses is refused here, in one line
+/// naming the field.
+#[test]
+fn a_bad_configuration_is_refused_in_one_line_naming_the_field() {
+    let lines = FakeEnvoy::configure("rate_limit", r#"{"limits":[{"name":"x","requests":0,"period":"1s","key":"all"}]}"#).unwrap_err();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("requests"), "{}", lines[0]);
+    let lines = FakeEnvoy::configure("rate_limits", "{}").unwrap_err();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("filter_name") && lines[0].contains("rate_limit"), "{}", lines[0]);
+}
