@@ -104,6 +104,7 @@ oci-push: oci
 # prints a markdown table and writes it (and JSON) to bench/results/.
 bench: setup
 	$(CARGO) bench -p filters-core --features testing --bench core
+	$(CARGO) bench -p filters-native --features fake-envoy --bench native
 	python3 bench/criterion_table.py
 
 # Envoy with and without each filter under wrk and ab, as plain processes on

@@ -28,6 +28,8 @@ PAIRS = {
     ("retry", "budget_reserve"): "baseline_mutex_vecdeque_budget",
     ("sticky", "maglev_lookup"): "baseline_linear_scan_rendezvous",
     ("sticky", "ketama_lookup"): "baseline_linear_scan_rendezvous",
+    ("native_store", "get_then_compare_and_swap"): "baseline_one_mutex_hashmap_get_then_set",
+    ("native_store", "get_then_compare_and_swap_beside_a_busy_worker"): "baseline_one_mutex_hashmap_beside_a_busy_worker",
 }
 by_name = {(r["group"], r["bench"]): r for r in rows}
 lines = ["| group | bench | median | 95% CI of median | vs baseline |", "| --- | --- | --- | --- | --- |"]

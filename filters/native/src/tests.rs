@@ -161,7 +161,9 @@ fn a_gauge_is_set_only_when_its_value_changes() {
 /// naming the field.
 #[test]
 fn a_bad_configuration_is_refused_in_one_line_naming_the_field() {
-    let lines = FakeEnvoy::configure("rate_limit", r#"{"limits":[{"name":"x","requests":0,"period":"1s","key":"all"}]}"#).unwrap_err();
+    let lines =
+        FakeEnvoy::configure("rate_limit", r#"{"limits":[{"name":"x","requests":0,"period":"1s","key":"all"}]}"#)
+            .unwrap_err();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("requests"), "{}", lines[0]);
     let lines = FakeEnvoy::configure("rate_limits", "{}").unwrap_err();
