@@ -74,6 +74,7 @@ lint: setup
 	$(CARGO) clippy --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS)) -p filters-host -p noop-filter -p compute-probe -- -D warnings
 	$(CARGO) clippy -p filters-core -p demo-backend -- -D warnings
 	$(CARGO) clippy -p filters-native --all-targets -- -D warnings
+	$(CARGO) clippy -p filters-native --all-targets --features fake-envoy -- -D warnings
 	$(CARGO) clippy -p filters-core --features schema,testing -- -D warnings
 	$(CARGO) clippy -p rls-protocol -p ratelimit-engine -p traefik-convert -p packaging --all-targets -- -D warnings
 	$(CARGO) clippy -p integration-tests --tests -- -D warnings

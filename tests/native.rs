@@ -81,3 +81,16 @@ fn a_route_with_its_own_configuration_is_served_by_it() {
     let failed = Envoy::try_start(&bad, 1).err().expect("a refused route configuration");
     assert!(failed.log.contains("limits: must hold at least one limit"), "{}", failed.log);
 }
+
+/// The shipped module leaves every ABI callback to Envoy (the fake Envoy of
+/// the module's tests and fuzz target is not in it) and exports the hooks.
+#[test]
+fn the_shipped_module_takes_every_callback_from_envoy() {
+    let module = repo().join("target/native/libresilience.so");
+    let out = std::process::Command::new("nm").args(["-D", "--defined-only"]).arg(&module).output().expect("nm");
+    let defined = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "nm {}", module.display());
+    assert!(defined.contains("envoy_dynamic_module_on_http_filter_request_headers"), "{defined}");
+    let own: Vec<&str> = defined.lines().filter(|l| l.contains("envoy_dynamic_module_callback_")).collect();
+    assert!(own.is_empty(), "the module defines Envoy's callbacks itself: {own:?}");
+}

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use resilience::fake_envoy::{FakeEnvoy, Upstream};
+use resilience::fake_envoy::{sample_config, FakeEnvoy, Upstream, POLICIES};
 use resilience::store;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -85,33 +85,12 @@ fn native_store(c: &mut Criterion) {
     g.finish();
 }
 
-/// The samples' configurations (envoy/*.yaml), as the load test runs them.
-fn sample(name: &str) -> String {
-    let path = format!("{}/../../envoy/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.trim() == "value: |").unwrap();
-    let indent = lines[start].len() - lines[start].trim_start().len();
-    lines[start + 1..]
-        .iter()
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 fn native_request(c: &mut Criterion) {
     let mut g = c.benchmark_group("native_request");
     let get = [(":method", "GET"), (":path", "/"), (":authority", "127.0.0.1:10000"), (":scheme", "http")];
     let ok = Upstream { status: 200, address: "127.0.0.1:8081" };
-    for (policy, file) in [
-        ("rate_limit", "rate-limit"),
-        ("circuit_breaker", "circuit-breaker"),
-        ("retry", "retry"),
-        ("sticky_session", "sticky-session"),
-        ("bundle", "bundle"),
-    ] {
-        let config = FakeEnvoy::configure(policy, &sample(file)).unwrap();
+    for policy in POLICIES {
+        let config = FakeEnvoy::configure(policy, &sample_config(policy)).unwrap();
         g.bench_function(policy, |b| b.iter(|| black_box(config.request("127.0.0.1:40000", &get, ok))));
     }
     g.finish();

@@ -417,15 +417,16 @@ impl FakeEnvoy {
     /// The module's configuration `policy` with `json`; `Err` holds the
     /// lines it logged when it refused it.
     pub fn configure(policy: &str, json: &str) -> Result<FakeConfig, Vec<String>> {
+        Self::configure_bytes(policy, json.as_bytes())
+    }
+
+    /// [`FakeEnvoy::configure`] with any bytes as the configuration.
+    pub fn configure_bytes(policy: &str, json: &[u8]) -> Result<FakeConfig, Vec<String>> {
         STATE.with(|s| s.borrow_mut().errors.clear());
         // SAFETY: the hook as Envoy calls it: its name and configuration
         // lent for the call.
         let config = unsafe {
-            crate::envoy_dynamic_module_on_http_filter_config_new(
-                marker(),
-                text(policy.as_bytes()),
-                text(json.as_bytes()),
-            )
+            crate::envoy_dynamic_module_on_http_filter_config_new(marker(), text(policy.as_bytes()), text(json))
         };
         if config.is_null() {
             return Err(STATE.with(|s| std::mem::take(&mut s.borrow_mut().errors)));
@@ -495,5 +496,69 @@ impl Drop for FakeConfig {
     fn drop(&mut self) {
         // SAFETY: the pointer config_new returned, given back once.
         unsafe { crate::envoy_dynamic_module_on_http_filter_config_destroy(self.config) }
+    }
+}
+
+/// The samples users copy (`envoy/*.yaml`), by policy.
+const SAMPLES: [(&str, &str); 5] = [
+    ("rate_limit", include_str!("../../../envoy/rate-limit.yaml")),
+    ("circuit_breaker", include_str!("../../../envoy/circuit-breaker.yaml")),
+    ("retry", include_str!("../../../envoy/retry.yaml")),
+    ("sticky_session", include_str!("../../../envoy/sticky-session.yaml")),
+    ("bundle", include_str!("../../../envoy/bundle.yaml")),
+];
+
+/// The policies, in the README's order.
+pub const POLICIES: [&str; 5] = ["rate_limit", "circuit_breaker", "retry", "sticky_session", "bundle"];
+
+/// The plugin configuration of `policy`'s sample (`envoy/*.yaml`): the JSON
+/// of its first `value: |` block.
+pub fn sample_config(policy: &str) -> String {
+    let text = SAMPLES.iter().find(|(p, _)| *p == policy).map_or("", |(_, t)| t);
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(start) = lines.iter().position(|l| l.trim() == "value: |") else { return String::new() };
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let block = lines.get(start + 1..).unwrap_or_default();
+    let head = lines.get(start).map_or(0, |l| indent(l));
+    block.iter().take_while(|l| l.trim().is_empty() || indent(l) > head).copied().collect::<Vec<_>>().join("\n")
+}
+
+/// A fuzz target's input through the module's exported hooks: byte 0
+/// picks the policy (low bits) and whether the configuration is its sample
+/// or the input's own (bit 7); then, up to a 0 byte, the configuration
+/// (when the input's own); then request headers as `name: value` lines,
+/// the last line's first byte picking the upstream's status. Whatever the
+/// input, the module must neither panic (a panic is caught by the hook and
+/// logged as a failure: that line is the fuzzer's finding) nor answer with
+/// something other than its policies' statuses.
+#[allow(clippy::panic)]
+pub fn fuzz_request(data: &[u8]) {
+    let Some((&first, rest)) = data.split_first() else { return };
+    let policy = POLICIES.get(usize::from(first & 0x7f) % POLICIES.len()).copied().unwrap_or("bundle");
+    let (config, rest) = if first & 0x80 == 0 {
+        (sample_config(policy).into_bytes(), rest)
+    } else {
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        (rest.get(..end).unwrap_or_default().to_vec(), rest.get(end + 1..).unwrap_or_default())
+    };
+    let Ok(config) = FakeEnvoy::configure_bytes(policy, &config) else { return };
+    let text = String::from_utf8_lossy(rest);
+    let mut headers: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", "/"), (":authority", "example.com")];
+    for line in text.lines() {
+        match line.split_once(':') {
+            Some((name, value)) if !name.is_empty() => headers.push((name, value.trim())),
+            _ => {}
+        }
+    }
+    let statuses = [200, 500, 503, 404, 0];
+    let status = statuses.get(usize::from(rest.last().copied().unwrap_or(0)) % 5).copied().unwrap_or(200);
+    for _ in 0..2 {
+        let outcome = config.request("10.1.2.3:4000", &headers, Upstream { status, address: "127.0.0.1:8081" });
+        if let Some(line) = FakeEnvoy::errors().iter().find(|l| l.contains("a bug:")) {
+            panic!("{line}");
+        }
+        if let Some(sent) = outcome.sent {
+            assert!(matches!(sent, 429 | 503), "{policy} answered {sent}");
+        }
     }
 }

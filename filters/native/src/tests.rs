@@ -4,24 +4,8 @@
 //! in the README's table; refusals; what a request sees.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fake_envoy::{FakeConfig, FakeEnvoy, Outcome, Upstream};
+use crate::fake_envoy::{sample_config, FakeConfig, FakeEnvoy, Outcome, Upstream, POLICIES};
 use std::collections::BTreeMap;
-
-/// The plugin configuration of `envoy/<sample>.yaml`: its first
-/// `value: |` block.
-fn sample(name: &str) -> String {
-    let path = format!("{}/../../envoy/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.iter().position(|l| l.trim() == "value: |").unwrap_or_else(|| panic!("{path}: no value"));
-    let indent = lines[start].len() - lines[start].trim_start().len();
-    lines[start + 1..]
-        .iter()
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
-        .copied()
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 const OK: Upstream<'static> = Upstream { status: 200, address: "127.0.0.1:8081" };
 
@@ -29,19 +13,10 @@ fn get(config: &FakeConfig) -> Outcome {
     config.request("10.0.0.1:5000", &[(":method", "GET"), (":path", "/"), (":authority", "example.com")], OK)
 }
 
-/// The policies and their samples, in the README's order.
-const POLICIES: [(&str, &str); 5] = [
-    ("rate_limit", "rate-limit"),
-    ("circuit_breaker", "circuit-breaker"),
-    ("retry", "retry"),
-    ("sticky_session", "sticky-session"),
-    ("bundle", "bundle"),
-];
-
 /// A steady request's ABI calls (the second: the first finds and caches
 /// its table slots) with the sample configuration of `policy`.
-fn calls_per_request(policy: &str, sample_name: &str) -> Outcome {
-    let config = FakeEnvoy::configure(policy, &sample(sample_name)).unwrap();
+fn calls_per_request(policy: &str) -> Outcome {
+    let config = FakeEnvoy::configure(policy, &sample_config(policy)).unwrap();
     get(&config);
     get(&config)
 }
@@ -114,8 +89,8 @@ fn abi_calls_per_request_are_pinned() {
         ),
     ];
     let mut wrong = Vec::new();
-    for ((policy, sample_name), (_, want)) in POLICIES.iter().zip(pinned) {
-        let got = calls_per_request(policy, sample_name);
+    for (policy, (_, want)) in POLICIES.iter().zip(pinned) {
+        let got = calls_per_request(policy);
         let want: BTreeMap<&str, u32> = want.iter().copied().collect();
         if got.calls != want {
             wrong.push(format!("{policy} ({} calls): {}", got.total(), table_row(&got.calls)));
@@ -128,11 +103,14 @@ fn abi_calls_per_request_are_pinned() {
 #[test]
 fn the_readme_table_of_abi_calls_is_the_measured_one() {
     let readme = include_str!("../README.md");
-    for (policy, sample_name) in POLICIES {
-        let got = calls_per_request(policy, sample_name);
-        let row = format!("| `{policy}` | {} | {} |", got.total(), table_row(&got.calls));
-        assert!(readme.contains(&row), "README.md lacks the row\n{row}");
-    }
+    let rows: Vec<String> = POLICIES
+        .iter()
+        .map(|policy| {
+            let got = calls_per_request(policy);
+            format!("| `{policy}` | {} | {} |", got.total(), table_row(&got.calls))
+        })
+        .collect();
+    assert!(rows.iter().all(|row| readme.contains(row.as_str())), "README.md's table should be\n{}", rows.join("\n"));
 }
 
 /// A breaker's state gauge is set when the state changes, not on every
@@ -169,4 +147,17 @@ fn a_bad_configuration_is_refused_in_one_line_naming_the_field() {
     let lines = FakeEnvoy::configure("rate_limits", "{}").unwrap_err();
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("filter_name") && lines[0].contains("rate_limit"), "{}", lines[0]);
+}
+
+/// The fuzz target's corpus (`fuzz/corpus/native_request`, run by
+/// `make fuzz`) replayed through the exported hooks.
+#[test]
+fn the_native_fuzz_corpus_replays() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/native_request");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        crate::fake_envoy::fuzz_request(&std::fs::read(entry.unwrap().path()).unwrap());
+        files += 1;
+    }
+    assert!(files > 0, "{}: no corpus", dir.display());
 }
