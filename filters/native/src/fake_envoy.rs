@@ -16,6 +16,7 @@ use crate::abi::{EnvoyBuffer, EnvoyHeader, EnvoyPtr, ModuleBuffer, ModuleHeader}
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::c_void;
+use std::rc::Rc;
 
 /// One request as the fake Envoy holds it, and what the module did to it.
 #[derive(Debug, Default)]
@@ -33,6 +34,8 @@ struct State {
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::default();
+    /// [`fuzz_request`]'s sample configurations, by policy.
+    static SAMPLE_CONFIGS: RefCell<BTreeMap<&'static str, Rc<FakeConfig>>> = RefCell::default();
 }
 
 /// The marker passed as Envoy's pointers.
@@ -536,12 +539,23 @@ pub fn fuzz_request(data: &[u8]) {
     let Some((&first, rest)) = data.split_first() else { return };
     let policy = POLICIES.get(usize::from(first & 0x7f) % POLICIES.len()).copied().unwrap_or("bundle");
     let (config, rest) = if first & 0x80 == 0 {
-        (sample_config(policy).into_bytes(), rest)
+        // The samples are configured once per thread (a configuration
+        // creates its tables: milliseconds), their state kept between inputs.
+        let Some(config) = SAMPLE_CONFIGS.with(|all| {
+            let mut all = all.borrow_mut();
+            if !all.contains_key(policy) {
+                all.insert(policy, Rc::new(FakeEnvoy::configure(policy, &sample_config(policy)).ok()?));
+            }
+            all.get(policy).cloned()
+        }) else {
+            return;
+        };
+        (config, rest)
     } else {
         let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-        (rest.get(..end).unwrap_or_default().to_vec(), rest.get(end + 1..).unwrap_or_default())
+        let Ok(config) = FakeEnvoy::configure_bytes(policy, rest.get(..end).unwrap_or_default()) else { return };
+        (Rc::new(config), rest.get(end + 1..).unwrap_or_default())
     };
-    let Ok(config) = FakeEnvoy::configure_bytes(policy, &config) else { return };
     let text = String::from_utf8_lossy(rest);
     let mut headers: Vec<(&str, &str)> = vec![(":method", "GET"), (":path", "/"), (":authority", "example.com")];
     for line in text.lines() {
