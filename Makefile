@@ -43,7 +43,7 @@ test: build lint unit validate-configs integration compose-smoke
 unit: setup
 	@# The alert rules: syntax, and their unit tests (each fires, each near miss stays silent).
 	cd deploy/prometheus && promtool check rules alerts.yaml rules.yaml && promtool test rules alerts.test.yaml
-	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p filters-native -p ratelimit-engine -p traefik-convert -p packaging
+	$(CARGO) test -p rls-protocol -p filters-core -p filters-host -p filters-native -p ratelimit-engine -p traefik-convert -p packaging --features filters-native/fake-envoy
 
 validate-configs: build
 	$(CARGO) test -p integration-tests --test configs
@@ -101,7 +101,8 @@ oci-push: oci
 	@test -n "$(REGISTRY)" || { echo "usage: make oci-push REGISTRY=host/path"; exit 2; }
 	@scripts/oci-push.sh "$(REGISTRY)" $(SKOPEO_FLAGS)
 
-# Criterion benches of the core algorithms, each next to a naive baseline;
+# Criterion benches of the core algorithms, each next to a naive baseline,
+# and of the native build (its store, a request through its hooks);
 # prints a markdown table and writes it (and JSON) to bench/results/.
 bench: setup
 	$(CARGO) bench -p filters-core --features testing --bench core
