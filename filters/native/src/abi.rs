@@ -30,6 +30,18 @@ pub struct EnvoyBuffer {
 impl EnvoyBuffer {
     const EMPTY: EnvoyBuffer = EnvoyBuffer { ptr: null(), length: 0 };
 
+    /// The bytes as Envoy lends them (`None` for a null buffer): valid only
+    /// during the event hook that received them, which the borrow cannot
+    /// express; callers use them at once.
+    fn view<'a>(self) -> Option<&'a [u8]> {
+        if self.ptr.is_null() {
+            return None;
+        }
+        // SAFETY: Envoy lends `length` readable bytes at `ptr` for the
+        // current event hook; the slice is used within it.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr, self.length) })
+    }
+
     /// The bytes, copied (`None` for a null buffer).
     pub fn to_vec(self) -> Option<Vec<u8>> {
         if self.ptr.is_null() {
@@ -309,20 +321,36 @@ pub fn header(Stream(filter): Stream, map: HeaderMap, name: &str) -> Option<Vec<
     out.to_vec()
 }
 
-/// Every header of `map`, in order, as (name, value) byte pairs.
-pub fn headers(Stream(filter): Stream, map: HeaderMap) -> ByteHeaders {
+/// Every header of `map`, in order, handed to `each` as Envoy lends it
+/// (nothing copied here; the views are valid for the call). Up to 64
+/// headers are fetched into a buffer on the stack.
+pub fn each_header(Stream(filter): Stream, map: HeaderMap, mut each: impl FnMut(&[u8], &[u8])) {
+    const ON_STACK: usize = 64;
     // SAFETY: `filter` is the stream's, valid in this event hook.
     let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(filter, map as u32) };
     if n == 0 {
-        return Vec::new();
+        return;
     }
-    let mut all = vec![EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY }; n];
+    let empty = EnvoyHeader { key: EnvoyBuffer::EMPTY, value: EnvoyBuffer::EMPTY };
+    let mut stack = [empty; ON_STACK];
+    let mut heap = Vec::new();
+    let all: &mut [EnvoyHeader] = match stack.get_mut(..n) {
+        Some(room) => room,
+        None => {
+            heap.resize(n, empty);
+            &mut heap
+        }
+    };
     // SAFETY: `all` holds the `n` entries Envoy just reported, and Envoy
     // writes at most that many.
     if !unsafe { envoy_dynamic_module_callback_http_get_headers(filter, map as u32, all.as_mut_ptr()) } {
-        return Vec::new();
+        return;
     }
-    all.into_iter().filter_map(|h| Some((h.key.to_vec()?, h.value.to_vec().unwrap_or_default()))).collect()
+    for h in all.iter() {
+        if let Some(name) = h.key.view() {
+            each(name, h.value.view().unwrap_or_default());
+        }
+    }
 }
 
 /// Sets header `name` of `map` to `value`, or removes it.

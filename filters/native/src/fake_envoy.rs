@@ -13,7 +13,7 @@
 #![allow(unsafe_code)]
 
 use crate::abi::{EnvoyBuffer, EnvoyHeader, EnvoyPtr, ModuleBuffer, ModuleHeader};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::rc::Rc;
@@ -45,8 +45,56 @@ fn marker() -> EnvoyPtr {
     std::ptr::addr_of!(MARKER).cast_mut().cast::<c_void>()
 }
 
-fn count(name: &'static str) {
+thread_local! {
+    /// Is the module's code running (inside a hook, outside the fake's
+    /// callbacks)? Const-initialised, no destructor: the counting allocator
+    /// of the crate's tests reads it without allocating.
+    static IN_MODULE: Cell<bool> = const { Cell::new(false) };
+    /// Heap allocations the module made since the request began.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Called by a counting global allocator (the crate's tests install one)
+/// on every allocation: counted when the module's code made it.
+pub fn note_allocation() {
+    if IN_MODULE.with(Cell::get) {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+    }
+}
+
+/// Is the module's code running (for an allocator that traces)?
+pub fn in_module() -> bool {
+    IN_MODULE.with(Cell::get)
+}
+
+/// While alive, the code running is the fake's (or the module's, `true`).
+struct Running(bool);
+
+impl Running {
+    fn enter(module: bool) -> Running {
+        Running(IN_MODULE.with(|m| m.replace(module)))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        IN_MODULE.with(|m| m.set(self.0));
+    }
+}
+
+/// Counts a callback; the fake's own work from here to the callback's end
+/// is not the module's.
+#[must_use]
+fn count(name: &'static str) -> Running {
+    let fake = Running::enter(false);
     STATE.with(|s| *s.borrow_mut().calls.entry(name).or_insert(0) += 1);
+    fake
+}
+
+/// Runs a hook: the module's code.
+fn module<R>(hook: impl FnOnce() -> R) -> R {
+    let _module = Running::enter(true);
+    hook()
 }
 
 /// The bytes a module buffer lends (empty for a null one).
@@ -83,7 +131,7 @@ fn map_of(s: &mut State, map: u32) -> &mut Vec<(Vec<u8>, Vec<u8>)> {
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer) {
-    count("log");
+    let _fake = count("log");
     // SAFETY: see above.
     let text = String::from_utf8_lossy(&unsafe { lent(message) }).into_owned();
     if level >= crate::abi::Level::Warn as u32 {
@@ -93,7 +141,7 @@ extern "C" fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffe
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool {
-    count("log_enabled");
+    let _fake = count("log_enabled");
     level >= crate::abi::Level::Warn as u32
 }
 
@@ -106,7 +154,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
     index: usize,
     count_out: *mut usize,
 ) -> bool {
-    count("get_header");
+    let _fake = count("get_header");
     // SAFETY: see above.
     let key = unsafe { lent(key) };
     STATE.with(|s| {
@@ -131,7 +179,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(_filter: EnvoyPtr, map: u32) -> usize {
-    count("get_headers_size");
+    let _fake = count("get_headers_size");
     STATE.with(|s| map_of(&mut s.borrow_mut(), map).len())
 }
 
@@ -141,7 +189,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_get_headers(
     map: u32,
     result: *mut EnvoyHeader,
 ) -> bool {
-    count("get_headers");
+    let _fake = count("get_headers");
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         for (i, (n, v)) in map_of(&mut s, map).iter().enumerate() {
@@ -159,7 +207,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_set_header(
     key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
-    count("set_header");
+    let _fake = count("set_header");
     // SAFETY: see above.
     let (key, remove, value) = unsafe { (lent(key), value.parts().0.is_null(), lent(value)) };
     STATE.with(|s| {
@@ -180,7 +228,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_add_header(
     key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
-    count("add_header");
+    let _fake = count("add_header");
     // SAFETY: see above.
     let header = unsafe { (lent(key), lent(value)) };
     STATE.with(|s| map_of(&mut s.borrow_mut(), map).push(header));
@@ -196,7 +244,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_send_response(
     _body: ModuleBuffer,
     _details: ModuleBuffer,
 ) {
-    count("send_response");
+    let _fake = count("send_response");
     let headers: Vec<(Vec<u8>, Vec<u8>)> = (0..headers_len)
         .map(|i| {
             // SAFETY: see above.
@@ -218,7 +266,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_str
     id: u32,
     result: *mut EnvoyBuffer,
 ) -> bool {
-    count("get_attribute_string");
+    let _fake = count("get_attribute_string");
     STATE.with(|s| match s.borrow().strings.get(&id) {
         Some(v) => {
             // SAFETY: see above.
@@ -235,7 +283,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int
     id: u32,
     result: *mut u64,
 ) -> bool {
-    count("get_attribute_int");
+    let _fake = count("get_attribute_int");
     STATE.with(|s| match s.borrow().ints.get(&id) {
         Some(v) => {
             // SAFETY: see above.
@@ -264,7 +312,7 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_counter(
     _labels_len: usize,
     id: *mut usize,
 ) -> u32 {
-    count("define_counter");
+    let _fake = count("define_counter");
     define(id)
 }
 
@@ -276,7 +324,7 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
     _labels_len: usize,
     id: *mut usize,
 ) -> u32 {
-    count("define_gauge");
+    let _fake = count("define_gauge");
     define(id)
 }
 
@@ -288,7 +336,7 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_increment_counter(
     labels_len: usize,
     _value: u64,
 ) -> u32 {
-    count(if labels_len == 0 { "increment_counter" } else { "increment_counter (labelled)" });
+    let _fake = count(if labels_len == 0 { "increment_counter" } else { "increment_counter (labelled)" });
     0
 }
 
@@ -300,7 +348,7 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_config_increment_counter
     _labels_len: usize,
     _value: u64,
 ) -> u32 {
-    count("config_increment_counter");
+    let _fake = count("config_increment_counter");
     0
 }
 
@@ -312,7 +360,7 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_set_gauge(
     labels_len: usize,
     _value: u64,
 ) -> u32 {
-    count(if labels_len == 0 { "set_gauge" } else { "set_gauge (labelled)" });
+    let _fake = count(if labels_len == 0 { "set_gauge" } else { "set_gauge (labelled)" });
     0
 }
 
@@ -326,7 +374,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
     _body: ModuleBuffer,
     _timeout_ms: u64,
 ) -> u32 {
-    count("http_callout");
+    let _fake = count("http_callout");
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         s.callouts += 1;
@@ -338,20 +386,20 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
 
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(_filter: EnvoyPtr) {
-    count("continue_decoding");
+    let _fake = count("continue_decoding");
 }
 
 /// No tracer: the module finds no span.
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_http_get_active_span(_filter: EnvoyPtr) -> *mut c_void {
-    count("get_active_span");
+    let _fake = count("get_active_span");
     std::ptr::null_mut()
 }
 
 /// No route has a configuration of its own.
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_get_most_specific_route_config(_filter: EnvoyPtr) -> *const c_void {
-    count("get_most_specific_route_config");
+    let _fake = count("get_most_specific_route_config");
     std::ptr::null()
 }
 
@@ -361,7 +409,7 @@ extern "C" fn envoy_dynamic_module_callback_http_span_set_tag(
     _key: ModuleBuffer,
     _value: ModuleBuffer,
 ) {
-    count("span_set_tag");
+    let _fake = count("span_set_tag");
 }
 
 // ---- the driver ----
@@ -383,6 +431,10 @@ pub struct Outcome {
     pub request_headers: Vec<(String, String)>,
     /// The response's headers as the client would get them.
     pub response_headers: Vec<(String, String)>,
+    /// Heap allocations the module's code made for the request (counted
+    /// only under a counting global allocator, as the crate's tests install:
+    /// 0 otherwise).
+    pub allocations: u64,
 }
 
 impl Outcome {
@@ -459,11 +511,12 @@ impl FakeConfig {
             s.strings.insert(A::XdsRouteName as u32, b"all".to_vec());
         });
         let f = marker();
+        ALLOCATIONS.with(|n| n.set(0));
         // SAFETY: the hooks in Envoy's order, with the stream pointer the
         // first returned, destroyed once at the end.
         unsafe {
-            let stream = crate::envoy_dynamic_module_on_http_filter_new(self.config, f);
-            crate::envoy_dynamic_module_on_http_filter_request_headers(f, stream, true);
+            let stream = module(|| crate::envoy_dynamic_module_on_http_filter_new(self.config, f));
+            module(|| crate::envoy_dynamic_module_on_http_filter_request_headers(f, stream, true));
             let answered = STATE.with(|s| s.borrow().sent.is_some());
             STATE.with(|s| {
                 let mut s = s.borrow_mut();
@@ -478,11 +531,12 @@ impl FakeConfig {
                 }
             });
             if !answered {
-                crate::envoy_dynamic_module_on_http_filter_response_headers(f, stream, true);
+                module(|| crate::envoy_dynamic_module_on_http_filter_response_headers(f, stream, true));
             }
-            crate::envoy_dynamic_module_on_http_filter_stream_complete(f, stream);
-            crate::envoy_dynamic_module_on_http_filter_destroy(stream);
+            module(|| crate::envoy_dynamic_module_on_http_filter_stream_complete(f, stream));
+            module(|| crate::envoy_dynamic_module_on_http_filter_destroy(stream));
         }
+        let allocations = ALLOCATIONS.with(Cell::get);
         STATE.with(|s| {
             let s = s.borrow();
             Outcome {
@@ -490,6 +544,7 @@ impl FakeConfig {
                 sent: s.sent,
                 request_headers: strings(&s.request_headers),
                 response_headers: strings(&s.response_headers),
+                allocations,
             }
         })
     }
