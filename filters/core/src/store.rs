@@ -24,6 +24,62 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 
+/// A shared-data key written on the stack: the filters name a slot per
+/// request (`rate_limit/<limit>:<slot>`), and formatting that into a
+/// `String` is a heap allocation per request. Keys up to [`Key::INLINE`]
+/// bytes stay here; a longer one (a very long limit name) goes to the heap.
+pub struct Key {
+    len: usize,
+    inline: [u8; Key::INLINE],
+    heap: Option<String>,
+}
+
+impl Key {
+    /// Bytes kept on the stack.
+    pub const INLINE: usize = 112;
+
+    /// The key `args` spell.
+    pub fn new(args: fmt::Arguments<'_>) -> Key {
+        let mut key = Key { len: 0, inline: [0; Key::INLINE], heap: None };
+        if fmt::write(&mut key, args).is_err() {
+            key.heap = Some(fmt::format(args));
+        }
+        key
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        match &self.heap {
+            Some(s) => s,
+            None => self.inline.get(..self.len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
+        }
+    }
+}
+
+impl fmt::Write for Key {
+    /// Appends on the stack; an error when it does not fit ([`Key::new`]
+    /// then spells the key on the heap).
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        self.inline.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for Key {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// A value read from the store with its compare-and-swap token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -267,6 +323,19 @@ impl SharedStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_spelled_on_the_stack_or_the_heap_alike() {
+        let short = Key::new(format_args!("rate_limit/{}:{}", "per-client", 42));
+        assert_eq!(&*short, "rate_limit/per-client:42");
+        assert!(short.heap.is_none());
+        let name = "n".repeat(Key::INLINE);
+        let long = Key::new(format_args!("rate_limit/{name}:7"));
+        assert_eq!(&*long, format!("rate_limit/{name}:7"));
+        assert!(long.heap.is_some());
+        let exact = "x".repeat(Key::INLINE);
+        assert_eq!(&*Key::new(format_args!("{exact}")), exact);
+    }
 
     /// A store that lets another "worker" write between our read and our write
     /// a fixed number of times.

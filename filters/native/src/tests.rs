@@ -187,7 +187,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// allocator while `fake_envoy::in_module()`.
 #[test]
 fn allocations_per_request_are_pinned() {
-    let pinned = [("rate_limit", 33), ("circuit_breaker", 16), ("retry", 16), ("sticky_session", 14), ("bundle", 89)];
+    let pinned = [("rate_limit", 23), ("circuit_breaker", 11), ("retry", 16), ("sticky_session", 14), ("bundle", 71)];
     let got: Vec<(&str, u64)> =
         POLICIES.iter().map(|policy| (*policy, calls_per_request(policy, "10.0.0.4:5000").allocations)).collect();
     assert_eq!(got, pinned);

@@ -69,6 +69,8 @@ pub struct BreakerFilter {
     /// Where each key's breaker was last found (a hint; verified on use).
     slots: RefCell<HashMap<String, u32>>,
     per_key: RefCell<HashMap<String, BreakerMetrics>>,
+    /// The metrics of the keys beyond `max_breakers` (defined once).
+    other: std::cell::Cell<Option<BreakerMetrics>>,
     metrics: FilterMetrics,
 }
 
@@ -158,15 +160,26 @@ impl BreakerFilter {
         &self.breakers
     }
 
+    /// The metrics of `key`'s breaker: found by the key itself (nothing
+    /// spelled per request); the first time, defined under the key's
+    /// metric name, or under `other` once `max_breakers` keys have theirs.
     fn key_metrics<H: Host>(&self, host: &H, key: &str) -> BreakerMetrics {
-        let name = metric_component(key);
         let mut all = self.per_key.borrow_mut();
-        if let Some(m) = all.get(&name) {
+        if let Some(m) = all.get(key) {
             return *m;
         }
-        let name =
-            if all.len() >= self.breakers.config().max_breakers as usize { OTHER_KEYS.to_string() } else { name };
-        *all.entry(name.clone()).or_insert_with(|| BreakerMetrics::define(host, &format!("circuit_breaker.{name}.")))
+        if all.len() >= self.breakers.config().max_breakers as usize {
+            // Beyond the bound, keys are not remembered: all share `other`.
+            let other = self
+                .other
+                .get()
+                .unwrap_or_else(|| BreakerMetrics::define(host, &format!("circuit_breaker.{OTHER_KEYS}.")));
+            self.other.set(Some(other));
+            return other;
+        }
+        let metrics = BreakerMetrics::define(host, &format!("circuit_breaker.{}.", metric_component(key)));
+        all.insert(key.to_string(), metrics);
+        metrics
     }
 
     fn store_failed<H: Host, R>(&self, host: &H, e: StoreError) -> Option<R> {
@@ -308,7 +321,13 @@ impl Filter for BreakerFilter {
             KeyKind::Fixed(name) => Some(name.clone()),
             _ => None,
         };
-        let filter = BreakerFilter { breakers, slots: RefCell::default(), per_key: RefCell::default(), metrics };
+        let filter = BreakerFilter {
+            breakers,
+            slots: RefCell::default(),
+            per_key: RefCell::default(),
+            other: Default::default(),
+            metrics,
+        };
         // A fixed key's metrics exist from the start, on every worker (a
         // metrics page served by a worker that has not seen a request yet
         // still lists them: nginx's exporter knows the names its worker

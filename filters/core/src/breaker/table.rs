@@ -9,8 +9,8 @@ use crate::store::{update_bytes, SharedStore, StoreError};
 
 impl Breakers {
     /// The shared-data key of a table slot.
-    pub fn slot_key(slot: u32) -> String {
-        format!("{SHARED_NAMESPACE}/{slot}")
+    pub fn slot_key(slot: u32) -> crate::store::Key {
+        crate::store::Key::new(format_args!("{SHARED_NAMESPACE}/{slot}"))
     }
 
     /// The longest record this configuration writes: a key of
@@ -38,7 +38,11 @@ impl Breakers {
     /// (`circuit_breaker/sizes`, the last [`SIZES_KEPT`]).
     pub fn initialize<S: SharedStore + ?Sized>(&mut self, store: &S) -> Result<u32, StoreError> {
         let free = self.free_record();
-        let created = crate::store::create_absent(store, (0..self.cfg.max_breakers).map(Self::slot_key), &free)?;
+        let created = crate::store::create_absent(
+            store,
+            (0..self.cfg.max_breakers).map(|s| Self::slot_key(s).as_str().to_string()),
+            &free,
+        )?;
         let max = self.cfg.max_breakers;
         let sizes = update_bytes(store, SIZES_KEY, |cur| {
             let old: Vec<u32> = cur

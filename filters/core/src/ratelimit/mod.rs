@@ -277,7 +277,7 @@ impl RateLimiter {
     pub fn initialize<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u32, StoreError> {
         let mut created = 0;
         for (l, id) in self.config.limits.iter().zip(&self.ids) {
-            let keys = (0..l.slots).map(move |i| slot_key(l, u64::from(i)));
+            let keys = (0..l.slots).map(move |i| slot_key(l, u64::from(i)).as_str().to_string());
             created += create_absent(store, keys, &encode_slot(0, *id))?;
         }
         Ok(created)
@@ -313,7 +313,7 @@ impl RateLimiter {
         F: Fn(&'a Limit) -> Option<&'a Gcra>,
     {
         let mut decision = Decision::default();
-        let mut matched: Vec<(usize, &Gcra, String, u64)> = Vec::new();
+        let mut matched: Vec<(usize, &Gcra, crate::store::Key, u64)> = Vec::new();
         let mut ip_cache = None;
         for ((i, limit), id) in self.config.limits.iter().enumerate().zip(&self.ids) {
             let Some(gcra) = bucket(limit) else { continue };
@@ -467,17 +467,23 @@ pub struct QuotaItem {
 
 /// The rate-limit headers for some limits' states, in `style`.
 pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
+    use std::fmt::Write as _;
     if items.is_empty() {
-        return out;
+        return Vec::new();
     }
+    let mut out = Vec::with_capacity(5);
     if matches!(style, HeaderStyle::Draft | HeaderStyle::Both) {
-        let policy: Vec<String> =
-            items.iter().map(|i| format!("\"{}\";q={};w={}", i.name, i.quota, i.window_secs)).collect();
-        let state: Vec<String> =
-            items.iter().map(|i| format!("\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs)).collect();
-        out.push(("ratelimit-policy".to_string(), policy.join(", ")));
-        out.push(("ratelimit".to_string(), state.join(", ")));
+        // Each value written in place: one string per header, whatever the
+        // number of limits.
+        let room = items.iter().map(|i| i.name.len() + 32).sum();
+        let (mut policy, mut state) = (String::with_capacity(room), String::with_capacity(room));
+        for (n, i) in items.iter().enumerate() {
+            let sep = if n == 0 { "" } else { ", " };
+            let _ = write!(policy, "{sep}\"{}\";q={};w={}", i.name, i.quota, i.window_secs);
+            let _ = write!(state, "{sep}\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs);
+        }
+        out.push(("ratelimit-policy".to_string(), policy));
+        out.push(("ratelimit".to_string(), state));
     }
     if matches!(style, HeaderStyle::XRatelimit | HeaderStyle::Both) {
         // The limit closest to refusing speaks for the request.
@@ -490,8 +496,9 @@ pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> Vec<(String, St
     out
 }
 
-fn slot_key(limit: &Limit, slot: u64) -> String {
-    format!("{SHARED_NAMESPACE}/{}:{}", limit.name, slot)
+/// A slot's shared-data key, spelled on the stack (one per request).
+fn slot_key(limit: &Limit, slot: u64) -> crate::store::Key {
+    crate::store::Key::new(format_args!("{SHARED_NAMESPACE}/{}:{}", limit.name, slot))
 }
 
 fn outcome(limit: usize, d: &GcraDecision, state: LimitState) -> LimitOutcome {
