@@ -127,6 +127,11 @@ pub trait Host: Clock + SharedStore {
     /// A property (`["source", "address"]`, `["response", "code"]`, ...).
     /// Returns bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// A property holding an integer ([`property_u64`]); a host that reads
+    /// integers as such overrides it (no bytes to copy and parse).
+    fn property_int(&self, path: &[&str]) -> Option<u64> {
+        parse_integer_property(&self.property(path)?)
+    }
     /// Sets request header `name` to `value`, or removes it (`None`).
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// The first value of response header `name` (lower case). Returns bytes.
@@ -202,7 +207,7 @@ pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String
 /// Reads a property holding an integer: Envoy encodes integers as 8
 /// little-endian bytes, nginx as decimal text; both are accepted.
 pub fn property_u64<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<u64> {
-    parse_integer_property(&host.property(path)?)
+    host.property_int(path)
 }
 
 /// See [`property_u64`]: decimal text first (nginx), else 8 little-endian

@@ -217,6 +217,17 @@ impl Host for NativeHost<'_> {
         abi::attribute_string(self.filter, id)
     }
 
+    /// Envoy's integer attributes read as integers (no bytes copied).
+    fn property_int(&self, path: &[&str]) -> Option<u64> {
+        if !self.streaming() {
+            return None;
+        }
+        match attribute(path)? {
+            (id, true) => abi::attribute_int(self.filter, id),
+            (id, false) => filters_core::host::parse_integer_property(&abi::attribute_string(self.filter, id)?),
+        }
+    }
+
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         if self.streaming() {
             abi::set_header(self.filter, HeaderMap::Request, name, value);

@@ -72,12 +72,14 @@ const IDEMPOTENT: &[&str] = &["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"
 /// `x-envoy-retriable-*`, `x-envoy-hedge-on-per-try-timeout`,
 /// `x-envoy-upstream-rq-*timeout*`).
 pub fn is_retry_control_header(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    n.starts_with("x-envoy-retry")
-        || n == "x-envoy-max-retries"
-        || n.starts_with("x-envoy-retriable-")
-        || n.starts_with("x-envoy-hedge-")
-        || (n.starts_with("x-envoy-upstream-rq-") && n.contains("timeout"))
+    // Compared without lower-casing a copy (once per request header).
+    let starts = |prefix: &str| name.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    let contains = |part: &str| name.as_bytes().windows(part.len()).any(|w| w.eq_ignore_ascii_case(part.as_bytes()));
+    starts("x-envoy-retry")
+        || name.eq_ignore_ascii_case("x-envoy-max-retries")
+        || starts("x-envoy-retriable-")
+        || starts("x-envoy-hedge-")
+        || (starts("x-envoy-upstream-rq-") && contains("timeout"))
 }
 
 #[cfg(feature = "schema")]

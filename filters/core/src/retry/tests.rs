@@ -146,3 +146,21 @@ fn budgets_that_are_a_flood_of_retries_up_front_are_refused() {
         .to_string()
         .ends_with(".: must be a JSON object"));
 }
+
+#[test]
+fn retry_control_headers_are_known_in_any_case() {
+    for name in [
+        "x-envoy-retry-on",
+        "X-Envoy-Retry-Grpc-On",
+        "X-ENVOY-MAX-RETRIES",
+        "x-envoy-retriable-status-codes",
+        "x-envoy-hedge-on-per-try-timeout",
+        "X-Envoy-Upstream-Rq-Per-Try-TIMEOUT-Ms",
+        "x-envoy-upstream-rq-timeout-ms",
+    ] {
+        assert!(super::is_retry_control_header(name), "{name}");
+    }
+    for name in ["x-envoy-max-retriesx", "x-envoy-upstream-rq-other", "x-envoy", "", "x-envoy-é-retry", "é"] {
+        assert!(!super::is_retry_control_header(name), "{name}");
+    }
+}
