@@ -28,6 +28,8 @@ use std::fmt;
 /// request (`rate_limit/<limit>:<slot>`), and formatting that into a
 /// `String` is a heap allocation per request. Keys up to [`Key::INLINE`]
 /// bytes stay here; a longer one (a very long limit name) goes to the heap.
+/// (Any short text made per request can be spelled so: a backend's address
+/// for a header, say.)
 pub struct Key {
     len: usize,
     inline: [u8; Key::INLINE],

@@ -45,7 +45,7 @@ pub struct RateLimitFilter {
 /// One request's state.
 #[derive(Debug, Default)]
 pub struct RateLimitStream {
-    pub(super) response_headers: Vec<(String, String)>,
+    pub(super) response_headers: super::ResponseHeaders,
     pub(super) pending: Option<Pending>,
     /// What was decided, for the span ([`Filter::span_attributes`]).
     pub(super) verdict: Option<Verdict>,

@@ -399,7 +399,7 @@ impl RateLimiter {
     }
 
     /// The rate-limit headers for a decision, in the configured style.
-    pub fn headers(&self, decision: &Decision) -> Vec<(String, String)> {
+    pub fn headers(&self, decision: &Decision) -> ResponseHeaders {
         quota_headers(self.config.headers, &self.quota_items(decision))
     }
 
@@ -435,13 +435,13 @@ impl RateLimiter {
 
     /// The 429 (or `status`): `Retry-After` in whole seconds (at least 1),
     /// the rate-limit `headers`, and a JSON body naming the limit.
-    fn rate_limited(&self, limit: &str, retry_after_nanos: u64, headers: Vec<(String, String)>) -> Refusal {
+    fn rate_limited(&self, limit: &str, retry_after_nanos: u64, headers: ResponseHeaders) -> Refusal {
         let retry = ceil_secs(retry_after_nanos).max(1);
         let mut all = vec![
             ("retry-after".to_string(), retry.to_string()),
             ("content-type".to_string(), "application/json".to_string()),
         ];
-        all.extend(headers);
+        all.extend(headers.into_iter().map(|(n, v)| (n.into_owned(), v)));
         let body =
             serde_json::json!({ "error": "rate_limited", "limit": limit, "retry_after": retry }).to_string() + "\n";
         Refusal { status: self.config.status, headers: all, body }
@@ -465,8 +465,13 @@ pub struct QuotaItem {
     pub refused: bool,
 }
 
+/// Response headers a limiter adds: the rate-limit headers' names are
+/// fixed (no string made for them per request); the rate limit service's
+/// `response_headers_to_add` have their own.
+pub type ResponseHeaders = Vec<(std::borrow::Cow<'static, str>, String)>;
+
 /// The rate-limit headers for some limits' states, in `style`.
-pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> Vec<(String, String)> {
+pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> ResponseHeaders {
     use std::fmt::Write as _;
     if items.is_empty() {
         return Vec::new();
@@ -482,15 +487,15 @@ pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> Vec<(String, St
             let _ = write!(policy, "{sep}\"{}\";q={};w={}", i.name, i.quota, i.window_secs);
             let _ = write!(state, "{sep}\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs);
         }
-        out.push(("ratelimit-policy".to_string(), policy));
-        out.push(("ratelimit".to_string(), state));
+        out.push(("ratelimit-policy".into(), policy));
+        out.push(("ratelimit".into(), state));
     }
     if matches!(style, HeaderStyle::XRatelimit | HeaderStyle::Both) {
         // The limit closest to refusing speaks for the request.
         if let Some(i) = items.iter().min_by_key(|i| (!i.refused, i.remaining)) {
-            out.push(("x-ratelimit-limit".to_string(), i.quota.to_string()));
-            out.push(("x-ratelimit-remaining".to_string(), i.remaining.to_string()));
-            out.push(("x-ratelimit-reset".to_string(), i.reset_secs.to_string()));
+            out.push(("x-ratelimit-limit".into(), i.quota.to_string()));
+            out.push(("x-ratelimit-remaining".into(), i.remaining.to_string()));
+            out.push(("x-ratelimit-reset".into(), i.reset_secs.to_string()));
         }
     }
     out

@@ -96,7 +96,7 @@ fn header_style_none_and_draft_only() {
     let names: Vec<String> = draft
         .headers(&draft.check(&r, &clock, &MemoryStore::new(CasRule::Envoy)))
         .into_iter()
-        .map(|(n, _)| n)
+        .map(|(n, _)| n.into_owned())
         .collect();
     assert_eq!(names, vec!["ratelimit-policy", "ratelimit"]);
 }
@@ -457,7 +457,7 @@ fn ok_answer_passes_with_headers_and_shadow_mode_never_refuses() {
     };
     let out = l.judge_answer(&call, &ok, vec![]);
     assert_eq!(out.refusal, None);
-    assert!(out.response_headers.contains(&("ratelimit".to_string(), r#""fleet-ip";r=9;t=6"#.to_string())));
+    assert!(out.response_headers.contains(&("ratelimit".into(), r#""fleet-ip";r=9;t=6"#.to_string())));
     assert_eq!(out.request_headers, vec![("x-quota".to_string(), "fine".to_string())]);
     // No statuses at all: the overall code decides, and the body still names a limit.
     let bare = global::Answer { over_limit: true, ..Default::default() };

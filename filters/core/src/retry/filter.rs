@@ -218,7 +218,7 @@ impl Filter for RetryFilter {
         stream.wanted = plan.want;
         stream.granted = Some(granted);
         for (name, value) in cfg.headers(policy, granted) {
-            host.set_request_header(&name, Some(&value));
+            host.set_request_header(name, Some(&value));
         }
         Flow::Continue
     }

@@ -40,6 +40,7 @@ use crate::net::Cidr;
 use crate::request::RequestView;
 use budget::Budget;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Longest budget window: one minute.
@@ -306,22 +307,24 @@ impl RetryConfig {
         Plan { strip, policy: Some(i), want: p.max_retries, outcome: Outcome::Retriable }
     }
 
-    /// The headers to set for a policy with `granted` retries.
-    pub fn headers(&self, policy: usize, granted: u32) -> Vec<(String, String)> {
+    /// The headers to set for a policy with `granted` retries: fixed names,
+    /// the configured values lent (only numbers are written per request).
+    pub fn headers(&self, policy: usize, granted: u32) -> Vec<(&'static str, Cow<'_, str>)> {
         let Some(p) = self.policies.get(policy).filter(|_| granted > 0) else {
-            return vec![("x-envoy-max-retries".into(), "0".into())];
+            return vec![("x-envoy-max-retries", Cow::Borrowed("0"))];
         };
-        let mut h =
-            vec![("x-envoy-retry-on".into(), p.retry_on.clone()), ("x-envoy-max-retries".into(), granted.to_string())];
+        let mut h = Vec::with_capacity(5);
+        h.push(("x-envoy-retry-on", Cow::Borrowed(p.retry_on.as_str())));
+        h.push(("x-envoy-max-retries", Cow::Owned(granted.to_string())));
         if let Some(ms) = p.per_try_timeout_ms {
-            h.push(("x-envoy-upstream-rq-per-try-timeout-ms".into(), ms.to_string()));
+            h.push(("x-envoy-upstream-rq-per-try-timeout-ms", Cow::Owned(ms.to_string())));
         }
         if !p.retriable_status_codes.is_empty() {
             let codes: Vec<String> = p.retriable_status_codes.iter().map(u16::to_string).collect();
-            h.push(("x-envoy-retriable-status-codes".into(), codes.join(",")));
+            h.push(("x-envoy-retriable-status-codes", Cow::Owned(codes.join(","))));
         }
         if p.hedge_on_per_try_timeout {
-            h.push(("x-envoy-hedge-on-per-try-timeout".into(), "true".into()));
+            h.push(("x-envoy-hedge-on-per-try-timeout", Cow::Borrowed("true")));
         }
         h
     }

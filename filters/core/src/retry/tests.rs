@@ -20,7 +20,10 @@ fn first_matching_policy_sets_envoy_headers() {
     let c = config(POLICY);
     let p = c.plan(&req("GET", "/api/x", &[]), false);
     assert_eq!((p.policy, p.want, p.outcome), (Some(0), 3, Outcome::Retriable));
-    let h = c.headers(0, 3);
+    let owned = |h: Vec<(&str, std::borrow::Cow<'_, str>)>| -> Vec<(String, String)> {
+        h.into_iter().map(|(n, v)| (n.to_string(), v.into_owned())).collect()
+    };
+    let h = owned(c.headers(0, 3));
     assert_eq!(
         h,
         vec![
@@ -32,7 +35,7 @@ fn first_matching_policy_sets_envoy_headers() {
         ]
     );
     assert_eq!(c.plan(&req("GET", "/other", &[]), false).policy, Some(1));
-    assert_eq!(c.headers(0, 0), vec![("x-envoy-max-retries".to_string(), "0".to_string())]);
+    assert_eq!(owned(c.headers(0, 0)), vec![("x-envoy-max-retries".to_string(), "0".to_string())]);
 }
 
 #[test]

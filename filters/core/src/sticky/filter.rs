@@ -257,7 +257,9 @@ impl StickyFilter {
             m.failovers.inc(host);
         }
         if let Some(b) = sticky.config().backends.get(choice.backend) {
-            host.set_request_header(upstream_header, Some(&b.address.to_string()));
+            // The address spelled on the stack (no string per request).
+            let address = crate::store::Key::new(format_args!("{}", b.address));
+            host.set_request_header(upstream_header, Some(&address));
         }
         stream.chosen = Some(choice.backend);
         stream.set_cookie = choice.set_cookie;

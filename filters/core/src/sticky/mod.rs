@@ -385,16 +385,21 @@ pub(crate) fn fallback_key(fallback: Fallback, req: &RequestView, random: u64) -
 /// The first session key `sources` find in a request, tagged with its kind.
 pub(crate) fn session_key_of(sources: &[KeySource], trusted_hops: u32, req: &RequestView) -> Option<String> {
     for source in sources {
+        // The key spelled once, tag and value together.
+        let tag = source_tag(source);
         let found = match source {
-            KeySource::Cookie(name) => {
-                cookie_values(req.header_values("cookie"), name).into_iter().find(|v| !v.is_empty()).map(str::to_string)
+            KeySource::Cookie(name) => cookie_values(req.header_values("cookie"), name)
+                .into_iter()
+                .find(|v| !v.is_empty())
+                .map(|v| format!("{tag}:{v}")),
+            KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(|v| format!("{tag}:{v}")),
+            KeySource::Query(name) => {
+                query_param(req.header(":path").unwrap_or(""), name).map(|v| format!("{tag}:{v}"))
             }
-            KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(str::to_string),
-            KeySource::Query(name) => query_param(req.header(":path").unwrap_or(""), name),
-            KeySource::ClientIp => client_ip(req, trusted_hops).0.map(|ip| ip.to_string()),
+            KeySource::ClientIp => client_ip(req, trusted_hops).0.map(|ip| format!("{tag}:{ip}")),
         };
-        if let Some(k) = found {
-            return Some(format!("{}:{k}", source_tag(source)));
+        if found.is_some() {
+            return found;
         }
     }
     None

@@ -25,7 +25,7 @@ pub struct GlobalOutcome {
     pub refusal: Option<Refusal>,
     /// Otherwise: headers for the response (every limit's state, and the
     /// service's `response_headers_to_add`).
-    pub response_headers: Vec<(String, String)>,
+    pub response_headers: super::super::ResponseHeaders,
     /// Headers for the upstream request (`request_headers_to_add`).
     pub request_headers: Vec<(String, String)>,
     /// Each global limit's verdict (for metrics): `Allowed` or `Refused`.
@@ -93,7 +93,7 @@ impl RateLimiter {
             });
         }
         let mut headers = quota_headers(self.config.headers, &items);
-        headers.extend(answer.response_headers.iter().cloned());
+        headers.extend(answer.response_headers.iter().map(|(n, v)| (n.clone().into(), v.clone())));
         let refusal = if answer.over_limit && self.config.mode == Mode::Enforce {
             let name = refused_by
                 .or_else(|| call.limits.first().copied())
