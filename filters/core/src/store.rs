@@ -125,6 +125,39 @@ pub trait SharedStore {
     /// the caller just found absent). `Ok(false)` on a compare-and-swap
     /// mismatch.
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError>;
+
+    /// Reads `key` into `out` (replacing what it held): its token, or
+    /// `Ok(None)` when absent. A store that can copy into `out` in place
+    /// overrides it (no allocation once `out` has grown); by default the
+    /// entry [`get`](SharedStore::get) returns is moved in.
+    fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
+        Ok(self.get(key)?.map(|e| {
+            *out = e.value;
+            e.cas
+        }))
+    }
+}
+
+thread_local! {
+    /// The buffer records are read into ([`read_with`]): one per thread,
+    /// kept between requests, so that reading a record allocates nothing
+    /// once it has grown (natively; a Proxy-Wasm host returns a fresh copy
+    /// anyway).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `key`'s current bytes and token (`None`: absent), read into
+/// this thread's scratch buffer. A nested call (from `f`) gets a buffer of
+/// its own.
+pub fn read_with<S, R>(store: &S, key: &str, f: impl FnOnce(Option<(&[u8], u32)>) -> R) -> Result<R, StoreError>
+where
+    S: SharedStore + ?Sized,
+{
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let read = store.get_into(key, &mut buf);
+    let result = read.map(|cas| f(cas.map(|c| (buf.as_slice(), c))));
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    result
 }
 
 /// How many times [`update_bytes`] re-reads after losing a compare-and-swap.
@@ -146,12 +179,14 @@ where
     F: FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
 {
     for _ in 0..CAS_ATTEMPTS {
-        let entry = store.get(key)?;
-        let (next, result) = decide(entry.as_ref().map(|e| e.value.as_slice()));
+        let (next, result, cas) = read_with(store, key, |current| {
+            let (next, result) = decide(current.map(|(bytes, _)| bytes));
+            (next, result, current.map(|(_, cas)| cas))
+        })?;
         let Some(next) = next else {
             return Ok(result);
         };
-        if store.set(key, &next, entry.map(|e| e.cas))? {
+        if store.set(key, &next, cas)? {
             return Ok(result);
         }
     }

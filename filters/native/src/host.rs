@@ -157,6 +157,12 @@ impl SharedStore for NativeHost<'_> {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
         crate::store::set(key, value, cas)
     }
+
+    /// Copied under the shard's lock into `out` (no allocation once it
+    /// has grown).
+    fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
+        crate::store::get_into(key, out)
+    }
 }
 
 impl NativeHost<'_> {

@@ -58,6 +58,17 @@ pub fn get(key: &str) -> Result<Option<Entry>, StoreError> {
     Ok(map.get(key).map(|(value, cas)| Entry { value: value.clone(), cas: *cas }))
 }
 
+/// Reads `key` into `out` (its previous contents replaced): the token, or
+/// `None` when absent. Nothing is allocated once `out` is big enough.
+pub fn get_into(key: &str, out: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
+    let map = shard(key).ok_or_else(|| StoreError::Host("no shard".into()))?;
+    Ok(map.get(key).map(|(value, cas)| {
+        out.clear();
+        out.extend_from_slice(value);
+        *cas
+    }))
+}
+
 /// Writes `key` when `cas` (a token from [`get`]) is still current, or
 /// whatever is there with no token or token 0; `false` on a mismatch.
 pub fn set(key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {

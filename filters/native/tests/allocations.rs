@@ -43,7 +43,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// in the allocator while `fake_envoy::in_module()`.
 #[test]
 fn allocations_per_request_are_pinned() {
-    let pinned = [("rate_limit", 18), ("circuit_breaker", 11), ("retry", 9), ("sticky_session", 10), ("bundle", 56)];
+    let pinned = [("rate_limit", 17), ("circuit_breaker", 9), ("retry", 8), ("sticky_session", 9), ("bundle", 47)];
     let get = [(":method", "GET"), (":path", "/"), (":authority", "example.com")];
     let ok = Upstream { status: 200, address: "127.0.0.1:8081" };
     let got: Vec<(&str, u64)> = POLICIES

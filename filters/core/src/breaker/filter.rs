@@ -228,11 +228,11 @@ impl BreakerFilter {
     /// A closed breaker admits from its record's head (the cached slot's).
     fn closed_fast<H: Host>(&self, host: &H, key: &str) -> bool {
         let Some(slot) = self.slots.borrow().get(key).copied() else { return false };
-        let head = host
-            .get(&Breakers::slot_key(slot))
-            .ok()
-            .flatten()
-            .and_then(|e| self.breakers.decode_head(&e.value).map(|(k, st)| (k == key, st)));
+        let head = crate::store::read_with(host, &Breakers::slot_key(slot), |current| {
+            current.and_then(|(bytes, _)| self.breakers.decode_head(bytes).map(|(k, st)| (k == key, st)))
+        })
+        .ok()
+        .flatten();
         head == Some((true, State::Closed))
     }
 

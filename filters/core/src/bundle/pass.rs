@@ -4,8 +4,8 @@
 //! for free.
 //!
 //! What is remembered: request headers (all of them in one call when any
-//! enabled policy needs them all, else each by name), properties, response
-//! headers and the clock. Shared data is never remembered: every read of
+//! enabled policy needs them all, else each by name), properties (integer
+//! ones as integers), response headers and the clock. Shared data is never remembered: every read of
 //! it is part of a compare-and-swap. A write through the pass (a request
 //! header set or removed) updates what it remembers.
 
@@ -23,6 +23,7 @@ pub struct Pass<'h, H: Host> {
     all_headers: RefCell<Option<Headers>>,
     headers: RefCell<Vec<(String, Option<String>)>>,
     properties: RefCell<Vec<(String, Option<Vec<u8>>)>>,
+    integers: RefCell<Vec<(String, Option<u64>)>>,
     response: RefCell<Vec<(String, Option<String>)>>,
     now: Cell<Option<u64>>,
 }
@@ -37,6 +38,7 @@ impl<'h, H: Host> Pass<'h, H> {
             all_headers: RefCell::new(None),
             headers: RefCell::default(),
             properties: RefCell::default(),
+            integers: RefCell::default(),
             response: RefCell::default(),
             now: Cell::new(None),
         }
@@ -95,6 +97,10 @@ impl<H: Host> SharedStore for Pass<'_, H> {
     fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<bool, StoreError> {
         self.host.set(key, value, cas)
     }
+
+    fn get_into(&self, key: &str, out: &mut Vec<u8>) -> Result<Option<u32>, StoreError> {
+        self.host.get_into(key, out)
+    }
 }
 
 impl<H: Host> Host for Pass<'_, H> {
@@ -118,6 +124,16 @@ impl<H: Host> Host for Pass<'_, H> {
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
         let same = |key: &str| key.split('.').eq(path.iter().copied());
         remember_by(&self.properties, same, || path.join("."), || self.host.property(path))
+    }
+
+    /// An integer property: from the bytes already read for another policy,
+    /// else remembered as an integer (nothing copied per read).
+    fn property_int(&self, path: &[&str]) -> Option<u64> {
+        let same = |key: &str| key.split('.').eq(path.iter().copied());
+        if let Some((_, bytes)) = self.properties.borrow().iter().find(|(k, _)| same(k)) {
+            return crate::host::parse_integer_property(bytes.as_deref()?);
+        }
+        remember_by(&self.integers, same, || path.join("."), || self.host.property_int(path))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {

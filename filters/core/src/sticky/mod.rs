@@ -349,7 +349,8 @@ impl StaticMode {
 
     /// Backend `i`'s health.
     pub fn health<S: SharedStore + ?Sized>(&self, store: &S, i: usize) -> Result<Health, StoreError> {
-        Ok(store.get(self.health_key(i))?.and_then(|e| Health::decode(&e.value)).unwrap_or_default())
+        let health = crate::store::read_with(store, self.health_key(i), |c| c.and_then(|(b, _)| Health::decode(b)))?;
+        Ok(health.unwrap_or_default())
     }
 
     /// Records a response from backend `i`; returns true when this response
