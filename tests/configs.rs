@@ -4,6 +4,21 @@
 use integration_tests::{envoy_bin, repo, wasm};
 use std::process::Command;
 
+/// `envoy --mode validate` on `config`, from the repository's root (where
+/// the samples' relative paths point): `Err` holds what Envoy said.
+fn validate(config: &std::path::Path) -> Result<(), String> {
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(config)
+        .current_dir(repo())
+        .output()
+        .expect("run envoy --mode validate");
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
 #[test]
 fn every_sample_config_validates() {
     wasm("rate_limit");
@@ -15,28 +30,18 @@ fn every_sample_config_validates() {
         std::fs::read_dir(repo().join("envoy")).expect("envoy/").flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
-        let out = Command::new(envoy_bin())
-            .args(["--mode", "validate", "-c"])
-            .arg(&path)
-            .current_dir(repo())
-            .output()
-            .expect("run envoy --mode validate");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{} does not validate:\n{text}", path.display());
+        if let Err(text) = validate(&path) {
+            panic!("{} does not validate:\n{text}", path.display());
+        }
         checked += 1;
         // The native twin (`make run CONFIG=<sample>-native`).
         let yaml = std::fs::read_to_string(&path).expect("sample");
         let native = packaging::native::to_native(&yaml).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let twin = integration_tests::scratch_dir("native-twin").join("envoy.yaml");
         std::fs::write(&twin, native).expect("write twin");
-        let out = Command::new(envoy_bin())
-            .args(["--mode", "validate", "-c"])
-            .arg(&twin)
-            .current_dir(repo())
-            .output()
-            .expect("run envoy --mode validate");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{}'s native twin does not validate:\n{text}", path.display());
+        if let Err(text) = validate(&twin) {
+            panic!("{}'s native twin does not validate:\n{text}", path.display());
+        }
     }
     assert!(checked >= 1, "no configs found in envoy/");
 }
@@ -66,8 +71,9 @@ fn compose_harness_is_valid_and_current() {
         let local = text.replace("\"/wasm/", &format!("\"{}/", wasm_dir.display()));
         let path = integration_tests::scratch_dir("compose").join(name);
         std::fs::write(&path, local).expect("write");
-        let out = Command::new(envoy_bin()).args(["--mode", "validate", "-c"]).arg(&path).output().expect("envoy");
-        assert!(out.status.success(), "{name} does not validate:\n{}", String::from_utf8_lossy(&out.stderr));
+        if let Err(text) = validate(&path) {
+            panic!("{name} does not validate:\n{text}");
+        }
     }
 }
 

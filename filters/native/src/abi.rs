@@ -447,10 +447,7 @@ pub fn define_metric(Config(config): Config, gauge: bool, name: &str, labels: &[
 /// most one: the filters' metrics have one label or none).
 pub fn update_metric(Stream(filter): Stream, gauge: bool, id: usize, labels: &[&str], value: u64) {
     let one = labels.first().map(|l| ModuleBuffer::of(l.as_bytes()));
-    let values: &[ModuleBuffer] = match &one {
-        Some(b) => std::slice::from_ref(b),
-        None => &[],
-    };
+    let values = one.as_slice();
     let labels_ptr = if values.is_empty() { null() } else { values.as_ptr() };
     // SAFETY: `filter` is the stream's; the label values are lent for the call.
     unsafe {

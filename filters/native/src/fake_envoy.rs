@@ -114,6 +114,22 @@ fn view(bytes: &[u8]) -> EnvoyBuffer {
     EnvoyBuffer { ptr: bytes.as_ptr(), length: bytes.len() }
 }
 
+/// Writes `found` through `out`, a result pointer the module owns: whether
+/// there was something to write.
+///
+/// # Safety
+/// `out` is writable.
+unsafe fn answer<T>(found: Option<T>, out: *mut T) -> bool {
+    match found {
+        Some(v) => {
+            // SAFETY: as the caller promises.
+            unsafe { *out = v };
+            true
+        }
+        None => false,
+    }
+}
+
 fn map_of(s: &mut State, map: u32) -> &mut Vec<(Vec<u8>, Vec<u8>)> {
     if map == crate::abi::HeaderMap::Response as u32 {
         &mut s.response_headers
@@ -166,13 +182,7 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
             if !count_out.is_null() {
                 *count_out = values.len();
             }
-            match values.get(index) {
-                Some(v) => {
-                    *result = *v;
-                    true
-                }
-                None => false,
-            }
+            answer(values.get(index).copied(), result)
         }
     })
 }
@@ -267,14 +277,9 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_str
     result: *mut EnvoyBuffer,
 ) -> bool {
     let _fake = count("get_attribute_string");
-    STATE.with(|s| match s.borrow().strings.get(&id) {
-        Some(v) => {
-            // SAFETY: see above.
-            unsafe { *result = view(v) };
-            true
-        }
-        None => false,
-    })
+    let found = STATE.with(|s| s.borrow().strings.get(&id).map(|v| view(v)));
+    // SAFETY: see above.
+    unsafe { answer(found, result) }
 }
 
 #[no_mangle]
@@ -284,14 +289,9 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_get_attribute_int
     result: *mut u64,
 ) -> bool {
     let _fake = count("get_attribute_int");
-    STATE.with(|s| match s.borrow().ints.get(&id) {
-        Some(v) => {
-            // SAFETY: see above.
-            unsafe { *result = *v };
-            true
-        }
-        None => false,
-    })
+    let found = STATE.with(|s| s.borrow().ints.get(&id).copied());
+    // SAFETY: see above.
+    unsafe { answer(found, result) }
 }
 
 fn define(id: *mut usize) -> u32 {

@@ -230,7 +230,7 @@ impl Host for NativeHost<'_> {
         }
         match attribute(path)? {
             (id, true) => abi::attribute_int(self.filter, id),
-            (id, false) => filters_core::host::parse_integer_property(&abi::attribute_string(self.filter, id)?),
+            _ => filters_core::host::parse_integer_property(&self.property(path)?),
         }
     }
 
@@ -339,11 +339,8 @@ impl Host for NativeHost<'_> {
 impl NativeHost<'_> {
     fn update(&self, id: u32, value: u64) {
         self.metrics.with(id, |d| {
-            let label: Option<&str> = d.label.as_deref();
-            let labels: &[&str] = match &label {
-                Some(l) => std::slice::from_ref(l),
-                None => &[],
-            };
+            let label = d.label.as_deref();
+            let labels = label.as_slice();
             let gauge = d.kind == MetricKind::Gauge;
             match (self.streaming(), self.config) {
                 (true, _) if gauge => {

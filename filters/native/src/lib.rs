@@ -240,12 +240,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: abi::EnvoyBuffer,
 ) -> *const c_void {
     guarded("configuration", std::ptr::null(), || {
-        let name = String::from_utf8_lossy(&text(name)).into_owned();
-        let bytes = text(config);
-        if let Err(e) = AnyFilter::check(&name, &bytes) {
-            abi::log(abi::Level::Error, &e.to_string());
-            return std::ptr::null();
-        }
+        let Some((name, bytes)) = checked(name, config) else { return std::ptr::null() };
         // SAFETY: the pointer this hook received, used only in it.
         let config_envoy = unsafe { abi::Config::new(config_envoy) };
         let metrics = Metrics::default();
@@ -254,18 +249,39 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             NativeHost { filter: abi::Stream::NONE, config: Some(config_envoy), metrics: &metrics, answer: None };
         // Built once here: the shared tables are created and the metrics
         // defined now; each worker clones this instance.
-        let prototype = match AnyFilter::configure(&name, &host, &bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                abi::log(abi::Level::Error, &e.to_string());
-                return std::ptr::null();
-            }
-        };
+        let Some(prototype) = built(&name, &host, &bytes) else { return std::ptr::null() };
+        NativeConfig::into_raw(name, bytes, metrics, Some(prototype))
+    })
+}
+
+/// A configuration's policy and JSON, checked: `None` when refused (its one
+/// line logged; Envoy then rejects the configuration).
+fn checked(name: abi::EnvoyBuffer, config: abi::EnvoyBuffer) -> Option<(String, Vec<u8>)> {
+    let name = String::from_utf8_lossy(&text(name)).into_owned();
+    let bytes = text(config);
+    match AnyFilter::check(&name, &bytes) {
+        Ok(()) => Some((name, bytes)),
+        Err(e) => {
+            abi::log(abi::Level::Error, &e.to_string());
+            None
+        }
+    }
+}
+
+/// `name`'s filter built on `host` (its tables created): `None` when
+/// refused, its one line logged.
+fn built(name: &str, host: &NativeHost<'_>, bytes: &[u8]) -> Option<AnyFilter> {
+    AnyFilter::configure(name, host, bytes).map_err(|e| abi::log(abi::Level::Error, &e.to_string())).ok()
+}
+
+impl NativeConfig {
+    /// A new configuration, as the pointer Envoy keeps for it.
+    fn into_raw(name: String, bytes: Vec<u8>, metrics: Metrics, prototype: Option<AnyFilter>) -> *const c_void {
         let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-        let prototype = Some(std::sync::Mutex::new(prototype));
+        let prototype = prototype.map(std::sync::Mutex::new);
         let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false), prototype };
         Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
-    })
+    }
 }
 
 /// The configuration is gone (its workers' instances go at their next request).
@@ -507,25 +523,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
     config: abi::EnvoyBuffer,
 ) -> *const c_void {
     guarded("per-route configuration", std::ptr::null(), || {
-        let name = String::from_utf8_lossy(&text(name)).into_owned();
-        let bytes = text(config);
-        if let Err(e) = AnyFilter::check(&name, &bytes) {
-            abi::log(abi::Level::Error, &e.to_string());
-            return std::ptr::null();
-        }
+        let Some((name, bytes)) = checked(name, config) else { return std::ptr::null() };
         // No metrics can be defined here (Envoy lends no configuration to
         // define them on): a route's instance counts through the filter's
         // configuration's metrics (its labelled families, and the names that
         // configuration defined).
         let metrics = Metrics::default();
         let host = NativeHost { filter: abi::Stream::NONE, config: None, metrics: &metrics, answer: None };
-        if let Err(e) = AnyFilter::configure(&name, &host, &bytes) {
-            abi::log(abi::Level::Error, &e.to_string());
+        if built(&name, &host, &bytes).is_none() {
             return std::ptr::null();
         }
-        let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
-        let cfg = NativeConfig { id, name, bytes, metrics, destroyed: AtomicBool::new(false), prototype: None };
-        Arc::into_raw(Arc::new(cfg)).cast::<c_void>()
+        NativeConfig::into_raw(name, bytes, metrics, None)
     })
 }
 

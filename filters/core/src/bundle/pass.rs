@@ -5,9 +5,10 @@
 //!
 //! What is remembered: request headers (all of them in one call when any
 //! enabled policy needs them all, else each by name), properties (integer
-//! ones as integers), response headers and the clock. Shared data is never remembered: every read of
-//! it is part of a compare-and-swap. A write through the pass (a request
-//! header set or removed) updates what it remembers.
+//! ones as integers), response headers and the clock. Shared data is never
+//! remembered: every read of it is part of a compare-and-swap. A write
+//! through the pass (a request header set or removed) updates what it
+//! remembers.
 
 use crate::clock::Clock;
 use crate::headers::Headers;
@@ -55,6 +56,11 @@ impl<'h, H: Host> Pass<'h, H> {
         self.fetch_all();
         self.all_headers.borrow().clone().unwrap_or_default()
     }
+}
+
+/// Is `key` (a remembered property's, dotted) the property at `path`?
+fn is_path(key: &str, path: &[&str]) -> bool {
+    key.split('.').eq(path.iter().copied())
 }
 
 /// The value remembered under `key`, or `read()`, then remembered.
@@ -122,18 +128,16 @@ impl<H: Host> Host for Pass<'_, H> {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        let same = |key: &str| key.split('.').eq(path.iter().copied());
-        remember_by(&self.properties, same, || path.join("."), || self.host.property(path))
+        remember_by(&self.properties, |k| is_path(k, path), || path.join("."), || self.host.property(path))
     }
 
     /// An integer property: from the bytes already read for another policy,
     /// else remembered as an integer (nothing copied per read).
     fn property_int(&self, path: &[&str]) -> Option<u64> {
-        let same = |key: &str| key.split('.').eq(path.iter().copied());
-        if let Some((_, bytes)) = self.properties.borrow().iter().find(|(k, _)| same(k)) {
+        if let Some((_, bytes)) = self.properties.borrow().iter().find(|(k, _)| is_path(k, path)) {
             return crate::host::parse_integer_property(bytes.as_deref()?);
         }
-        remember_by(&self.integers, same, || path.join("."), || self.host.property_int(path))
+        remember_by(&self.integers, |k| is_path(k, path), || path.join("."), || self.host.property_int(path))
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
