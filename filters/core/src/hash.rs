@@ -50,6 +50,29 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// [`StableHasher`] as a [`std::hash::Hasher`], for the in-memory tables
+/// the request path looks keys up in (a breaker's slot and metrics by key,
+/// the in-memory store). SipHash, the standard maps' default, resists
+/// flooding by chosen colliding keys; these tables do not need that: each
+/// holds at most a configured number of keys (`max_breakers`, the shared
+/// tables' slots), so a flood of colliding keys costs a lookup at most that
+/// many comparisons, while SipHash costs every request several times FNV's.
+#[derive(Debug, Clone, Default)]
+pub struct FastHasher(StableHasher);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+}
+
+/// A map hashed with [`FastHasher`] (bounded tables only: see there).
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
 /// Hash of one byte string.
 pub fn hash_bytes(bytes: &[u8]) -> u64 {
     let mut h = StableHasher::default();

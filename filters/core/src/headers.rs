@@ -3,34 +3,40 @@
 //! reads ([`crate::request::RequestView`]). It depends on nothing else of
 //! the core.
 
+use crate::pool::{Spans, Text};
+
 /// Request headers in one buffer: every name and value in one string,
-/// located by offsets. Two allocations however many headers, where a list
-/// of owned pairs would make two per header.
+/// located by offsets. Two buffers however many headers, where a list of
+/// owned pairs would make two allocations per header; both are taken from
+/// this thread's [`crate::pool`] and given back when dropped, so a steady
+/// request allocates none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    text: String,
+    text: Text,
     /// Per header: where its name starts, where its value starts (the name
     /// ends there) and where its value ends.
-    spans: Vec<(u32, u32, u32)>,
+    spans: Spans,
 }
 
 impl Headers {
     /// Room for `count` headers of `bytes` bytes in all.
     pub fn with_capacity(count: usize, bytes: usize) -> Self {
-        Headers { text: String::with_capacity(bytes), spans: Vec::with_capacity(count) }
+        Headers { text: Text::with_capacity(bytes), spans: Spans::with_capacity(count) }
     }
 
     /// Appends a header; the name is lower-cased.
     pub fn push(&mut self, name: &str, value: &str) {
-        let start = self.text.len();
-        self.text.push_str(name);
-        if let Some(added) = self.text.get_mut(start..) {
+        let text = &mut *self.text;
+        let start = text.len();
+        text.push_str(name);
+        if let Some(added) = text.get_mut(start..) {
             added.make_ascii_lowercase();
         }
-        let value_start = self.text.len();
-        self.text.push_str(value);
+        let value_start = text.len();
+        text.push_str(value);
         let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        self.spans.push((offset(start), offset(value_start), offset(self.text.len())));
+        let end = text.len();
+        self.spans.push((offset(start), offset(value_start), offset(end)));
     }
 
     /// Appends a header from the host's bytes, decoded lossily when they are

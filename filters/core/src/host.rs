@@ -121,6 +121,10 @@ pub trait Host: Clock + SharedStore {
     /// The first value of request header `name` (lower case), decoded lossily
     /// when it is not UTF-8. Returns bytes.
     fn request_header(&self, name: &str) -> Option<String>;
+    /// [`Host::request_header`] lent to `f`, called once. Returns bytes.
+    fn request_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        f(self.request_header(name).as_deref());
+    }
     /// Every request header, in order, in one buffer. Returns bytes (one
     /// call, however many).
     fn request_headers(&self) -> crate::headers::Headers;
@@ -132,10 +136,20 @@ pub trait Host: Clock + SharedStore {
     fn property_int(&self, path: &[&str]) -> Option<u64> {
         parse_integer_property(&self.property(path)?)
     }
+    /// A property lent to `f` (`None`: absent), called once: a host or a
+    /// pass that already holds the bytes lends them instead of copying.
+    /// Returns bytes.
+    fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
+        f(self.property(path).as_deref());
+    }
     /// Sets request header `name` to `value`, or removes it (`None`).
     fn set_request_header(&self, name: &str, value: Option<&str>);
     /// The first value of response header `name` (lower case). Returns bytes.
     fn response_header(&self, name: &str) -> Option<String>;
+    /// [`Host::response_header`] lent to `f`, called once. Returns bytes.
+    fn response_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        f(self.response_header(name).as_deref());
+    }
     /// Adds a response header.
     fn add_response_header(&self, name: &str, value: &str);
     /// Answers the request locally; `false` when the host refused.
@@ -202,6 +216,35 @@ pub fn authority<H: Host + ?Sized>(host: &H) -> Option<String> {
 /// addresses and names.
 pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String> {
     host.property(path).map(lossy_text)
+}
+
+/// `f` of a property's bytes, lent ([`Host::property_with`]).
+pub fn with_property<H: Host + ?Sized, R>(
+    host: &H,
+    path: &[&str],
+    f: impl FnOnce(Option<&[u8]>) -> Option<R>,
+) -> Option<R> {
+    let (mut f, mut out) = (Some(f), None);
+    host.property_with(path, &mut |v| out = f.take().and_then(|f| f(v)));
+    out
+}
+
+/// `f` of a response header's value, lent ([`Host::response_header_with`]).
+pub fn with_response_header<H: Host + ?Sized, R>(
+    host: &H,
+    name: &str,
+    f: impl FnOnce(Option<&str>) -> Option<R>,
+) -> Option<R> {
+    let (mut f, mut out) = (Some(f), None);
+    host.response_header_with(name, &mut |v| out = f.take().and_then(|f| f(v)));
+    out
+}
+
+/// A property as text spelled on the stack ([`crate::store::Key`]: no
+/// allocation for an address or a cluster name), decoded lossily when it is
+/// not UTF-8.
+pub fn property_key<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<crate::store::Key> {
+    with_property(host, path, |v| Some(crate::store::Key::from_parts(&[&String::from_utf8_lossy(v?)])))
 }
 
 /// Reads a property holding an integer: Envoy encodes integers as 8

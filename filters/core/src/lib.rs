@@ -32,6 +32,7 @@ pub mod modules;
 pub mod net;
 pub mod observe;
 pub mod path;
+pub mod pool;
 pub mod ratelimit;
 pub mod request;
 pub mod retry;
@@ -41,4 +42,5 @@ pub mod sticky;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod text;
 pub mod upstream;

@@ -2,6 +2,7 @@
 //! `X-Forwarded-For` read only as far as configured proxies are trusted.
 
 use crate::request::RequestView;
+use crate::text::{decimal, Spell};
 use std::net::{IpAddr, SocketAddr};
 
 /// Parses a peer address as a host reports it: `"1.2.3.4:5678"` or
@@ -58,10 +59,34 @@ pub fn client_ip(req: &RequestView, trusted_hops: u32) -> (Option<IpAddr>, Clien
     }
 }
 
+/// Appends `ip` as [`std::fmt::Display`] spells it; IPv4 (every request's
+/// case) without the formatting machinery.
+pub fn push_ip(out: &mut impl Spell, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = [0u8; 20];
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push_str(".");
+                }
+                out.push_str(decimal(u64::from(octet), &mut digits));
+            }
+        }
+        IpAddr::V6(v6) => out.push_str(&v6.to_string()),
+    }
+}
+
 /// The key of a client address: the address itself when the prefix is the
 /// full length, else its network (`2001:db8:1:2::/64`), so that a client
 /// rotating addresses inside its network keeps one key.
 pub fn network_key(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
+    let mut out = String::with_capacity(24);
+    push_network_key(&mut out, ip, ipv4_prefix, ipv6_prefix);
+    out
+}
+
+/// Appends [`network_key`] to `out`.
+pub fn push_network_key(out: &mut impl Spell, ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) {
     // An IPv4 client reaching a dual-stack listener as ::ffff:a.b.c.d is an
     // IPv4 client (its top 64 bits are zero: as IPv6, every such client would
     // share one /64).
@@ -69,16 +94,21 @@ pub fn network_key(ip: IpAddr, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     };
+    let mut digits = [0u8; 20];
     match ip {
         IpAddr::V4(v4) if ipv4_prefix < 32 => {
             let mask = u32::MAX.checked_shl(32 - u32::from(ipv4_prefix)).unwrap_or(0);
-            format!("{}/{ipv4_prefix}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+            push_ip(out, IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & mask)));
+            out.push_str("/");
+            out.push_str(decimal(u64::from(ipv4_prefix), &mut digits));
         }
         IpAddr::V6(v6) if ipv6_prefix < 128 => {
             let mask = u128::MAX.checked_shl(128 - u32::from(ipv6_prefix)).unwrap_or(0);
-            format!("{}/{ipv6_prefix}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+            push_ip(out, IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask)));
+            out.push_str("/");
+            out.push_str(decimal(u64::from(ipv6_prefix), &mut digits));
         }
-        other => other.to_string(),
+        other => push_ip(out, other),
     }
 }
 
@@ -134,6 +164,20 @@ mod network_key_tests {
         assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7", "IPv4-mapped is IPv4");
         assert_eq!(network_key("192.0.2.7".parse().unwrap(), 24, 64), "192.0.2.0/24");
         assert_eq!(network_key("2001:db8::1".parse().unwrap(), 32, 128), "2001:db8::1");
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_spelled_as_display_spells_them() {
+        let mut buf = [0u8; 20];
+        for n in [0, 7, 10, 99, 255, 1000, 65_535, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(crate::text::decimal(n, &mut buf), n.to_string());
+        }
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.255", "255.255.255.255", "2001:db8::1", "::1"] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut out = String::new();
+            super::push_ip(&mut out, ip);
+            assert_eq!(out, ip.to_string());
+        }
     }
 }
 

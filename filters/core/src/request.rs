@@ -9,7 +9,8 @@ use crate::headers::Headers;
 #[derive(Debug, Clone, Default)]
 pub struct RequestView {
     headers: Headers,
-    peer: Option<String>,
+    /// Spelled on the stack: an address is never longer than its 128 bytes.
+    peer: Option<crate::store::Key>,
 }
 
 impl RequestView {
@@ -18,6 +19,7 @@ impl RequestView {
     /// fetch it from the host, [`RequestView::fetch`]).
     #[cfg(any(test, feature = "testing"))]
     pub fn new(headers: Vec<(String, String)>, peer: Option<String>) -> Self {
+        let peer = peer.map(|p| crate::store::Key::from_parts(&[&p]));
         RequestView { headers: headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect(), peer }
     }
 
@@ -60,11 +62,18 @@ impl RequestView {
     pub fn fetch<H: crate::host::Host + ?Sized>(host: &H, names: Option<&[String]>, with_peer: bool) -> Self {
         let headers = match names {
             Some(names) => {
-                let mut headers = Headers::with_capacity(names.len(), 64);
+                let mut headers = Headers::with_capacity(names.len(), 48 * names.len());
                 for n in names {
-                    let v = if n == ":authority" { crate::host::authority(host) } else { host.request_header(n) };
-                    if let Some(v) = v {
-                        headers.push(n, &v);
+                    if n == ":authority" {
+                        if let Some(v) = crate::host::authority(host) {
+                            headers.push(n, &v);
+                        }
+                    } else {
+                        host.request_header_with(n, &mut |v| {
+                            if let Some(v) = v {
+                                headers.push(n, v);
+                            }
+                        });
                     }
                 }
                 headers
@@ -81,7 +90,7 @@ impl RequestView {
                 headers
             }
         };
-        let peer = if with_peer { crate::host::property_text(host, &["source", "address"]) } else { None };
+        let peer = if with_peer { crate::host::property_key(host, &["source", "address"]) } else { None };
         RequestView { headers, peer }
     }
 }

@@ -20,8 +20,6 @@
 
 #[cfg(any(test, feature = "testing"))]
 use std::cell::RefCell;
-#[cfg(any(test, feature = "testing"))]
-use std::collections::HashMap;
 use std::fmt;
 
 /// A shared-data key written on the stack: the filters name a slot per
@@ -30,6 +28,7 @@ use std::fmt;
 /// bytes stay here; a longer one (a very long limit name) goes to the heap.
 /// (Any short text made per request can be spelled so: a backend's address
 /// for a header, say.)
+#[derive(Clone)]
 pub struct Key {
     len: usize,
     inline: [u8; Key::INLINE],
@@ -38,7 +37,7 @@ pub struct Key {
 
 impl Key {
     /// Bytes kept on the stack.
-    pub const INLINE: usize = 112;
+    pub const INLINE: usize = 128;
 
     /// The key `args` spell.
     pub fn new(args: fmt::Arguments<'_>) -> Key {
@@ -47,6 +46,37 @@ impl Key {
             key.heap = Some(fmt::format(args));
         }
         key
+    }
+
+    /// The key `parts` spell, one after the other: no formatting machinery
+    /// (the per-request keys are a configured prefix and a number).
+    pub fn from_parts(parts: &[&str]) -> Key {
+        let mut key = Key { len: 0, inline: [0; Key::INLINE], heap: None };
+        for part in parts {
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// Appends `s` (on the heap once the stack is full).
+    pub fn push_str(&mut self, s: &str) {
+        if let Some(heap) = &mut self.heap {
+            heap.push_str(s);
+            return;
+        }
+        if fmt::Write::write_str(self, s).is_err() {
+            let mut heap = String::with_capacity(self.len + s.len());
+            heap.push_str(self.as_str());
+            heap.push_str(s);
+            self.heap = Some(heap);
+        }
+    }
+
+    /// Appends `n` in decimal.
+    pub fn push_u64(&mut self, n: u64) {
+        let mut digits = [0u8; 20];
+        let text = crate::text::decimal(n, &mut digits);
+        self.push_str(text);
     }
 
     /// The key.
@@ -73,6 +103,44 @@ impl std::ops::Deref for Key {
     type Target = str;
     fn deref(&self) -> &str {
         self.as_str()
+    }
+}
+
+impl crate::text::Spell for Key {
+    fn push_str(&mut self, s: &str) {
+        Key::push_str(self, s);
+    }
+}
+
+impl Default for Key {
+    fn default() -> Key {
+        Key::from_parts(&[])
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for Key {
+    fn from(s: &str) -> Key {
+        Key::from_parts(&[s])
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialEq<&str> for Key {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -173,10 +241,11 @@ pub const CAS_ATTEMPTS: u32 = 16;
 /// (or that wrote nothing) is returned. This is the one write path of every
 /// filter, and the place where the two hosts' rules are reconciled: cas 0
 /// only when the read found the key absent, the read cas otherwise.
-pub fn update_bytes<S, R, F>(store: &S, key: &str, mut decide: F) -> Result<R, StoreError>
+pub fn update_bytes<S, R, V, F>(store: &S, key: &str, mut decide: F) -> Result<R, StoreError>
 where
     S: SharedStore + ?Sized,
-    F: FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, R),
+    V: AsRef<[u8]>,
+    F: FnMut(Option<&[u8]>) -> (Option<V>, R),
 {
     for _ in 0..CAS_ATTEMPTS {
         let (next, result, cas) = read_with(store, key, |current| {
@@ -186,7 +255,7 @@ where
         let Some(next) = next else {
             return Ok(result);
         };
-        if store.set(key, &next, cas)? {
+        if store.set(key, next.as_ref(), cas)? {
             return Ok(result);
         }
     }
@@ -275,7 +344,7 @@ pub enum CasRule {
 #[derive(Debug)]
 pub struct MemoryStore {
     rule: CasRule,
-    map: RefCell<HashMap<String, Entry>>,
+    map: RefCell<crate::hash::FastMap<String, Entry>>,
     next_cas: RefCell<u32>,
     /// At most this many keys; a write beyond evicts the oldest written
     /// (as a full nginx zone does), `None`: unbounded.
@@ -289,7 +358,7 @@ impl MemoryStore {
     pub fn new(rule: CasRule) -> Self {
         MemoryStore {
             rule,
-            map: RefCell::new(HashMap::new()),
+            map: RefCell::default(),
             next_cas: RefCell::new(1),
             capacity: None,
             order: RefCell::default(),

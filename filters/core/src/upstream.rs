@@ -58,9 +58,7 @@ impl Upstream {
     /// read). Four reads at most, all returning bytes; one for most
     /// requests.
     pub fn read<H: Host + ?Sized>(host: &H) -> Upstream {
-        let status = host
-            .response_header(":status")
-            .and_then(|s| s.trim().parse::<u16>().ok())
+        let status = crate::host::with_response_header(host, ":status", |s| s?.trim().parse::<u16>().ok())
             .or_else(|| property_u64(host, &["response", "code"]).and_then(|c| u16::try_from(c).ok()))
             .unwrap_or(0);
         // An answer below 500 came from the upstream: no network failure, no

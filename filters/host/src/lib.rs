@@ -267,8 +267,7 @@ impl Host for ProxyHost {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        // The ABI's property path: segments joined by NUL bytes.
-        abi::property(path.join("\0").as_bytes()).ok()?
+        abi::property(abi_path(path).as_bytes()).ok()?
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
@@ -350,8 +349,21 @@ impl Host for ProxyHost {
     }
 
     fn set_property(&self, path: &[&str], value: &str) -> bool {
-        abi::set_property(path.join("\0").as_bytes(), value.as_bytes()).is_ok()
+        abi::set_property(abi_path(path).as_bytes(), value.as_bytes()).is_ok()
     }
+}
+
+/// The ABI's spelling of a property path: its segments joined by NUL
+/// bytes, on the stack.
+fn abi_path(path: &[&str]) -> filters_core::store::Key {
+    let mut key = filters_core::store::Key::default();
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            key.push_str("\0");
+        }
+        key.push_str(segment);
+    }
+    key
 }
 
 /// A multiplicative hash for context ids (sequential integers): cheap, and
@@ -553,7 +565,14 @@ impl<F: Filter> Filter for TrapOnDemand<F> {
 
 #[cfg(test)]
 mod tests {
-    use super::{make_room, IdHasher, MAX_STREAMS};
+    use super::{abi_path, make_room, IdHasher, MAX_STREAMS};
+
+    #[test]
+    fn a_property_path_is_spelled_with_nul_separators() {
+        assert_eq!(abi_path(&["source", "address"]).as_str(), "source\0address");
+        assert_eq!(abi_path(&["ngx", "pid"]).as_bytes(), b"ngx\0pid");
+        assert_eq!(abi_path(&[]).as_str(), "");
+    }
     use std::collections::HashMap;
     use std::hash::BuildHasherDefault;
 

@@ -301,7 +301,13 @@ pub fn log_enabled(level: Level) -> bool {
 }
 
 /// The first value of header `name` in `map`, copied.
-pub fn header(Stream(filter): Stream, map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+pub fn header(stream: Stream, map: HeaderMap, name: &str) -> Option<Vec<u8>> {
+    with_header(stream, map, name, |v| v.map(<[u8]>::to_vec))
+}
+
+/// The first value of header `name` of `map`, lent to `f` as Envoy lends it
+/// (nothing copied).
+pub fn with_header<R>(Stream(filter): Stream, map: HeaderMap, name: &str, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
     let mut out = EnvoyBuffer::EMPTY;
     // SAFETY: `filter` is the stream's, valid in this event hook; `out` is
     // writable; the key is lent for the call; no count is asked for.
@@ -315,10 +321,7 @@ pub fn header(Stream(filter): Stream, map: HeaderMap, name: &str) -> Option<Vec<
             std::ptr::null_mut(),
         )
     };
-    if !ok {
-        return None;
-    }
-    out.to_vec()
+    f(if ok { out.view() } else { None })
 }
 
 /// Every header of `map`, in order, handed to `each` as Envoy lends it
@@ -403,6 +406,14 @@ pub fn attribute_string(Stream(filter): Stream, id: Attribute) -> Option<Vec<u8>
         return None;
     }
     out.to_vec()
+}
+
+/// A string attribute lent to `f` as Envoy lends it (nothing copied).
+pub fn with_attribute_string<R>(Stream(filter): Stream, id: Attribute, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+    let mut out = EnvoyBuffer::EMPTY;
+    // SAFETY: `filter` is the stream's; `out` is writable.
+    let ok = unsafe { envoy_dynamic_module_callback_http_filter_get_attribute_string(filter, id as u32, &mut out) };
+    f(if ok { out.view() } else { None })
 }
 
 /// An integer attribute.

@@ -169,6 +169,18 @@ impl NativeHost<'_> {
     fn streaming(&self) -> bool {
         self.filter.is_some()
     }
+
+    /// Header `name` of `map` lent to `f` as text (decoded lossily, copied
+    /// only then, when it is not UTF-8).
+    fn lend_header(&self, map: HeaderMap, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        if !self.streaming() {
+            return f(None);
+        }
+        abi::with_header(self.filter, map, name, |v| match v.map(String::from_utf8_lossy) {
+            Some(text) => f(Some(&text)),
+            None => f(None),
+        });
+    }
 }
 
 /// A property's attribute, and whether it is an integer.
@@ -198,6 +210,10 @@ impl Host for NativeHost<'_> {
         abi::header(self.filter, HeaderMap::Request, name).map(lossy_text)
     }
 
+    fn request_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        self.lend_header(HeaderMap::Request, name, f);
+    }
+
     fn request_headers(&self) -> Headers {
         if !self.streaming() {
             return Headers::default();
@@ -223,6 +239,14 @@ impl Host for NativeHost<'_> {
         abi::attribute_string(self.filter, id)
     }
 
+    /// Envoy's string attributes lent as Envoy lends them (no copy).
+    fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
+        match attribute(path).filter(|_| self.streaming()) {
+            Some((id, false)) => abi::with_attribute_string(self.filter, id, &mut *f),
+            _ => f(self.property(path).as_deref()),
+        }
+    }
+
     /// Envoy's integer attributes read as integers (no bytes copied).
     fn property_int(&self, path: &[&str]) -> Option<u64> {
         if !self.streaming() {
@@ -245,6 +269,10 @@ impl Host for NativeHost<'_> {
             return None;
         }
         abi::header(self.filter, HeaderMap::Response, name).map(lossy_text)
+    }
+
+    fn response_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        self.lend_header(HeaderMap::Response, name, f);
     }
 
     fn add_response_header(&self, name: &str, value: &str) {

@@ -150,7 +150,20 @@ struct Instances {
 thread_local! {
     /// This worker's instance of each configuration it has served.
     static INSTANCES: RefCell<Instances> = RefCell::default();
+    /// Stream slots given back by ended streams, reused by new ones (a
+    /// stream then costs no allocation); at most `KEPT_SLOTS` kept.
+    // Boxed: each is the address Envoy held, handed out again as is.
+    #[allow(clippy::vec_box)]
+    static FREE_SLOTS: RefCell<Vec<Box<Slot>>> = const { RefCell::new(Vec::new()) };
 }
+
+/// Free stream slots kept per worker.
+const KEPT_SLOTS: usize = 1024;
+
+/// Where a stream's state lives: Envoy holds a pointer to it from
+/// `on_http_filter_new` to `on_http_filter_destroy`; emptied then and kept
+/// for the next stream.
+struct Slot(Option<NativeStream>);
 
 /// One request.
 struct NativeStream {
@@ -324,7 +337,17 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let stream = unsafe { abi::Stream::new(filter_envoy) };
         let Some(filter) = instance(&config, &config, stream) else { return std::ptr::null() };
         let state = filter.new_stream();
-        Box::into_raw(Box::new(NativeStream { config, route: None, filter, state })).cast::<c_void>()
+        let stream = NativeStream { config, route: None, filter, state };
+        let reused =
+            FREE_SLOTS.try_with(|free| free.try_borrow_mut().ok().and_then(|mut free| free.pop())).ok().flatten();
+        let slot = match reused {
+            Some(mut slot) => {
+                slot.0 = Some(stream);
+                slot
+            }
+            None => Box::new(Slot(Some(stream))),
+        };
+        Box::into_raw(slot).cast::<c_void>()
     })
 }
 
@@ -386,8 +409,8 @@ fn with_stream<R>(ptr: *const c_void, f: impl FnOnce(&mut NativeStream) -> R) ->
     // SAFETY: `ptr` is the Box filter_new made, alive until
     // on_http_filter_destroy, and Envoy calls a stream's hooks one at a time
     // on its worker thread.
-    let stream = unsafe { &mut *(ptr as *mut NativeStream) };
-    Some(f(stream))
+    let slot = unsafe { &mut *(ptr as *mut Slot) };
+    slot.0.as_mut().map(f)
 }
 
 /// 0: continue; 1: stop (the filter answered).
@@ -464,7 +487,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
     guarded("stream teardown", (), || {
         if !stream.is_null() {
             // SAFETY: the Box filter_new made, given back once.
-            drop(unsafe { Box::from_raw(stream as *mut NativeStream) });
+            let mut slot = unsafe { Box::from_raw(stream as *mut Slot) };
+            slot.0 = None;
+            // (While the worker exits, the list may be gone: the slot is freed.)
+            let _ = FREE_SLOTS.try_with(|free| {
+                if let Ok(mut free) = free.try_borrow_mut() {
+                    if free.len() < KEPT_SLOTS {
+                        free.push(slot);
+                    }
+                }
+            });
         }
     })
 }

@@ -28,11 +28,12 @@
 use super::config::{BreakerConfig, KeyKind};
 use super::{Admission, Breakers, Record, State, Transition};
 use crate::config::ConfigError;
-use crate::host::{property_text, Filter, Flow, Host, HostKind, Refused};
+use crate::hash::FastMap;
+use crate::host::{Filter, Flow, Host, HostKind, Refused};
+use crate::store::Key;
 use crate::store::StoreError;
 use crate::upstream::Upstream;
 use std::cell::RefCell;
-use std::collections::HashMap;
 
 /// Longest key kept, in bytes: a longer header value is cut here.
 pub const MAX_KEY_BYTES: usize = 128;
@@ -67,8 +68,8 @@ impl BreakerMetrics {
 pub struct BreakerFilter {
     breakers: Breakers,
     /// Where each key's breaker was last found (a hint; verified on use).
-    slots: RefCell<HashMap<String, u32>>,
-    per_key: RefCell<HashMap<String, BreakerMetrics>>,
+    slots: RefCell<FastMap<String, u32>>,
+    per_key: RefCell<FastMap<String, BreakerMetrics>>,
     /// The metrics of the keys beyond `max_breakers` (defined once).
     other: std::cell::Cell<Option<BreakerMetrics>>,
     metrics: FilterMetrics,
@@ -91,7 +92,8 @@ pub enum Role {
 /// One request's state.
 #[derive(Debug, Default)]
 pub struct BreakerStream {
-    key: String,
+    /// On the stack: keys are at most `MAX_KEY_BYTES`, [`Key::INLINE`].
+    key: Key,
     role: Role,
     start: u64,
     /// For the span: the role given at admission (kept after `role` is
@@ -123,35 +125,44 @@ pub fn normalize_authority(authority: &str) -> String {
 }
 
 /// The breaker key of the request (see the module docs).
-pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> String {
+pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> Key {
     let authority = || {
         crate::host::authority(host)
             .map(|a| normalize_authority(&a))
             .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| "default".into())
+            .map_or_else(|| Key::from("default"), |a| Key::from(cut(&a)))
     };
-    // nginx has no xds.* properties: not even asked there.
+    // nginx has no xds.* properties: not even asked there. Spelled on the
+    // stack, lent by the host (nothing allocated for a cluster's name).
     let property = |name: &str| {
-        (host.kind() == HostKind::Envoy)
-            .then(|| property_text(host, &["xds", name]))
-            .flatten()
-            .filter(|v| !v.is_empty())
+        if host.kind() != HostKind::Envoy {
+            return None;
+        }
+        crate::host::with_property(host, &["xds", name], |v| {
+            let v = String::from_utf8_lossy(v?);
+            (!v.is_empty()).then(|| Key::from(cut(&v)))
+        })
     };
-    let mut key = match kind {
+    match kind {
         KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),
         KeyKind::Route => property("route_name").unwrap_or_else(authority),
         KeyKind::Authority => authority(),
-        KeyKind::Header(name) => host.request_header(name).unwrap_or_else(|| "-".into()),
-        KeyKind::Fixed(name) => name.clone(),
-    };
-    if key.len() > MAX_KEY_BYTES {
-        let mut cut = MAX_KEY_BYTES;
-        while !key.is_char_boundary(cut) {
-            cut -= 1;
+        KeyKind::Header(name) => {
+            let mut key = None;
+            host.request_header_with(name, &mut |v| key = v.map(|v| Key::from(cut(v))));
+            key.unwrap_or_else(|| Key::from("-"))
         }
-        key.truncate(cut);
+        KeyKind::Fixed(name) => Key::from(cut(name)),
     }
-    key
+}
+
+/// `key` cut to [`MAX_KEY_BYTES`] at a character boundary.
+fn cut(key: &str) -> &str {
+    let mut at = key.len().min(MAX_KEY_BYTES);
+    while !key.is_char_boundary(at) {
+        at -= 1;
+    }
+    key.get(..at).unwrap_or("")
 }
 
 impl BreakerFilter {
@@ -397,7 +408,7 @@ impl Filter for BreakerFilter {
             Role::Probe => "probe",
             Role::Rejected => "rejected",
         };
-        out.push(("circuit_breaker.key", stream.key.clone()));
+        out.push(("circuit_breaker.key", stream.key.to_string()));
         if let Some(state) = stream.state {
             out.push(("circuit_breaker.state", state.name().to_string()));
         }

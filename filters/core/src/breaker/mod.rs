@@ -136,8 +136,9 @@ pub struct Transition {
 /// One breaker's whole state: the shared-data record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// The key it belongs to.
-    pub key: String,
+    /// The key it belongs to (on the stack: keys are at most
+    /// [`filter::MAX_KEY_BYTES`]).
+    pub key: crate::store::Key,
     /// Current state.
     pub state: State,
     /// Opens since the last close (grows `open_for`).
@@ -227,7 +228,7 @@ impl Breakers {
     /// A fresh, closed record for `key`.
     pub fn fresh(&self, key: &str) -> Record {
         Record {
-            key: key.to_string(),
+            key: crate::store::Key::from(key),
             state: State::Closed,
             trips: 0,
             consecutive: 0,

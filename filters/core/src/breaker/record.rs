@@ -32,25 +32,26 @@ impl Breakers {
     }
 
     /// Serialises a record.
-    pub fn encode(&self, rec: &Record) -> Vec<u8> {
-        let mut out = Vec::with_capacity(32 + rec.key.len() + rec.ring.as_bytes().len());
+    pub fn encode(&self, rec: &Record) -> crate::pool::Bytes {
+        let mut pooled = crate::pool::Bytes::with_capacity(40 + rec.key.len() + rec.ring.as_bytes().len());
+        let out = &mut *pooled;
         out.push(VERSION);
         for v in self.shape_header() {
-            put_u16(&mut out, v);
+            put_u16(out, v);
         }
         out.push(rec.state.gauge() as u8);
-        put_u32(&mut out, rec.trips);
-        put_u32(&mut out, rec.consecutive);
+        put_u32(out, rec.trips);
+        put_u32(out, rec.consecutive);
         out.extend_from_slice(&rec.until.to_le_bytes());
-        put_u32(&mut out, rec.probes);
-        put_u32(&mut out, rec.tally);
+        put_u32(out, rec.probes);
+        put_u32(out, rec.tally);
         out.extend_from_slice(&rec.next_check.to_le_bytes());
         let key = rec.key.as_bytes();
         let key = key.get(..key.len().min(u16::MAX as usize)).unwrap_or(key);
-        put_u16(&mut out, key.len() as u16);
+        put_u16(out, key.len() as u16);
         out.extend_from_slice(key);
         out.extend_from_slice(rec.ring.as_bytes());
-        out
+        pooled
     }
 
     /// Parses a record; `None` for a free slot or garbage. A record written
@@ -70,7 +71,7 @@ impl Breakers {
         let tally = r.u32()?;
         let next_check = r.u64()?;
         let key_len = usize::from(r.u16()?);
-        let key = String::from_utf8(r.take(key_len)?.to_vec()).ok()?;
+        let key = crate::store::Key::from_parts(&[std::str::from_utf8(r.take(key_len)?).ok()?]);
         let ring = if same_shape {
             let ring = Ring::from_bytes(shape, r.take(shape.ring_len())?)?;
             if !r.0.is_empty() {

@@ -10,7 +10,9 @@ use crate::store::{update_bytes, SharedStore, StoreError};
 impl Breakers {
     /// The shared-data key of a table slot.
     pub fn slot_key(slot: u32) -> crate::store::Key {
-        crate::store::Key::new(format_args!("{SHARED_NAMESPACE}/{slot}"))
+        let mut key = crate::store::Key::from_parts(&[SHARED_NAMESPACE, "/"]);
+        key.push_u64(u64::from(slot));
+        key
     }
 
     /// The longest record this configuration writes: a key of

@@ -401,7 +401,7 @@ fn idle_breakers_give_their_slot_to_new_keys() {
     lean.initialize(&store).unwrap();
     let (slot, _) = lean.find(&store, "old", T0).unwrap().unwrap();
     lean.update(&store, slot, "old", |r| lean.complete(r, T0, &ok(&lean), false)).unwrap();
-    assert_eq!(lean.find(&store, "new", T0 + S).unwrap().map(|(s, r)| (s, r.key)), Some((slot, "new".to_string())));
+    assert_eq!(lean.find(&store, "new", T0 + S).unwrap().map(|(s, r)| (s, r.key)), Some((slot, "new".into())));
 
     let mut b = breakers(r#"{"failure_ratio":0.5,"max_breakers":1,"window":"10s"}"#);
     let store = MemoryStore::new(CasRule::Envoy);

@@ -19,7 +19,8 @@
 /// record is copied in and out whole, never decoded bucket by bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ring {
-    bytes: Vec<u8>,
+    /// From this thread's pool: decoding a record allocates nothing.
+    bytes: crate::pool::Bytes,
 }
 
 /// Counts per bucket before the status intervals.
@@ -38,7 +39,11 @@ impl Ring {
     /// A ring of `shape` from a record's bytes; `None` if the length is not
     /// the shape's.
     pub fn from_bytes(shape: &Shape, bytes: &[u8]) -> Option<Ring> {
-        (bytes.len() == shape.ring_len()).then(|| Ring { bytes: bytes.to_vec() })
+        (bytes.len() == shape.ring_len()).then(|| {
+            let mut ring = crate::pool::Bytes::with_capacity(bytes.len());
+            ring.extend_from_slice(bytes);
+            Ring { bytes: ring }
+        })
     }
 
     fn u32_at(&self, at: usize) -> u32 {
@@ -102,10 +107,10 @@ pub struct Totals {
     pub network: u64,
     /// Slow calls.
     pub slow: u64,
-    /// Per status interval.
-    pub codes: Vec<u64>,
-    /// Per latency interval.
-    pub latency: Vec<u64>,
+    /// Per status interval (inline up to 8: no allocation per request).
+    pub codes: smallvec::SmallVec<[u64; 8]>,
+    /// Per latency interval (inline up to 16).
+    pub latency: smallvec::SmallVec<[u64; 16]>,
 }
 
 impl Shape {
@@ -134,7 +139,9 @@ impl Shape {
 
     /// A fresh ring: every bucket at epoch 0, empty.
     pub fn empty(&self) -> Ring {
-        Ring { bytes: vec![0; self.ring_len()] }
+        let mut bytes = crate::pool::Bytes::with_capacity(self.ring_len());
+        bytes.resize(self.ring_len(), 0);
+        Ring { bytes }
     }
 
     /// Where count `i` of the bucket at `base` is.
@@ -187,7 +194,8 @@ impl Shape {
         let epoch = self.epoch(now);
         let n = u64::from(self.buckets);
         let (codes, bins) = (self.codes(), self.latency_bins());
-        let mut t = Totals { codes: vec![0; codes], latency: vec![0; bins], ..Totals::default() };
+        let mut t =
+            Totals { codes: smallvec::smallvec![0; codes], latency: smallvec::smallvec![0; bins], ..Totals::default() };
         let len = self.bucket_len();
         for b in 0..self.buckets as usize {
             let base = b * len;
@@ -321,7 +329,7 @@ mod tests {
         s.record(&mut ring, T0, &Sample { latency_ns: 100 * MS + 900_000, ..ok(200) });
         s.record(&mut ring, T0, &Sample { latency_ns: 101 * MS, ..ok(200) });
         let t = s.totals(&ring, T0);
-        assert_eq!(t.latency, vec![3, 7, 1, 1], "below 20, [20, 100), [100, 101), from 101");
+        assert_eq!(t.latency.as_slice(), [3, 7, 1, 1], "below 20, [20, 100), [100, 101), from 101");
         // k = round(0.5 x 12) = 6: the 6th smallest is 30 ms.
         assert!(latency_at_least(&s, &t.latency, 50.0, 20));
         assert!(!latency_at_least(&s, &t.latency, 50.0, 100));

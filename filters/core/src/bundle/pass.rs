@@ -13,8 +13,14 @@
 use crate::clock::Clock;
 use crate::headers::Headers;
 use crate::host::{Call, CallReply, DefinedMetric, Host, HostKind, MetricKind};
-use crate::store::{Entry, SharedStore, StoreError};
+use crate::store::{Entry, Key, SharedStore, StoreError};
+use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
+
+/// What a pass remembers of one kind: a few entries, their keys spelled on
+/// the stack (a bundle reads a handful of properties and headers per
+/// callback: nothing here allocates until a fifth).
+type Memo<V> = RefCell<SmallVec<[(Key, V); 4]>>;
 
 /// A host seen through one callback of a bundle.
 pub struct Pass<'h, H: Host> {
@@ -22,10 +28,13 @@ pub struct Pass<'h, H: Host> {
     /// Read all request headers in one call (some policy needs them all).
     all_at_once: bool,
     all_headers: RefCell<Option<Headers>>,
-    headers: RefCell<Vec<(String, Option<String>)>>,
-    properties: RefCell<Vec<(String, Option<Vec<u8>>)>>,
-    integers: RefCell<Vec<(String, Option<u64>)>>,
-    response: RefCell<Vec<(String, Option<String>)>>,
+    /// A header was written while `all_headers` was lent: read them again.
+    stale: Cell<bool>,
+    headers: Memo<Option<Key>>,
+    /// Kept inline up to 48 bytes (an address, a short cluster name).
+    properties: Memo<Option<SmallVec<[u8; 48]>>>,
+    integers: Memo<Option<u64>>,
+    response: Memo<Option<Key>>,
     now: Cell<Option<u64>>,
 }
 
@@ -37,6 +46,7 @@ impl<'h, H: Host> Pass<'h, H> {
             host,
             all_at_once: all_headers,
             all_headers: RefCell::new(None),
+            stale: Cell::new(false),
             headers: RefCell::default(),
             properties: RefCell::default(),
             integers: RefCell::default(),
@@ -45,10 +55,18 @@ impl<'h, H: Host> Pass<'h, H> {
         }
     }
 
-    /// Reads every request header once per callback.
+    /// Reads every request header once per callback. (The pass's cells are
+    /// borrowed mutably only where nothing of theirs is lent: `try_` keeps a
+    /// policy that writes while reading from panicking, which it must
+    /// never do.)
     fn fetch_all(&self) {
-        if self.all_headers.borrow().is_none() {
-            *self.all_headers.borrow_mut() = Some(self.host.request_headers());
+        let missing = self.all_headers.try_borrow().is_ok_and(|all| all.is_none());
+        if missing || self.stale.get() {
+            let read = self.host.request_headers();
+            if let Ok(mut all) = self.all_headers.try_borrow_mut() {
+                *all = Some(read);
+                self.stale.set(false);
+            }
         }
     }
 
@@ -58,30 +76,43 @@ impl<'h, H: Host> Pass<'h, H> {
     }
 }
 
+/// Lends `f` the value `memo` holds under the key `is_key` accepts; read
+/// first (`read()`, remembered under `key()`) when it holds none.
+fn lend<V, R>(
+    memo: &Memo<V>,
+    is_key: impl Fn(&str) -> bool,
+    key: impl FnOnce() -> Key,
+    read: impl FnOnce() -> V,
+    f: impl FnOnce(&V) -> R,
+) -> R {
+    if let Some((_, v)) = memo.borrow().iter().find(|(k, _)| is_key(k)) {
+        return f(v);
+    }
+    let v = read();
+    let r = f(&v);
+    // Held only while a value is lent: an `f` that reads again through the
+    // pass leaves this value unremembered (read again later), never panics.
+    if let Ok(mut memo) = memo.try_borrow_mut() {
+        memo.push((key(), v));
+    }
+    r
+}
+
 /// Is `key` (a remembered property's, dotted) the property at `path`?
 fn is_path(key: &str, path: &[&str]) -> bool {
     key.split('.').eq(path.iter().copied())
 }
 
-/// The value remembered under `key`, or `read()`, then remembered.
-fn remember<V: Clone>(list: &RefCell<Vec<(String, V)>>, key: &str, read: impl FnOnce() -> V) -> V {
-    remember_by(list, |k| k == key, || key.to_string(), read)
-}
-
-/// The value remembered under the key `is_key` accepts, or `read()`, then
-/// remembered under `key()` (built only then: a lookup allocates nothing).
-fn remember_by<V: Clone>(
-    list: &RefCell<Vec<(String, V)>>,
-    is_key: impl Fn(&str) -> bool,
-    key: impl FnOnce() -> String,
-    read: impl FnOnce() -> V,
-) -> V {
-    if let Some((_, v)) = list.borrow().iter().find(|(k, _)| is_key(k)) {
-        return v.clone();
+/// A property path, dotted, spelled on the stack.
+fn dotted(path: &[&str]) -> Key {
+    let mut key = Key::from_parts(&[]);
+    for (i, segment) in path.iter().enumerate() {
+        if i > 0 {
+            key.push_str(".");
+        }
+        key.push_str(segment);
     }
-    let v = read();
-    list.borrow_mut().push((key(), v.clone()));
-    v
+    key
 }
 
 impl<H: Host> Clock for Pass<'_, H> {
@@ -120,7 +151,23 @@ impl<H: Host> Host for Pass<'_, H> {
             let all = self.all_headers.borrow();
             return all.as_ref()?.get(name).map(str::to_string);
         }
-        remember(&self.headers, name, || self.host.request_header(name))
+        let mut out = None;
+        self.request_header_with(name, &mut |v| out = v.map(str::to_string));
+        out
+    }
+
+    fn request_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        if self.all_at_once || self.all_headers.borrow().is_some() {
+            self.fetch_all();
+            let all = self.all_headers.borrow();
+            return f(all.as_ref().and_then(|all| all.get(name)));
+        }
+        let read = || {
+            let mut kept = None;
+            self.host.request_header_with(name, &mut |v| kept = v.map(|v| Key::from_parts(&[v])));
+            kept
+        };
+        lend(&self.headers, |k| k == name, || Key::from_parts(&[name]), read, |v| f(v.as_deref()));
     }
 
     fn request_headers(&self) -> Headers {
@@ -128,7 +175,18 @@ impl<H: Host> Host for Pass<'_, H> {
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
-        remember_by(&self.properties, |k| is_path(k, path), || path.join("."), || self.host.property(path))
+        let mut out = None;
+        self.property_with(path, &mut |v| out = v.map(<[u8]>::to_vec));
+        out
+    }
+
+    fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
+        let read = || {
+            let mut kept = None;
+            self.host.property_with(path, &mut |v| kept = v.map(SmallVec::from_slice));
+            kept
+        };
+        lend(&self.properties, |k| is_path(k, path), || dotted(path), read, |v| f(v.as_deref()));
     }
 
     /// An integer property: from the bytes already read for another policy,
@@ -137,27 +195,49 @@ impl<H: Host> Host for Pass<'_, H> {
         if let Some((_, bytes)) = self.properties.borrow().iter().find(|(k, _)| is_path(k, path)) {
             return crate::host::parse_integer_property(bytes.as_deref()?);
         }
-        remember_by(&self.integers, |k| is_path(k, path), || path.join("."), || self.host.property_int(path))
+        let read = || self.host.property_int(path);
+        lend(&self.integers, |k| is_path(k, path), || dotted(path), read, |v| *v)
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.host.set_request_header(name, value);
-        if let Some(all) = &mut *self.all_headers.borrow_mut() {
-            all.set(name, value);
+        match self.all_headers.try_borrow_mut() {
+            Ok(mut all) => {
+                if let Some(all) = &mut *all {
+                    all.set(name, value);
+                }
+            }
+            // Written while the headers are lent (a policy writing from
+            // inside a read): forgotten, read again from the host next time.
+            Err(_) => self.stale.set(true),
         }
-        let mut singles = self.headers.borrow_mut();
-        if let Some(entry) = singles.iter_mut().find(|(n, _)| n == name) {
-            entry.1 = value.map(str::to_string);
+        if let Ok(mut singles) = self.headers.try_borrow_mut() {
+            if let Some(entry) = singles.iter_mut().find(|(n, _)| n.as_str() == name) {
+                entry.1 = value.map(|v| Key::from_parts(&[v]));
+            }
         }
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        remember(&self.response, name, || self.host.response_header(name))
+        let mut out = None;
+        self.response_header_with(name, &mut |v| out = v.map(str::to_string));
+        out
+    }
+
+    fn response_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        let read = || {
+            let mut kept = None;
+            self.host.response_header_with(name, &mut |v| kept = v.map(|v| Key::from_parts(&[v])));
+            kept
+        };
+        lend(&self.response, |k| k == name, || Key::from_parts(&[name]), read, |v| f(v.as_deref()));
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
         self.host.add_response_header(name, value);
-        self.response.borrow_mut().retain(|(n, _)| n != name);
+        if let Ok(mut response) = self.response.try_borrow_mut() {
+            response.retain(|(n, _)| n.as_str() != name);
+        }
     }
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
@@ -198,5 +278,48 @@ impl<H: Host> Host for Pass<'_, H> {
 
     fn set_property(&self, path: &[&str], value: &str) -> bool {
         self.host.set_property(path, value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pass;
+    use crate::host::{with_property, with_response_header, Host};
+    use crate::store::CasRule;
+    use crate::testing::RecordingHost;
+
+    #[test]
+    fn what_a_pass_read_is_lent_again_without_a_second_call() {
+        let host = RecordingHost::new(CasRule::Envoy);
+        host.begin(&[(":method", "GET"), ("x-a", "1")]);
+        host.set_property("source.address", "10.0.0.1:5000");
+        host.respond(&[(":status", "503")]);
+        let pass = Pass::new(&host, false);
+        let before = host.calls().returning_bytes;
+        for _ in 0..3 {
+            assert_eq!(
+                with_property(&pass, &["source", "address"], |v| Some(v?.to_vec())),
+                Some(b"10.0.0.1:5000".to_vec())
+            );
+            assert_eq!(pass.property(&["source", "address"]), Some(b"10.0.0.1:5000".to_vec()));
+            assert_eq!(with_response_header(&pass, ":status", |v| v.map(str::to_string)), Some("503".to_string()));
+            assert_eq!(pass.request_header("x-a").as_deref(), Some("1"));
+        }
+        assert_eq!(host.calls().returning_bytes - before, 3, "each read once from the host");
+    }
+
+    #[test]
+    fn a_write_made_while_a_value_is_lent_neither_panics_nor_is_lost() {
+        let host = RecordingHost::new(CasRule::Envoy);
+        host.begin(&[(":method", "GET"), ("x-a", "1")]);
+        let pass = Pass::new(&host, true);
+        pass.request_header_with("x-a", &mut |v| {
+            assert_eq!(v, Some("1"));
+            pass.set_request_header("x-a", Some("2"));
+            pass.set_request_header("x-b", Some("3"));
+        });
+        assert_eq!(pass.request_header("x-a").as_deref(), Some("2"), "read again after the lent value");
+        assert_eq!(pass.request_headers().get("x-b"), Some("3"));
+        assert_eq!(host.upstream_header("x-a").as_deref(), Some("2"));
     }
 }

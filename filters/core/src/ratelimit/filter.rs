@@ -46,6 +46,9 @@ pub struct RateLimitFilter {
 #[derive(Debug, Default)]
 pub struct RateLimitStream {
     pub(super) response_headers: super::ResponseHeaders,
+    /// A local decision's outcomes: its headers are spelled when the
+    /// response comes (nothing kept as text meanwhile).
+    pub(super) local_quota: smallvec::SmallVec<[super::LimitOutcome; 4]>,
     pub(super) pending: Option<Pending>,
     /// What was decided, for the span ([`Filter::span_attributes`]).
     pub(super) verdict: Option<Verdict>,
@@ -184,7 +187,7 @@ impl Filter for RateLimitFilter {
 
     fn on_request_headers<H: Host>(&self, stream: &mut RateLimitStream, host: &H) -> Flow {
         let req = RequestView::fetch(host, self.needed_headers.as_deref(), self.needs_peer);
-        let decision = self.limiter.check(&req, host, host);
+        let mut decision = self.limiter.check(&req, host, host);
         self.record(host, &decision);
         stream.verdict = self.verdict(&decision);
         if let Some(refusal) = self.limiter.refusal(&decision) {
@@ -195,7 +198,7 @@ impl Filter for RateLimitFilter {
         match &self.global {
             Some(caller) => caller.ask(self, host, stream, req, &decision),
             None => {
-                stream.response_headers = self.limiter.headers(&decision);
+                stream.local_quota = std::mem::take(&mut decision.outcomes);
                 Flow::Continue
             }
         }
@@ -205,6 +208,7 @@ impl Filter for RateLimitFilter {
         for (name, value) in stream.response_headers.drain(..) {
             host.add_response_header(&name, &value);
         }
+        self.limiter.add_headers(&std::mem::take(&mut stream.local_quota), host);
     }
 
     fn on_call_reply<H: Host>(&self, stream: &mut RateLimitStream, host: &H, token: u32, reply: CallReply) -> Flow {

@@ -132,8 +132,9 @@ pub struct LimitOutcome {
 /// The decision for one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
-    /// One entry per matching limit, in configuration order.
-    pub outcomes: Vec<LimitOutcome>,
+    /// One entry per matching limit, in configuration order (up to four
+    /// kept inline: no allocation per request).
+    pub outcomes: smallvec::SmallVec<[LimitOutcome; 4]>,
     /// The limit that refused (the one with the longest wait when several did).
     pub refused_by: Option<usize>,
     /// The client address came from the peer because `X-Forwarded-For` was
@@ -203,10 +204,11 @@ pub fn table_id(config: &RateLimitConfig, limit: &Limit) -> u64 {
 }
 
 /// A slot's value: the TAT and the table's identity.
-fn encode_slot(tat: u64, id: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(16);
-    v.extend_from_slice(&tat.to_le_bytes());
-    v.extend_from_slice(&id.to_le_bytes());
+fn encode_slot(tat: u64, id: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    let (t, i) = v.split_at_mut(8);
+    t.copy_from_slice(&tat.to_le_bytes());
+    i.copy_from_slice(&id.to_le_bytes());
     v
 }
 
@@ -313,7 +315,7 @@ impl RateLimiter {
         F: Fn(&'a Limit) -> Option<&'a Gcra>,
     {
         let mut decision = Decision::default();
-        let mut matched: Vec<(usize, &Gcra, crate::store::Key, u64)> = Vec::new();
+        let mut matched: smallvec::SmallVec<[(usize, &Gcra, crate::store::Key, u64); 2]> = smallvec::SmallVec::new();
         let mut ip_cache = None;
         for ((i, limit), id) in self.config.limits.iter().enumerate().zip(&self.ids) {
             let Some(gcra) = bucket(limit) else { continue };
@@ -366,16 +368,31 @@ impl RateLimiter {
         decision
     }
 
-    fn client_ip<'c>(&self, req: &RequestView, cache: &'c mut Option<String>, fallback: &mut bool) -> &'c str {
+    /// The client's key, spelled on the stack once per request.
+    fn client_ip<'c>(
+        &self,
+        req: &RequestView,
+        cache: &'c mut Option<crate::store::Key>,
+        fallback: &mut bool,
+    ) -> &'c str {
         cache.get_or_insert_with(|| {
             let (ip, source) = client_ip(req, self.config.trusted_hops);
             *fallback = source == ClientIpSource::PeerFallback;
-            ip.map(|ip| crate::net::network_key(ip, self.config.ipv4_prefix, self.config.ipv6_prefix))
-                .unwrap_or_default()
+            let mut key = crate::store::Key::from_parts(&[]);
+            if let Some(ip) = ip {
+                crate::net::push_network_key(&mut key, ip, self.config.ipv4_prefix, self.config.ipv6_prefix);
+            }
+            key
         })
     }
 
-    fn slot(&self, limit: &Limit, req: &RequestView, ip_cache: &mut Option<String>, fallback: &mut bool) -> u64 {
+    fn slot(
+        &self,
+        limit: &Limit,
+        req: &RequestView,
+        ip_cache: &mut Option<crate::store::Key>,
+        fallback: &mut bool,
+    ) -> u64 {
         let mut h = StableHasher::default();
         h.write_field(limit.name.as_bytes());
         for part in &limit.key {
@@ -405,14 +422,18 @@ impl RateLimiter {
 
     /// Each matching limit's state, for [`quota_headers`].
     pub fn quota_items(&self, decision: &Decision) -> Vec<QuotaItem> {
-        decision
-            .outcomes
+        self.quota_refs(&decision.outcomes).into_iter().map(QuotaItem::owned).collect()
+    }
+
+    /// Each matching limit's state, its name lent by the configuration.
+    pub fn quota_refs(&self, outcomes: &[LimitOutcome]) -> smallvec::SmallVec<[QuotaItem<&str>; 4]> {
+        outcomes
             .iter()
             .filter(|o| o.state != LimitState::StoreError)
             .filter_map(|o| {
                 let l = self.config.limits.get(o.limit)?;
                 Some(QuotaItem {
-                    name: l.name.clone(),
+                    name: l.name.as_str(),
                     quota: l.requests,
                     window_secs: window_secs(l),
                     remaining: o.remaining,
@@ -421,6 +442,15 @@ impl RateLimiter {
                 })
             })
             .collect()
+    }
+
+    /// Adds the rate-limit headers of a local decision's `outcomes` to the
+    /// response, each value spelled on the stack (no allocation with the
+    /// usual one or two limits).
+    pub fn add_headers<H: crate::host::Host + ?Sized>(&self, outcomes: &[LimitOutcome], host: &H) {
+        emit_quota_headers(self.config.headers, &self.quota_refs(outcomes), &mut |name, value| {
+            host.add_response_header(name, value)
+        });
     }
 
     /// The local reply for a refused request, or `None` when the request
@@ -448,11 +478,12 @@ impl RateLimiter {
     }
 }
 
-/// One limit's state as the rate-limit headers show it.
+/// One limit's state as the rate-limit headers show it; the name owned
+/// (kept across a call to the rate limit service) or lent (`&str`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaItem {
+pub struct QuotaItem<N = String> {
     /// The limit's name.
-    pub name: String,
+    pub name: N,
     /// Requests per window.
     pub quota: u64,
     /// The window, in seconds.
@@ -465,45 +496,81 @@ pub struct QuotaItem {
     pub refused: bool,
 }
 
+impl QuotaItem<&str> {
+    /// The same, its name copied.
+    pub fn owned(self) -> QuotaItem {
+        QuotaItem {
+            name: self.name.to_string(),
+            quota: self.quota,
+            window_secs: self.window_secs,
+            remaining: self.remaining,
+            reset_secs: self.reset_secs,
+            refused: self.refused,
+        }
+    }
+}
+
 /// Response headers a limiter adds: the rate-limit headers' names are
 /// fixed (no string made for them per request); the rate limit service's
 /// `response_headers_to_add` have their own.
 pub type ResponseHeaders = Vec<(std::borrow::Cow<'static, str>, String)>;
 
 /// The rate-limit headers for some limits' states, in `style`.
-pub fn quota_headers(style: HeaderStyle, items: &[QuotaItem]) -> ResponseHeaders {
-    use std::fmt::Write as _;
+pub fn quota_headers<N: AsRef<str>>(style: HeaderStyle, items: &[QuotaItem<N>]) -> ResponseHeaders {
+    let mut out = Vec::new();
+    emit_quota_headers(style, items, &mut |name, value| out.push((name.into(), value.to_string())));
+    out
+}
+
+/// Hands each rate-limit header for some limits' states, in `style`, to
+/// `emit`: every value spelled in a buffer on the stack ([`crate::store::Key`],
+/// which goes to the heap only past its 112 bytes: many limits at once).
+pub fn emit_quota_headers<N: AsRef<str>>(
+    style: HeaderStyle,
+    items: &[QuotaItem<N>],
+    emit: &mut dyn FnMut(&'static str, &str),
+) {
+    use crate::store::Key;
     if items.is_empty() {
-        return Vec::new();
+        return;
     }
-    let mut out = Vec::with_capacity(5);
     if matches!(style, HeaderStyle::Draft | HeaderStyle::Both) {
-        // Each value written in place: one string per header, whatever the
-        // number of limits.
-        let room = items.iter().map(|i| i.name.len() + 32).sum();
-        let (mut policy, mut state) = (String::with_capacity(room), String::with_capacity(room));
+        let (mut policy, mut state) = (Key::from_parts(&[]), Key::from_parts(&[]));
         for (n, i) in items.iter().enumerate() {
             let sep = if n == 0 { "" } else { ", " };
-            let _ = write!(policy, "{sep}\"{}\";q={};w={}", i.name, i.quota, i.window_secs);
-            let _ = write!(state, "{sep}\"{}\";r={};t={}", i.name, i.remaining, i.reset_secs);
+            for (value, (a, b), (x, y)) in [
+                (&mut policy, (";q=", ";w="), (i.quota, i.window_secs)),
+                (&mut state, (";r=", ";t="), (i.remaining, i.reset_secs)),
+            ] {
+                value.push_str(sep);
+                value.push_str("\"");
+                value.push_str(i.name.as_ref());
+                value.push_str("\"");
+                value.push_str(a);
+                value.push_u64(x);
+                value.push_str(b);
+                value.push_u64(y);
+            }
         }
-        out.push(("ratelimit-policy".into(), policy));
-        out.push(("ratelimit".into(), state));
+        emit("ratelimit-policy", &policy);
+        emit("ratelimit", &state);
     }
     if matches!(style, HeaderStyle::XRatelimit | HeaderStyle::Both) {
         // The limit closest to refusing speaks for the request.
         if let Some(i) = items.iter().min_by_key(|i| (!i.refused, i.remaining)) {
-            out.push(("x-ratelimit-limit".into(), i.quota.to_string()));
-            out.push(("x-ratelimit-remaining".into(), i.remaining.to_string()));
-            out.push(("x-ratelimit-reset".into(), i.reset_secs.to_string()));
+            let mut digits = [0u8; 20];
+            emit("x-ratelimit-limit", crate::text::decimal(i.quota, &mut digits));
+            emit("x-ratelimit-remaining", crate::text::decimal(i.remaining, &mut digits));
+            emit("x-ratelimit-reset", crate::text::decimal(i.reset_secs, &mut digits));
         }
     }
-    out
 }
 
 /// A slot's shared-data key, spelled on the stack (one per request).
 fn slot_key(limit: &Limit, slot: u64) -> crate::store::Key {
-    crate::store::Key::new(format_args!("{SHARED_NAMESPACE}/{}:{}", limit.name, slot))
+    let mut key = crate::store::Key::from_parts(&[SHARED_NAMESPACE, "/", &limit.name, ":"]);
+    key.push_u64(slot);
+    key
 }
 
 fn outcome(limit: usize, d: &GcraDecision, state: LimitState) -> LimitOutcome {

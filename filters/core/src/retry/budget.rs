@@ -27,6 +27,13 @@
 //! aged out: refunding into the current slice instead would mint retries the
 //! budget never had.
 
+/// A budget's ring: up to 16 sub-buckets kept inline (the default window
+/// has 10), so a request's read and write allocate nothing.
+pub type Ring = smallvec::SmallVec<[Slice; 16]>;
+
+/// A ring's encoding, inline for up to 16 sub-buckets.
+pub type Encoded = smallvec::SmallVec<[u8; 2 + 16 * 20]>;
+
 /// The budget's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
@@ -58,8 +65,8 @@ impl Budget {
     }
 
     /// A fresh ring.
-    pub fn empty(&self) -> Vec<Slice> {
-        vec![Slice::default(); self.buckets as usize]
+    pub fn empty(&self) -> Ring {
+        smallvec::smallvec![Slice::default(); self.buckets as usize]
     }
 
     fn current<'a>(&self, ring: &'a mut [Slice], now: u64) -> Option<&'a mut Slice> {
@@ -114,8 +121,8 @@ impl Budget {
     }
 
     /// Serialises a ring.
-    pub fn encode(&self, ring: &[Slice]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + ring.len() * 20);
+    pub fn encode(&self, ring: &[Slice]) -> Encoded {
+        let mut out = Encoded::new();
         out.extend_from_slice(&(ring.len() as u16).to_le_bytes());
         for s in ring {
             out.extend_from_slice(&s.epoch.to_le_bytes());
@@ -126,12 +133,12 @@ impl Budget {
     }
 
     /// Parses a ring; `None` for anything not written with this many buckets.
-    pub fn decode(&self, bytes: &[u8]) -> Option<Vec<Slice>> {
+    pub fn decode(&self, bytes: &[u8]) -> Option<Ring> {
         let (len, mut rest) = bytes.split_first_chunk::<2>()?;
         if u16::from_le_bytes(*len) as u32 != self.buckets {
             return None;
         }
-        let mut ring = Vec::with_capacity(self.buckets as usize);
+        let mut ring = Ring::with_capacity(self.buckets as usize);
         for _ in 0..self.buckets {
             let (e, r) = rest.split_first_chunk::<8>()?;
             let (q, r) = r.split_first_chunk::<4>()?;

@@ -30,7 +30,7 @@
 //! removed escapes the config's drop as well, so there the filter only
 //! counts them. It counts each policy's requests and adds `Retry-After`.
 
-use super::budget::{Budget, Slice};
+use super::budget::Budget;
 use super::{Outcome, RetryConfig, BUDGET_KEY};
 use crate::config::ConfigError;
 use crate::host::{property_u64, Filter, Flow, Host, HostKind, Refused};
@@ -57,7 +57,7 @@ crate::metrics! {
 pub fn with_budget<S: SharedStore + ?Sized, R>(
     store: &S,
     budget: &Budget,
-    mut f: impl FnMut(&mut Vec<Slice>) -> R,
+    mut f: impl FnMut(&mut super::budget::Ring) -> R,
 ) -> Result<R, StoreError> {
     update_bytes(store, BUDGET_KEY, |cur| {
         let mut ring = cur.and_then(|b| budget.decode(b)).unwrap_or_else(|| budget.empty());
@@ -217,14 +217,12 @@ impl Filter for RetryFilter {
         stream.reserved_at = now;
         stream.wanted = plan.want;
         stream.granted = Some(granted);
-        for (name, value) in cfg.headers(policy, granted) {
-            host.set_request_header(name, Some(&value));
-        }
+        cfg.emit_headers(policy, granted, &mut |name, value| host.set_request_header(name, Some(value)));
         Flow::Continue
     }
 
     fn on_response_headers<H: Host>(&self, stream: &mut RetryStream, host: &H) {
-        let status = host.response_header(":status").and_then(|s| s.trim().parse::<u16>().ok());
+        let status = crate::host::with_response_header(host, ":status", |s| s?.trim().parse::<u16>().ok());
         if let Some(secs) = status.and_then(|s| self.config.retry_after_for(s)) {
             if host.response_header("retry-after").is_none() {
                 host.add_response_header("retry-after", &secs.to_string());

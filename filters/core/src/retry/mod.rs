@@ -197,6 +197,8 @@ pub struct Policy {
     pub per_try_timeout_ms: Option<u64>,
     /// `x-envoy-retriable-status-codes`.
     pub retriable_status_codes: Vec<u16>,
+    /// The same, as the header spells them (joined once, at configure time).
+    pub retriable_status_codes_text: String,
     /// `x-envoy-hedge-on-per-try-timeout: true`.
     pub hedge_on_per_try_timeout: bool,
     /// Retry POST/PATCH without an idempotency key.
@@ -310,23 +312,29 @@ impl RetryConfig {
     /// The headers to set for a policy with `granted` retries: fixed names,
     /// the configured values lent (only numbers are written per request).
     pub fn headers(&self, policy: usize, granted: u32) -> Vec<(&'static str, Cow<'_, str>)> {
-        let Some(p) = self.policies.get(policy).filter(|_| granted > 0) else {
-            return vec![("x-envoy-max-retries", Cow::Borrowed("0"))];
-        };
         let mut h = Vec::with_capacity(5);
-        h.push(("x-envoy-retry-on", Cow::Borrowed(p.retry_on.as_str())));
-        h.push(("x-envoy-max-retries", Cow::Owned(granted.to_string())));
+        self.emit_headers(policy, granted, &mut |name, value| h.push((name, Cow::Owned(value.to_string()))));
+        h
+    }
+
+    /// Hands each of [`RetryConfig::headers`] to `emit`, nothing spelled on
+    /// the heap (numbers on the stack, the rest configured).
+    pub fn emit_headers(&self, policy: usize, granted: u32, emit: &mut dyn FnMut(&'static str, &str)) {
+        let Some(p) = self.policies.get(policy).filter(|_| granted > 0) else {
+            return emit("x-envoy-max-retries", "0");
+        };
+        let mut digits = [0u8; 20];
+        emit("x-envoy-retry-on", &p.retry_on);
+        emit("x-envoy-max-retries", crate::text::decimal(u64::from(granted), &mut digits));
         if let Some(ms) = p.per_try_timeout_ms {
-            h.push(("x-envoy-upstream-rq-per-try-timeout-ms", Cow::Owned(ms.to_string())));
+            emit("x-envoy-upstream-rq-per-try-timeout-ms", crate::text::decimal(ms, &mut digits));
         }
         if !p.retriable_status_codes.is_empty() {
-            let codes: Vec<String> = p.retriable_status_codes.iter().map(u16::to_string).collect();
-            h.push(("x-envoy-retriable-status-codes", Cow::Owned(codes.join(","))));
+            emit("x-envoy-retriable-status-codes", &p.retriable_status_codes_text);
         }
         if p.hedge_on_per_try_timeout {
-            h.push(("x-envoy-hedge-on-per-try-timeout", Cow::Borrowed("true")));
+            emit("x-envoy-hedge-on-per-try-timeout", "true");
         }
-        h
     }
 
     /// Seconds of `Retry-After` to add to a response with this status that
@@ -404,6 +412,12 @@ fn check_policy(i: usize, raw: RawPolicy) -> Result<Policy, ConfigError> {
         retry_on: conditions.join(","),
         max_retries: raw.max_retries,
         per_try_timeout_ms,
+        retriable_status_codes_text: raw
+            .retriable_status_codes
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         retriable_status_codes: raw.retriable_status_codes,
         hedge_on_per_try_timeout: raw.hedge_on_per_try_timeout,
         retry_non_idempotent: raw.retry_non_idempotent,

@@ -143,7 +143,7 @@ pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
 
 /// Every value of cookie `name` in the request's `Cookie` headers, in order.
 /// Malformed pairs are skipped.
-pub fn cookie_values<'a>(headers: impl Iterator<Item = &'a str>, name: &str) -> Vec<&'a str> {
+pub fn cookie_values<'a>(headers: impl Iterator<Item = &'a str>, name: &str) -> smallvec::SmallVec<[&'a str; 4]> {
     headers
         .flat_map(|h| h.split(';'))
         .filter_map(|pair| pair.split_once('='))
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn cookie_header_parsing_tolerates_junk() {
         let headers = ["a=1; sticky=v1.x.sig; junk; =bare", "sticky=\"v1.y\"", "other=2"];
-        assert_eq!(cookie_values(headers.iter().copied(), "sticky"), vec!["v1.x.sig", "v1.y"]);
+        assert_eq!(cookie_values(headers.iter().copied(), "sticky").as_slice(), ["v1.x.sig", "v1.y"]);
         assert!(cookie_values(["sticky"].iter().copied(), "sticky").is_empty());
     }
 }

@@ -250,13 +250,13 @@ impl DynamicMode {
         let key = session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req)
             .unwrap_or_else(|| fallback_key(self.cfg.fallback, req, random));
         let (placement, override_to, hash_key) = match pinned {
-            Some(pin) if up(pin.host) => (Placement::Pinned(pin), Some(pin.host), key),
+            Some(pin) if up(pin.host) => (Placement::Pinned(pin), Some(pin.host), key.to_string()),
             Some(pin) => {
                 let host = pin.host;
                 let alternative = self.alternative(&key, host, now, up);
-                (Placement::Failover(pin), alternative, format!("{key}|after:{host}"))
+                (Placement::Failover(pin), alternative, format!("{}|after:{host}", key.as_str()))
             }
-            None => (Placement::New, None, key),
+            None => (Placement::New, None, key.to_string()),
         };
         DynamicChoice { placement, override_to, hash_key, cookie_rejected }
     }

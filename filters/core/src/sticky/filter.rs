@@ -63,15 +63,23 @@ pub struct StickyFilter {
 
 #[derive(Debug, Clone)]
 enum Mode {
-    Static { sticky: StaticMode, per_backend: Vec<BackendMetrics> },
-    Dynamic { dynamic: DynamicMode, metrics: DynamicMetrics },
+    /// `addresses`: each backend's `ip:port`, spelled once at configure time.
+    Static {
+        sticky: StaticMode,
+        per_backend: Vec<BackendMetrics>,
+        addresses: Vec<String>,
+    },
+    Dynamic {
+        dynamic: DynamicMode,
+        metrics: DynamicMetrics,
+    },
 }
 
 /// One request's state.
 #[derive(Debug, Default)]
 pub struct SessionStream {
     chosen: Option<usize>,
-    set_cookie: Option<String>,
+    set_cookie: Option<std::sync::Arc<str>>,
     /// The chosen backend's record showed no failure streak when the
     /// request was placed: a success then has nothing to record.
     clean: bool,
@@ -215,13 +223,15 @@ impl StickyFilter {
         host: &H,
         sticky: &StaticMode,
         per_backend: &[BackendMetrics],
+        addresses: &[String],
     ) -> Flow {
         let upstream_header = &sticky.config().upstream_header;
         let now = host.now_nanos();
         let req = RequestView::fetch(host, None, self.needs_peer);
         // Each backend's health, read once (None: the store failed, counted;
         // the backend is then taken as up).
-        let mut known: Vec<Option<Option<Health>>> = vec![None; sticky.config().backends.len()];
+        let mut known: smallvec::SmallVec<[Option<Option<Health>>; 8]> =
+            smallvec::smallvec![None; sticky.config().backends.len()];
         let mut up = |i: usize| -> bool {
             if let Some(Some(h)) = known.get(i) {
                 return h.is_none_or(|h| h.up(now));
@@ -256,10 +266,8 @@ impl StickyFilter {
         if let Some(m) = choice.failed_over_from.and_then(|f| per_backend.get(f)) {
             m.failovers.inc(host);
         }
-        if let Some(b) = sticky.config().backends.get(choice.backend) {
-            // The address spelled on the stack (no string per request).
-            let address = crate::store::Key::new(format_args!("{}", b.address));
-            host.set_request_header(upstream_header, Some(&address));
+        if let Some(address) = addresses.get(choice.backend) {
+            host.set_request_header(upstream_header, Some(address));
         }
         stream.chosen = Some(choice.backend);
         stream.set_cookie = choice.set_cookie;
@@ -363,7 +371,7 @@ impl StickyFilter {
                 m.repinned.inc(host);
                 stream.placed = Some(Seen::Repinned);
             }
-            stream.set_cookie = Some(dynamic.set_cookie(used, cluster.as_deref()));
+            stream.set_cookie = Some(dynamic.set_cookie(used, cluster.as_deref()).into());
         }
         let clean_success = !failure && stream.clean && matches!(placement, Placement::Pinned(p) if p.host == used);
         if !upstream.client_gone() && !clean_success {
@@ -419,7 +427,8 @@ impl Filter for StickyFilter {
                     cfg.backends.iter().map(|b| BackendMetrics::define(host, &format!("sticky.{}.", b.name))).collect();
                 log::info!("configured {} backend(s), {created} new health record(s)", cfg.backends.len());
                 let (sources, fallback) = (cfg.session_key.clone(), cfg.fallback);
-                (Mode::Static { sticky, per_backend }, sources, fallback)
+                let addresses = cfg.backends.iter().map(|b| b.address.to_string()).collect();
+                (Mode::Static { sticky, per_backend, addresses }, sources, fallback)
             }
             StickyConfig::Dynamic(cfg) => {
                 let dynamic = DynamicMode::new(cfg);
@@ -436,7 +445,9 @@ impl Filter for StickyFilter {
 
     fn on_request_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) -> Flow {
         match &self.mode {
-            Mode::Static { sticky, per_backend } => self.static_request(stream, host, sticky, per_backend),
+            Mode::Static { sticky, per_backend, addresses } => {
+                self.static_request(stream, host, sticky, per_backend, addresses)
+            }
             Mode::Dynamic { dynamic, metrics } => {
                 self.dynamic_request(stream, host, dynamic, metrics);
                 Flow::Continue
@@ -446,7 +457,7 @@ impl Filter for StickyFilter {
 
     fn on_response_headers<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         match &self.mode {
-            Mode::Static { sticky, per_backend } => {
+            Mode::Static { sticky, per_backend, .. } => {
                 let Some(chosen) = stream.chosen else { return };
                 if let Some(c) = stream.set_cookie.take() {
                     host.add_response_header("set-cookie", &c);
@@ -472,7 +483,7 @@ impl Filter for StickyFilter {
     /// Only a request that never got response headers is settled here.
     fn on_log<H: Host>(&self, stream: &mut SessionStream, host: &H) {
         match &self.mode {
-            Mode::Static { sticky, per_backend } => self.settle(stream, host, sticky, per_backend),
+            Mode::Static { sticky, per_backend, .. } => self.settle(stream, host, sticky, per_backend),
             Mode::Dynamic { dynamic, metrics } => {
                 self.dynamic_settle(stream, host, dynamic, metrics);
             }

@@ -44,10 +44,11 @@ pub use filter::{BackendMetrics, FilterMetrics, SessionStream, StickyFilter};
 
 use crate::net::client_ip;
 use crate::request::RequestView;
-use crate::store::{update_bytes, SharedStore, StoreError};
+use crate::store::{update_bytes, Key, SharedStore, StoreError};
 use config::{AllDown, Fallback, Hashing, KeySource, StaticConfig};
 use cookie::{cookie_values, Signer};
 use hashing::{failover_hash, Ketama, Maglev, Member};
+use std::sync::Arc;
 
 /// Pinning cookies verified per request at most (each costs an HMAC); a
 /// request carrying more has the rest ignored.
@@ -84,8 +85,9 @@ pub struct Choice {
     pub failed_over_from: Option<usize>,
     /// A pinning cookie was present but forged, tampered or stale.
     pub cookie_rejected: bool,
-    /// `Set-Cookie` to send with the response.
-    pub set_cookie: Option<String>,
+    /// `Set-Cookie` to send with the response (shared with the
+    /// configuration: nothing copied per request).
+    pub set_cookie: Option<Arc<str>>,
 }
 
 /// Every backend is down and `all_down` is 503.
@@ -156,7 +158,7 @@ pub struct StaticMode {
     /// once at configure time (the signature depends only on the backend and
     /// the secret).
     pins: Vec<String>,
-    set_cookies: Vec<String>,
+    set_cookies: Vec<Arc<str>>,
     /// Each backend's health record's shared-data key.
     health_keys: Vec<String>,
 }
@@ -183,7 +185,8 @@ impl StaticMode {
         };
         let health_keys = cfg.backends.iter().map(|b| format!("{SHARED_NAMESPACE}/{}", b.name)).collect();
         let mut sticky = StaticMode { cfg, table, pins, set_cookies: Vec::new(), health_keys };
-        sticky.set_cookies = (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).collect();
+        sticky.set_cookies =
+            (0..sticky.cfg.backends.len()).filter_map(|i| sticky.build_set_cookie(i)).map(Arc::from).collect();
         sticky
     }
 
@@ -200,7 +203,7 @@ impl StaticMode {
     }
 
     /// The session key of a request, if any source has one.
-    pub fn session_key(&self, req: &RequestView) -> Option<String> {
+    pub fn session_key(&self, req: &RequestView) -> Option<Key> {
         session_key_of(&self.cfg.session_key, self.cfg.trusted_hops, req)
     }
 
@@ -239,7 +242,6 @@ impl StaticMode {
             pinned = values.iter().take(MAX_PIN_COOKIES).find_map(|v| self.pinned_backend(v));
             cookie_rejected = pinned.is_none() && !values.is_empty();
         }
-        let key = self.session_key(req);
         if let Some(pin) = pinned {
             if up(pin) {
                 return Ok(Choice {
@@ -252,7 +254,7 @@ impl StaticMode {
             }
             // The pinned backend is down: fail over deterministically from
             // the session key, or from the pin itself.
-            let seed = key.clone().unwrap_or_else(|| format!("pin:{}", self.name(pin)));
+            let seed = self.session_key(req).unwrap_or_else(|| Key::from_parts(&["pin:", self.name(pin)]));
             let (chosen, _) = self.place(seed.as_bytes(), &mut |i| i != pin && up(i));
             return match chosen {
                 Some(c) => Ok(Choice {
@@ -265,7 +267,7 @@ impl StaticMode {
                 None => self.when_all_down(pin, Source::Cookie, cookie_rejected, false),
             };
         }
-        let (key, source) = match key {
+        let (key, source) = match self.session_key(req) {
             Some(k) => (k, Source::Key),
             None => (fallback_key(self.cfg.fallback, req, random), Source::Fallback),
         };
@@ -307,7 +309,7 @@ impl StaticMode {
 
     /// The `Set-Cookie` value pinning a session to backend `i` (signed at
     /// configure time: no HMAC per request).
-    pub fn set_cookie(&self, i: usize) -> Option<String> {
+    pub fn set_cookie(&self, i: usize) -> Option<Arc<str>> {
         self.set_cookies.get(i).cloned()
     }
 
@@ -374,17 +376,25 @@ impl StaticMode {
 }
 
 /// The key of a request with no session key: the peer's address, or `random`.
-pub(crate) fn fallback_key(fallback: Fallback, req: &RequestView, random: u64) -> String {
+pub(crate) fn fallback_key(fallback: Fallback, req: &RequestView, random: u64) -> Key {
     match fallback {
         Fallback::ClientIp => {
-            format!("peer:{}", req.peer().and_then(crate::net::parse_addr).map(|i| i.to_string()).unwrap_or_default())
+            let mut key = Key::from_parts(&["peer:"]);
+            if let Some(ip) = req.peer().and_then(crate::net::parse_addr) {
+                crate::net::push_ip(&mut key, ip);
+            }
+            key
         }
-        Fallback::Random => format!("random:{random}"),
+        Fallback::Random => {
+            let mut key = Key::from_parts(&["random:"]);
+            key.push_u64(random);
+            key
+        }
     }
 }
 
 /// The first session key `sources` find in a request, tagged with its kind.
-pub(crate) fn session_key_of(sources: &[KeySource], trusted_hops: u32, req: &RequestView) -> Option<String> {
+pub(crate) fn session_key_of(sources: &[KeySource], trusted_hops: u32, req: &RequestView) -> Option<Key> {
     for source in sources {
         // The key spelled once, tag and value together.
         let tag = source_tag(source);
@@ -392,12 +402,18 @@ pub(crate) fn session_key_of(sources: &[KeySource], trusted_hops: u32, req: &Req
             KeySource::Cookie(name) => cookie_values(req.header_values("cookie"), name)
                 .into_iter()
                 .find(|v| !v.is_empty())
-                .map(|v| format!("{tag}:{v}")),
-            KeySource::Header(name) => req.header(name).filter(|v| !v.is_empty()).map(|v| format!("{tag}:{v}")),
-            KeySource::Query(name) => {
-                query_param(req.header(":path").unwrap_or(""), name).map(|v| format!("{tag}:{v}"))
+                .map(|v| Key::from_parts(&[tag, ":", v])),
+            KeySource::Header(name) => {
+                req.header(name).filter(|v| !v.is_empty()).map(|v| Key::from_parts(&[tag, ":", v]))
             }
-            KeySource::ClientIp => client_ip(req, trusted_hops).0.map(|ip| format!("{tag}:{ip}")),
+            KeySource::Query(name) => {
+                query_param(req.header(":path").unwrap_or(""), name).map(|v| Key::from_parts(&[tag, ":", &v]))
+            }
+            KeySource::ClientIp => client_ip(req, trusted_hops).0.map(|ip| {
+                let mut key = Key::from_parts(&[tag, ":"]);
+                crate::net::push_ip(&mut key, ip);
+                key
+            }),
         };
         if found.is_some() {
             return found;
