@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 /// Buffers kept per pool and thread.
-pub const KEPT: usize = 16;
+pub const KEPT: usize = 64;
 
 /// A buffer larger than this (in bytes of capacity) is freed, not kept.
 pub const LARGEST_KEPT: usize = 16 * 1024;

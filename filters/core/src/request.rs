@@ -9,7 +9,7 @@ use crate::headers::Headers;
 #[derive(Debug, Clone, Default)]
 pub struct RequestView {
     headers: Headers,
-    /// Spelled on the stack: an address is never longer than its 128 bytes.
+    /// In a pooled string (no allocation per request).
     peer: Option<crate::store::Key>,
 }
 

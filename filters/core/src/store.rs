@@ -22,54 +22,35 @@
 use std::cell::RefCell;
 use std::fmt;
 
-/// A shared-data key written on the stack: the filters name a slot per
-/// request (`rate_limit/<limit>:<slot>`), and formatting that into a
-/// `String` is a heap allocation per request. Keys up to [`Key::INLINE`]
-/// bytes stay here; a longer one (a very long limit name) goes to the heap.
-/// (Any short text made per request can be spelled so: a backend's address
-/// for a header, say.)
-#[derive(Clone)]
-pub struct Key {
-    len: usize,
-    inline: [u8; Key::INLINE],
-    heap: Option<String>,
-}
+/// Short text made per request (a shared-data key such as
+/// `rate_limit/<limit>:<slot>`, an address, a header value), in a string
+/// taken from this thread's pool ([`crate::pool`]) and given back when
+/// dropped: spelling it allocates nothing once the pool holds strings,
+/// and moving it moves a pointer.
+#[derive(Clone, Default)]
+pub struct Key(crate::pool::Text);
 
 impl Key {
-    /// Bytes kept on the stack.
-    pub const INLINE: usize = 128;
-
     /// The key `args` spell.
     pub fn new(args: fmt::Arguments<'_>) -> Key {
-        let mut key = Key { len: 0, inline: [0; Key::INLINE], heap: None };
-        if fmt::write(&mut key, args).is_err() {
-            key.heap = Some(fmt::format(args));
-        }
+        let mut key = Key::default();
+        let _ = fmt::write(&mut *key.0, args);
         key
     }
 
     /// The key `parts` spell, one after the other: no formatting machinery
     /// (the per-request keys are a configured prefix and a number).
     pub fn from_parts(parts: &[&str]) -> Key {
-        let mut key = Key { len: 0, inline: [0; Key::INLINE], heap: None };
+        let mut text = crate::pool::Text::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 8);
         for part in parts {
-            key.push_str(part);
+            text.push_str(part);
         }
-        key
+        Key(text)
     }
 
-    /// Appends `s` (on the heap once the stack is full).
+    /// Appends `s`.
     pub fn push_str(&mut self, s: &str) {
-        if let Some(heap) = &mut self.heap {
-            heap.push_str(s);
-            return;
-        }
-        if fmt::Write::write_str(self, s).is_err() {
-            let mut heap = String::with_capacity(self.len + s.len());
-            heap.push_str(self.as_str());
-            heap.push_str(s);
-            self.heap = Some(heap);
-        }
+        self.0.push_str(s);
     }
 
     /// Appends `n` in decimal.
@@ -81,21 +62,7 @@ impl Key {
 
     /// The key.
     pub fn as_str(&self) -> &str {
-        match &self.heap {
-            Some(s) => s,
-            None => self.inline.get(..self.len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or(""),
-        }
-    }
-}
-
-impl fmt::Write for Key {
-    /// Appends on the stack; an error when it does not fit ([`Key::new`]
-    /// then spells the key on the heap).
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        self.inline.get_mut(self.len..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
+        self.0.as_str()
     }
 }
 
@@ -109,12 +76,6 @@ impl std::ops::Deref for Key {
 impl crate::text::Spell for Key {
     fn push_str(&mut self, s: &str) {
         Key::push_str(self, s);
-    }
-}
-
-impl Default for Key {
-    fn default() -> Key {
-        Key::from_parts(&[])
     }
 }
 
@@ -431,16 +392,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_key_is_spelled_on_the_stack_or_the_heap_alike() {
+    fn a_key_is_spelled_alike_however_it_is_made() {
         let short = Key::new(format_args!("rate_limit/{}:{}", "per-client", 42));
         assert_eq!(&*short, "rate_limit/per-client:42");
-        assert!(short.heap.is_none());
-        let name = "n".repeat(Key::INLINE);
+        let mut parts = Key::from_parts(&["rate_limit/", "per-client", ":"]);
+        parts.push_u64(42);
+        assert_eq!(parts, short);
+        let name = "n".repeat(1000);
         let long = Key::new(format_args!("rate_limit/{name}:7"));
         assert_eq!(&*long, format!("rate_limit/{name}:7"));
-        assert!(long.heap.is_some());
-        let exact = "x".repeat(Key::INLINE);
-        assert_eq!(&*Key::new(format_args!("{exact}")), exact);
+        assert_eq!(Key::default().as_str(), "");
     }
 
     /// A store that lets another "worker" write between our read and our write

@@ -9,6 +9,7 @@
 //! does (request headers, a call's answer, response headers, log).
 
 use crate::clock::{Clock, FakeClock};
+use crate::headers::Headers;
 use crate::host::{Call, CallReply, Filter, Flow, Host, HostKind, MetricKind, Refused};
 use crate::store::{CasRule, Entry, MemoryStore, SharedStore, StoreError};
 use std::cell::{Cell, RefCell};
@@ -81,8 +82,8 @@ pub struct RecordingHost {
     /// The shared data: one per proxy, shared by every "worker" made with
     /// [`RecordingHost::worker`].
     pub store: Rc<MemoryStore>,
-    request: RefCell<Vec<(String, String)>>,
-    response: RefCell<Vec<(String, String)>>,
+    request: RefCell<Headers>,
+    response: RefCell<Headers>,
     properties: RefCell<HashMap<String, Vec<u8>>>,
     replies: RefCell<Vec<Reply>>,
     dispatched: RefCell<Vec<Dispatched>>,
@@ -143,8 +144,8 @@ impl RecordingHost {
     /// headers, replies, call counts and `response.*` / `upstream.*`
     /// properties (others, such as `source.address`, stay until changed).
     pub fn begin(&self, headers: &[(&str, &str)]) {
-        *self.request.borrow_mut() = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
-        self.response.borrow_mut().clear();
+        *self.request.borrow_mut() = headers.iter().copied().collect();
+        *self.response.borrow_mut() = Headers::default();
         self.properties.borrow_mut().retain(|k, _| !k.starts_with("response.") && !k.starts_with("upstream."));
         self.replies.borrow_mut().clear();
         self.written.borrow_mut().clear();
@@ -165,7 +166,7 @@ impl RecordingHost {
 
     /// Sets the response headers the filter will see.
     pub fn respond(&self, headers: &[(&str, &str)]) {
-        *self.response.borrow_mut() = headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        *self.response.borrow_mut() = headers.iter().copied().collect();
     }
 
     /// Sets a property (path joined with `.`, e.g. `"response.code"`).
@@ -196,22 +197,22 @@ impl RecordingHost {
 
     /// The current request headers (after the filter's changes).
     pub fn request_headers_now(&self) -> Vec<(String, String)> {
-        self.request.borrow().clone()
+        self.request.borrow().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
     }
 
     /// The request header `name` as the upstream would receive it.
     pub fn upstream_header(&self, name: &str) -> Option<String> {
-        self.request.borrow().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        self.request.borrow().get(name).map(str::to_string)
     }
 
     /// The response headers now (after the filter's additions).
     pub fn response_headers_now(&self) -> Vec<(String, String)> {
-        self.response.borrow().clone()
+        self.response.borrow().iter().map(|(n, v)| (n.to_string(), v.to_string())).collect()
     }
 
     /// The first response header `name` now.
     pub fn response_header_now(&self, name: &str) -> Option<String> {
-        self.response.borrow().iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+        self.response.borrow().get(name).map(str::to_string)
     }
 
     /// The local reply sent during this request, if any.
@@ -300,36 +301,55 @@ impl Host for RecordingHost {
 
     fn request_header(&self, name: &str) -> Option<String> {
         self.bytes();
-        first(&self.request.borrow(), name)
+        self.request.borrow().get(name).map(str::to_string)
+    }
+
+    fn request_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        self.bytes();
+        f(self.request.borrow().get(name));
     }
 
     fn request_headers(&self) -> crate::headers::Headers {
         self.bytes();
-        self.request.borrow().iter().map(|(n, v)| (n.as_str(), v.as_str())).collect()
+        self.request.borrow().clone()
     }
 
     fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        let mut out = None;
+        self.property_with(path, &mut |v| out = v.map(<[u8]>::to_vec));
+        out
+    }
+
+    fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
         self.bytes();
-        self.properties.borrow().get(&path.join(".")).cloned()
+        let mut key = crate::store::Key::default();
+        for (i, segment) in path.iter().enumerate() {
+            if i > 0 {
+                key.push_str(".");
+            }
+            key.push_str(segment);
+        }
+        f(self.properties.borrow().get(key.as_str()).map(Vec::as_slice));
     }
 
     fn set_request_header(&self, name: &str, value: Option<&str>) {
         self.nothing();
-        let mut req = self.request.borrow_mut();
-        req.retain(|(n, _)| n != name);
-        if let Some(v) = value {
-            req.push((name.to_string(), v.to_string()));
-        }
+        self.request.borrow_mut().set(name, value);
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
         self.bytes();
-        first(&self.response.borrow(), name)
+        self.response.borrow().get(name).map(str::to_string)
+    }
+
+    fn response_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
+        self.bytes();
+        f(self.response.borrow().get(name));
     }
 
     fn add_response_header(&self, name: &str, value: &str) {
         self.nothing();
-        self.response.borrow_mut().push((name.to_string(), value.to_string()));
+        self.response.borrow_mut().push(name, value);
     }
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
@@ -531,6 +551,26 @@ impl<F: Filter> Exchange<F> {
             response: if reply.is_some() { Vec::new() } else { self.host.response_headers_now() },
             calls: self.host.calls(),
         }
+    }
+
+    /// [`Exchange::request`] without collecting what became of it: the
+    /// per-request benches and the compute probe (only the filter's work
+    /// and the host's answers are measured).
+    pub fn run(&self, headers: &[(&str, &str)], status: u16) {
+        let (mut stream, flow) = self.start(headers);
+        let mut digits = [0u8; 20];
+        let code = crate::text::decimal(u64::from(status), &mut digits);
+        self.host.set_property_u64("response.code", u64::from(status));
+        if self.host.kind == HostKind::Envoy {
+            self.host.set_property_u64("upstream.request_attempt_count", 1);
+        }
+        if flow == Flow::Continue {
+            self.host.respond(&[(":status", code)]);
+            self.host.enter_callback();
+            self.filter.on_response_headers(&mut stream, &self.host);
+        }
+        self.host.enter_callback();
+        self.filter.on_log(&mut stream, &self.host);
     }
 
     /// One whole request: headers in, the upstream answers `status` with

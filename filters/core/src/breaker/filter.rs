@@ -92,7 +92,7 @@ pub enum Role {
 /// One request's state.
 #[derive(Debug, Default)]
 pub struct BreakerStream {
-    /// On the stack: keys are at most `MAX_KEY_BYTES`, [`Key::INLINE`].
+    /// In a pooled string (no allocation per request).
     key: Key,
     role: Role,
     start: u64,

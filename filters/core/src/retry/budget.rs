@@ -31,8 +31,8 @@
 /// has 10), so a request's read and write allocate nothing.
 pub type Ring = smallvec::SmallVec<[Slice; 16]>;
 
-/// A ring's encoding, inline for up to 16 sub-buckets.
-pub type Encoded = smallvec::SmallVec<[u8; 2 + 16 * 20]>;
+/// A ring's encoding, in a buffer from this thread's pool.
+pub type Encoded = crate::pool::Bytes;
 
 /// The budget's parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -122,7 +122,7 @@ impl Budget {
 
     /// Serialises a ring.
     pub fn encode(&self, ring: &[Slice]) -> Encoded {
-        let mut out = Encoded::new();
+        let mut out = Encoded::with_capacity(2 + ring.len() * 20);
         out.extend_from_slice(&(ring.len() as u16).to_le_bytes());
         for s in ring {
             out.extend_from_slice(&s.epoch.to_le_bytes());
