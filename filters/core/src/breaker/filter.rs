@@ -94,6 +94,8 @@ pub enum Role {
 pub struct BreakerStream {
     /// In a pooled string (no allocation per request).
     key: Key,
+    /// Admitted through a closed breaker whose record had no failure streak.
+    clean: bool,
     role: Role,
     start: u64,
     /// For the span: the role given at admission (kept after `role` is
@@ -236,15 +238,27 @@ impl BreakerFilter {
         self.breakers.update(host, slot, key, f).unwrap_or_else(|e| self.store_failed(host, e))
     }
 
-    /// A closed breaker admits from its record's head (the cached slot's).
-    fn closed_fast<H: Host>(&self, host: &H, key: &str) -> bool {
-        let Some(slot) = self.slots.borrow().get(key).copied() else { return false };
+    /// A closed breaker admits from its record's head (the cached slot's):
+    /// `Some(clean)` then, `clean` when the record had no failure streak.
+    fn closed_fast<H: Host>(&self, host: &H, key: &str) -> Option<bool> {
+        let slot = self.slots.borrow().get(key).copied()?;
         let head = crate::store::read_with(host, &Breakers::slot_key(slot), |current| {
-            current.and_then(|(bytes, _)| self.breakers.decode_head(bytes).map(|(k, st)| (k == key, st)))
-        })
-        .ok()
-        .flatten();
-        head == Some((true, State::Closed))
+            let (k, state, streak) = self.breakers.decode_head_streak(current?.0)?;
+            (k == key && state == State::Closed).then_some(streak == 0)
+        });
+        head.ok().flatten()
+    }
+
+    /// A success that changes nothing: the breaker keeps no window (no
+    /// Traefik expression either) and its record had no failure streak
+    /// when the request was admitted, so the record is neither read nor
+    /// written again (one call that returns bytes saved per request). A
+    /// failure another worker counted in between is then not reset by this
+    /// success: of two answers that crossed, either may be taken as the
+    /// later one.
+    fn changes_nothing(&self, stream: &BreakerStream, probe: bool, failure: bool) -> bool {
+        let cfg = self.breakers.config();
+        stream.clean && !probe && !failure && !cfg.needs_window() && cfg.traefik.is_none()
     }
 
     /// Records the request's outcome, once: at its response headers, or at
@@ -271,6 +285,10 @@ impl BreakerFilter {
         metrics.requests.inc(host);
         if sample.failure {
             metrics.failures.inc(host);
+        }
+        if self.changes_nothing(stream, probe, sample.failure) {
+            metrics.state.set(host, State::Closed.gauge());
+            return;
         }
         let outcome = self.with_record(host, &stream.key, now, |rec| {
             let (changed, t) = self.breakers.complete(rec, now, &sample, probe);
@@ -353,7 +371,8 @@ impl Filter for BreakerFilter {
         let now = host.now_nanos();
         stream.key = resolve_key(&self.breakers.config().key, host);
         stream.start = now;
-        if self.closed_fast(host, &stream.key) {
+        if let Some(clean) = self.closed_fast(host, &stream.key) {
+            stream.clean = clean;
             stream.role = Role::Pass;
             stream.decided = Role::Pass;
             stream.state = Some(State::Closed);

@@ -205,12 +205,32 @@ pub(crate) fn calls_per_request() -> HostCalls {
 #[test]
 fn host_calls_per_request_are_pinned() {
     // Request callback: xds.cluster_name and the record's head (bytes); the
-    // clock. Log callback: :status and the record's read (bytes; a 200 came
-    // from the upstream, so flags and code details are not read); the
-    // clock, the `requests` counter and the `state` gauge. No write: with
-    // consecutive_failures alone there is no window, and a success on a
-    // record with no failure streak changes nothing.
-    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 4, returning_nothing: 4, callbacks_reading: 2 });
+    // clock. Response callback: :status (bytes; a 200 came from the
+    // upstream, so flags and code details are not read); the clock, the
+    // `requests` counter and the `state` gauge. The record is neither read
+    // nor written again: with consecutive_failures alone there is no
+    // window, and a success on a record whose head showed no failure
+    // streak changes nothing.
+    assert_eq!(calls_per_request(), HostCalls { returning_bytes: 3, returning_nothing: 4, callbacks_reading: 2 });
+}
+
+#[test]
+fn a_clean_success_skips_the_record_and_failures_still_open_the_breaker() {
+    let x = breaker(r#"{"consecutive_failures":3}"#);
+    send(&x, 200);
+    // Two failures, a success (which reads the record: it has a streak to
+    // reset), two failures: no three in a row yet.
+    for status in [500, 500, 200, 500, 500] {
+        assert_eq!(send(&x, status).reply, None);
+    }
+    // The third in a row opens it; the next request is refused.
+    send(&x, 500);
+    assert_eq!(send(&x, 200).reply.map(|r| r.status), Some(503));
+    // With a window (a failure ratio), every completion is recorded: the
+    // record is read again at the response.
+    let windowed = breaker(r#"{"failure_ratio":0.5,"min_requests":100}"#);
+    send(&windowed, 200);
+    assert_eq!(send(&windowed, 200).calls.returning_bytes, 4);
 }
 
 #[test]
@@ -284,10 +304,10 @@ fn in_nginx_the_properties_it_lacks_are_never_read() {
     let req = [(":method", "GET"), (":path", "/"), (":authority", "localhost:10000"), ("host", "example.com")];
     x.request(&req, 200, &[]);
     let out = x.request(&req, 200, &[]);
-    // Host and the record's head; :status and the record's read: no xds.*,
-    // no response.flags or response.code_details (nginx logs an error line
-    // for each).
-    assert_eq!(out.calls.returning_bytes, 4, "{out:?}");
+    // Host and the record's head; :status (a clean success reads the record
+    // no more): no xds.*, no response.flags or response.code_details (nginx
+    // logs an error line for each).
+    assert_eq!(out.calls.returning_bytes, 3, "{out:?}");
 }
 
 /// Issue 30, defect 11: in nginx the authority is the client's Host, not

@@ -89,15 +89,23 @@ impl Breakers {
     /// case). `None` also for a record of another window shape (decoded
     /// whole, and rewritten in this shape, by the slow path).
     pub fn decode_head<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State)> {
+        self.decode_head_streak(bytes).map(|(key, state, _)| (key, state))
+    }
+
+    /// [`Breakers::decode_head`] and the record's failure streak (its
+    /// consecutive failures).
+    pub fn decode_head_streak<'a>(&self, bytes: &'a [u8]) -> Option<(&'a str, State, u32)> {
         let mut r = Reader(bytes);
         if !self.read_header(&mut r)? {
             return None;
         }
         let state = State::from_byte(r.u8()?)?;
-        r.take(4 + 4 + 8 + 4 + 4 + 8)?;
+        r.take(4)?;
+        let consecutive = r.u32()?;
+        r.take(8 + 4 + 4 + 8)?;
         let key_len = usize::from(r.u16()?);
         let key = std::str::from_utf8(r.take(key_len)?).ok()?;
-        Some((key, state))
+        Some((key, state, consecutive))
     }
 }
 
