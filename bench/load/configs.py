@@ -216,13 +216,18 @@ def rls_cluster(port, host="127.0.0.1"):
             "load_assignment": {"cluster_name": "ratelimit", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": sa(port, host)}}]}]}}
 
 
+# How the sticky and bundle rows route: a retry policy with the
+# previous-hosts predicate (with override_host_cluster).
+RETRY_ROUTE = {"retry_policy": {"retry_on": "connect-failure,reset", "num_retries": 2,
+                                "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
+                                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
+                                "host_selection_retry_max_attempts": 5}}
+
+
 def configs(addrs, rls_port=None):
     a = list(addrs.values())
     f = filter_configs(addrs)
-    retry_route = {"retry_policy": {"retry_on": "connect-failure,reset", "num_retries": 2,
-                                    "retry_host_predicate": [{"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"}}],
-                                    "host_selection_retry_max_attempts": 5}}
+    retry_route = RETRY_ROUTE
     local_rl = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "stat_prefix": "lrl",
@@ -298,7 +303,11 @@ def probe_configs(addrs, repeat):
     return {f"probe-{name}-x{n}": bootstrap([wasm("probe", "compute_probe", {"filter": name, "repeat": n, "config": cfg})],
                                             [cluster(a)], route())
             for name, cfg in inner.items() for n in (0, repeat)} | {
-        "probe-lean-breaker": bootstrap([wasm("probe", "compute_probe", {"filter": "lean", "repeat": 0})], [cluster(a)], route())}
+        "probe-lean-breaker": bootstrap([wasm("probe", "compute_probe", {"filter": "lean", "repeat": 0})], [cluster(a)], route()),
+        # The bundle's host calls (its sample configuration's, in order) with
+        # none of its work, routed as the bundle row is.
+        "probe-bundle-calls": bootstrap([wasm("probe", "compute_probe", {"filter": "bundle-calls", "repeat": 0})],
+                                        [override_host_cluster(a)], route(**RETRY_ROUTE))}
 
 
 NATIVE_OF = {"bundle-of-four": "native-chain-of-four", "chain-of-four": "native-chain-of-four",

@@ -43,6 +43,79 @@ pub struct Probe {
     /// the clock, `xds.cluster_name` and a shared record on the request;
     /// `:status`, the record and its compare-and-swap on the response.
     lean: bool,
+    /// Make exactly the host calls the bundle makes with its sample
+    /// configuration (`"filter": "bundle-calls"`, the sequence the recording
+    /// host counts, `bench/README.md`), with none of its work: paired with
+    /// the bundle itself, the difference is the core's own work in a real
+    /// request; paired with `noop`, the calls' cost.
+    calls: Option<Replay>,
+}
+
+/// The metric ids the replay updates.
+struct Replay {
+    counter: u32,
+    gauge: u32,
+}
+
+/// The shared-data keys of the replay and their values' sizes (as the
+/// bundle's: a rate-limit slot, a breaker record, a backend's health, the
+/// retry budget).
+const REPLAY_KEYS: [(&str, usize); 4] =
+    [("replay/rl", 16), ("replay/cb", 48), ("replay/health", 24), ("replay/budget", 202)];
+
+impl Replay {
+    fn define<H: Host>(host: &H) -> Option<Replay> {
+        for (key, size) in REPLAY_KEYS {
+            let _ = host.set(key, &vec![1u8; size], None);
+        }
+        Some(Replay {
+            counter: host.define_metric(filters_core::host::MetricKind::Counter, "probe.replay")?,
+            gauge: host.define_metric(filters_core::host::MetricKind::Gauge, "probe.replay_state")?,
+        })
+    }
+
+    /// A read and its compare-and-swap write of the same value.
+    fn update<H: Host>(host: &H, key: &str) {
+        if let Ok(Some(e)) = host.get(key) {
+            let _ = host.set(key, &e.value, Some(e.cas));
+        }
+    }
+
+    fn request<H: Host>(&self, host: &H) {
+        let _ = host.property(&["source", "address"]);
+        let _ = host.now_nanos();
+        Self::update(host, "replay/rl");
+        host.increment_metric(self.counter, 1);
+        let _ = host.property(&["xds", "cluster_name"]);
+        let _ = host.get("replay/cb");
+        let _ = host.request_headers();
+        let _ = host.get("replay/health");
+        host.increment_metric(self.counter, 1);
+        host.set_request_header("x-sticky-upstream", Some("127.0.0.1:8081"));
+        host.increment_metric(self.counter, 1);
+        Self::update(host, "replay/budget");
+        host.set_request_header("x-envoy-retry-on", Some("5xx,reset,connect-failure"));
+        host.set_request_header("x-envoy-max-retries", Some("3"));
+    }
+
+    fn response<H: Host>(&self, host: &H) {
+        for (name, value) in [
+            ("ratelimit-policy", "\"per-client\";q=100;w=1"),
+            ("ratelimit", "\"per-client\";r=49;t=1"),
+            ("x-ratelimit-limit", "100"),
+            ("x-ratelimit-remaining", "49"),
+            ("x-ratelimit-reset", "1"),
+        ] {
+            host.add_response_header(name, value);
+        }
+        let _ = host.now_nanos();
+        let _ = host.response_header(":status");
+        host.increment_metric(self.counter, 1);
+        host.record_metric(self.gauge, 0);
+        host.add_response_header("set-cookie", "sticky=v1.a.p5ej_tysDoAC5H86PbiWUw; Path=/; Max-Age=3600; HttpOnly");
+        host.add_response_header("x-sticky-backend", "a");
+        let _ = host.property(&["upstream", "request_attempt_count"]);
+    }
 }
 
 impl Filter for Probe {
@@ -59,6 +132,7 @@ impl Filter for Probe {
         let repeat = v.get("repeat").and_then(|r| r.as_u64()).unwrap_or(0) as u32;
         let name = v.get("filter").and_then(|f| f.as_str()).unwrap_or("noop");
         let lean = name == "lean";
+        let calls = if name == "bundle-calls" { Replay::define(host) } else { None };
         if lean {
             let _ = host.set("lean/0", &[0u8; 40], None);
         }
@@ -70,7 +144,7 @@ impl Filter for Probe {
             "bundle" => exchange::<filters_core::bundle::BundleFilter>(&inner)?,
             _ => exchange::<NoopFilter>("{}")?,
         };
-        Ok(Probe { exchange, repeat, lean })
+        Ok(Probe { exchange, repeat, lean, calls })
     }
 
     fn on_request_headers<H: Host>(&self, _stream: &mut (), host: &H) -> Flow {
@@ -82,10 +156,16 @@ impl Filter for Probe {
             let _ = host.property(&["xds", "cluster_name"]);
             let _ = host.get("lean/0");
         }
+        if let Some(calls) = &self.calls {
+            calls.request(host);
+        }
         Flow::Continue
     }
 
     fn on_response_headers<H: Host>(&self, _stream: &mut (), host: &H) {
+        if let Some(calls) = &self.calls {
+            calls.response(host);
+        }
         if self.lean {
             let _ = host.response_header(":status");
             if let Ok(Some(e)) = host.get("lean/0") {
