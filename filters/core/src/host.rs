@@ -240,7 +240,7 @@ pub fn with_response_header<H: Host + ?Sized, R>(
     out
 }
 
-/// A property as text spelled on the stack ([`crate::store::Key`]: no
+/// A property as text in a pooled string ([`crate::store::Key`]: no
 /// allocation for an address or a cluster name), decoded lossily when it is
 /// not UTF-8.
 pub fn property_key<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<crate::store::Key> {

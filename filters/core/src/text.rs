@@ -19,7 +19,7 @@ pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     buf.get(at..).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
 }
 
-/// Text that can be appended to: a `String`, or a key on the stack
+/// Text that can be appended to: a `String`, or a pooled key
 /// ([`crate::store::Key`]).
 pub trait Spell {
     /// Appends `s`.

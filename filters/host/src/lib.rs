@@ -354,7 +354,7 @@ impl Host for ProxyHost {
 }
 
 /// The ABI's spelling of a property path: its segments joined by NUL
-/// bytes, on the stack.
+/// bytes, in a pooled string ([`filters_core::store::Key`]).
 fn abi_path(path: &[&str]) -> filters_core::store::Key {
     let mut key = filters_core::store::Key::default();
     for (i, segment) in path.iter().enumerate() {

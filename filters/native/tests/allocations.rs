@@ -40,7 +40,7 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 /// (envoy/*.yaml): none, on the common paths (an admitted request, a closed
 /// breaker, retry headers written, a session placed by its key and one
 /// pinned by its cookie). Buffers come from per-thread pools (`pool`), keys
-/// and numbers are spelled on the stack, what the host holds is lent. To
+/// in pooled strings and numbers on the stack, what the host holds is lent. To
 /// see where one is made, capture a backtrace in the allocator while
 /// `fake_envoy::in_module()`.
 #[test]

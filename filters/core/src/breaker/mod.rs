@@ -136,8 +136,8 @@ pub struct Transition {
 /// One breaker's whole state: the shared-data record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// The key it belongs to (on the stack: keys are at most
-    /// [`filter::MAX_KEY_BYTES`]).
+    /// The key it belongs to (at most `MAX_KEY_BYTES`, 128), in a
+    /// pooled string.
     pub key: crate::store::Key,
     /// Current state.
     pub state: State,

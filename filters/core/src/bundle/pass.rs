@@ -17,9 +17,9 @@ use crate::store::{Entry, Key, SharedStore, StoreError};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
 
-/// What a pass remembers of one kind: a few entries, their keys spelled on
-/// the stack (a bundle reads a handful of properties and headers per
-/// callback: nothing here allocates until a fifth).
+/// What a pass remembers of one kind: a few entries kept inline, their keys
+/// in pooled strings (a bundle reads a handful of properties and headers
+/// per callback: nothing here allocates until a fifth).
 type Memo<V> = RefCell<SmallVec<[(Key, V); 4]>>;
 
 /// A host seen through one callback of a bundle.
@@ -103,7 +103,7 @@ fn is_path(key: &str, path: &[&str]) -> bool {
     key.split('.').eq(path.iter().copied())
 }
 
-/// A property path, dotted, spelled on the stack.
+/// A property path, dotted, in a pooled string.
 fn dotted(path: &[&str]) -> Key {
     let mut key = Key::from_parts(&[]);
     for (i, segment) in path.iter().enumerate() {

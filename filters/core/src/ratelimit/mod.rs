@@ -368,7 +368,7 @@ impl RateLimiter {
         decision
     }
 
-    /// The client's key, spelled on the stack once per request.
+    /// The client's key, spelled once per request in a pooled string.
     fn client_ip<'c>(
         &self,
         req: &RequestView,
@@ -445,7 +445,7 @@ impl RateLimiter {
     }
 
     /// Adds the rate-limit headers of a local decision's `outcomes` to the
-    /// response, each value spelled on the stack (no allocation with the
+    /// response, each value spelled in a pooled string (no allocation with the
     /// usual one or two limits).
     pub fn add_headers<H: crate::host::Host + ?Sized>(&self, outcomes: &[LimitOutcome], host: &H) {
         emit_quota_headers(self.config.headers, &self.quota_refs(outcomes), &mut |name, value| {
@@ -523,8 +523,8 @@ pub fn quota_headers<N: AsRef<str>>(style: HeaderStyle, items: &[QuotaItem<N>]) 
 }
 
 /// Hands each rate-limit header for some limits' states, in `style`, to
-/// `emit`: every value spelled in a buffer on the stack ([`crate::store::Key`],
-/// which goes to the heap only past its 112 bytes: many limits at once).
+/// `emit`: every value spelled in a pooled string ([`crate::store::Key`]:
+/// no allocation once this thread's pool holds strings).
 pub fn emit_quota_headers<N: AsRef<str>>(
     style: HeaderStyle,
     items: &[QuotaItem<N>],
@@ -566,7 +566,7 @@ pub fn emit_quota_headers<N: AsRef<str>>(
     }
 }
 
-/// A slot's shared-data key, spelled on the stack (one per request).
+/// A slot's shared-data key, spelled in a pooled string (one per request).
 fn slot_key(limit: &Limit, slot: u64) -> crate::store::Key {
     let mut key = crate::store::Key::from_parts(&[SHARED_NAMESPACE, "/", &limit.name, ":"]);
     key.push_u64(slot);
