@@ -227,7 +227,6 @@ RETRY_ROUTE = {"retry_policy": {"retry_on": "connect-failure,reset", "num_retrie
 def configs(addrs, rls_port=None):
     a = list(addrs.values())
     f = filter_configs(addrs)
-    retry_route = RETRY_ROUTE
     local_rl = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "stat_prefix": "lrl",
@@ -239,7 +238,7 @@ def configs(addrs, rls_port=None):
         # Routing as the sticky and bundle rows route (override_host with its
         # fallback, a retry policy with the previous-hosts predicate), with
         # no filter: what those rows add over router-only without any policy.
-        "router-override-host": bootstrap([], [override_host_cluster(a)], route(**retry_route)),
+        "router-override-host": bootstrap([], [override_host_cluster(a)], route(**RETRY_ROUTE)),
         "noop-wasm": bootstrap([wasm("noop", "noop_filter", {})], [cluster(a)], route()),
         "native-local-ratelimit": bootstrap([local_rl], [cluster(a)], route()),
         "native-ring-hash-cookie": bootstrap([], [cluster(a, lb_policy="RING_HASH")],
@@ -249,15 +248,15 @@ def configs(addrs, rls_port=None):
         "rate-limit": bootstrap([wasm("rate_limit", "rate_limit", f["rate_limit"])], [cluster(a)], route()),
         "circuit-breaker": bootstrap([wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
         "retry": bootstrap([wasm("retry", "retry", f["retry"])], [cluster(a)], route()),
-        "sticky-session": bootstrap([wasm("sticky", "sticky_session", f["sticky"])], [override_host_cluster(a)], route(**retry_route)),
+        "sticky-session": bootstrap([wasm("sticky", "sticky_session", f["sticky"])], [override_host_cluster(a)], route(**RETRY_ROUTE)),
         "bundle-of-four": bootstrap([wasm("bundle", "bundle", bundle_config(addrs))],
-                                    [override_host_cluster(a)], route(**retry_route)),
+                                    [override_host_cluster(a)], route(**RETRY_ROUTE)),
         # The breaker on consecutive failures alone (no window, no expression).
         "circuit-breaker-consecutive": bootstrap([wasm("circuit_breaker", "circuit_breaker",
                                                        {"key": "cluster", "consecutive_failures": 5})], [cluster(a)], route()),
         "bundle-of-four-consecutive-breaker": bootstrap(
             [wasm("bundle", "bundle", bundle_config(addrs, circuit_breaker={"key": "cluster", "consecutive_failures": 5}))],
-            [override_host_cluster(a)], route(**retry_route)),
+            [override_host_cluster(a)], route(**RETRY_ROUTE)),
         # Envoy's native equivalents of the four, together on one route.
         "native-chain-of-four": bootstrap([local_rl], [cluster(a, lb_policy="RING_HASH", outlier_detection={"consecutive_5xx": 5})],
                                           route(hash_policy=[{"cookie": {"name": "sticky", "ttl": "3600s"}}],
@@ -266,16 +265,16 @@ def configs(addrs, rls_port=None):
                                     wasm("circuit_breaker", "circuit_breaker", f["circuit_breaker"]),
                                     wasm("retry", "retry", f["retry"]),
                                     wasm("sticky", "sticky_session", f["sticky"])],
-                                   [override_host_cluster(a)], route(**retry_route)),
+                                   [override_host_cluster(a)], route(**RETRY_ROUTE)),
         # The same policies and configurations as the rows above, with the
         # native build (a dynamic module) in place of each Wasm module.
         "dm-rate-limit": bootstrap([dynamic_module("rate_limit", f["rate_limit"])], [cluster(a)], route()),
         "dm-circuit-breaker": bootstrap([dynamic_module("circuit_breaker", f["circuit_breaker"])], [cluster(a)], route()),
         "dm-retry": bootstrap([dynamic_module("retry", f["retry"])], [cluster(a)], route()),
         "dm-sticky-session": bootstrap([dynamic_module("sticky_session", f["sticky"])], [override_host_cluster(a)],
-                                       route(**retry_route)),
+                                       route(**RETRY_ROUTE)),
         "dm-bundle-of-four": bootstrap([dynamic_module("bundle", bundle_config(addrs))],
-                                       [override_host_cluster(a)], route(**retry_route)),
+                                       [override_host_cluster(a)], route(**RETRY_ROUTE)),
         **({"rate-limit-global": bootstrap([wasm("rate_limit", "rate_limit", global_limit_config(rls_port))],
                                            [cluster(a), rls_cluster(rls_port)], route()),
             # Envoy's own rate limit filter asking the same service with the same descriptor.

@@ -218,15 +218,33 @@ pub fn property_text<H: Host + ?Sized>(host: &H, path: &[&str]) -> Option<String
     host.property(path).map(lossy_text)
 }
 
+/// `f` of what `call` lends (the adapter between a `*_with` method of
+/// [`Host`], which takes a `&mut dyn FnMut`, and a closure with a result).
+fn lent<T: ?Sized, R>(
+    call: impl FnOnce(&mut dyn FnMut(Option<&T>)),
+    f: impl FnOnce(Option<&T>) -> Option<R>,
+) -> Option<R> {
+    let (mut f, mut out) = (Some(f), None);
+    call(&mut |v| out = f.take().and_then(|f| f(v)));
+    out
+}
+
 /// `f` of a property's bytes, lent ([`Host::property_with`]).
 pub fn with_property<H: Host + ?Sized, R>(
     host: &H,
     path: &[&str],
     f: impl FnOnce(Option<&[u8]>) -> Option<R>,
 ) -> Option<R> {
-    let (mut f, mut out) = (Some(f), None);
-    host.property_with(path, &mut |v| out = f.take().and_then(|f| f(v)));
-    out
+    lent(|g| host.property_with(path, g), f)
+}
+
+/// `f` of a request header's value, lent ([`Host::request_header_with`]).
+pub fn with_request_header<H: Host + ?Sized, R>(
+    host: &H,
+    name: &str,
+    f: impl FnOnce(Option<&str>) -> Option<R>,
+) -> Option<R> {
+    lent(|g| host.request_header_with(name, g), f)
 }
 
 /// `f` of a response header's value, lent ([`Host::response_header_with`]).
@@ -235,9 +253,7 @@ pub fn with_response_header<H: Host + ?Sized, R>(
     name: &str,
     f: impl FnOnce(Option<&str>) -> Option<R>,
 ) -> Option<R> {
-    let (mut f, mut out) = (Some(f), None);
-    host.response_header_with(name, &mut |v| out = f.take().and_then(|f| f(v)));
-    out
+    lent(|g| host.response_header_with(name, g), f)
 }
 
 /// A property as text in a pooled string ([`crate::store::Key`]: no

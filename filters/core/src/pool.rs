@@ -56,8 +56,8 @@ macro_rules! pooled {
 
         impl Clone for $name {
             fn clone(&self) -> Self {
-                let mut copy = $name::with_capacity($size(&self.0));
-                copy.0.extend(self.0.iter().cloned());
+                let mut copy = $name::with_capacity(self.0.len());
+                copy.0.clone_from(&self.0);
                 copy
             }
         }
@@ -89,6 +89,10 @@ fn spans_len(v: &Vec<(u32, u32, u32)>) -> usize {
     v.capacity() * std::mem::size_of::<(u32, u32, u32)>()
 }
 
+fn text_len(s: &String) -> usize {
+    s.capacity()
+}
+
 pooled!(
     /// Bytes from this thread's pool.
     Bytes,
@@ -111,57 +115,13 @@ impl AsRef<[u8]> for Bytes {
     }
 }
 
-/// Text from this thread's pool.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Text(String);
-
-impl Text {
-    /// An empty string from this thread's pool, with room for `capacity`.
-    pub fn with_capacity(capacity: usize) -> Self {
-        let reused = TEXT.try_with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop())).ok().flatten();
-        let mut inner = reused.unwrap_or_default();
-        inner.clear();
-        inner.reserve(capacity);
-        Text(inner)
-    }
-}
-
-impl std::ops::Deref for Text {
-    type Target = String;
-    fn deref(&self) -> &String {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Text {
-    fn deref_mut(&mut self) -> &mut String {
-        &mut self.0
-    }
-}
-
-impl Clone for Text {
-    fn clone(&self) -> Self {
-        let mut copy = Text::with_capacity(self.0.len());
-        copy.0.push_str(&self.0);
-        copy
-    }
-}
-
-impl Drop for Text {
-    fn drop(&mut self) {
-        if self.0.capacity() == 0 || self.0.capacity() > LARGEST_KEPT {
-            return;
-        }
-        let text = std::mem::take(&mut self.0);
-        let _ = TEXT.try_with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < KEPT {
-                    p.push(text);
-                }
-            }
-        });
-    }
-}
+pooled!(
+    /// Text from this thread's pool.
+    Text,
+    String,
+    TEXT,
+    text_len
+);
 
 #[cfg(test)]
 mod tests {

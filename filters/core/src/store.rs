@@ -31,13 +31,6 @@ use std::fmt;
 pub struct Key(crate::pool::Text);
 
 impl Key {
-    /// The key `args` spell.
-    pub fn new(args: fmt::Arguments<'_>) -> Key {
-        let mut key = Key::default();
-        let _ = fmt::write(&mut *key.0, args);
-        key
-    }
-
     /// The key `parts` spell, one after the other: no formatting machinery
     /// (the per-request keys are a configured prefix and a number).
     pub fn from_parts(parts: &[&str]) -> Key {
@@ -46,6 +39,18 @@ impl Key {
             text.push_str(part);
         }
         Key(text)
+    }
+
+    /// `parts` joined by `separator` (a property path: `source.address`).
+    pub fn joined(parts: &[&str], separator: &str) -> Key {
+        let mut key = Key::from_parts(&[]);
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                key.push_str(separator);
+            }
+            key.push_str(part);
+        }
+        key
     }
 
     /// Appends `s`.
@@ -393,14 +398,16 @@ mod tests {
 
     #[test]
     fn a_key_is_spelled_alike_however_it_is_made() {
-        let short = Key::new(format_args!("rate_limit/{}:{}", "per-client", 42));
-        assert_eq!(&*short, "rate_limit/per-client:42");
         let mut parts = Key::from_parts(&["rate_limit/", "per-client", ":"]);
         parts.push_u64(42);
-        assert_eq!(parts, short);
+        assert_eq!(&*parts, format!("rate_limit/{}:{}", "per-client", 42));
         let name = "n".repeat(1000);
-        let long = Key::new(format_args!("rate_limit/{name}:7"));
+        let mut long = Key::from_parts(&["rate_limit/", &name, ":"]);
+        long.push_u64(7);
         assert_eq!(&*long, format!("rate_limit/{name}:7"));
+        assert_eq!(Key::joined(&["source", "address"], "."), "source.address");
+        assert_eq!(Key::joined(&["ngx", "pid"], "\0").as_bytes(), b"ngx\0pid");
+        assert_eq!(Key::joined(&[], ".").as_str(), "");
         assert_eq!(Key::default().as_str(), "");
     }
 

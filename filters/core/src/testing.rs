@@ -322,13 +322,7 @@ impl Host for RecordingHost {
 
     fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
         self.bytes();
-        let mut key = crate::store::Key::default();
-        for (i, segment) in path.iter().enumerate() {
-            if i > 0 {
-                key.push_str(".");
-            }
-            key.push_str(segment);
-        }
+        let key = crate::store::Key::joined(path, ".");
         f(self.properties.borrow().get(key.as_str()).map(Vec::as_slice));
     }
 
@@ -560,10 +554,7 @@ impl<F: Filter> Exchange<F> {
         let (mut stream, flow) = self.start(headers);
         let mut digits = [0u8; 20];
         let code = crate::text::decimal(u64::from(status), &mut digits);
-        self.host.set_property_u64("response.code", u64::from(status));
-        if self.host.kind == HostKind::Envoy {
-            self.host.set_property_u64("upstream.request_attempt_count", 1);
-        }
+        self.upstream_answered(status);
         if flow == Flow::Continue {
             self.host.respond(&[(":status", code)]);
             self.host.enter_callback();
@@ -580,12 +571,17 @@ impl<F: Filter> Exchange<F> {
         let code = status.to_string();
         let mut resp = vec![(":status", code.as_str())];
         resp.extend_from_slice(extra);
+        self.upstream_answered(status);
+        self.finish(&mut stream, flow, Some(&resp))
+    }
+
+    /// The properties of an upstream's answer with `status`: its code and,
+    /// in Envoy, the attempt count (one, unless a test says otherwise).
+    fn upstream_answered(&self, status: u16) {
         self.host.set_property_u64("response.code", u64::from(status));
         if self.host.kind == HostKind::Envoy {
-            // Envoy reports its attempts: one, unless a test says otherwise.
             self.host.set_property_u64("upstream.request_attempt_count", 1);
         }
-        self.finish(&mut stream, flow, Some(&resp))
     }
 
     /// A plain `GET path` from `peer` answered 200.

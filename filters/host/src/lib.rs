@@ -356,14 +356,7 @@ impl Host for ProxyHost {
 /// The ABI's spelling of a property path: its segments joined by NUL
 /// bytes, in a pooled string ([`filters_core::store::Key`]).
 fn abi_path(path: &[&str]) -> filters_core::store::Key {
-    let mut key = filters_core::store::Key::default();
-    for (i, segment) in path.iter().enumerate() {
-        if i > 0 {
-            key.push_str("\0");
-        }
-        key.push_str(segment);
-    }
-    key
+    filters_core::store::Key::joined(path, "\0")
 }
 
 /// A multiplicative hash for context ids (sequential integers): cheap, and

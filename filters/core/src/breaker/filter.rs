@@ -134,8 +134,8 @@ pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> Key {
             .filter(|a| !a.is_empty())
             .map_or_else(|| Key::from("default"), |a| Key::from(cut(&a)))
     };
-    // nginx has no xds.* properties: not even asked there. Spelled on the
-    // stack, lent by the host (nothing allocated for a cluster's name).
+    // nginx has no xds.* properties: not even asked there. Lent by the host
+    // into a pooled string (nothing allocated for a cluster's name).
     let property = |name: &str| {
         if host.kind() != HostKind::Envoy {
             return None;
@@ -149,11 +149,8 @@ pub fn resolve_key<H: Host + ?Sized>(kind: &KeyKind, host: &H) -> Key {
         KeyKind::Cluster => property("cluster_name").unwrap_or_else(authority),
         KeyKind::Route => property("route_name").unwrap_or_else(authority),
         KeyKind::Authority => authority(),
-        KeyKind::Header(name) => {
-            let mut key = None;
-            host.request_header_with(name, &mut |v| key = v.map(|v| Key::from(cut(v))));
-            key.unwrap_or_else(|| Key::from("-"))
-        }
+        KeyKind::Header(name) => crate::host::with_request_header(host, name, |v| v.map(|v| Key::from(cut(v))))
+            .unwrap_or_else(|| Key::from("-")),
         KeyKind::Fixed(name) => Key::from(cut(name)),
     }
 }

@@ -12,7 +12,10 @@
 
 use crate::clock::Clock;
 use crate::headers::Headers;
-use crate::host::{Call, CallReply, DefinedMetric, Host, HostKind, MetricKind};
+use crate::host::{
+    with_property, with_request_header, with_response_header, Call, CallReply, DefinedMetric, Host, HostKind,
+    MetricKind,
+};
 use crate::store::{Entry, Key, SharedStore, StoreError};
 use smallvec::SmallVec;
 use std::cell::{Cell, RefCell};
@@ -105,14 +108,7 @@ fn is_path(key: &str, path: &[&str]) -> bool {
 
 /// A property path, dotted, in a pooled string.
 fn dotted(path: &[&str]) -> Key {
-    let mut key = Key::from_parts(&[]);
-    for (i, segment) in path.iter().enumerate() {
-        if i > 0 {
-            key.push_str(".");
-        }
-        key.push_str(segment);
-    }
-    key
+    Key::joined(path, ".")
 }
 
 impl<H: Host> Clock for Pass<'_, H> {
@@ -162,11 +158,7 @@ impl<H: Host> Host for Pass<'_, H> {
             let all = self.all_headers.borrow();
             return f(all.as_ref().and_then(|all| all.get(name)));
         }
-        let read = || {
-            let mut kept = None;
-            self.host.request_header_with(name, &mut |v| kept = v.map(|v| Key::from_parts(&[v])));
-            kept
-        };
+        let read = || with_request_header(self.host, name, |v| v.map(Key::from));
         lend(&self.headers, |k| k == name, || Key::from_parts(&[name]), read, |v| f(v.as_deref()));
     }
 
@@ -181,11 +173,7 @@ impl<H: Host> Host for Pass<'_, H> {
     }
 
     fn property_with(&self, path: &[&str], f: &mut dyn FnMut(Option<&[u8]>)) {
-        let read = || {
-            let mut kept = None;
-            self.host.property_with(path, &mut |v| kept = v.map(SmallVec::from_slice));
-            kept
-        };
+        let read = || with_property(self.host, path, |v| v.map(SmallVec::from_slice));
         lend(&self.properties, |k| is_path(k, path), || dotted(path), read, |v| f(v.as_deref()));
     }
 
@@ -225,11 +213,7 @@ impl<H: Host> Host for Pass<'_, H> {
     }
 
     fn response_header_with(&self, name: &str, f: &mut dyn FnMut(Option<&str>)) {
-        let read = || {
-            let mut kept = None;
-            self.host.response_header_with(name, &mut |v| kept = v.map(|v| Key::from_parts(&[v])));
-            kept
-        };
+        let read = || with_response_header(self.host, name, |v| v.map(Key::from));
         lend(&self.response, |k| k == name, || Key::from_parts(&[name]), read, |v| f(v.as_deref()));
     }
 
