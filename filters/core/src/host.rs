@@ -152,6 +152,11 @@ pub trait Host: Clock + SharedStore {
     }
     /// Adds a response header.
     fn add_response_header(&self, name: &str, value: &str);
+
+    /// Lends the chunk of the response body the proxy just delivered
+    /// (`size` bytes, as the body callback said) to `f`, in one or more
+    /// pieces, in order; nothing when the host has none.
+    fn response_body_with(&self, size: usize, f: &mut dyn FnMut(&[u8]));
     /// Answers the request locally; `false` when the host refused.
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool;
     /// Dispatches `call`; its token, or the host's refusal as text.
@@ -347,6 +352,10 @@ pub trait Filter: Sized + 'static {
 
     /// The response headers arrived (from upstream or a local reply).
     fn on_response_headers<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}
+
+    /// A chunk of the response body went by (`size` bytes; `end`: the
+    /// last). The body is never held: the chunk goes on when this returns.
+    fn on_response_body<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _size: usize, _end: bool) {}
 
     /// The request completed (or was abandoned): the access-log phase.
     fn on_log<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}

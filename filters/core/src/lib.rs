@@ -44,3 +44,4 @@ pub mod store;
 pub mod testing;
 pub mod text;
 pub mod upstream;
+pub mod usage;

@@ -213,6 +213,12 @@ impl<F: Filter> Filter for Observed<F> {
         self.write_attributes(stream, host);
     }
 
+    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) {
+        if let Some(filter) = &self.filter {
+            filter.on_response_body(&mut stream.inner, host, size, end);
+        }
+    }
+
     fn on_log<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
         if let Some(filter) = &self.filter {
             filter.on_log(&mut stream.inner, host);

@@ -84,6 +84,7 @@ pub struct RecordingHost {
     pub store: Rc<MemoryStore>,
     request: RefCell<Headers>,
     response: RefCell<Headers>,
+    body: RefCell<Vec<u8>>,
     properties: RefCell<HashMap<String, Vec<u8>>>,
     replies: RefCell<Vec<Reply>>,
     dispatched: RefCell<Vec<Dispatched>>,
@@ -114,6 +115,7 @@ impl RecordingHost {
             store: Rc::new(MemoryStore::new(rule)),
             request: RefCell::default(),
             response: RefCell::default(),
+            body: RefCell::default(),
             properties: RefCell::default(),
             replies: RefCell::default(),
             dispatched: RefCell::default(),
@@ -167,6 +169,11 @@ impl RecordingHost {
     /// Sets the response headers the filter will see.
     pub fn respond(&self, headers: &[(&str, &str)]) {
         *self.response.borrow_mut() = headers.iter().copied().collect();
+    }
+
+    /// Sets the response body chunk the next body callback lends.
+    pub fn body_chunk(&self, chunk: &[u8]) {
+        *self.body.borrow_mut() = chunk.to_vec();
     }
 
     /// Sets a property (path joined with `.`, e.g. `"response.code"`).
@@ -344,6 +351,12 @@ impl Host for RecordingHost {
     fn add_response_header(&self, name: &str, value: &str) {
         self.nothing();
         self.response.borrow_mut().push(name, value);
+    }
+
+    fn response_body_with(&self, size: usize, f: &mut dyn FnMut(&[u8])) {
+        self.bytes();
+        let body = self.body.borrow();
+        f(body.get(..size.min(body.len())).unwrap_or_default());
     }
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
@@ -543,6 +556,36 @@ impl<F: Filter> Exchange<F> {
             reply: reply.clone(),
             upstream: self.host.request_headers_now(),
             response: if reply.is_some() { Vec::new() } else { self.host.response_headers_now() },
+            calls: self.host.calls(),
+        }
+    }
+
+    /// The response body, `chunks` one callback each, the last one ending
+    /// it when `end`.
+    pub fn body(&self, stream: &mut F::Stream, chunks: &[&[u8]], end: bool) {
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.host.body_chunk(chunk);
+            self.host.enter_callback();
+            self.filter.on_response_body(stream, &self.host, chunk.len(), end && i + 1 == chunks.len());
+        }
+    }
+
+    /// The response's headers (`response`) then its body, then the log; the
+    /// stream must have passed the request (`Continue`). `end`: the body
+    /// ended (else the client went away mid-body).
+    pub fn answer(&self, stream: &mut F::Stream, response: &[(&str, &str)], chunks: &[&[u8]], end: bool) -> Outcome {
+        self.host.respond(response);
+        self.host.enter_callback();
+        self.filter.on_response_headers(stream, &self.host);
+        let response = self.host.response_headers_now();
+        self.body(stream, chunks, end);
+        self.host.enter_callback();
+        self.filter.on_log(stream, &self.host);
+        Outcome {
+            flow: Flow::Continue,
+            reply: None,
+            upstream: self.host.request_headers_now(),
+            response,
             calls: self.host.calls(),
         }
     }

@@ -48,6 +48,8 @@ pub enum Map {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Buffer {
+    /// The chunk of the response body being delivered.
+    HttpResponseBody = 1,
     /// The body of a dispatched HTTP call's answer.
     CallResponseBody = 4,
     /// The message of a gRPC call's answer.

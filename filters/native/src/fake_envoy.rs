@@ -30,6 +30,8 @@ struct State {
     errors: Vec<String>,
     metrics: u64,
     callouts: u64,
+    /// The response body chunk being delivered, in slices.
+    body: Vec<Vec<u8>>,
 }
 
 thread_local! {
@@ -184,6 +186,34 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
             }
             answer(values.get(index).copied(), result)
         }
+    })
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks_size(_filter: EnvoyPtr, body: u32) -> usize {
+    let _fake = count("get_body_chunks_size");
+    if body != 2 {
+        return 0;
+    }
+    STATE.with(|s| s.borrow().body.len())
+}
+
+#[no_mangle]
+unsafe extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks(
+    _filter: EnvoyPtr,
+    body: u32,
+    result: *mut EnvoyBuffer,
+) -> bool {
+    let _fake = count("get_body_chunks");
+    if body != 2 {
+        return false;
+    }
+    STATE.with(|s| {
+        for (i, slice) in s.borrow().body.iter().enumerate() {
+            // SAFETY: the module sized `result` by get_body_chunks_size.
+            unsafe { *result.add(i) = view(slice) };
+        }
+        true
     })
 }
 
@@ -453,6 +483,23 @@ pub struct Upstream<'a> {
     pub address: &'a str,
 }
 
+/// What an upstream's answer carries beyond its status.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// Response headers after `:status`.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Body chunks, one body hook each.
+    pub body: &'a [&'a [u8]],
+    /// The last chunk ends the stream (else the client goes away mid-body).
+    pub ends: bool,
+}
+
+impl Default for Answer<'_> {
+    fn default() -> Self {
+        Answer { headers: &[], body: &[], ends: true }
+    }
+}
+
 /// The fake Envoy of this thread.
 #[derive(Debug, Default)]
 pub struct FakeEnvoy;
@@ -500,6 +547,18 @@ impl FakeConfig {
     /// One request through the module, from `peer`, with `headers`, answered
     /// by `upstream` unless the module answers it.
     pub fn request(&self, peer: &str, headers: &[(&str, &str)], upstream: Upstream<'_>) -> Outcome {
+        self.exchange(peer, headers, upstream, &Answer::default())
+    }
+
+    /// [`FakeConfig::request`], the upstream answering with `answer`'s
+    /// extra headers and body.
+    pub fn exchange(
+        &self,
+        peer: &str,
+        headers: &[(&str, &str)],
+        upstream: Upstream<'_>,
+        answer: &Answer<'_>,
+    ) -> Outcome {
         use crate::abi::Attribute as A;
         STATE.with(|s| {
             let mut s = s.borrow_mut();
@@ -528,10 +587,22 @@ impl FakeConfig {
                 if !answered {
                     s.strings.insert(A::UpstreamAddress as u32, upstream.address.as_bytes().to_vec());
                     s.response_headers = vec![(b":status".to_vec(), status.to_string().into_bytes())];
+                    for (n, v) in answer.headers {
+                        s.response_headers.push((n.as_bytes().to_vec(), v.as_bytes().to_vec()));
+                    }
                 }
             });
             if !answered {
-                module(|| crate::envoy_dynamic_module_on_http_filter_response_headers(f, stream, true));
+                let no_body = answer.body.is_empty();
+                module(|| crate::envoy_dynamic_module_on_http_filter_response_headers(f, stream, no_body));
+                for (i, chunk) in answer.body.iter().enumerate() {
+                    // Each chunk lent in two slices, as Envoy's buffers may be.
+                    let (a, b) = chunk.split_at(chunk.len() / 2);
+                    STATE.with(|s| s.borrow_mut().body = vec![a.to_vec(), b.to_vec()]);
+                    let end = answer.ends && i + 1 == answer.body.len();
+                    module(|| crate::envoy_dynamic_module_on_http_filter_response_body(f, stream, end));
+                }
+                STATE.with(|s| s.borrow_mut().body.clear());
             }
             module(|| crate::envoy_dynamic_module_on_http_filter_stream_complete(f, stream));
             module(|| crate::envoy_dynamic_module_on_http_filter_destroy(stream));

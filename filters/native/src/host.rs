@@ -281,6 +281,14 @@ impl Host for NativeHost<'_> {
         }
     }
 
+    /// The whole chunk Envoy delivered to this hook (`size` is the Wasm
+    /// ABI's: Envoy lends the chunk itself).
+    fn response_body_with(&self, _size: usize, f: &mut dyn FnMut(&[u8])) {
+        if self.streaming() {
+            abi::each_response_body_slice(self.filter, |slice| f(slice));
+        }
+    }
+
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
         if !self.streaming() {
             return false;

@@ -102,6 +102,13 @@ macro_rules! policies {
                 }
             }
 
+            fn response_body(&self, stream: &mut AnyStream, host: &NativeHost<'_>, end: bool) {
+                match (self, stream) {
+                    $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_response_body(s, host, usize::MAX, end),)*
+                    _ => {}
+                }
+            }
+
             fn complete(&self, stream: &mut AnyStream, host: &NativeHost<'_>) {
                 match (self, stream) {
                     $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_log(s, host),)*
@@ -501,7 +508,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(stream: *co
     })
 }
 
-/// Body and trailer hooks: nothing to do, the request goes on.
+/// The request body and trailer hooks: nothing to do, the request goes on.
 /// # Safety
 /// Called by Envoy with the pointers the ABI describes.
 #[no_mangle]
@@ -523,15 +530,25 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     0
 }
 
+/// A chunk of the response body: read for a cost, never held (always
+/// `Continue`).
 /// # Safety
 /// Called by Envoy with the pointers the ABI describes.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _f: abi::EnvoyPtr,
-    _s: *const c_void,
-    _end: bool,
+    filter_envoy: abi::EnvoyPtr,
+    stream: *const c_void,
+    end_of_stream: bool,
 ) -> u32 {
-    0
+    guarded("response body", 0, || {
+        // SAFETY: the pointer this hook received, used only in it.
+        let filter = unsafe { abi::Stream::new(filter_envoy) };
+        with_stream(stream, |s| {
+            let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
+            s.filter.response_body(&mut s.state, &host, end_of_stream);
+        });
+        0
+    })
 }
 
 /// # Safety

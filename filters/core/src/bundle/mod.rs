@@ -206,8 +206,18 @@ impl Filter for BundleFilter {
         }
     }
 
+    /// Only the rate limiter reads the body (a cost from the response).
+    fn on_response_body<H: Host>(&self, stream: &mut BundleStream, host: &H, size: usize, end: bool) {
+        if let Some(f) = &self.rate_limit {
+            f.on_response_body(&mut stream.rate_limit, host, size, end);
+        }
+    }
+
     fn on_log<H: Host>(&self, stream: &mut BundleStream, host: &H) {
         let pass = Pass::new(host, false);
+        if let Some(f) = &self.rate_limit {
+            f.on_log(&mut stream.rate_limit, &pass);
+        }
         if let Some(f) = &self.circuit_breaker {
             f.on_log(&mut stream.circuit_breaker, &pass);
         }

@@ -224,6 +224,10 @@ impl<H: Host> Host for Pass<'_, H> {
         }
     }
 
+    fn response_body_with(&self, size: usize, f: &mut dyn FnMut(&[u8])) {
+        self.host.response_body_with(size, f)
+    }
+
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool {
         self.host.send_reply(status, headers, body)
     }

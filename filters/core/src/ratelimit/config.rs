@@ -2,12 +2,15 @@
 //! checked form the limiter runs on. Every field is documented, with its
 //! default, in `filters/rate-limit/README.md`.
 
+use super::cost::{check_cost, check_tiers, check_trusted_sources, Cost, RawTiers, Tiers};
 use super::gcra::Gcra;
 use super::global::{FailureMode, GlobalService, RawGlobalService};
 use crate::config::{
     check_name, check_reply_status, check_trusted_hops, parse_json, same_metric_name, ConfigError, NonZeroDuration,
 };
 use crate::matcher::{valid_header_name, Matcher, RawMatch};
+use crate::net::Cidr;
+use crate::usage::UsagePaths;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -47,6 +50,8 @@ pub(crate) struct RawConfig {
     table_size: u32,
     #[serde(default)]
     global: Option<RawGlobalService>,
+    #[serde(default)]
+    trusted_sources: Vec<String>,
     /// Read by [`crate::observe`].
     #[serde(default)]
     #[allow(dead_code)]
@@ -91,6 +96,23 @@ struct RawLimit {
     matcher: RawMatch,
     #[serde(default)]
     scope: Scope,
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<super::cost::RawCost>"))]
+    cost: Option<serde_json::Value>,
+    #[serde(default)]
+    tiers: Option<RawTiers>,
+}
+
+/// A rate as written: in a tier.
+#[derive(Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(rename = "TierRate"))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRate {
+    pub(crate) requests: u64,
+    pub(crate) period: NonZeroDuration,
+    #[serde(default)]
+    pub(crate) burst: Option<u64>,
 }
 
 /// Where a limit is counted.
@@ -177,6 +199,28 @@ pub struct Limit {
     /// (`requests / replicas`, `burst / replicas`, rounded up) that stands in
     /// while the service is unreachable.
     pub degraded: Option<Gcra>,
+    /// What one request charges (`None`: 1).
+    pub cost: Option<Cost>,
+    /// Rates by tier (`None`: the limit's own rate for every request).
+    pub tiers: Option<Tiers>,
+}
+
+impl Limit {
+    /// The bucket of tier `tier` (0: the limit's own rate).
+    pub fn tier_gcra(&self, tier: u8) -> &Gcra {
+        match (&self.tiers, tier.checked_sub(1)) {
+            (Some(t), Some(i)) => t.tiers.get(usize::from(i)).map_or(&self.gcra, |t| &t.gcra),
+            _ => &self.gcra,
+        }
+    }
+
+    /// The quota (units per period) of tier `tier`.
+    pub fn tier_requests(&self, tier: u8) -> u64 {
+        match (&self.tiers, tier.checked_sub(1)) {
+            (Some(t), Some(i)) => t.tiers.get(usize::from(i)).map_or(self.requests, |t| t.requests),
+            _ => self.requests,
+        }
+    }
 }
 
 /// The checked configuration.
@@ -201,6 +245,10 @@ pub struct RateLimitConfig {
     /// The rate limit service of the `global` limits. Checked: `Some` exactly
     /// when at least one limit has scope `global`.
     pub global: Option<GlobalService>,
+    /// The peers whose tier and cost headers are believed (empty: all).
+    pub trusted_sources: Vec<Cidr>,
+    /// The response-body paths the limits' costs read.
+    pub usage_paths: UsagePaths,
 }
 
 impl RateLimitConfig {
@@ -229,6 +277,8 @@ impl RateLimitConfig {
             FailureMode::Local { replicas } => Some(replicas),
             _ => None,
         });
+        let trusted_sources = check_trusted_sources(&raw.trusted_sources)?;
+        let mut usage_paths = UsagePaths::default();
         let mut limits: Vec<Limit> = Vec::with_capacity(raw.limits.len());
         for (i, l) in raw.limits.into_iter().enumerate() {
             if l.scope == Scope::Global && global.is_none() {
@@ -237,7 +287,7 @@ impl RateLimitConfig {
                     "is \"global\" but the configuration has no `global` section naming the rate limit service",
                 ));
             }
-            let limit = check_limit(i, l, raw.table_size, replicas)?;
+            let limit = check_limit(i, l, raw.table_size, replicas, &mut usage_paths)?;
             if limits.iter().any(|o| same_metric_name(&o.name, &limit.name)) {
                 return Err(ConfigError::new(
                     format!("limits[{i}].name"),
@@ -269,12 +319,19 @@ impl RateLimitConfig {
             status: raw.status,
             table_size: raw.table_size,
             global,
+            trusted_sources,
+            usage_paths,
         })
     }
 
     /// True when some limit keys on the client address.
     pub fn needs_peer(&self) -> bool {
+        let reads_trusted = |l: &Limit| {
+            l.tiers.is_some()
+                || l.cost.as_ref().is_some_and(|c| matches!(c.source, super::cost::CostSource::RequestHeader(_)))
+        };
         self.limits.iter().any(|l| l.key.contains(&KeyPart::ClientIp))
+            || (!self.trusted_sources.is_empty() && self.limits.iter().any(reads_trusted))
     }
 
     /// The request headers the limits read, so that the filter fetches only
@@ -307,35 +364,94 @@ impl RateLimitConfig {
             for h in &l.matcher.headers {
                 add(h.name());
             }
+            if let Some(t) = &l.tiers {
+                add(&t.header);
+            }
+            if let Some(super::cost::CostSource::RequestHeader(h)) = l.cost.as_ref().map(|c| &c.source) {
+                add(h);
+            }
         }
         Some(names)
     }
 }
 
-fn check_limit(i: usize, raw: RawLimit, table_size: u32, replicas: Option<u32>) -> Result<Limit, ConfigError> {
-    let field = |f: &str| format!("limits[{i}].{f}");
-    check_name(&field("name"), &raw.name)?;
-    if raw.requests == 0 {
+/// Checks one rate (`requests` per `period`, up to `burst`) where
+/// `field(name)` names its fields: the burst (default `requests`) and the
+/// bucket.
+fn check_rate(
+    field: &dyn Fn(&str) -> String,
+    requests: u64,
+    period: NonZeroDuration,
+    burst: Option<u64>,
+) -> Result<(u64, Gcra), ConfigError> {
+    if requests == 0 {
         return Err(ConfigError::new(field("requests"), "must be at least 1"));
     }
-    let period = raw.period.get();
-    if period < MIN_PERIOD {
+    if period.get() < MIN_PERIOD {
         return Err(ConfigError::new(field("period"), "must be at least 1ms"));
     }
-    let burst = raw.burst.unwrap_or(raw.requests);
+    let burst = burst.unwrap_or(requests);
     if burst == 0 {
         return Err(ConfigError::new(field("burst"), "must be at least 1"));
     }
-    let period_nanos = raw.period.nanos();
-    if period_nanos / raw.requests < 1_000_000_000 / MAX_REQUESTS_PER_SECOND {
+    let period_nanos = period.nanos();
+    if period_nanos / requests < 1_000_000_000 / MAX_REQUESTS_PER_SECOND {
         return Err(ConfigError::new(
             field("requests"),
             format!("is more than {MAX_REQUESTS_PER_SECOND} per second for one key; that is no limit"),
         ));
     }
-    let gcra = Gcra::new(raw.requests, period_nanos, burst).ok_or_else(|| {
+    let gcra = Gcra::new(requests, period_nanos, burst).ok_or_else(|| {
         ConfigError::new(field("burst"), "is too large: burst x period / requests must fit in 584 years")
     })?;
+    Ok((burst, gcra))
+}
+
+fn check_limit(
+    i: usize,
+    raw: RawLimit,
+    table_size: u32,
+    replicas: Option<u32>,
+    usage_paths: &mut UsagePaths,
+) -> Result<Limit, ConfigError> {
+    let field = |f: &str| format!("limits[{i}].{f}");
+    check_name(&field("name"), &raw.name)?;
+    let period = raw.period.get();
+    let period_nanos = raw.period.nanos();
+    let (burst, gcra) = check_rate(&field, raw.requests, raw.period, raw.burst)?;
+    let tiers = match raw.tiers {
+        None => None,
+        Some(_) if raw.scope == Scope::Global => {
+            return Err(ConfigError::new(
+                field("tiers"),
+                "is for local limits: a global limit's rates are the rate limit service's (put the tier in its \
+                 descriptors)",
+            ))
+        }
+        Some(t) => Some(check_tiers(&field("tiers"), t, |at, r| {
+            check_rate(&|f: &str| format!("{at}.{f}"), r.requests, r.period, r.burst)
+        })?),
+    };
+    let smallest_burst = tiers.iter().flat_map(|t| t.tiers.iter().map(|t| t.burst)).fold(burst, u64::min);
+    let cost = match raw.cost {
+        None => None,
+        Some(_) if raw.scope == Scope::Global => {
+            return Err(ConfigError::new(
+                field("cost"),
+                "is not supported on a global limit yet: the rate limit service counts one per request",
+            ))
+        }
+        Some(c) => Some(check_cost(&field("cost"), c, smallest_burst, usage_paths)?),
+    };
+    // A bucket may go into debt by the largest cost one settlement charges.
+    let debt = cost.as_ref().filter(|c| c.after_response()).map_or(0, |c| c.max);
+    let gcra = gcra.with_debt(debt);
+    let tiers = tiers.map(|mut t| {
+        for tier in &mut t.tiers {
+            tier.gcra = tier.gcra.with_debt(debt);
+        }
+        t
+    });
     let key = check_key(&field("key"), &raw.key)?;
     let matcher = raw.matcher.check(&field("match"))?;
     let degraded = match (raw.scope, replicas) {
@@ -367,6 +483,8 @@ fn check_limit(i: usize, raw: RawLimit, table_size: u32, replicas: Option<u32>) 
         slots,
         scope: raw.scope,
         degraded,
+        cost,
+        tiers,
     })
 }
 

@@ -13,15 +13,23 @@
 //! the request and once at the answer.
 
 use super::config::{Mode, RateLimitConfig};
+use super::cost::{Cost, CostSource};
 use super::global::call::{Caller, Pending};
 use super::{Decision, LimitState, RateLimiter, Refusal};
 use crate::config::ConfigError;
 use crate::host::{CallReply, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
+use crate::usage::{Framing, UsageScanner};
 
 crate::metrics! {
     /// One limit's verdicts (`rate_limit.<limit>.*`).
     pub struct LimitMetrics { gauges: [], counters: [allowed, refused, shadow_refused] }
+}
+
+crate::metrics! {
+    /// A limit's costs learnt from responses (`rate_limit.<limit>.*`), for a
+    /// limit whose cost comes after the response.
+    pub struct CostMetrics { gauges: [], counters: [cost_charged, cost_defaulted] }
 }
 
 crate::metrics! {
@@ -34,6 +42,8 @@ crate::metrics! {
 pub struct RateLimitFilter {
     pub(super) limiter: RateLimiter,
     per_limit: Vec<LimitMetrics>,
+    /// Per limit: its cost metrics, when its cost comes after the response.
+    per_cost: Vec<Option<CostMetrics>>,
     pub(super) metrics: FilterMetrics,
     /// The rate limit service, when a limit is global.
     global: Option<Caller>,
@@ -52,6 +62,10 @@ pub struct RateLimitStream {
     pub(super) pending: Option<Pending>,
     /// What was decided, for the span ([`Filter::span_attributes`]).
     pub(super) verdict: Option<Verdict>,
+    /// Costs to settle when the response says them.
+    charges: smallvec::SmallVec<[super::Charge; 1]>,
+    /// The body's scan, while a charge waits for a number from it.
+    usage: Option<Box<UsageScanner>>,
 }
 
 /// A request's verdict: `ratelimit.result`, and the limit that refused
@@ -134,6 +148,67 @@ impl RateLimitFilter {
         Some(Verdict { result, limit: decision.refused_by })
     }
 
+    /// The response headers came: charges whose cost is a response header
+    /// settle now; a charge waiting for the body starts its scan.
+    fn costs_from_headers<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
+        let mut reads_body = false;
+        let mut i = 0;
+        while let Some(charge) = stream.charges.get(i) {
+            let cost = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref());
+            match cost.map(|c| (c, &c.source)) {
+                Some((c, CostSource::ResponseHeader(name))) => {
+                    let said = crate::host::with_response_header(host, name, |v| c.read(v));
+                    let (n, defaulted) = match said {
+                        Some(n) => (n, false),
+                        None => (c.default, true),
+                    };
+                    let charge = stream.charges.swap_remove(i);
+                    self.settle(host, &charge, n, defaulted);
+                }
+                Some((_, CostSource::ResponseBody(..))) => {
+                    reads_body = true;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+        if reads_body {
+            let framing =
+                crate::host::with_response_header(host, "content-type", |v| Some(Framing::of_content_type(v)));
+            let framing = framing.unwrap_or(Framing::Json);
+            stream.usage = Some(Box::new(UsageScanner::new(framing)));
+        }
+    }
+
+    /// Settles every charge left: a body's number where it gave one, else
+    /// the limit's default.
+    fn settle_all<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
+        for charge in std::mem::take(&mut stream.charges) {
+            let Some(cost) = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref()) else {
+                continue;
+            };
+            let found = match (&cost.source, stream.usage.as_deref()) {
+                (CostSource::ResponseBody(target, _), Some(scan)) => scan.found(*target),
+                _ => None,
+            };
+            let n = found.map_or(cost.default, |n| n.min(cost.max));
+            self.settle(host, &charge, n, found.is_none());
+        }
+        stream.usage = None;
+    }
+
+    fn settle<H: Host>(&self, host: &H, charge: &super::Charge, cost: u64, defaulted: bool) {
+        if self.limiter.settle(charge, cost, host, host).is_err() {
+            self.metrics.store_errors.inc(host);
+        }
+        if let Some(Some(m)) = self.per_cost.get(charge.limit) {
+            m.cost_charged.add(host, cost);
+            if defaulted {
+                m.cost_defaulted.inc(host);
+            }
+        }
+    }
+
     /// Sends `refusal`; `Continue` (the request goes through) when the host
     /// refused to send it.
     pub(super) fn reply<H: Host>(host: &H, refusal: &Refusal) -> Flow {
@@ -153,6 +228,14 @@ impl Filter for RateLimitFilter {
     fn build<H: Host>(host: &H, config: RateLimitConfig) -> Result<Self, Refused> {
         let per_limit =
             config.limits.iter().map(|l| LimitMetrics::define(host, &format!("rate_limit.{}.", l.name))).collect();
+        let per_cost = config
+            .limits
+            .iter()
+            .map(|l| {
+                let after = l.cost.as_ref().is_some_and(Cost::after_response);
+                after.then(|| CostMetrics::define(host, &format!("rate_limit.{}.", l.name)))
+            })
+            .collect();
         let metrics = FilterMetrics::define(host, "rate_limit.");
         let global = config.global.as_ref().map(|g| Caller::new(host, g));
         let needs_peer = config.needs_peer();
@@ -182,13 +265,14 @@ impl Filter for RateLimitFilter {
                 g.failure_mode
             );
         }
-        Ok(RateLimitFilter { limiter, per_limit, metrics, global, needs_peer, needed_headers })
+        Ok(RateLimitFilter { limiter, per_limit, per_cost, metrics, global, needs_peer, needed_headers })
     }
 
     fn on_request_headers<H: Host>(&self, stream: &mut RateLimitStream, host: &H) -> Flow {
         let req = RequestView::fetch(host, self.needed_headers.as_deref(), self.needs_peer);
         let mut decision = self.limiter.check(&req, host, host);
         self.record(host, &decision);
+        stream.charges = std::mem::take(&mut decision.charges);
         stream.verdict = self.verdict(&decision);
         if let Some(refusal) = self.limiter.refusal(&decision) {
             if Self::reply(host, &refusal) == Flow::Pause {
@@ -209,6 +293,38 @@ impl Filter for RateLimitFilter {
             host.add_response_header(&name, &value);
         }
         self.limiter.add_headers(&std::mem::take(&mut stream.local_quota), host);
+        if !stream.charges.is_empty() {
+            self.costs_from_headers(stream, host);
+        }
+    }
+
+    fn on_response_body<H: Host>(&self, stream: &mut RateLimitStream, host: &H, size: usize, end: bool) {
+        let Some(scan) = stream.usage.as_deref_mut() else { return };
+        let paths = &self.limiter.config().usage_paths;
+        host.response_body_with(size, &mut |chunk| scan.feed(chunk, paths));
+        if end {
+            scan.finish();
+            self.settle_all(stream, host);
+        }
+    }
+
+    /// A request that ends with charges unsettled settles them now: from
+    /// the body read so far, else at their default (the client went away,
+    /// the upstream failed, the body said nothing). A request refused here
+    /// or by the rate limit service has none to settle.
+    fn on_log<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
+        if stream.charges.is_empty() {
+            return;
+        }
+        let refused = stream.verdict.is_some_and(|v| matches!(v.result, Outcome::Refused | Outcome::FailureModeDenied));
+        if refused {
+            stream.charges.clear();
+            return;
+        }
+        if let Some(scan) = stream.usage.as_deref_mut() {
+            scan.finish();
+        }
+        self.settle_all(stream, host);
     }
 
     fn on_call_reply<H: Host>(&self, stream: &mut RateLimitStream, host: &H, token: u32, reply: CallReply) -> Flow {

@@ -12,12 +12,27 @@
 //! that means the clock stepped backwards (or the limit was reconfigured
 //! tighter); it is clamped to `now + tau + T`, an empty bucket, so a clock step
 //! of an hour costs clients at most one bucket's refill time, not an hour.
+//!
+//! # Costs and debt
+//!
+//! A request may cost `n` units instead of one ([`Gcra::decide_n`]): it is
+//! admitted when the bucket holds all `n` (`max(TAT, now) - now + n*T <=
+//! tau + T`), and moves the TAT `n*T` ahead. With `n = 0` (a cost known
+//! only after the response) the test is "the bucket is not in debt". When
+//! the cost is known, [`Gcra::settle`] moves the TAT by the difference
+//! from what admission charged, past `tau + T` if it must: the bucket is in
+//! debt, and refuses until the debt is repaid at the sustained rate. The
+//! clamp above then allows the largest debt one settlement can make
+//! ([`Gcra::with_debt`]).
 
 /// One limit's parameters, in nanoseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gcra {
     interval: u64,
     tolerance: u64,
+    /// How far past a full bucket's horizon a settled cost may take the
+    /// TAT (nanoseconds): the clamp's allowance.
+    debt: u64,
 }
 
 /// The outcome of offering one request to a bucket.
@@ -48,12 +63,18 @@ impl Gcra {
         }
         let tolerance = interval.checked_mul(burst - 1)?;
         tolerance.checked_add(interval)?;
-        Some(Gcra { interval, tolerance })
+        Some(Gcra { interval, tolerance, debt: 0 })
     }
 
     /// Nanoseconds between requests at the sustained rate.
     pub fn interval(&self) -> u64 {
         self.interval
+    }
+
+    /// The same bucket, allowed to go into debt by up to `units` (the
+    /// largest cost one settlement charges).
+    pub fn with_debt(self, units: u64) -> Self {
+        Gcra { debt: units.saturating_mul(self.interval), ..self }
     }
 
     fn horizon(&self) -> u64 {
@@ -62,7 +83,7 @@ impl Gcra {
 
     fn clamp(&self, tat: Option<u64>, now: u64) -> (u64, bool) {
         let tat = tat.unwrap_or(0);
-        let limit = now.saturating_add(self.horizon());
+        let limit = now.saturating_add(self.horizon()).saturating_add(self.debt);
         if tat > limit {
             (limit, true)
         } else {
@@ -79,24 +100,31 @@ impl Gcra {
     /// Offers one request arriving at `now` to a bucket whose stored TAT is
     /// `tat` (`None`: never used).
     pub fn decide(&self, tat: Option<u64>, now: u64) -> GcraDecision {
+        self.decide_n(tat, now, 1)
+    }
+
+    /// Offers a request costing `n` units: admitted when the bucket holds
+    /// all of them (with `n = 0`: when it is not in debt).
+    pub fn decide_n(&self, tat: Option<u64>, now: u64, n: u64) -> GcraDecision {
         let (tat, clamped) = self.clamp(tat, now);
         let base = tat.max(now);
         let ahead = base - now;
-        if ahead > self.tolerance {
+        let need = n.saturating_mul(self.interval);
+        let after = ahead.saturating_add(need);
+        if after > self.horizon() {
             GcraDecision {
                 allowed: false,
                 write: clamped.then_some(tat),
                 remaining: 0,
                 reset_after: ahead,
-                retry_after: ahead - self.tolerance,
+                retry_after: after - self.horizon(),
             }
         } else {
-            let ahead = ahead + self.interval;
             GcraDecision {
                 allowed: true,
-                write: Some(base + self.interval),
-                remaining: (self.horizon() - ahead) / self.interval,
-                reset_after: ahead,
+                write: (n > 0 || clamped).then_some(base + need),
+                remaining: (self.horizon() - after) / self.interval,
+                reset_after: after,
                 retry_after: 0,
             }
         }
@@ -105,13 +133,33 @@ impl Gcra {
     /// What [`Gcra::decide`] would say, without the admission being charged:
     /// `remaining` counts this request as not yet admitted.
     pub fn peek(&self, tat: Option<u64>, now: u64) -> GcraDecision {
-        let mut d = self.decide(tat, now);
+        self.peek_n(tat, now, 1)
+    }
+
+    /// What [`Gcra::decide_n`] would say, nothing charged.
+    pub fn peek_n(&self, tat: Option<u64>, now: u64, n: u64) -> GcraDecision {
+        let mut d = self.decide_n(tat, now, n);
         if d.allowed {
-            d.remaining += 1;
-            d.reset_after -= self.interval;
+            let need = n.saturating_mul(self.interval);
+            d.remaining += n;
+            d.reset_after -= need;
         }
         d.write = None;
         d
+    }
+
+    /// The TAT once a request's actual cost `cost` is known, admission
+    /// having charged `charged`: moved ahead by the difference (into debt if
+    /// it must) or back by it (never past a full bucket).
+    pub fn settle(&self, tat: Option<u64>, now: u64, charged: u64, cost: u64) -> u64 {
+        let (tat, _) = self.clamp(tat, now);
+        let base = tat.max(now);
+        if cost >= charged {
+            let more = (cost - charged).saturating_mul(self.interval);
+            base.saturating_add(more).min(now.saturating_add(self.horizon()).saturating_add(self.debt))
+        } else {
+            base.saturating_sub((charged - cost).saturating_mul(self.interval)).max(now)
+        }
     }
 }
 
@@ -213,6 +261,61 @@ mod tests {
         assert_eq!(p.remaining, 3);
         assert_eq!(p.write, None);
         assert_eq!(p.reset_after, 0);
+    }
+
+    #[test]
+    fn a_cost_takes_that_many_units_and_needs_them_all() {
+        let g = Gcra::new(10, S, 10).unwrap();
+        let d = g.decide_n(None, T0, 4);
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 6);
+        let mut tat = d.write;
+        tat = g.decide_n(tat, T0, 6).write;
+        let refused = g.decide_n(tat, T0, 3);
+        assert!(!refused.allowed);
+        assert_eq!(refused.retry_after, 3 * (S / 10), "three units refill in 300 ms");
+        assert_eq!(g.peek_n(tat, T0 + 3 * (S / 10), 3).remaining, 3);
+        assert!(g.decide_n(tat, T0 + 3 * (S / 10), 3).allowed);
+    }
+
+    /// 1000 units a minute, answers costing 400 known only after them: the
+    /// first three are admitted (the third takes the bucket into debt), the
+    /// fourth waits exactly the debt out.
+    #[test]
+    fn debt_is_repaid_at_the_sustained_rate() {
+        let g = Gcra::new(1000, 60 * S, 1000).unwrap().with_debt(10_000);
+        let mut tat = None;
+        for i in 0..3 {
+            let d = g.decide_n(tat, T0, 0);
+            assert!(d.allowed, "answer {i}");
+            assert_eq!(d.write, None, "admission at no cost writes nothing");
+            tat = Some(g.settle(tat, T0, 0, 400));
+        }
+        let d = g.decide_n(tat, T0, 0);
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after, 12 * S, "200 units of debt at 60 ms each");
+        assert!(!g.decide_n(tat, T0 + 12 * S - 1, 0).allowed);
+        assert!(g.decide_n(tat, T0 + 12 * S, 0).allowed);
+    }
+
+    #[test]
+    fn settling_below_the_estimate_gives_units_back_never_past_full() {
+        let g = Gcra::new(10, S, 10).unwrap();
+        let tat = g.decide_n(None, T0, 5).write;
+        let back = g.settle(tat, T0, 5, 2);
+        assert_eq!(g.peek_n(Some(back), T0, 1).remaining, 8);
+        assert_eq!(g.settle(tat, T0, 5, 0), T0, "all back: a full bucket");
+        assert_eq!(g.settle(Some(T0 - 10 * S), T0, 50, 0), T0);
+    }
+
+    #[test]
+    fn debt_survives_the_clock_clamp_up_to_its_allowance() {
+        let g = Gcra::new(10, S, 1).unwrap().with_debt(100);
+        let deep = g.settle(None, T0, 0, 1000);
+        assert_eq!(deep, T0 + S / 10 + 100 * (S / 10), "one settlement owes at most the allowance");
+        let d = g.decide_n(Some(deep), T0, 0);
+        assert_eq!(d.retry_after, 100 * (S / 10));
+        assert_eq!(d.write, None, "a debt within the allowance is not a clock step");
     }
 
     #[test]

@@ -68,6 +68,7 @@ pub(crate) use config::RawConfig as RawRateLimitConfig;
 pub fn config_schema() -> schemars::Schema {
     schemars::schema_for!(config::RawConfig)
 }
+pub mod cost;
 mod filter;
 pub mod gcra;
 pub mod global;
@@ -127,6 +128,20 @@ pub struct LimitOutcome {
     pub reset_after: u64,
     /// Nanoseconds until a refused request would be admitted.
     pub retry_after: u64,
+    /// The tier whose rate applied (0: the limit's own).
+    pub tier: u8,
+}
+
+/// A cost still to settle once the response says it (see [`cost`]): the
+/// bucket admission charged, and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Charge {
+    /// Index into the configured limits.
+    pub limit: usize,
+    key: crate::store::Key,
+    id: u64,
+    gcra: Gcra,
+    charged: u64,
 }
 
 /// The decision for one request.
@@ -140,6 +155,9 @@ pub struct Decision {
     /// The client address came from the peer because `X-Forwarded-For` was
     /// missing, short or malformed.
     pub client_ip_fallback: bool,
+    /// Costs to settle after the response, for the limits that admitted
+    /// the request and learn its cost from the response.
+    pub charges: smallvec::SmallVec<[Charge; 1]>,
 }
 
 impl Decision {
@@ -200,6 +218,15 @@ pub fn table_id(config: &RateLimitConfig, limit: &Limit) -> u64 {
     h.write(&interval.to_le_bytes());
     h.write(&tolerance.to_le_bytes());
     h.write(&limit.slots.to_le_bytes());
+    if let Some(tiers) = &limit.tiers {
+        h.write_field(b"tiers");
+        for t in &tiers.tiers {
+            let (interval, tolerance) = t.gcra.params();
+            h.write_field(t.name.as_bytes());
+            h.write(&interval.to_le_bytes());
+            h.write(&tolerance.to_le_bytes());
+        }
+    }
     h.finish()
 }
 
@@ -315,15 +342,20 @@ impl RateLimiter {
         F: Fn(&'a Limit) -> Option<&'a Gcra>,
     {
         let mut decision = Decision::default();
-        let mut matched: smallvec::SmallVec<[(usize, &Gcra, crate::store::Key, u64); 2]> = smallvec::SmallVec::new();
+        let mut matched: smallvec::SmallVec<[Matched<'a>; 2]> = smallvec::SmallVec::new();
         let mut ip_cache = None;
+        let mut trusted = None;
         for ((i, limit), id) in self.config.limits.iter().enumerate().zip(&self.ids) {
-            let Some(gcra) = bucket(limit) else { continue };
+            let Some(own) = bucket(limit) else { continue };
             if !limit.matcher.matches(req) {
                 continue;
             }
             let slot = self.slot(limit, req, &mut ip_cache, &mut decision.client_ip_fallback);
-            matched.push((i, gcra, slot_key(limit, slot), *id));
+            let mut trust = || *trusted.get_or_insert_with(|| cost::trusted(&self.config.trusted_sources, req));
+            let tier = limit.tiers.as_ref().map_or(0, |t| t.choose(req, trust()));
+            let gcra = if tier == 0 { own } else { limit.tier_gcra(tier) };
+            let n = limit.cost.as_ref().map_or(1, |c| c.at_request(req, trust()));
+            matched.push(Matched { limit: i, gcra, key: slot_key(limit, slot), id: *id, n, tier });
         }
         if matched.is_empty() {
             return decision;
@@ -332,14 +364,14 @@ impl RateLimiter {
 
         if matched.len() > 1 {
             let mut any_refused = false;
-            for (i, gcra, key, id) in &matched {
-                let outcome = match store.get(key).map(|e| e.and_then(|e| decode_slot(&e.value, *id))) {
+            for m in &matched {
+                let outcome = match store.get(&m.key).map(|e| e.and_then(|e| decode_slot(&e.value, m.id))) {
                     Ok(tat) => {
-                        let d = gcra.peek(tat, now);
+                        let d = m.gcra.peek_n(tat, now, m.n);
                         any_refused |= !d.allowed;
-                        outcome(*i, &d, if d.allowed { LimitState::NotCharged } else { LimitState::Refused })
+                        outcome(m, &d, if d.allowed { LimitState::NotCharged } else { LimitState::Refused })
                     }
-                    Err(_) => store_error(*i),
+                    Err(_) => store_error(m.limit),
                 };
                 decision.outcomes.push(outcome);
             }
@@ -350,22 +382,49 @@ impl RateLimiter {
             decision.outcomes.clear();
         }
 
-        for (i, gcra, key, id) in &matched {
-            let result = update_bytes(store, key, |bytes| {
-                let d = gcra.decide(bytes.and_then(|b| decode_slot(b, *id)), now);
-                (d.write.map(|tat| encode_slot(tat, *id)), d)
+        for m in matched {
+            let result = update_bytes(store, &m.key, |bytes| {
+                let d = m.gcra.decide_n(bytes.and_then(|b| decode_slot(b, m.id)), now, m.n);
+                (d.write.map(|tat| encode_slot(tat, m.id)), d)
             });
             let o = match result {
-                Ok(d) => outcome(*i, &d, if d.allowed { LimitState::Allowed } else { LimitState::Refused }),
-                Err(_) => store_error(*i),
+                Ok(d) => outcome(&m, &d, if d.allowed { LimitState::Allowed } else { LimitState::Refused }),
+                Err(_) => store_error(m.limit),
             };
             decision.outcomes.push(o);
             if o.state == LimitState::Refused {
-                decision.refused_by = Some(*i);
+                decision.refused_by = Some(m.limit);
                 break;
             }
+            let settles =
+                self.config.limits.get(m.limit).and_then(|l| l.cost.as_ref()).is_some_and(|c| c.after_response());
+            if o.state == LimitState::Allowed && settles {
+                decision.charges.push(Charge { limit: m.limit, key: m.key, id: m.id, gcra: *m.gcra, charged: m.n });
+            }
+        }
+        if decision.refused_by.is_some() {
+            // Refused after all: nothing will come back to settle.
+            decision.charges.clear();
         }
         decision
+    }
+
+    /// Settles a charge at the request's actual `cost` (see [`cost`]).
+    pub fn settle<C: Clock + ?Sized, S: SharedStore + ?Sized>(
+        &self,
+        charge: &Charge,
+        cost: u64,
+        clock: &C,
+        store: &S,
+    ) -> Result<(), StoreError> {
+        if cost == charge.charged {
+            return Ok(());
+        }
+        let now = clock.now_nanos();
+        update_bytes(store, &charge.key, |bytes| {
+            let tat = charge.gcra.settle(bytes.and_then(|b| decode_slot(b, charge.id)), now, charge.charged, cost);
+            (Some(encode_slot(tat, charge.id)), ())
+        })
     }
 
     /// The client's key, spelled once per request in a pooled string.
@@ -434,11 +493,12 @@ impl RateLimiter {
                 let l = self.config.limits.get(o.limit)?;
                 Some(QuotaItem {
                     name: l.name.as_str(),
-                    quota: l.requests,
+                    quota: l.tier_requests(o.tier),
                     window_secs: window_secs(l),
                     remaining: o.remaining,
                     reset_secs: ceil_secs(o.reset_after),
                     refused: o.state == LimitState::Refused,
+                    tier: l.tiers.as_ref().map(|t| t.name(o.tier)),
                 })
             })
             .collect()
@@ -494,6 +554,8 @@ pub struct QuotaItem<N = String> {
     pub reset_secs: u64,
     /// This limit refused the request.
     pub refused: bool,
+    /// The tier whose rate applied, for a limit with tiers.
+    pub tier: Option<N>,
 }
 
 impl QuotaItem<&str> {
@@ -506,6 +568,7 @@ impl QuotaItem<&str> {
             remaining: self.remaining,
             reset_secs: self.reset_secs,
             refused: self.refused,
+            tier: self.tier.map(str::to_string),
         }
     }
 }
@@ -551,6 +614,11 @@ pub fn emit_quota_headers<N: AsRef<str>>(
                 value.push_str(b);
                 value.push_u64(y);
             }
+            if let Some(tier) = &i.tier {
+                policy.push_str(";tier=\"");
+                policy.push_str(tier.as_ref());
+                policy.push_str("\"");
+            }
         }
         emit("ratelimit-policy", &policy);
         emit("ratelimit", &state);
@@ -573,12 +641,30 @@ fn slot_key(limit: &Limit, slot: u64) -> crate::store::Key {
     key
 }
 
-fn outcome(limit: usize, d: &GcraDecision, state: LimitState) -> LimitOutcome {
-    LimitOutcome { limit, state, remaining: d.remaining, reset_after: d.reset_after, retry_after: d.retry_after }
+/// One matching limit of a request: its bucket (the tier's), slot, and
+/// what admission charges.
+struct Matched<'a> {
+    limit: usize,
+    gcra: &'a Gcra,
+    key: crate::store::Key,
+    id: u64,
+    n: u64,
+    tier: u8,
+}
+
+fn outcome(m: &Matched<'_>, d: &GcraDecision, state: LimitState) -> LimitOutcome {
+    LimitOutcome {
+        limit: m.limit,
+        state,
+        remaining: d.remaining,
+        reset_after: d.reset_after,
+        retry_after: d.retry_after,
+        tier: m.tier,
+    }
 }
 
 fn store_error(limit: usize) -> LimitOutcome {
-    LimitOutcome { limit, state: LimitState::StoreError, remaining: 0, reset_after: 0, retry_after: 0 }
+    LimitOutcome { limit, state: LimitState::StoreError, remaining: 0, reset_after: 0, retry_after: 0, tier: 0 }
 }
 
 fn longest_wait(outcomes: &[LimitOutcome]) -> Option<usize> {
@@ -594,6 +680,8 @@ fn ceil_secs(nanos: u64) -> u64 {
     nanos.div_ceil(NANOS_PER_SEC)
 }
 
+#[cfg(test)]
+mod cost_tests;
 #[cfg(test)]
 pub(crate) mod filter_tests;
 #[cfg(test)]

@@ -90,6 +90,7 @@ impl RateLimiter {
                 remaining: status.remaining,
                 reset_secs: ceil_secs(status.reset_nanos),
                 refused: over,
+                tier: None,
             });
         }
         let mut headers = quota_headers(self.config.headers, &items);
