@@ -50,6 +50,7 @@ validate-configs: build
 
 integration: build
 	$(CARGO) test -p integration-tests --test rate_limit
+	$(CARGO) test -p integration-tests --test token_limit
 	$(CARGO) test -p integration-tests --test global_rate_limit -- --nocapture
 	$(CARGO) test -p integration-tests --test engine_compat
 	$(CARGO) test -p integration-tests --test engine_hostile

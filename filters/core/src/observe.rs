@@ -267,7 +267,7 @@ fn serve_metrics<H: Host>(host: &H) -> Flow {
 /// components)`. `rate_limit.per-client.allowed` is the series
 /// `rate_limit_allowed{limit="per-client"}`.
 pub const LABELLED: [(&str, &str, &[&str]); 4] = [
-    ("rate_limit", "limit", &["allowed", "refused", "shadow_refused"]),
+    ("rate_limit", "limit", &["allowed", "refused", "shadow_refused", "cost_charged", "cost_defaulted"]),
     (
         "circuit_breaker",
         "breaker",

@@ -151,3 +151,24 @@ fn a_bad_configuration_is_refused_in_one_line_naming_the_field() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("filter_name") && lines[0].contains("rate_limit"), "{}", lines[0]);
 }
+
+/// A cost read from the response body through the native hooks: each body
+/// chunk's slices lent by Envoy, the bucket settled at the end of the body.
+#[test]
+fn a_token_limit_reads_the_answer_body_through_the_body_hook() {
+    use crate::fake_envoy::Answer;
+    let config = FakeEnvoy::configure(
+        "rate_limit",
+        r#"{"limits":[{"name":"native-tokens","requests":1000,"period":"1h","key":"header:x-api-key",
+            "cost":{"response_body":"usage.total_tokens"}}]}"#,
+    )
+    .unwrap();
+    let body = br#"{"choices":[],"usage":{"prompt_tokens":10,"completion_tokens":390,"total_tokens":400}}"#;
+    let (head, tail) = body.split_at(40);
+    let answer = Answer { headers: &[("content-type", "application/json")], body: &[head, tail], ends: true };
+    let headers = [(":method", "POST"), (":path", "/v1/chat/completions"), ("x-api-key", "native-token-test")];
+    let sent: Vec<Option<u16>> = (0..4).map(|_| config.exchange("10.1.2.3:1000", &headers, OK, &answer).sent).collect();
+    assert_eq!(sent, [None, None, None, Some(429)], "400 x 3 takes 1000 into debt: the fourth waits");
+    let one = config.exchange("10.1.2.3:1000", &[(":method", "POST"), ("x-api-key", "other")], OK, &answer);
+    assert_eq!(one.calls.get("get_body_chunks"), Some(&2), "each chunk read once, lent, not copied");
+}

@@ -16,6 +16,16 @@
 //! * `GET /_demo/stats`: `{"name":..,"requests":n,"failed":m}`, counting
 //!   every request but the control ones.
 //!
+//!
+//! An LLM-shaped endpoint answers `/v1/...` (any method) with the token
+//! counts the caller chooses, as OpenAI-compatible APIs do:
+//! `?tokens=400` (total; the prompt is a quarter of it), `&stream=1` for
+//! server-sent events (`text/event-stream`, chunked: `events` content events,
+//! default 3, then one carrying `usage`, then `data: [DONE]`), `&pad=BYTES`
+//! of content spread over the answer (a long stream), `&gap=DUR` between
+//! events, `&abort=1` to close the connection before the usage event, and
+//! `&shape=anthropic` for `usage.input_tokens`/`output_tokens`.
+//!
 //! Once bound it prints `listening NAME ADDR` per backend (ADDR has the real
 //! port when given port 0), so tests can use port 0.
 #![forbid(unsafe_code)]
@@ -175,6 +185,13 @@ fn serve(stream: TcpStream, backend: &Backend) -> std::io::Result<()> {
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(stream);
     while let Some(req) = read_request(&mut reader)? {
+        if req.path.starts_with("/v1/") {
+            backend.requests.fetch_add(1, Ordering::SeqCst);
+            if !llm(&req, backend, &mut writer)? || !req.keep_alive {
+                break;
+            }
+            continue;
+        }
         let (status, content_type, body) = respond(&req, backend);
         let mut out = format!(
             "HTTP/1.1 {status} {}\r\nx-backend: {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
@@ -196,6 +213,61 @@ fn serve(stream: TcpStream, backend: &Backend) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The LLM-shaped answer (see the module's header); `false` when the
+/// connection must close (an aborted stream).
+fn llm(req: &Request, backend: &Backend, writer: &mut TcpStream) -> std::io::Result<bool> {
+    let query = req.path.split_once('?').map_or("", |(_, q)| q);
+    let param =
+        |name: &str| query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v);
+    let number = |name: &str, default: u64| param(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let tokens = number("tokens", 100);
+    let events = number("events", 3).max(1);
+    let pad = number("pad", 0) as usize;
+    let gap = param("gap").and_then(|g| parse_duration(g).ok()).unwrap_or_default();
+    let prompt = tokens / 4;
+    let usage = if param("shape") == Some("anthropic") {
+        serde_json::json!({ "input_tokens": prompt, "output_tokens": tokens - prompt })
+    } else {
+        serde_json::json!({ "prompt_tokens": prompt, "completion_tokens": tokens - prompt, "total_tokens": tokens })
+    };
+    let piece = "x".repeat(pad / events as usize);
+    let head = |content_type: &str, framing: &str| {
+        format!("HTTP/1.1 200 OK\r\nx-backend: {}\r\ncontent-type: {content_type}\r\n{framing}\r\n", backend.name)
+    };
+    if param("stream") != Some("1") {
+        let content = piece.repeat(events as usize);
+        let body = serde_json::json!({
+            "id": "demo-1", "object": "chat.completion", "model": "demo",
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+            "usage": usage,
+        })
+        .to_string();
+        let mut out = head("application/json", &format!("content-length: {}\r\n", body.len())).into_bytes();
+        out.extend_from_slice(body.as_bytes());
+        writer.write_all(&out)?;
+        return Ok(true);
+    }
+    writer.write_all(head("text/event-stream", "transfer-encoding: chunked\r\n").as_bytes())?;
+    let chunk = |w: &mut TcpStream, data: &str| -> std::io::Result<()> {
+        w.write_all(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())?;
+        w.flush()
+    };
+    for _ in 0..events {
+        let delta = serde_json::json!({ "choices": [{ "index": 0, "delta": { "content": piece } }], "usage": null });
+        chunk(writer, &format!("data: {delta}\n\n"))?;
+        if !gap.is_zero() {
+            std::thread::sleep(gap);
+        }
+    }
+    if param("abort") == Some("1") {
+        return Ok(false);
+    }
+    let last = serde_json::json!({ "choices": [], "usage": usage });
+    chunk(writer, &format!("data: {last}\n\ndata: [DONE]\n\n"))?;
+    writer.write_all(b"0\r\n\r\n")?;
+    Ok(true)
 }
 
 fn respond(req: &Request, backend: &Backend) -> (u16, &'static str, String) {
