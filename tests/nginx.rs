@@ -571,3 +571,29 @@ fn nginx_sticky_backend_failing_is_ejected_and_its_sessions_move() {
     assert!(log.contains("ejected after failures in a row"), "{log}");
     assert!(!log.contains("[emerg]") && !log.contains("[crit]"), "{log}");
 }
+
+/// A token limit over JSON answers in nginx: the body read as it goes by
+/// (ngx_wasm_module's response body callback), the answers' usage charged.
+/// 1000 tokens a minute, answers of 400: three admitted, the fourth waits
+/// out the debt; streamed answers are charged the same.
+#[test]
+fn nginx_token_limit_charges_the_answers_usage() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let json = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","cost":{"response_body":"usage.total_tokens","default":300}}]}"#;
+    let n = start(&bin, "rate-limit.conf", &b.addrs(), Some(json))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    for (key, query) in [("tenant-json", "tokens=400"), ("tenant-sse", "tokens=400&stream=1&events=4")] {
+        let mut statuses = Vec::new();
+        let mut wait = 0;
+        for _ in 0..4 {
+            let r = http_get(n.addr, &format!("/v1/chat/completions?{query}"), &[("x-api-key", key)]).expect("request");
+            if r.status == 429 {
+                wait = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+            statuses.push(r.status);
+        }
+        assert_eq!(statuses, [200, 200, 200, 429], "{key}");
+        assert!((10..=12).contains(&wait), "{key}: Retry-After {wait}, the debt is 12 s");
+    }
+}
