@@ -193,3 +193,27 @@ fn an_answer_from_another_backend_counts_against_the_chosen_one_in_the_bundle() 
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
     crate::testing::assert_metrics_table::<BundleFilter>(include_str!("../../../bundle/README.md"), &[]);
 }
+
+/// The bundle hands the response body to its rate limiter: a token limit
+/// charged from the answers' usage.
+#[test]
+fn the_bundle_reads_the_body_for_its_rate_limiter() {
+    let tokens = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key",
+      "cost":{"response_body":"usage.total_tokens"}}]}"#;
+    let x = crate::testing::Exchange::<BundleFilter>::new(
+        crate::store::CasRule::Envoy,
+        &format!(r#"{{"rate_limit":{tokens},"retry":{{"policies":[{{"name":"r"}}]}}}}"#),
+    )
+    .unwrap();
+    let body = br#"{"usage":{"total_tokens":400}}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (mut stream, flow) = x.start(&[(":method", "POST"), (":path", "/"), ("x-api-key", "a")]);
+        let o = match flow {
+            crate::host::Flow::Pause => x.finish(&mut stream, flow, None),
+            crate::host::Flow::Continue => x.answer(&mut stream, &[(":status", "200")], &[body], true),
+        };
+        statuses.push(o.reply.map_or(200, |r| r.status));
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}

@@ -219,26 +219,6 @@ fn a_tier_header_from_outside_the_trusted_sources_gets_the_default() {
 }
 
 #[test]
-fn the_bundle_reads_the_body_for_its_rate_limiter() {
-    let x = Exchange::<crate::bundle::BundleFilter>::new(
-        CasRule::Envoy,
-        &format!(r#"{{"rate_limit":{TOKENS},"retry":{{"policies":[{{"name":"r"}}]}}}}"#),
-    )
-    .unwrap();
-    let body = json_answer(400);
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        let (mut stream, flow) = x.start(&[(":method", "POST"), (":path", "/"), KEY_A]);
-        let o = match flow {
-            Flow::Pause => x.finish(&mut stream, flow, None),
-            Flow::Continue => x.answer(&mut stream, &[(":status", "200")], &[body.as_bytes()], true),
-        };
-        statuses.push(o.reply.map_or(200, |r| r.status));
-    }
-    assert_eq!(statuses, [200, 200, 200, 429]);
-}
-
-#[test]
 fn bad_cost_and_tier_configurations_name_their_field() {
     let limit =
         |extra: &str| format!(r#"{{"limits":[{{"name":"a","requests":10,"period":"1m","key":"all",{extra}}}]}}"#);

@@ -282,11 +282,12 @@ fn host_calls_of_a_global_limit_are_pinned() {
 
 #[test]
 fn the_metrics_table_in_the_readme_matches_the_metrics_defined() {
-    use super::{FilterMetrics, GlobalMetrics, LimitMetrics};
+    use super::{CostMetrics, FilterMetrics, GlobalMetrics, LimitMetrics};
     crate::testing::assert_metrics_table::<RateLimitFilter>(
         include_str!("../../../rate-limit/README.md"),
         &[
             ("rate_limit.<limit>.", LimitMetrics::SUFFIXES),
+            ("rate_limit.<limit>.", CostMetrics::SUFFIXES),
             ("rate_limit.", FilterMetrics::SUFFIXES),
             ("rate_limit.global.", GlobalMetrics::SUFFIXES),
         ],

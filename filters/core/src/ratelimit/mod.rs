@@ -75,7 +75,7 @@ pub mod global;
 /// The rate limit service protocol, shared with `ratelimit-engine`.
 pub use rls_protocol as protocol;
 
-pub use filter::{FilterMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
+pub use filter::{CostMetrics, FilterMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
 pub use global::{GlobalCall, GlobalMetrics, GlobalOutcome};
 
 use crate::clock::Clock;
