@@ -38,6 +38,8 @@ integration_tests::both_builds!(
     shadow_mode_in_the_service_counts_but_never_refuses,
     a_missing_cluster_follows_the_failure_mode_and_the_vm_survives,
     bad_global_configs_are_refused_at_load,
+    token_limits_are_exact_across_two_proxies_under_a_concurrent_burst,
+    a_token_limit_over_the_json_protocol_waits_out_the_debt,
 );
 
 struct Fleet {
@@ -394,4 +396,92 @@ fn bad_global_configs_are_refused_at_load(build: Build) {
     ];
     let cases: Vec<(&str, &str)> = cases.iter().map(|(j, w)| (j.as_str(), *w)).collect();
     assert_refused_at_load(&base, "filters/rate-limit/README.md", &cases);
+}
+
+// ---- limits by cost ----
+
+const TOKEN_LIMITS: &str = "domain: llm\ndescriptors:\n  - key: generic_key\n    value: tokens\n    descriptors:\n      - key: x-api-key\n        rate_limit: { unit: hour, requests_per_unit: 1000 }\n";
+
+const TOKEN_PLUGIN: &str = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1h","key":"header:x-api-key","scope":"global",
+  "cost":{"response_body":"usage.total_tokens"}}],"global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#;
+
+/// The sum of every counter Redis holds for the fleet (every window's).
+fn redis_total(redis: &Redis) -> u64 {
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &redis.addr.port().to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&["--scan", "--pattern", "rl:*"])
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(|k| cli(&["GET", k]).trim().parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+/// Two Envoys, one engine each, one Redis; 80 answers of 100 tokens asked
+/// 16 at a time through both: every admitted answer's tokens are counted
+/// once, exactly, whichever proxy and engine charged them; the limit lets
+/// through 1000 tokens and what was in flight when it ran out.
+fn token_limits_are_exact_across_two_proxies_under_a_concurrent_burst(build: Build) {
+    let f = fleet(build, 2, TOKEN_LIMITS, TOKEN_PLUGIN, &[], false);
+    let (a, b) = (f.envoys.first().expect("a").addr, f.envoys.get(1).expect("b").addr);
+    let path = "/v1/chat/completions?tokens=100";
+    let key = || vec![("x-api-key".to_string(), "tenant-burst".to_string())];
+    let (ra, rb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| burst(a, path, 40, 8, |_| key()));
+        let hb = s.spawn(|| burst(b, path, 40, 8, |_| key()));
+        (ha.join().expect("burst a"), hb.join().expect("burst b"))
+    });
+    let ok = ra.count(200) + rb.count(200);
+    assert_eq!(ok + ra.count(429) + rb.count(429), 80, "every request answered 200 or 429");
+    // 1000 tokens: ten answers, an eleventh admitted at exactly 1000 (not
+    // in debt), plus at most what the 16 clients had in flight.
+    assert!((11..=11 + 16).contains(&ok), "{ok} answers admitted");
+    assert_eq!(redis_total(&f.redis), 100 * ok as u64, "each admitted answer's 100 tokens, counted once");
+    for e in &f.envoys {
+        assert_eq!(e.stat(&build.stat_name("rate_limit.global.cost_errors")).unwrap_or(0), 0);
+        assert_eq!(e.stat(&build.stat_name("rate_limit.global.errors")).unwrap_or(0), 0);
+    }
+    let charged: u64 =
+        f.envoys.iter().map(|e| e.stat(&build.stat_name("rate_limit.tokens.cost_charged")).unwrap_or(0)).sum();
+    assert_eq!(charged, 100 * ok as u64);
+    let mut c = Conn::open(a).expect("connect");
+    assert_eq!(c.get(path, &[("x-api-key", "tenant-burst")]).expect("request").status, 429, "in debt");
+    assert_eq!(c.get(path, &[("x-api-key", "tenant-other")]).expect("request").status, 200, "another key");
+}
+
+/// The `/json` path: three answers of 400 tokens through alternating
+/// proxies, the fourth refused; streamed answers are charged the same.
+fn a_token_limit_over_the_json_protocol_waits_out_the_debt(build: Build) {
+    let plugin = TOKEN_PLUGIN.replace(r#""timeout":"1s""#, r#""timeout":"1s","protocol":"http""#);
+    let f = fleet(build, 2, TOKEN_LIMITS, &plugin, &[], true);
+    for (key, query) in [("t-json", "tokens=400"), ("t-sse", "tokens=400&stream=1&events=3")] {
+        let mut statuses = Vec::new();
+        for i in 0..4 {
+            let e = f.envoys.get(i % 2).expect("envoy");
+            let mut c = Conn::open(e.addr).expect("connect");
+            let r = c.get(&format!("/v1/chat/completions?{query}"), &[("x-api-key", key)]).expect("request");
+            statuses.push(r.status);
+        }
+        let stats: Vec<_> = ["calls", "errors", "cost_calls", "cost_errors"]
+            .iter()
+            .map(|s| {
+                let n: u64 = f
+                    .envoys
+                    .iter()
+                    .map(|e| e.stat(&build.stat_name(&format!("rate_limit.global.{s}"))).unwrap_or(0))
+                    .sum();
+                format!("{s}={n}")
+            })
+            .collect();
+        assert_eq!(statuses, [200, 200, 200, 429], "{key}: {stats:?}, redis {}", redis_total(&f.redis));
+    }
+    assert_eq!(redis_total(&f.redis), 2 * 1200);
+    for g in &f.engines {
+        assert!(g.metric("ratelimit_engine_calls_total{protocol=\"json\"}").unwrap_or(0) > 0);
+    }
 }

@@ -597,3 +597,34 @@ fn nginx_token_limit_charges_the_answers_usage() {
         assert!((10..=12).contains(&wait), "{key}: Retry-After {wait}, the debt is 12 s");
     }
 }
+
+/// A global token limit in nginx: admission asks the engine's `/json` with
+/// `hits_addend` 0; nginx allows no call from the response phases (one
+/// traps the VM), so the answer's tokens are charged detached, from the
+/// module's root context at its next tick (50 ms): the fourth answer of 400
+/// tokens is refused once the third's charge has landed.
+#[test]
+fn nginx_global_token_limit_charges_from_the_tick() {
+    let Some(bin) = nginx_bin() else { return };
+    let b = Backends::start(&["a", "b"]);
+    let redis = fleet::Redis::start();
+    let limits = "domain: llm\ndescriptors:\n  - key: generic_key\n    value: tokens\n    descriptors:\n      - key: x-api-key\n        rate_limit: { unit: hour, requests_per_unit: 1000 }\n";
+    let engine = fleet::Engine::start(limits, &redis, &[]);
+    let json = format!(
+        r#"{{"limits":[{{"name":"tokens","requests":1000,"period":"1h","key":"header:x-api-key","scope":"global","cost":{{"response_body":"usage.total_tokens"}}}}],
+            "global":{{"cluster":"{}","domain":"llm","protocol":"http","timeout":"1s"}}}}"#,
+        engine.http
+    );
+    let n = start(&bin, "global-rate-limit.conf", &b.addrs(), Some(&json))
+        .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = http_get(n.addr, "/v1/chat/completions?tokens=400", &[("x-api-key", "k")]);
+        statuses.push(r.map(|r| r.status).unwrap_or(0));
+        // Ten ticks: the charge has long been sent, however busy the machine.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+    assert_eq!(statuses, [200, 200, 200, 429], "{log}");
+    assert!(!log.contains("trap"), "no call from a phase nginx refuses: {log}");
+}

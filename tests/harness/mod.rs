@@ -274,7 +274,8 @@ impl Envoy {
             .arg("--admin-address-path")
             .arg(&admin_file)
             .arg("--log-level")
-            .arg("info")
+            // ENVOY_TEST_LOG_LEVEL=debug when chasing a failure.
+            .arg(std::env::var("ENVOY_TEST_LOG_LEVEL").unwrap_or_else(|_| "info".into()))
             .current_dir(repo())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))

@@ -161,6 +161,14 @@ pub trait Host: Clock + SharedStore {
     fn send_reply(&self, status: u16, headers: &[(String, String)], body: &[u8]) -> bool;
     /// Dispatches `call`; its token, or the host's refusal as text.
     fn dispatch(&self, call: &Call<'_>) -> Result<u32, String>;
+    /// Sends an outbound call on the proxy's behalf, not tied to this
+    /// request (which may end first): its answer is not delivered. `Err`
+    /// when the host cannot (the caller then dispatches it with the
+    /// request, best effort). The Proxy-Wasm adapter queues it and sends it
+    /// from its root context at the next tick ([`Filter::tick_period`]).
+    fn dispatch_detached(&self, _call: &Call<'_>) -> Result<(), String> {
+        Err("this host sends calls only with a request".into())
+    }
     /// The `:status` of an HTTP call's answer (`None`: no response at all).
     /// Returns bytes. Only meaningful while handling that answer.
     fn call_status(&self) -> Option<u16>;
@@ -354,8 +362,13 @@ pub trait Filter: Sized + 'static {
     fn on_response_headers<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}
 
     /// A chunk of the response body went by (`size` bytes; `end`: the
-    /// last). The body is never held: the chunk goes on when this returns.
-    fn on_response_body<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _size: usize, _end: bool) {}
+    /// last). The body is never held: the chunk goes on when this returns
+    /// `Continue`. `Pause` holds the last chunk (only with `end`) until a
+    /// call dispatched here answers ([`Filter::on_call_reply`] returning
+    /// `Continue` resumes the response).
+    fn on_response_body<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _size: usize, _end: bool) -> Flow {
+        Flow::Continue
+    }
 
     /// The request completed (or was abandoned): the access-log phase.
     fn on_log<H: Host>(&self, _stream: &mut Self::Stream, _host: &H) {}
@@ -364,6 +377,13 @@ pub trait Filter: Sized + 'static {
     /// request; `Pause` leaves it as it is (a local reply was sent).
     fn on_call_reply<H: Host>(&self, _stream: &mut Self::Stream, _host: &H, _token: u32, _reply: CallReply) -> Flow {
         Flow::Continue
+    }
+
+    /// How often the host should run the filter's timer work (the Proxy-Wasm
+    /// adapter: send the calls queued by [`Host::dispatch_detached`]);
+    /// `None`, the default, sets no timer.
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        None
     }
 
     /// What the filter decided for this request so far, as span attributes

@@ -213,9 +213,10 @@ impl<F: Filter> Filter for Observed<F> {
         self.write_attributes(stream, host);
     }
 
-    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) {
-        if let Some(filter) = &self.filter {
-            filter.on_response_body(&mut stream.inner, host, size, end);
+    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) -> Flow {
+        match &self.filter {
+            Some(filter) => filter.on_response_body(&mut stream.inner, host, size, end),
+            None => Flow::Continue,
         }
     }
 
@@ -236,6 +237,10 @@ impl<F: Filter> Filter for Observed<F> {
         if let Some(filter) = &self.filter {
             filter.span_attributes(&stream.inner, out);
         }
+    }
+
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        self.filter.as_ref().and_then(Filter::tick_period)
     }
 }
 

@@ -88,6 +88,7 @@ pub struct RecordingHost {
     properties: RefCell<HashMap<String, Vec<u8>>>,
     replies: RefCell<Vec<Reply>>,
     dispatched: RefCell<Vec<Dispatched>>,
+    detached: RefCell<Vec<Dispatched>>,
     refuse_dispatch: Cell<bool>,
     refuse_replies: Cell<bool>,
     answer: RefCell<Answer>,
@@ -119,6 +120,7 @@ impl RecordingHost {
             properties: RefCell::default(),
             replies: RefCell::default(),
             dispatched: RefCell::default(),
+            detached: RefCell::default(),
             refuse_dispatch: Cell::new(false),
             refuse_replies: Cell::new(false),
             answer: RefCell::default(),
@@ -169,6 +171,11 @@ impl RecordingHost {
     /// Sets the response headers the filter will see.
     pub fn respond(&self, headers: &[(&str, &str)]) {
         *self.response.borrow_mut() = headers.iter().copied().collect();
+    }
+
+    /// The calls sent detached ([`Host::dispatch_detached`]).
+    pub fn detached(&self) -> Vec<Dispatched> {
+        self.detached.borrow().clone()
     }
 
     /// Sets the response body chunk the next body callback lends.
@@ -398,6 +405,18 @@ impl Host for RecordingHost {
             },
         });
         Ok(token)
+    }
+
+    fn dispatch_detached(&self, call: &Call<'_>) -> Result<(), String> {
+        let token = self.dispatch(call)?;
+        // Recorded apart from the request's calls (the dispatch above
+        // recorded it there: moved).
+        let at = self.dispatched.borrow().iter().position(|d| d.token == token);
+        if let Some(at) = at {
+            let d = self.dispatched.borrow_mut().remove(at);
+            self.detached.borrow_mut().push(d);
+        }
+        Ok(())
     }
 
     fn call_status(&self) -> Option<u16> {

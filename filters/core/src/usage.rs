@@ -149,6 +149,8 @@ struct Json {
     deeper: u8,
     number: Option<u64>,
     fraction: bool,
+    /// The document's outermost container was opened.
+    opened: bool,
 }
 
 impl Default for Json {
@@ -165,6 +167,7 @@ impl Default for Json {
             deeper: 0,
             number: None,
             fraction: false,
+            opened: false,
         }
     }
 }
@@ -187,6 +190,7 @@ impl Json {
         if let Some(slot) = self.alive.get_mut(self.depth as usize) {
             *slot = alive;
         }
+        self.opened = true;
         if object {
             self.objects |= 1u64 << self.depth;
         } else {
@@ -408,7 +412,14 @@ impl UsageScanner {
         };
     }
 
-    /// The body ended: what was found at path `target` (by [`UsagePaths::add`]'s index).
+    /// A JSON body's document has ended (its outermost value closed): no
+    /// number can come after. Always `false` for an event stream, whose
+    /// end only the stream's end says.
+    pub fn document_complete(&self) -> bool {
+        self.framing == Framing::Json && self.json.mode == Mode::Stopped && self.json.depth == 0 && self.json.opened
+    }
+
+    /// The body ended: a number at its very end is complete.
     pub fn finish(&mut self) {
         self.json.finish(&mut self.found);
     }

@@ -151,6 +151,7 @@ extern "C" {
         token: *mut u32,
     ) -> u32;
     fn proxy_continue_stream(stream: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(millis: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, delta: i64) -> u32;
@@ -330,6 +331,18 @@ pub fn grpc_call(upstream: &str, service: &str, method: &str, message: &[u8], ti
 pub fn resume_request() -> Result<(), Status> {
     // SAFETY: no pointers.
     status(unsafe { proxy_continue_stream(0) })
+}
+
+/// Asks for `proxy_on_tick` every `millis` on the current (root) context.
+pub fn set_tick_period(millis: u32) -> Result<(), Status> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_set_tick_period_milliseconds(millis) })
+}
+
+/// Resumes the held response.
+pub fn resume_response() -> Result<(), Status> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_continue_stream(1) })
 }
 
 /// Makes `context_id` the context later calls act on (a call's answer

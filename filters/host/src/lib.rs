@@ -149,6 +149,11 @@ macro_rules! filter_entry {
             }
 
             #[no_mangle]
+            pub extern "C" fn proxy_on_tick(root_id: u32) {
+                DISPATCHER.with(|d| d.tick(root_id))
+            }
+
+            #[no_mangle]
             pub extern "C" fn proxy_on_grpc_receive(_root_id: u32, token: u32, size: usize) {
                 DISPATCHER.with(|d| d.call_reply(token, $crate::CallReply::Grpc { status: 0, size }))
             }
@@ -236,6 +241,20 @@ thread_local! {
     static CALLS: RefCell<Vec<(u32, u32)>> = const { RefCell::new(Vec::new()) };
     /// Every metric this VM defined (the exporter's list).
     static DEFINED: RefCell<Vec<DefinedMetric>> = const { RefCell::new(Vec::new()) };
+    /// Calls sent on the proxy's behalf at the next tick
+    /// ([`Host::dispatch_detached`]).
+    static DETACHED: RefCell<Vec<Detached>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls queued for the next tick beyond which a new one is refused: a
+/// service that cannot keep up must not grow memory.
+pub const MAX_DETACHED: usize = 4096;
+
+/// A call queued by [`Host::dispatch_detached`], owned.
+#[derive(Debug)]
+enum Detached {
+    Grpc { target: String, service: String, method: String, body: Vec<u8>, timeout_ms: u32 },
+    Http { target: String, headers: Vec<u8>, body: Vec<u8>, timeout_ms: u32 },
 }
 
 impl Host for ProxyHost {
@@ -307,6 +326,36 @@ impl Host for ProxyHost {
         let token = sent.map_err(|status| format!("status {}", status.0))?;
         CALLS.with(|c| c.borrow_mut().push((token, self.context)));
         Ok(token)
+    }
+
+    /// Queued, and sent from the root context at its next tick (both hosts
+    /// allow calls there; nginx traps a call from a response phase, and
+    /// Envoy cancels a request's calls when it ends). Answers are not read.
+    fn dispatch_detached(&self, call: &Call<'_>) -> Result<(), String> {
+        let millis = |t: std::time::Duration| u32::try_from(t.as_millis()).unwrap_or(u32::MAX);
+        let owned = match *call {
+            Call::Grpc { target, service, method, body, timeout } => Detached::Grpc {
+                target: target.to_string(),
+                service: service.to_string(),
+                method: method.to_string(),
+                body: body.to_vec(),
+                timeout_ms: millis(timeout),
+            },
+            Call::Http { target, headers, body, timeout } => Detached::Http {
+                target: target.to_string(),
+                headers: abi::serialize_pairs(headers),
+                body: body.to_vec(),
+                timeout_ms: millis(timeout),
+            },
+        };
+        DETACHED.with(|q| {
+            let mut q = q.try_borrow_mut().map_err(|_| "the queue is busy".to_string())?;
+            if q.len() >= MAX_DETACHED {
+                return Err(format!("{MAX_DETACHED} calls already wait for the next tick"));
+            }
+            q.push(owned);
+            Ok(())
+        })
     }
 
     fn call_status(&self) -> Option<u16> {
@@ -410,6 +459,8 @@ fn make_room<V>(streams: &mut HashMap<u32, V, BuildHasherDefault<IdHasher>>) {
 struct Stream<F: Filter> {
     filter: Rc<F>,
     state: F::Stream,
+    /// The response is held (its last body chunk) until a call answers.
+    response_paused: bool,
 }
 
 /// Routes the proxy's callbacks for filter `F`: its root contexts (one per
@@ -445,7 +496,7 @@ impl<F: Filter> Dispatcher<F> {
         let Some(filter) = filter else { return };
         let Ok(mut streams) = self.streams.try_borrow_mut() else { return };
         make_room(&mut streams);
-        streams.insert(context_id, Stream { filter, state: F::Stream::default() });
+        streams.insert(context_id, Stream { filter, state: F::Stream::default(), response_paused: false });
     }
 
     /// Configures root `root_id` from the plugin configuration; a refusal is
@@ -460,6 +511,12 @@ impl<F: Filter> Dispatcher<F> {
                 return false;
             }
         };
+        if let Some(period) = filter.tick_period() {
+            let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX).max(1);
+            if let Err(status) = abi::set_tick_period(millis) {
+                log::warn!("the host refused a tick period (status {}): queued calls will not be sent", status.0);
+            }
+        }
         let mut roots = self.roots.borrow_mut();
         match roots.iter_mut().find(|(id, _)| *id == root_id) {
             Some(root) => root.1 = Some(filter),
@@ -488,17 +545,41 @@ impl<F: Filter> Dispatcher<F> {
         0
     }
 
-    /// A chunk of the response body went by: always continue (the body is
-    /// never held).
+    /// A chunk of the response body went by: continue, or (the last chunk,
+    /// while a cost is charged to the rate limit service) hold it.
     pub fn response_body(&self, context_id: u32, size: usize, end: bool) -> u32 {
-        self.with_stream(context_id, |s, host| s.filter.on_response_body(&mut s.state, host, size, end));
-        0
+        let flow = self.with_stream(context_id, |s, host| {
+            let flow = s.filter.on_response_body(&mut s.state, host, size, end);
+            s.response_paused = flow == Flow::Pause;
+            flow
+        });
+        action(flow.unwrap_or(Flow::Continue))
     }
 
     /// The request completed: the last callback that does work.
     pub fn log(&self, context_id: u32) {
         self.with_stream(context_id, |s, host| s.filter.on_log(&mut s.state, host));
         self.delete(context_id);
+    }
+
+    /// The root's timer: sends the calls queued by
+    /// [`Host::dispatch_detached`] (their answers come to no stream, and are
+    /// dropped).
+    pub fn tick(&self, _root_id: u32) {
+        let queued = DETACHED.with(|q| q.try_borrow_mut().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default());
+        for call in queued {
+            let sent = match &call {
+                Detached::Grpc { target, service, method, body, timeout_ms } => {
+                    abi::grpc_call(target, service, method, body, *timeout_ms)
+                }
+                Detached::Http { target, headers, body, timeout_ms } => {
+                    abi::http_call(target, headers, body, *timeout_ms)
+                }
+            };
+            if let Err(status) = sent {
+                log::warn!("a queued call to the rate limit service was refused (status {})", status.0);
+            }
+        }
     }
 
     /// The context is gone: its state and its unanswered calls are dropped.
@@ -522,9 +603,19 @@ impl<F: Filter> Dispatcher<F> {
         if abi::set_effective_context(context_id).is_err() {
             return;
         }
-        let flow = self.with_stream(context_id, |s, host| s.filter.on_call_reply(&mut s.state, host, token, reply));
-        if flow == Some(Flow::Continue) {
-            let _ = abi::resume_request();
+        let flow = self.with_stream(context_id, |s, host| {
+            let flow = s.filter.on_call_reply(&mut s.state, host, token, reply);
+            let response = std::mem::take(&mut s.response_paused);
+            (flow, response)
+        });
+        match flow {
+            Some((Flow::Continue, true)) => {
+                let _ = abi::resume_response();
+            }
+            Some((Flow::Continue, false)) => {
+                let _ = abi::resume_request();
+            }
+            _ => {}
         }
     }
 }
@@ -561,7 +652,7 @@ impl<F: Filter> Filter for TrapOnDemand<F> {
         self.0.on_response_headers(stream, host)
     }
 
-    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) {
+    fn on_response_body<H: Host>(&self, stream: &mut Self::Stream, host: &H, size: usize, end: bool) -> Flow {
         self.0.on_response_body(stream, host, size, end)
     }
 
@@ -571,6 +662,10 @@ impl<F: Filter> Filter for TrapOnDemand<F> {
 
     fn on_call_reply<H: Host>(&self, stream: &mut Self::Stream, host: &H, token: u32, reply: CallReply) -> Flow {
         self.0.on_call_reply(stream, host, token, reply)
+    }
+
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        self.0.tick_period()
     }
 }
 

@@ -283,6 +283,7 @@ extern "C" {
         timeout_ms: u64,
     ) -> u32;
     fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: EnvoyPtr);
+    fn envoy_dynamic_module_callback_http_filter_continue_encoding(filter: EnvoyPtr);
     fn envoy_dynamic_module_callback_http_get_active_span(filter: EnvoyPtr) -> *mut c_void;
     fn envoy_dynamic_module_callback_get_most_specific_route_config(filter: EnvoyPtr) -> *const c_void;
     fn envoy_dynamic_module_callback_http_span_set_tag(span: *mut c_void, key: ModuleBuffer, value: ModuleBuffer);
@@ -579,7 +580,13 @@ pub fn route_config(Stream(filter): Stream) -> Option<*const c_void> {
     (!p.is_null()).then_some(p)
 }
 
-/// Resumes a request its filter stopped.
+/// Resumes the response held by a hook that returned a stop status.
+pub fn continue_encoding(Stream(filter): Stream) {
+    // SAFETY: `filter` is the stream's, valid in this event hook.
+    unsafe { envoy_dynamic_module_callback_http_filter_continue_encoding(filter) }
+}
+
+/// Resumes the request held by a hook that returned a stop status.
 pub fn continue_decoding(Stream(filter): Stream) {
     // SAFETY: `filter` is the stream's.
     unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(filter) }

@@ -415,6 +415,11 @@ unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
 }
 
 #[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_continue_encoding(_filter: EnvoyPtr) {
+    let _fake = count("continue_encoding");
+}
+
+#[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_http_filter_continue_decoding(_filter: EnvoyPtr) {
     let _fake = count("continue_decoding");
 }

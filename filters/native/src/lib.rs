@@ -102,10 +102,10 @@ macro_rules! policies {
                 }
             }
 
-            fn response_body(&self, stream: &mut AnyStream, host: &NativeHost<'_>, end: bool) {
+            fn response_body(&self, stream: &mut AnyStream, host: &NativeHost<'_>, end: bool) -> Flow {
                 match (self, stream) {
                     $((AnyFilter::$variant(f), AnyStream::$variant(s)) => f.on_response_body(s, host, usize::MAX, end),)*
-                    _ => {}
+                    _ => Flow::Continue,
                 }
             }
 
@@ -180,6 +180,8 @@ struct NativeStream {
     route: Option<Arc<NativeConfig>>,
     filter: Rc<AnyFilter>,
     state: AnyStream,
+    /// The response is held (its last body chunk) until a callout answers.
+    response_paused: bool,
 }
 
 /// Runs an event hook's body; a panic is logged in one line (with its
@@ -344,7 +346,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let stream = unsafe { abi::Stream::new(filter_envoy) };
         let Some(filter) = instance(&config, &config, stream) else { return std::ptr::null() };
         let state = filter.new_stream();
-        let stream = NativeStream { config, route: None, filter, state };
+        let stream = NativeStream { config, route: None, filter, state, response_paused: false };
         let reused =
             FREE_SLOTS.try_with(|free| free.try_borrow_mut().ok().and_then(|mut free| free.pop())).ok().flatten();
         let slot = match reused {
@@ -530,8 +532,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     0
 }
 
-/// A chunk of the response body: read for a cost, never held (always
-/// `Continue`).
+/// A chunk of the response body: read for a cost; the last one held while
+/// a cost is charged to the rate limit service.
 /// # Safety
 /// Called by Envoy with the pointers the ABI describes.
 #[no_mangle]
@@ -543,11 +545,14 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     guarded("response body", 0, || {
         // SAFETY: the pointer this hook received, used only in it.
         let filter = unsafe { abi::Stream::new(filter_envoy) };
-        with_stream(stream, |s| {
+        let flow = with_stream(stream, |s| {
             let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: None };
-            s.filter.response_body(&mut s.state, &host, end_of_stream);
+            let flow = s.filter.response_body(&mut s.state, &host, end_of_stream);
+            s.response_paused = flow == Flow::Pause;
+            flow
         });
-        0
+        // StopIterationAndBuffer holds the chunk until continue_encoding.
+        u32::from(flow == Some(Flow::Pause))
     })
 }
 
@@ -637,10 +642,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         let answer = host::CallAnswer { body, ..answer };
         let flow = with_stream(stream, |s| {
             let host = NativeHost { filter, config: None, metrics: &s.config.metrics, answer: Some(&answer) };
-            s.filter.call_reply(&mut s.state, &host, u32::try_from(callout_id).unwrap_or(u32::MAX), reply)
+            let flow = s.filter.call_reply(&mut s.state, &host, u32::try_from(callout_id).unwrap_or(u32::MAX), reply);
+            (flow, std::mem::take(&mut s.response_paused))
         });
-        if flow == Some(Flow::Continue) {
-            abi::continue_decoding(filter);
+        match flow {
+            Some((Flow::Continue, true)) => abi::continue_encoding(filter),
+            Some((Flow::Continue, false)) => abi::continue_decoding(filter),
+            _ => {}
         }
     })
 }

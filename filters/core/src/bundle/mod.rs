@@ -207,9 +207,10 @@ impl Filter for BundleFilter {
     }
 
     /// Only the rate limiter reads the body (a cost from the response).
-    fn on_response_body<H: Host>(&self, stream: &mut BundleStream, host: &H, size: usize, end: bool) {
-        if let Some(f) = &self.rate_limit {
-            f.on_response_body(&mut stream.rate_limit, host, size, end);
+    fn on_response_body<H: Host>(&self, stream: &mut BundleStream, host: &H, size: usize, end: bool) -> Flow {
+        match &self.rate_limit {
+            Some(f) => f.on_response_body(&mut stream.rate_limit, host, size, end),
+            None => Flow::Continue,
         }
     }
 
@@ -231,11 +232,20 @@ impl Filter for BundleFilter {
 
     fn on_call_reply<H: Host>(&self, stream: &mut BundleStream, host: &H, token: u32, reply: CallReply) -> Flow {
         let Some(rl) = &self.rate_limit else { return Flow::Pause };
+        if rl.settles(&stream.rate_limit, token) {
+            // The answer to a cost charged at the end of the response: the
+            // request's policies ran long ago.
+            return rl.on_call_reply(&mut stream.rate_limit, host, token, reply);
+        }
         let pass = Pass::new(host, self.all_headers);
         match rl.on_call_reply(&mut stream.rate_limit, &pass, token, reply) {
             Flow::Continue => self.request_from(stream, &pass, 1),
             Flow::Pause => Flow::Pause,
         }
+    }
+
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        self.rate_limit.as_ref().and_then(Filter::tick_period)
     }
 
     /// Each policy's own attributes, in request order.

@@ -236,6 +236,10 @@ impl<H: Host> Host for Pass<'_, H> {
         self.host.dispatch(call)
     }
 
+    fn dispatch_detached(&self, call: &Call<'_>) -> Result<(), String> {
+        self.host.dispatch_detached(call)
+    }
+
     fn call_status(&self) -> Option<u16> {
         self.host.call_status()
     }

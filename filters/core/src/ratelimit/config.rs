@@ -2,7 +2,7 @@
 //! checked form the limiter runs on. Every field is documented, with its
 //! default, in `filters/rate-limit/README.md`.
 
-use super::cost::{check_cost, check_tiers, check_trusted_sources, Cost, RawTiers, Tiers};
+use super::cost::{check_cost, check_tiers, check_trusted_sources, Cost, CostSource, RawTiers, Tiers};
 use super::gcra::Gcra;
 use super::global::{FailureMode, GlobalService, RawGlobalService};
 use crate::config::{
@@ -435,14 +435,14 @@ fn check_limit(
     let smallest_burst = tiers.iter().flat_map(|t| t.tiers.iter().map(|t| t.burst)).fold(burst, u64::min);
     let cost = match raw.cost {
         None => None,
-        Some(_) if raw.scope == Scope::Global => {
-            return Err(ConfigError::new(
-                field("cost"),
-                "is not supported on a global limit yet: the rate limit service counts one per request",
-            ))
-        }
         Some(c) => Some(check_cost(&field("cost"), c, smallest_burst, usage_paths)?),
     };
+    if raw.scope == Scope::Global && cost.as_ref().is_some_and(|c| matches!(c.source, CostSource::ResponseHeader(_))) {
+        return Err(ConfigError::new(
+            field("cost.response_header"),
+            "is for local limits: a global limit's cost from the response is read from its body (response_body)",
+        ));
+    }
     // A bucket may go into debt by the largest cost one settlement charges.
     let debt = cost.as_ref().filter(|c| c.after_response()).map_or(0, |c| c.max);
     let gcra = gcra.with_debt(debt);

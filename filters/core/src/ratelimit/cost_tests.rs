@@ -2,7 +2,7 @@
 //! "Limits by cost" and "Tiers", request by request.
 
 use super::RateLimitFilter;
-use crate::host::Flow;
+use crate::host::{Filter, Flow};
 use crate::store::CasRule;
 use crate::testing::{Exchange, Outcome};
 
@@ -266,4 +266,136 @@ fn bad_cost_and_tier_configurations_name_their_field() {
             ),
         ],
     );
+}
+
+// ---- global limits ----
+
+/// A global token limit: the request asks with `hits_addend` 0 (admitted
+/// while the key is not over), the end of the body charges the answer's
+/// tokens in a second call and waits for it.
+#[test]
+fn a_global_cost_is_checked_at_zero_and_charged_at_the_end_of_the_body() {
+    use super::protocol::{self, code, DescriptorStatus, RateLimitResponse};
+    use crate::host::CallReply;
+    use prost::Message;
+    let x = filter(
+        r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","scope":"global",
+            "cost":{"response_body":"usage.total_tokens","default":300}}],
+            "global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#,
+    );
+    let ok = RateLimitResponse {
+        overall_code: code::OK,
+        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    x.host.answer_with(None, ok.clone());
+    let (mut stream, flow) = x.start(&[(":method", "POST"), (":path", "/v1/chat/completions"), KEY_A]);
+    assert_eq!(flow, Flow::Pause, "asks the service");
+    let ask = x.host.dispatched().pop().unwrap();
+    let sent = protocol::RateLimitRequest::decode(ask.body.as_slice()).unwrap();
+    let hits: Vec<Option<u64>> = sent.descriptors.iter().map(|d| d.hits_addend.as_ref().map(|h| h.value)).collect();
+    assert_eq!(hits, [Some(0)], "admission checks without counting");
+    assert_eq!(x.reply(&mut stream, ask.token, CallReply::Grpc { status: 0, size: ok.len() }), Flow::Continue);
+
+    x.host.respond(&[(":status", "200"), ("content-type", "application/json")]);
+    x.filter.on_response_headers(&mut stream, &x.host);
+    let body = json_answer(400);
+    let (head, tail) = body.as_bytes().split_at(20);
+    x.host.body_chunk(head);
+    assert_eq!(x.filter.on_response_body(&mut stream, &x.host, head.len(), false), Flow::Continue);
+    x.host.body_chunk(tail);
+    assert_eq!(x.filter.on_response_body(&mut stream, &x.host, tail.len(), true), Flow::Pause, "held for the charge");
+    let charge = x.host.dispatched().pop().unwrap();
+    assert_ne!(charge.token, ask.token);
+    x.host.body_chunk(b"");
+    assert_eq!(x.filter.on_response_body(&mut stream, &x.host, 0, true), Flow::Pause, "later chunks wait too");
+    let sent = protocol::RateLimitRequest::decode(charge.body.as_slice()).unwrap();
+    assert_eq!(sent.domain, "llm");
+    let d = sent.descriptors.first().unwrap();
+    assert_eq!(d.hits_addend.as_ref().map(|h| h.value), Some(400), "the answer's tokens");
+    let entries: Vec<(&str, &str)> = d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
+    assert_eq!(entries, [("generic_key", "tokens"), ("x-api-key", "tenant-a")], "the request's descriptor");
+    assert!(x.filter.settles(&stream, charge.token));
+    assert_eq!(x.reply(&mut stream, charge.token, CallReply::Grpc { status: 0, size: 0 }), Flow::Continue);
+    x.filter.on_log(&mut stream, &x.host);
+    assert_eq!(x.host.dispatched().len(), 2, "nothing more at the log");
+    assert_eq!(x.host.metric("rate_limit.global.cost_calls"), 1);
+    assert_eq!(x.host.metric("rate_limit.global.cost_errors"), 0);
+    assert_eq!(x.host.metric("rate_limit.tokens.cost_charged"), 400);
+
+    // A stream that ends without its body's end: the default, at the log,
+    // detached (the stream's own calls end with it).
+    let (mut stream, _) = x.start(&[(":method", "POST"), (":path", "/"), KEY_A]);
+    let token = x.host.dispatched().pop().unwrap().token;
+    x.reply(&mut stream, token, CallReply::Grpc { status: 0, size: ok.len() });
+    x.filter.on_log(&mut stream, &x.host);
+    let late = protocol::RateLimitRequest::decode(x.host.detached().pop().unwrap().body.as_slice()).unwrap();
+    assert_eq!(late.descriptors.first().and_then(|d| d.hits_addend.as_ref()).map(|h| h.value), Some(300));
+    assert_eq!(x.host.metric("rate_limit.tokens.cost_defaulted"), 1);
+}
+
+/// A weight on a global limit is sent as the descriptor's hits_addend at
+/// the request: nothing to settle afterwards.
+#[test]
+fn a_global_weight_is_the_descriptors_hits_addend() {
+    use super::protocol;
+    use prost::Message;
+    let x = filter(
+        r#"{"limits":[{"name":"writes","requests":100,"period":"1m","key":"all","scope":"global","cost":5}],
+            "global":{"cluster":"ratelimit","domain":"d"}}"#,
+    );
+    let (_stream, flow) = x.start(&[(":method", "POST"), (":path", "/")]);
+    assert_eq!(flow, Flow::Pause);
+    let sent = protocol::RateLimitRequest::decode(x.host.dispatched().pop().unwrap().body.as_slice()).unwrap();
+    assert_eq!(sent.descriptors.first().and_then(|d| d.hits_addend.as_ref()).map(|h| h.value), Some(5));
+}
+
+/// In nginx a call from the response phases traps the VM: the charge goes
+/// detached (sent at the adapter's next tick), and the response is not
+/// held. A stream that ends early charges its default detached, in Envoy
+/// too.
+#[test]
+fn in_nginx_and_at_a_streams_early_end_the_charge_goes_detached() {
+    use super::protocol::{self, code, RateLimitResponse};
+    use crate::host::CallReply;
+    use prost::Message;
+    let config = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"all","scope":"global",
+        "cost":{"response_body":"usage.total_tokens","default":300}}],
+        "global":{"cluster":"ratelimit","domain":"llm","protocol":"http"}}"#;
+    let ok = RateLimitResponse { overall_code: code::OK, ..Default::default() };
+    let ok = protocol::encode_json_response(&ok);
+    for rule in [CasRule::NginxStrict, CasRule::Envoy] {
+        let x = Exchange::<RateLimitFilter>::new(rule, config).unwrap();
+        assert_eq!(x.filter.tick_period(), Some(std::time::Duration::from_millis(50)));
+        x.host.answer_with(Some(200), ok.clone());
+        let (mut stream, flow) = x.start(&[(":method", "POST"), (":path", "/")]);
+        assert_eq!(flow, Flow::Pause);
+        let token = x.host.dispatched().pop().unwrap().token;
+        assert_eq!(x.reply(&mut stream, token, CallReply::Http { size: ok.len() }), Flow::Continue);
+        x.host.respond(&[(":status", "200")]);
+        x.filter.on_response_headers(&mut stream, &x.host);
+        let body = json_answer(400);
+        x.host.body_chunk(body.as_bytes());
+        let flow = x.filter.on_response_body(&mut stream, &x.host, body.len(), true);
+        if rule == CasRule::NginxStrict {
+            assert_eq!(flow, Flow::Continue, "nginx: not held");
+            let sent = x.host.detached();
+            let charged = protocol::decode_json_request(&sent.first().unwrap().body).unwrap();
+            assert_eq!(charged.descriptors[0].hits_addend.as_ref().map(|h| h.value), Some(400));
+        } else {
+            assert_eq!(flow, Flow::Pause, "Envoy: held until the charge answers");
+            assert!(x.host.detached().is_empty());
+        }
+        // A stream that ends before its body does: the default, detached.
+        let (mut stream, _) = x.start(&[(":method", "POST"), (":path", "/")]);
+        let token = x.host.dispatched().pop().unwrap().token;
+        x.reply(&mut stream, token, CallReply::Http { size: ok.len() });
+        x.filter.on_log(&mut stream, &x.host);
+        let late = x.host.detached().pop().unwrap();
+        let late = protocol::decode_json_request(&late.body).unwrap();
+        assert_eq!(late.descriptors[0].hits_addend.as_ref().map(|h| h.value), Some(300), "{rule:?}");
+    }
+    let plain = Exchange::<RateLimitFilter>::new(CasRule::Envoy, TOKENS).unwrap();
+    assert_eq!(plain.filter.tick_period(), None, "no timer unless a global cost needs one");
 }

@@ -15,7 +15,7 @@
 use super::config::{Mode, RateLimitConfig};
 use super::cost::{Cost, CostSource};
 use super::global::call::{Caller, Pending};
-use super::{Decision, LimitState, RateLimiter, Refusal};
+use super::{Decision, GlobalCall, LimitState, RateLimiter, Refusal};
 use crate::config::ConfigError;
 use crate::host::{CallReply, Filter, Flow, Host, Refused};
 use crate::request::RequestView;
@@ -63,9 +63,13 @@ pub struct RateLimitStream {
     /// What was decided, for the span ([`Filter::span_attributes`]).
     pub(super) verdict: Option<Verdict>,
     /// Costs to settle when the response says them.
-    charges: smallvec::SmallVec<[super::Charge; 1]>,
+    pub(super) charges: smallvec::SmallVec<[super::Charge; 1]>,
     /// The body's scan, while a charge waits for a number from it.
     usage: Option<Box<UsageScanner>>,
+    /// Global limits' costs to charge when the response says them.
+    pub(super) global_charges: smallvec::SmallVec<[super::GlobalCharge; 1]>,
+    /// The call charging them, while the end of the response waits for it.
+    pub(super) settling: Option<u32>,
 }
 
 /// A request's verdict: `ratelimit.result`, and the limit that refused
@@ -172,6 +176,18 @@ impl RateLimitFilter {
                 _ => i += 1,
             }
         }
+        for charge in &mut stream.global_charges {
+            let cost = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref());
+            match cost.map(|c| (c, &c.source)) {
+                Some((c, CostSource::ResponseHeader(name))) => {
+                    let said = crate::host::with_response_header(host, name, |v| c.read(v));
+                    charge.cost = Some(said.unwrap_or(c.default));
+                    self.count_cost(host, charge.limit, charge.cost.unwrap_or(0), said.is_none());
+                }
+                Some((_, CostSource::ResponseBody(..))) => reads_body = true,
+                _ => {}
+            }
+        }
         if reads_body {
             let framing =
                 crate::host::with_response_header(host, "content-type", |v| Some(Framing::of_content_type(v)));
@@ -183,6 +199,9 @@ impl RateLimitFilter {
     /// Settles every charge left: a body's number where it gave one, else
     /// the limit's default.
     fn settle_all<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
+        if stream.charges.is_empty() {
+            return;
+        }
         for charge in std::mem::take(&mut stream.charges) {
             let Some(cost) = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref()) else {
                 continue;
@@ -194,19 +213,56 @@ impl RateLimitFilter {
             let n = found.map_or(cost.default, |n| n.min(cost.max));
             self.settle(host, &charge, n, found.is_none());
         }
-        stream.usage = None;
     }
 
     fn settle<H: Host>(&self, host: &H, charge: &super::Charge, cost: u64, defaulted: bool) {
         if self.limiter.settle(charge, cost, host, host).is_err() {
             self.metrics.store_errors.inc(host);
         }
-        if let Some(Some(m)) = self.per_cost.get(charge.limit) {
+        self.count_cost(host, charge.limit, cost, defaulted);
+    }
+
+    fn count_cost<H: Host>(&self, host: &H, limit: usize, cost: u64, defaulted: bool) {
+        if let Some(Some(m)) = self.per_cost.get(limit) {
             m.cost_charged.add(host, cost);
             if defaulted {
                 m.cost_defaulted.inc(host);
             }
         }
+    }
+
+    /// Charges the global limits' costs still owed, in one call (see
+    /// [`super::global`]): a cost above what the request was charged adds
+    /// the difference; one below it cannot be given back (the service
+    /// counts up only).
+    fn charge_global<H: Host>(&self, stream: &mut RateLimitStream, host: &H, late: bool) -> Flow {
+        let (Some(caller), false) = (&self.global, stream.global_charges.is_empty()) else { return Flow::Continue };
+        let mut call = GlobalCall::default();
+        for charge in std::mem::take(&mut stream.global_charges) {
+            let Some(cost) = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref()) else {
+                continue;
+            };
+            let n = match (charge.cost, &cost.source, stream.usage.as_deref()) {
+                (Some(n), _, _) => n,
+                (None, CostSource::ResponseBody(target, _), scan) => {
+                    let found = scan.and_then(|s| s.found(*target)).map(|n| n.min(cost.max));
+                    self.count_cost(host, charge.limit, found.unwrap_or(cost.default), found.is_none());
+                    found.unwrap_or(cost.default)
+                }
+                (None, _, _) => cost.default,
+            };
+            if n > charge.charged {
+                call.limits.push(charge.limit);
+                call.descriptors.push(charge.descriptor);
+                call.hits.push(Some(n - charge.charged));
+            }
+        }
+        caller.charge(self, host, stream, call, late)
+    }
+
+    /// Is `token` the call charging this request's costs?
+    pub fn settles(&self, stream: &RateLimitStream, token: u32) -> bool {
+        stream.settling.is_some_and(|t| t == token)
     }
 
     /// Sends `refusal`; `Continue` (the request goes through) when the host
@@ -293,19 +349,35 @@ impl Filter for RateLimitFilter {
             host.add_response_header(&name, &value);
         }
         self.limiter.add_headers(&std::mem::take(&mut stream.local_quota), host);
-        if !stream.charges.is_empty() {
+        if !stream.charges.is_empty() || !stream.global_charges.is_empty() {
             self.costs_from_headers(stream, host);
         }
     }
 
-    fn on_response_body<H: Host>(&self, stream: &mut RateLimitStream, host: &H, size: usize, end: bool) {
-        let Some(scan) = stream.usage.as_deref_mut() else { return };
+    /// Reads the body for the costs that wait for it; at its end (a JSON
+    /// document's, or the stream's), settles them: local buckets at once,
+    /// global limits in one call to the service, that chunk held until it
+    /// answers.
+    fn on_response_body<H: Host>(&self, stream: &mut RateLimitStream, host: &H, size: usize, end: bool) -> Flow {
+        if stream.settling.is_some() {
+            // Held for the charge: the proxy hands a held filter each later
+            // chunk too; they wait with it.
+            return Flow::Pause;
+        }
+        let Some(scan) = stream.usage.as_deref_mut() else { return Flow::Continue };
         let paths = &self.limiter.config().usage_paths;
         host.response_body_with(size, &mut |chunk| scan.feed(chunk, paths));
-        if end {
-            scan.finish();
-            self.settle_all(stream, host);
+        // A JSON answer is settled in the chunk that completes it: held
+        // there, the client cannot have the whole answer (and go away,
+        // which would cancel the call) before the charge is made.
+        if !end && !scan.document_complete() {
+            return Flow::Continue;
         }
+        scan.finish();
+        self.settle_all(stream, host);
+        let flow = self.charge_global(stream, host, false);
+        stream.usage = None;
+        flow
     }
 
     /// A request that ends with charges unsettled settles them now: from
@@ -313,25 +385,44 @@ impl Filter for RateLimitFilter {
     /// the upstream failed, the body said nothing). A request refused here
     /// or by the rate limit service has none to settle.
     fn on_log<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
-        if stream.charges.is_empty() {
+        if stream.charges.is_empty() && stream.global_charges.is_empty() {
             return;
         }
         let refused = stream.verdict.is_some_and(|v| matches!(v.result, Outcome::Refused | Outcome::FailureModeDenied));
         if refused {
             stream.charges.clear();
+            stream.global_charges.clear();
             return;
         }
         if let Some(scan) = stream.usage.as_deref_mut() {
             scan.finish();
         }
         self.settle_all(stream, host);
+        self.charge_global(stream, host, true);
     }
 
     fn on_call_reply<H: Host>(&self, stream: &mut RateLimitStream, host: &H, token: u32, reply: CallReply) -> Flow {
+        if self.settles(stream, token) {
+            stream.settling = None;
+            return self.global.as_ref().map_or(Flow::Continue, |c| c.on_charged(host, reply));
+        }
         match &self.global {
             Some(caller) => caller.on_reply(self, host, stream, token, reply),
             None => Flow::Pause,
         }
+    }
+
+    /// Global limits whose cost the response says send some charges
+    /// detached (nginx; a stream that ended early): the Proxy-Wasm adapter
+    /// sends them every 50 ms.
+    fn tick_period(&self) -> Option<std::time::Duration> {
+        let config = self.limiter.config();
+        let detached = config.global.is_some()
+            && config
+                .limits
+                .iter()
+                .any(|l| l.scope == super::config::Scope::Global && l.cost.as_ref().is_some_and(Cost::after_response));
+        detached.then(|| std::time::Duration::from_millis(50))
     }
 
     /// `ratelimit.result` (`allowed`, `refused`, `shadow_refused`,

@@ -76,7 +76,7 @@ pub mod global;
 pub use rls_protocol as protocol;
 
 pub use filter::{CostMetrics, FilterMetrics, LimitMetrics, RateLimitFilter, RateLimitStream};
-pub use global::{GlobalCall, GlobalMetrics, GlobalOutcome};
+pub use global::{GlobalCall, GlobalCharge, GlobalMetrics, GlobalOutcome};
 
 use crate::clock::Clock;
 use crate::config::ConfigError;

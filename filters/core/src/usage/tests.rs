@@ -163,3 +163,22 @@ fn a_ten_megabyte_stream_is_read_in_constant_memory() {
     assert_eq!(s.found(0), Some(777));
     assert!(std::mem::size_of::<UsageScanner>() <= 512, "{}", std::mem::size_of::<UsageScanner>());
 }
+
+#[test]
+fn a_json_document_is_complete_once_its_outermost_value_closes() {
+    let p = paths(&["usage.total_tokens"]);
+    let mut s = UsageScanner::new(Framing::Json);
+    s.feed(br#"{"usage":{"total_tokens":4"#, &p);
+    assert!(!s.document_complete());
+    s.feed(b"}", &p);
+    assert!(!s.document_complete());
+    s.feed(b"}", &p);
+    assert!(s.document_complete());
+    assert_eq!(s.found(0), Some(4));
+    let mut bad = UsageScanner::new(Framing::Json);
+    bad.feed(b"<html>", &p);
+    assert!(!bad.document_complete(), "a body that is not JSON never completes");
+    let mut sse = UsageScanner::new(Framing::EventStream);
+    sse.feed(b"data: {}\n\n", &p);
+    assert!(!sse.document_complete(), "only the stream's end ends an event stream");
+}

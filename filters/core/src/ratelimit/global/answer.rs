@@ -14,8 +14,25 @@ pub struct GlobalCall {
     pub limits: Vec<usize>,
     /// One descriptor per limit.
     pub descriptors: Vec<Descriptor>,
+    /// Per descriptor: its own `hits_addend` (a limit with a `cost`: the
+    /// cost known at the request, or the estimate of one known after it),
+    /// `None` for 1.
+    pub hits: Vec<Option<u64>>,
     /// As [`crate::ratelimit::Decision::client_ip_fallback`].
     pub client_ip_fallback: bool,
+}
+
+/// A global limit's cost still to charge once the response says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalCharge {
+    /// Index into the configured limits.
+    pub limit: usize,
+    /// The descriptor the request was counted under.
+    pub descriptor: Descriptor,
+    /// What the request charged (the estimate).
+    pub charged: u64,
+    /// The cost, once known (a response header).
+    pub cost: Option<u64>,
 }
 
 /// What an answer means for the request.
@@ -39,6 +56,7 @@ impl RateLimiter {
     pub fn global_call(&self, req: &RequestView) -> Option<GlobalCall> {
         let mut call = GlobalCall::default();
         let mut ip_cache = None;
+        let mut trusted = None;
         let path = req.path();
         for (i, limit) in self.config.limits.iter().enumerate() {
             if limit.scope != Scope::Global || !limit.matcher.matches(req) {
@@ -60,8 +78,28 @@ impl RateLimiter {
             }
             call.limits.push(i);
             call.descriptors.push(d);
+            call.hits.push(limit.cost.as_ref().map(|c| {
+                c.at_request(
+                    req,
+                    *trusted.get_or_insert_with(|| super::super::cost::trusted(&self.config.trusted_sources, req)),
+                )
+            }));
         }
         (!call.limits.is_empty()).then_some(call)
+    }
+
+    /// The global limits of an admitted call whose cost the response will
+    /// say: what each descriptor was charged at the request.
+    pub fn global_charges(&self, call: &GlobalCall) -> smallvec::SmallVec<[GlobalCharge; 1]> {
+        let mut out = smallvec::SmallVec::new();
+        for (j, &i) in call.limits.iter().enumerate() {
+            let after = self.config.limits.get(i).and_then(|l| l.cost.as_ref()).is_some_and(|c| c.after_response());
+            if let (true, Some(descriptor)) = (after, call.descriptors.get(j)) {
+                let charged = call.hits.get(j).copied().flatten().unwrap_or(0);
+                out.push(GlobalCharge { limit: i, descriptor: descriptor.clone(), charged, cost: None });
+            }
+        }
+        out
     }
 
     /// What the service's answer means for the request. `local` are the

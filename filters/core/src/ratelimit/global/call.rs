@@ -12,7 +12,7 @@ use super::super::config::Mode;
 use super::super::filter::{Outcome, RateLimitFilter, RateLimitStream, Verdict};
 use super::super::{protocol, quota_headers, Decision, LimitState, QuotaItem};
 use super::{Answer, AnswerError, FailureMode, GlobalCall, GlobalService, Protocol};
-use crate::host::{Call, CallReply, Flow, Host};
+use crate::host::{Call, CallReply, Flow, Host, HostKind};
 use crate::request::RequestView;
 use std::cell::Cell;
 use std::time::Duration;
@@ -22,7 +22,10 @@ crate::metrics! {
     /// when a limit is global).
     pub struct GlobalMetrics {
         gauges: [failing],
-        counters: [calls, ok, over_limit, errors, timeouts, failure_mode_allowed, failure_mode_denied, degraded, no_limit],
+        counters: [
+            calls, ok, over_limit, errors, timeouts, failure_mode_allowed, failure_mode_denied, degraded, no_limit,
+            cost_calls, cost_errors
+        ],
     }
 }
 
@@ -62,6 +65,67 @@ impl Caller {
         }
     }
 
+    /// Charges the rest of the costs the response said (`charges`: each
+    /// descriptor and what it still owes) in one call. In Envoy, with the
+    /// stream still going, the chunk in hand is held until the call answers
+    /// (`Pause`): the client cannot have the whole answer before it is
+    /// counted. Otherwise (`late`: the stream is ending; or nginx, which
+    /// allows calls only from the request phases) the call goes detached
+    /// ([`Host::dispatch_detached`]), or, where the host has no such call,
+    /// with the ending stream, best effort.
+    pub(in crate::ratelimit) fn charge<H: Host>(
+        &self,
+        f: &RateLimitFilter,
+        host: &H,
+        stream: &mut RateLimitStream,
+        charges: GlobalCall,
+        late: bool,
+    ) -> Flow {
+        let Some(g) = &f.limiter.config().global else { return Flow::Continue };
+        if charges.descriptors.is_empty() {
+            return Flow::Continue;
+        }
+        self.metrics.cost_calls.inc(host);
+        let nginx = host.kind() == HostKind::Nginx;
+        if late || nginx {
+            let sent = match self.with_call(g, &charges, |c| host.dispatch_detached(c)) {
+                Ok(()) => Ok(()),
+                // Never from nginx's response phases: the call traps the VM.
+                Err(why) if nginx => Err(why),
+                Err(_) => self.dispatch(host, g, &charges).map(|_| ()),
+            };
+            if let Err(why) = sent {
+                self.metrics.cost_errors.inc(host);
+                log::warn!("could not charge a cost to the rate limit service: {why}");
+            }
+            return Flow::Continue;
+        }
+        match self.dispatch(host, g, &charges) {
+            Ok(token) => {
+                stream.settling = Some(token);
+                Flow::Pause
+            }
+            Err(why) => {
+                self.metrics.cost_errors.inc(host);
+                log::warn!("could not charge a cost to the rate limit service: {why}");
+                Flow::Continue
+            }
+        }
+    }
+
+    /// The answer to a cost charged: counted when it failed; the response
+    /// goes on either way.
+    pub(in crate::ratelimit) fn on_charged<H: Host>(&self, host: &H, reply: CallReply) -> Flow {
+        let ok = match reply {
+            CallReply::Grpc { status, .. } => status == 0,
+            CallReply::Http { .. } => host.call_status().is_some_and(|s| s == 200 || s == 429),
+        };
+        if !ok {
+            self.metrics.cost_errors.inc(host);
+        }
+        Flow::Continue
+    }
+
     /// Entered once at the answer: the verdict, or the failure mode.
     pub(in crate::ratelimit) fn on_reply<H: Host>(
         &self,
@@ -82,10 +146,15 @@ impl Caller {
     }
 
     fn dispatch<H: Host>(&self, host: &H, g: &GlobalService, call: &GlobalCall) -> Result<u32, String> {
+        self.with_call(g, call, |c| host.dispatch(c))
+    }
+
+    /// `f` of the call to the service asking `call`.
+    fn with_call<R>(&self, g: &GlobalService, call: &GlobalCall, f: impl FnOnce(&Call<'_>) -> R) -> R {
         match g.protocol {
             Protocol::Grpc => {
-                let body = super::encode_grpc_request(&g.domain, &call.descriptors);
-                host.dispatch(&Call::Grpc {
+                let body = super::encode_grpc_request(&g.domain, &call.descriptors, &call.hits);
+                f(&Call::Grpc {
                     target: &self.target,
                     service: protocol::GRPC_SERVICE,
                     method: protocol::GRPC_METHOD,
@@ -94,14 +163,14 @@ impl Caller {
                 })
             }
             Protocol::Http => {
-                let body = super::encode_json_request(&g.domain, &call.descriptors);
+                let body = super::encode_json_request(&g.domain, &call.descriptors, &call.hits);
                 let headers = [
                     (":method", "POST"),
                     (":path", g.path.as_str()),
                     (":authority", g.authority.as_str()),
                     ("content-type", "application/json"),
                 ];
-                host.dispatch(&Call::Http { target: &self.target, headers: &headers, body: &body, timeout: g.timeout })
+                f(&Call::Http { target: &self.target, headers: &headers, body: &body, timeout: g.timeout })
             }
         }
     }
@@ -135,8 +204,9 @@ impl Caller {
             }
             FailureMode::Local { .. } => {
                 self.metrics.degraded.inc(host);
-                let decision = f.limiter.check_degraded(&pending.req, host, host);
+                let mut decision = f.limiter.check_degraded(&pending.req, host, host);
                 f.record(host, &decision);
+                stream.charges.extend(std::mem::take(&mut decision.charges));
                 stream.verdict = f.verdict(&decision).or(failed(Outcome::FailureModeAllowed));
                 if let Some(refusal) = f.limiter.refusal(&decision) {
                     return RateLimitFilter::reply(host, &refusal);
@@ -189,6 +259,7 @@ impl Caller {
         if let Some(refusal) = &outcome.refusal {
             return RateLimitFilter::reply(host, refusal);
         }
+        stream.global_charges = f.limiter.global_charges(&pending.call);
         for (name, value) in &outcome.request_headers {
             host.set_request_header(name, Some(value));
         }

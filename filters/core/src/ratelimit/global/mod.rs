@@ -34,7 +34,7 @@
 pub mod answer;
 pub mod call;
 
-pub use answer::{GlobalCall, GlobalOutcome};
+pub use answer::{GlobalCall, GlobalCharge, GlobalOutcome};
 pub use call::GlobalMetrics;
 
 use super::protocol::{
@@ -229,16 +229,19 @@ pub fn descriptor_value(value: &str) -> String {
     format!("h:{:016x}", h.finish())
 }
 
-/// The request message for `domain` and `descriptors`.
-pub fn request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
+/// The request message for `domain` and `descriptors`; `hits[i]`, when
+/// given, is descriptor `i`'s own `hits_addend` (a cost; 0 checks without
+/// counting), else the service counts 1.
+pub fn request(domain: &str, descriptors: &[Descriptor], hits: &[Option<u64>]) -> RateLimitRequest {
     RateLimitRequest {
         domain: domain.to_string(),
         descriptors: descriptors
             .iter()
-            .map(|d| RateLimitDescriptor {
+            .enumerate()
+            .map(|(i, d)| RateLimitDescriptor {
                 entries: d.iter().map(|(k, v)| DescriptorEntry { key: k.clone(), value: v.clone() }).collect(),
                 limit: None,
-                hits_addend: None,
+                hits_addend: hits.get(i).copied().flatten().map(|value| protocol::UInt64Value { value }),
             })
             .collect(),
         hits_addend: 0,
@@ -246,13 +249,13 @@ pub fn request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
 }
 
 /// The gRPC request body (a serialized `RateLimitRequest`).
-pub fn encode_grpc_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
-    prost::Message::encode_to_vec(&request(domain, descriptors))
+pub fn encode_grpc_request(domain: &str, descriptors: &[Descriptor], hits: &[Option<u64>]) -> Vec<u8> {
+    prost::Message::encode_to_vec(&request(domain, descriptors, hits))
 }
 
 /// The `/json` request body.
-pub fn encode_json_request(domain: &str, descriptors: &[Descriptor]) -> Vec<u8> {
-    protocol::encode_json_request(&request(domain, descriptors))
+pub fn encode_json_request(domain: &str, descriptors: &[Descriptor], hits: &[Option<u64>]) -> Vec<u8> {
+    protocol::encode_json_request(&request(domain, descriptors, hits))
 }
 
 // --- Reading an answer. ---
@@ -389,7 +392,7 @@ mod tests {
 
     #[test]
     fn grpc_request_has_rls_proto_field_numbers() {
-        let bytes = encode_grpc_request("edge", &descriptors());
+        let bytes = encode_grpc_request("edge", &descriptors(), &[]);
         // Field 1 (domain, LEN) "edge", then field 2 (descriptor, LEN) holding
         // field 1 entries, each with field 1 key and field 2 value.
         let want: Vec<u8> = [
@@ -474,13 +477,13 @@ mod tests {
 
     #[test]
     fn json_request_is_what_envoyproxy_ratelimit_reads() {
-        let body = super::encode_json_request("edge", &descriptors());
+        let body = super::encode_json_request("edge", &descriptors(), &[]);
         assert_eq!(
             String::from_utf8(body.clone()).unwrap(),
             r#"{"domain":"edge","descriptors":[{"entries":[{"key":"generic_key","value":"per-client"},{"key":"remote_address","value":"10.0.0.1"}]}]}"#
         );
-        assert_eq!(decode_json_request(&body).unwrap(), request("edge", &descriptors()));
-        let mut with_hits = request("edge", &descriptors());
+        assert_eq!(decode_json_request(&body).unwrap(), request("edge", &descriptors(), &[]));
+        let mut with_hits = request("edge", &descriptors(), &[]);
         with_hits.hits_addend = 2;
         with_hits.descriptors[0].hits_addend = Some(UInt64Value { value: 7 });
         let round = decode_json_request(&protocol::encode_json_request(&with_hits)).unwrap();
