@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from .configs import compose_files, configs, nginx_configs, probe_configs
+from .configs import LLM_BASE, llm_configs, compose_files, configs, nginx_configs, probe_configs
 from .env import BACKEND, COMPOSE, ENGINE, ENVOY, ENVOY_CPU, LOAD_CPU, NGINX, WASM, Run, log
 from .measure import measure, paired
 from .procs import Backends, Nginx, RateLimitService
@@ -90,7 +90,7 @@ def main():
     backends = Backends(run, names)
     rls = RateLimitService(run) if ENGINE.exists() else None
     try:
-        all_cfgs = configs(backends.addrs, rls.grpc_port if rls else None)
+        all_cfgs = configs(backends.addrs, rls.grpc_port if rls else None) | llm_configs(backends.addrs)
         if args.probe:
             all_cfgs.update(probe_configs(backends.addrs, args.probe))
         chosen = [] if args.scenarios_only else [c for c in all_cfgs if not args.only or c in args.only.split(",")]
@@ -100,6 +100,12 @@ def main():
                 report["configs"].setdefault(name, {})[conc] = measure(run, all_cfgs[name], conc, conn_counts, args.seconds, args.reps)
         for name in chosen:
             if name == "router":
+                continue
+            if name in LLM_BASE:
+                base = LLM_BASE[name]
+                log(f"paired: {base} vs {name}")
+                report.setdefault("paired_llm", {})[name] = {
+                    "base": base, **paired(run, all_cfgs[base], all_cfgs[name], args.seconds, args.reps)}
                 continue
             log(f"paired: router vs {name}")
             report["paired"][name] = paired(run, all_cfgs["router"], all_cfgs[name], args.seconds, args.reps)

@@ -290,6 +290,46 @@ def configs(addrs, rls_port=None):
     }
 
 
+# The demo backend's LLM-shaped answers (tools/demo-backend: /v1/...), 100
+# tokens each: a JSON answer, and one streamed as server-sent events (3
+# content events, then the usage). wrk asks for "/", which the route rewrites.
+LLM_JSON = "/v1/chat/completions?tokens=100&"
+LLM_SSE = "/v1/chat/completions?tokens=100&stream=1&"
+
+
+def token_limit(source="response_body"):
+    """A never-refusing limit of a million tokens a second per API key
+    (wrk sends none: one key), charged from the answer's usage."""
+    cost = {"response_body": "usage.total_tokens"} if source == "response_body" else 1
+    return {"limits": [{"name": "tokens", "requests": 1000000, "period": "1s", "burst": 1000000,
+                        "key": "header:x-api-key", "cost": cost}]}
+
+
+def llm_configs(addrs):
+    """Limits by cost, each row paired with router-only on the same answers
+    (LLM_BASE): a token limit reading JSON answers and event streams, in
+    both builds, and the plain request limit on the same JSON answers."""
+    a = list(addrs.values())
+    f = filter_configs(addrs)
+    on = lambda path, filters: bootstrap(filters, [cluster(a)], route(prefix_rewrite=path))
+    return {
+        "router-llm-json": on(LLM_JSON, []),
+        "router-llm-sse": on(LLM_SSE, []),
+        "rate-limit-llm-json": on(LLM_JSON, [wasm("rate_limit", "rate_limit", f["rate_limit"])]),
+        "token-limit-json": on(LLM_JSON, [wasm("rate_limit", "rate_limit", token_limit())]),
+        "token-limit-sse": on(LLM_SSE, [wasm("rate_limit", "rate_limit", token_limit())]),
+        "dm-rate-limit-llm-json": on(LLM_JSON, [dynamic_module("rate_limit", f["rate_limit"])]),
+        "dm-token-limit-json": on(LLM_JSON, [dynamic_module("rate_limit", token_limit())]),
+        "dm-token-limit-sse": on(LLM_SSE, [dynamic_module("rate_limit", token_limit())]),
+    }
+
+
+# Each limits-by-cost row's baseline: router-only on the same answers.
+LLM_BASE = {"rate-limit-llm-json": "router-llm-json", "token-limit-json": "router-llm-json",
+            "token-limit-sse": "router-llm-sse", "dm-rate-limit-llm-json": "router-llm-json",
+            "dm-token-limit-json": "router-llm-json", "dm-token-limit-sse": "router-llm-sse"}
+
+
 def probe_configs(addrs, repeat):
     """The compute probe (bench/compute-probe): each policy's and the bundle's
     whole request run `repeat` times on the in-memory recording host inside

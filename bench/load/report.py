@@ -58,6 +58,18 @@ def write(run, report, args, conn_counts):
         native = NATIVE_OF.get(name)
         native_added = f"{report['paired'][native]['median'] - 1:+.1%} ({native})" if native in report["paired"] else ""
         lines.append(f"| {name} | {fmt(s, 3)} | {added:+.1%} | {in_floors(added, floor)} | {native_added} |")
+    if report.get("paired_llm"):
+        lines += ["", "## Limits by cost, paired with router-only on the same answers", "",
+                  "The demo backend's LLM-shaped answers, 100 tokens each: JSON (`router-llm-json`, about 250 bytes) "
+                  "and server-sent events (`router-llm-sse`: 3 content events, the usage, `[DONE]`). A token limit "
+                  "reads each answer's body for `usage.total_tokens` and settles the bucket; the plain request "
+                  "limit (the sample's) on the same answers is the row to compare with: the difference is the "
+                  "cost of reading the body. CPU per request relative to the row's baseline; added, and in no-op floors.", "",
+                  "| config | baseline | CPU vs baseline | added | in no-op floors |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, s in report["paired_llm"].items():
+            added = s["median"] - 1
+            lines.append(f"| {name} | {s['base']} | {fmt(s, 3)} | {added:+.1%} | {in_floors(added, floor)} |")
     if report.get("paired_nginx"):
         lines += ["", "## nginx, paired with plain proxy_pass (same core, loaded at the same moment)", "",
                   "nginx 1.28.3 with ngx_wasm_module (Wasmtime), one worker pinned like Envoy, the same plugin "
