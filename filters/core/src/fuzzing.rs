@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("rls_json_request", rls_json_request),
     ("breaker_record", breaker_record),
     ("path", path),
+    ("usage_body", usage_body),
 ];
 
 fn text(data: &[u8]) -> String {
@@ -69,6 +70,36 @@ fn serve<F: crate::host::Filter>(data: &[u8]) {
         _ => flow,
     };
     x.finish(&mut stream, flow, Some(&[(":status", "503")]));
+}
+
+/// A response body scanned for its usage: never panics, and what it finds
+/// does not depend on how the body is cut into chunks (the first byte says
+/// the framing and the chunk size).
+pub fn usage_body(data: &[u8]) {
+    use crate::usage::{Framing, UsagePaths, UsageScanner};
+    let Some((&mode, body)) = data.split_first() else { return };
+    let framing = if mode & 1 == 0 { Framing::Json } else { Framing::EventStream };
+    let mut paths = UsagePaths::default();
+    for p in ["usage.total_tokens", "usage.input_tokens", "a", "u.v.w"] {
+        paths.add(p).unwrap();
+    }
+    let scan = |pieces: &mut dyn Iterator<Item = &[u8]>| {
+        let mut s = UsageScanner::new(framing);
+        let mut complete_at_some_point = false;
+        for piece in pieces {
+            s.feed(piece, &paths);
+            complete_at_some_point |= s.document_complete();
+        }
+        s.finish();
+        (s, complete_at_some_point)
+    };
+    let (whole, whole_complete) = scan(&mut std::iter::once(body));
+    let (cut, _) = scan(&mut body.chunks(usize::from(mode >> 1).max(1)));
+    for t in 0..4 {
+        assert_eq!(whole.found(t), cut.found(t), "path {t} depends on the chunking");
+    }
+    assert_eq!(whole.document_complete(), cut.document_complete());
+    assert_eq!(whole_complete, whole.document_complete(), "a complete document stays complete");
 }
 
 /// The rate limiter's configuration, then one request.
