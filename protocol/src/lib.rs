@@ -257,6 +257,19 @@ impl Unit {
         self as i32
     }
 
+    /// Its name in the protocol (`MINUTE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Second => "SECOND",
+            Unit::Minute => "MINUTE",
+            Unit::Hour => "HOUR",
+            Unit::Day => "DAY",
+            Unit::Month => "MONTH",
+            Unit::Year => "YEAR",
+            Unit::Week => "WEEK",
+        }
+    }
+
     /// Its length in seconds.
     pub fn seconds(self) -> u64 {
         match self {

@@ -123,6 +123,32 @@ struct Node {
     rule: Option<Rule>,
 }
 
+impl Node {
+    fn dump(&self, names: &[(String, String)], out: &mut Vec<String>) {
+        if let Some(Rule::Limited(l)) = &self.rule {
+            if let Some((_, name)) = names.get(l.id) {
+                out.push(format!(
+                    "{name}: unit={} requests_per_unit={}, shadow_mode: {}",
+                    l.unit.name(),
+                    l.requests_per_unit,
+                    l.shadow
+                ));
+            }
+        }
+        for branch in self.children.values() {
+            for n in branch.by_value.values() {
+                n.dump(names, out);
+            }
+            for w in &branch.wildcards {
+                w.node.dump(names, out);
+            }
+            if let Some(n) = &branch.any_value {
+                n.dump(names, out);
+            }
+        }
+    }
+}
+
 /// The children of one key: per value, values with `*` (in declaration
 /// order), and the one without a value.
 #[derive(Debug, Default)]
@@ -174,6 +200,23 @@ pub struct Found<'a> {
 
 /// The largest config file read (upstream's configs are a few kilobytes).
 pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
+/// Where the config files are: `--config` paths, and upstream's runtime
+/// directory when started from the environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// Files, and directories whose `*.yaml`/`*.yml` files are read.
+    pub paths: Vec<String>,
+    /// Every regular file of the directory is read (upstream's rule).
+    pub runtime: Option<crate::settings::RuntimeDir>,
+}
+
+impl Sources {
+    /// The sources `settings` name.
+    pub fn of(settings: &crate::settings::Settings) -> Sources {
+        Sources { paths: settings.configs.clone(), runtime: settings.runtime.clone() }
+    }
+}
 
 /// A config file's size and modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,9 +271,9 @@ impl Config {
     /// ConfigMap) are read: a FIFO or a socket there is skipped, never
     /// opened (opening a FIFO waits for a writer). A file over
     /// [`MAX_CONFIG_BYTES`] is refused by name.
-    pub fn read_files(paths: &[String]) -> Result<Vec<(String, String)>, String> {
+    pub fn read_files(sources: &Sources) -> Result<Vec<(String, String)>, String> {
         let mut files = Vec::new();
-        for (name, _) in Self::stat_files(paths)? {
+        for (name, _) in Self::stat_files(sources)? {
             let text = std::fs::read_to_string(&name).map_err(|e| format!("{name}: {e}"))?;
             if text.len() as u64 > MAX_CONFIG_BYTES {
                 return Err(format!("{name}: larger than {MAX_CONFIG_BYTES} bytes"));
@@ -243,9 +286,23 @@ impl Config {
     /// The files [`Config::read_files`] would read, each with its size and
     /// modification time, without opening any: what the watcher compares
     /// between polls.
-    pub fn stat_files(paths: &[String]) -> Result<Vec<(String, Stamp)>, String> {
+    pub fn stat_files(sources: &Sources) -> Result<Vec<(String, Stamp)>, String> {
         let mut files = Vec::new();
-        for path in paths {
+        if let Some(r) = &sources.runtime {
+            // Upstream's layout: every file of the directory is a config,
+            // whatever its name; dot names skipped when asked.
+            let entries = std::fs::read_dir(&r.dir).map_err(|e| format!("{}: {e}", r.dir))?;
+            let mut names: Vec<std::path::PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| !(r.ignore_dotfiles && f.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))))
+                .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.is_file()))
+                .collect();
+            names.sort();
+            for f in names {
+                files.push(Self::stamp(&f)?);
+            }
+        }
+        for path in &sources.paths {
             let p = std::path::Path::new(path);
             let mut names: Vec<std::path::PathBuf> = if p.is_dir() {
                 let entries = std::fs::read_dir(p).map_err(|e| format!("{path}: {e}"))?;
@@ -259,18 +316,34 @@ impl Config {
             };
             names.sort();
             for f in names {
-                let name = f.display().to_string();
-                let meta = std::fs::metadata(&f).map_err(|e| format!("{name}: {e}"))?;
-                if !meta.is_file() {
-                    return Err(format!("{name}: not a regular file"));
-                }
-                if meta.len() > MAX_CONFIG_BYTES {
-                    return Err(format!("{name}: larger than {MAX_CONFIG_BYTES} bytes"));
-                }
-                files.push((name, Stamp { len: meta.len(), modified: meta.modified().ok() }));
+                files.push(Self::stamp(&f)?);
             }
         }
         Ok(files)
+    }
+
+    fn stamp(f: &std::path::Path) -> Result<(String, Stamp), String> {
+        let name = f.display().to_string();
+        let meta = std::fs::metadata(f).map_err(|e| format!("{name}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{name}: not a regular file"));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(format!("{name}: larger than {MAX_CONFIG_BYTES} bytes"));
+        }
+        Ok((name, Stamp { len: meta.len(), modified: meta.modified().ok() }))
+    }
+
+    /// Every limit, one line each, as upstream's debug port's `/rlconfig`
+    /// prints them: `<domain>.<key>_<value>...: unit=MINUTE
+    /// requests_per_unit=1, shadow_mode: false`, sorted.
+    pub fn dump(&self) -> String {
+        let mut lines = Vec::new();
+        for node in self.domains.values() {
+            node.dump(&self.limit_names, &mut lines);
+        }
+        lines.sort();
+        lines.into_iter().map(|l| l + "\n").collect()
     }
 
     /// The rule for a descriptor, `None` when it is not limited.

@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod environment;
+pub mod logging;
 pub mod metrics;
 pub mod redis;
 pub mod server;

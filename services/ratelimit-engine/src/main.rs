@@ -39,7 +39,7 @@
 //! given port 0).
 #![forbid(unsafe_code)]
 
-use ratelimit_engine::{config, server, settings::Settings};
+use ratelimit_engine::{config, environment, logging, server, settings::Settings};
 
 fn main() {
     if let Err(e) = run() {
@@ -49,9 +49,21 @@ fn main() {
 }
 
 fn run() -> Result<(), String> {
-    let args = Settings::from_args(std::env::args().skip(1))?;
-    let stamps = config::Config::stat_files(&args.configs);
-    let files = config::Config::read_files(&args.configs)?;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // No arguments: upstream's way, configured by environment variables
+    // (as `/bin/ratelimit` runs in Istio's and Envoy Gateway's Deployments).
+    let (args, notes) = if argv.is_empty() {
+        environment::from_env(&|name| std::env::var(name).ok())?
+    } else {
+        (Settings::from_args(argv)?, Vec::new())
+    };
+    logging::init(args.log_level, args.log_format);
+    for note in &notes {
+        logging::warn(note);
+    }
+    let sources = config::Sources::of(&args);
+    let stamps = config::Config::stat_files(&sources);
+    let files = config::Config::read_files(&sources)?;
     let config = config::Config::load_with(&files, args.merge_domains)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

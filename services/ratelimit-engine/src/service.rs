@@ -43,6 +43,13 @@ pub struct Service {
     pub near_limit_ratio: f64,
     /// The counters `/metrics` renders.
     pub metrics: Arc<Metrics>,
+    /// `SHADOW_MODE`: every configured limit is counted but never refuses.
+    pub global_shadow: bool,
+    /// `CACHE_KEY_PREFIX`: in front of every Redis key.
+    pub key_prefix: String,
+    /// `HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED`: `/healthcheck` fails
+    /// while no domain is configured.
+    pub healthy_needs_config: bool,
 }
 
 /// A request: domain, descriptors.
@@ -66,7 +73,15 @@ impl Service {
     /// The service for `config`, charging through `counter`.
     pub fn new(config: Config, counter: Counter, near_limit_ratio: f64, metrics: Arc<Metrics>) -> Self {
         let metric_ids = metrics.ids_for(&config.limit_names);
-        Service { current: RwLock::new(Arc::new(Snapshot { config, metric_ids })), counter, near_limit_ratio, metrics }
+        Service {
+            current: RwLock::new(Arc::new(Snapshot { config, metric_ids })),
+            counter,
+            near_limit_ratio,
+            metrics,
+            global_shadow: false,
+            key_prefix: String::new(),
+            healthy_needs_config: false,
+        }
     }
 
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
@@ -85,6 +100,11 @@ impl Service {
     /// Domains configured now.
     pub fn domains(&self) -> usize {
         self.snapshot().map_or(0, |s| s.config.domains())
+    }
+
+    /// The configuration as upstream's debug `/rlconfig` prints it.
+    pub fn dump(&self) -> String {
+        self.snapshot().map(|s| s.config.dump()).unwrap_or_default()
     }
 
     /// Decides a request: overall code and one verdict per descriptor.
@@ -141,6 +161,10 @@ impl Service {
             Rule::Limited(l) => l.clone(),
         };
         let key = redis_key(domain, &counted_entries(entries, &found.shared));
+        let key = if self.key_prefix.is_empty() { key } else { format!("{}{key}", self.key_prefix) };
+        // Upstream's global shadow mode spares the limits a request brings
+        // itself (an override: no id).
+        let shadow = limit.shadow || (self.global_shadow && limit.id != usize::MAX);
         let rpu = u64::from(limit.requests_per_unit);
         // More hits than the limit holds are over it whatever the count: one
         // more than the limit says so to both scripts, and keeps the numbers
@@ -150,10 +174,10 @@ impl Service {
         let used = rpu.saturating_sub(remaining);
         let near = allowed && (used as f64) > self.near_limit_ratio * rpu as f64;
         if let Some(id) = metric_ids.get(limit.id) {
-            self.metrics.descriptor(*id, hits, allowed, near, limit.shadow);
+            self.metrics.descriptor(*id, hits, allowed, near, shadow);
         }
         Ok(Verdict {
-            code: if allowed || limit.shadow { Code::Ok } else { Code::OverLimit },
+            code: if allowed || shadow { Code::Ok } else { Code::OverLimit },
             remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             reset,
             limit: Some(limit),

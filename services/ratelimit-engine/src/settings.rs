@@ -5,10 +5,27 @@
 use crate::redis::Algorithm;
 use std::time::Duration;
 
-/// What the engine was started with (flags; see the crate docs).
+/// What the engine was started with (flags, or upstream's environment
+/// variables: [`crate::environment`]; see the crate docs).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub configs: Vec<String>,
+    /// Upstream's configuration directory (`$RUNTIME_ROOT/...`), read in
+    /// place of `configs` when started from the environment.
+    pub runtime: Option<RuntimeDir>,
+    /// The debug listener (`/rlconfig`), when started from the environment.
+    pub debug: Option<String>,
+    /// `USE_PROMETHEUS`: the metrics on their own address and path.
+    pub prometheus: Option<(String, String)>,
+    /// `SHADOW_MODE`: every descriptor is counted and answered OK (unless the
+    /// request brought its own limit).
+    pub shadow_mode: bool,
+    /// `HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED`.
+    pub healthy_needs_config: bool,
+    /// `CACHE_KEY_PREFIX`: in front of every Redis key.
+    pub key_prefix: String,
+    pub log_level: LogLevel,
+    pub log_format: LogFormat,
     pub redis: String,
     pub grpc: String,
     pub http: String,
@@ -22,11 +39,47 @@ pub struct Settings {
     pub header_timeout: Duration,
 }
 
+/// Upstream's configuration directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeDir {
+    /// `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/$RUNTIME_APPDIRECTORY`.
+    pub dir: String,
+    /// `RUNTIME_IGNOREDOTFILES`: skip names starting with `.` (Kubernetes'
+    /// `..data` and `..<timestamp>` entries of a mounted ConfigMap).
+    pub ignore_dotfiles: bool,
+}
+
+/// Which lines the engine logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// How a log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `ratelimit-engine: <message>`.
+    Text,
+    /// One JSON object per line: `level`, `msg`, `time`.
+    Json,
+}
+
 impl Settings {
-    /// Reads the command line (`std::env::args()` without the program name).
-    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String> {
-        let mut a = Settings {
+    /// The flags' defaults.
+    pub fn defaults() -> Settings {
+        Settings {
             configs: Vec::new(),
+            runtime: None,
+            debug: None,
+            prometheus: None,
+            shadow_mode: false,
+            healthy_needs_config: false,
+            key_prefix: String::new(),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             redis: "redis://127.0.0.1:6379".into(),
             grpc: "127.0.0.1:8081".into(),
             http: "127.0.0.1:8080".into(),
@@ -38,7 +91,12 @@ impl Settings {
             cluster: Vec::new(),
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
-        };
+        }
+    }
+
+    /// Reads the command line (`std::env::args()` without the program name).
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String> {
+        let mut a = Settings::defaults();
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));

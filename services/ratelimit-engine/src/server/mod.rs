@@ -26,9 +26,13 @@ pub async fn serve(args: Settings, config: Config, start: Start) -> Result<(), S
     let redis = crate::redis::connect(&args).await?;
     let metrics = Arc::new(metrics::Metrics::new(config.limit_names.clone()));
     let domains = config.domains();
-    let limiter = Arc::new(Service::new(config, Counter::new(redis, args.algorithm), args.near_limit_ratio, metrics));
+    let mut service = Service::new(config, Counter::new(redis, args.algorithm), args.near_limit_ratio, metrics);
+    service.global_shadow = args.shadow_mode;
+    service.key_prefix = args.key_prefix.clone();
+    service.healthy_needs_config = args.healthy_needs_config;
+    let limiter = Arc::new(service);
     if let Some(every) = args.watch {
-        tokio::spawn(watch(limiter.clone(), args.configs.clone(), args.merge_domains, start, every));
+        tokio::spawn(watch(limiter.clone(), crate::config::Sources::of(&args), args.merge_domains, start, every));
     }
 
     let grpc_listener =
@@ -43,6 +47,19 @@ pub async fn serve(args: Settings, config: Config, start: Start) -> Result<(), S
         .route("/metrics", get(prometheus))
         .route("/healthcheck", get(healthcheck))
         .with_state(limiter.clone());
+    // Upstream's debug port: the loaded configuration, and the metrics.
+    if let Some(addr) = &args.debug {
+        let debug = axum::Router::new()
+            .route("/rlconfig", get(rlconfig))
+            .route("/stats", get(prometheus))
+            .route("/healthcheck", get(healthcheck))
+            .with_state(limiter.clone());
+        side_listener(addr, "DEBUG_HOST:DEBUG_PORT", debug, &args, limiter.metrics.clone()).await?;
+    }
+    if let Some((addr, path)) = &args.prometheus {
+        let app = axum::Router::new().route(path, get(prometheus)).with_state(limiter.clone());
+        side_listener(addr, "PROMETHEUS_ADDR", app, &args, limiter.metrics.clone()).await?;
+    }
     let metrics = limiter.metrics.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(RateLimitServiceServer::new(Grpc(limiter)))
@@ -51,21 +68,45 @@ pub async fn serve(args: Settings, config: Config, start: Start) -> Result<(), S
         // p50 7.5 ms instead of ~1 ms).
         .serve_with_incoming(listen::incoming(grpc_listener, args.max_connections, metrics.clone()));
     println!("listening grpc={grpc_addr} http={http_addr}");
-    eprintln!(
-        "ratelimit-engine: {domains} domain(s), {:?}, {}, grpc {grpc_addr}, http {http_addr}",
+    crate::logging::info(&format!(
+        "{domains} domain(s), {:?}, {}, grpc {grpc_addr}, http {http_addr}",
         args.algorithm,
         if args.cluster.is_empty() {
-            format!("redis {}", args.redis)
+            format!("redis {}", redact(&args.redis))
         } else {
-            format!("redis cluster {}", args.cluster.join(","))
+            format!("redis cluster {}", args.cluster.iter().map(|u| redact(u)).collect::<Vec<_>>().join(","))
         }
-    );
+    ));
     let http = serve_http(http_listener, app, args.max_connections, args.header_timeout, metrics);
     tokio::select! {
         r = grpc => r.map_err(|e| format!("grpc: {e}")),
         () = http => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// A Redis URL with its password hidden, for the log.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", url.get(at..).unwrap_or("")),
+        _ => url.to_string(),
+    }
+}
+
+/// Binds `addr` (named `what` in an error) and serves `app` there in the
+/// background, bounded as the main HTTP listener is.
+async fn side_listener(
+    addr: &str,
+    what: &str,
+    app: axum::Router,
+    args: &Settings,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{what} {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    crate::logging::info(&format!("{what}: listening on {bound}"));
+    tokio::spawn(serve_http(listener, app, args.max_connections, args.header_timeout, metrics));
+    Ok(())
 }
 
 /// Serves HTTP/1.1: at most `max` connections, each closed when a request
@@ -104,7 +145,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 /// then written in parts with pauses) is not loaded half-written. Files are
 /// stat'ed and read on tokio's blocking pool, never on the threads that
 /// answer requests.
-async fn watch(limiter: Arc<Service>, paths: Vec<String>, merge: bool, start: Start, every: Duration) {
+async fn watch(limiter: Arc<Service>, paths: crate::config::Sources, merge: bool, start: Start, every: Duration) {
     // What the files held (or why they could not be read) when last read:
     // each change is acted on once, an unreadable file reported once.
     let (mut last, stamps) = start;
@@ -135,11 +176,11 @@ async fn watch(limiter: Arc<Service>, paths: Vec<String>, merge: bool, start: St
             Ok(config) => {
                 limiter.replace(config);
                 limiter.metrics.reload(true);
-                eprintln!("ratelimit-engine: config reloaded, {} domain(s)", limiter.domains());
+                crate::logging::info(&format!("config reloaded, {} domain(s)", limiter.domains()));
             }
             Err(e) => {
                 limiter.metrics.reload(false);
-                eprintln!("ratelimit-engine: config not reloaded, the last good one stays: {e}");
+                crate::logging::warn(&format!("config not reloaded, the last good one stays: {e}"));
             }
         }
     }
@@ -209,7 +250,14 @@ async fn prometheus(State(limiter): State<Arc<Service>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], limiter.metrics.render()).into_response()
 }
 
+async fn rlconfig(State(limiter): State<Arc<Service>>) -> Response {
+    ([("content-type", "text/plain")], limiter.dump()).into_response()
+}
+
 async fn healthcheck(State(limiter): State<Arc<Service>>) -> Response {
+    if limiter.healthy_needs_config && limiter.domains() == 0 {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no rate limit configuration loaded\n").into_response();
+    }
     let mut conn = limiter.counter.store();
     match redis::cmd("PING").query_async::<String>(&mut conn).await {
         Ok(_) => (StatusCode::OK, "OK\n").into_response(),

@@ -1,0 +1,285 @@
+//! envoyproxy/ratelimit's settings, read from the environment as its
+//! `src/settings/settings.go` reads them, so that the engine runs where
+//! upstream's image runs (`/bin/ratelimit` with no arguments, configured by
+//! Istio's sample or Envoy Gateway's Deployment) with nothing changed.
+//!
+//! Each variable is one of: read and honoured ([`SUPPORTED`]); known to
+//! upstream but not done here, said in one line at start when set (or, for
+//! `USE_STATSD`, whose upstream default is on, unless set off)
+//! ([`NOT_DONE`]); or, for the few whose absence would change what the
+//! engine promises (TLS asked for, another backend, configuration over
+//! xDS), a refusal to start naming the variable.
+
+use crate::redis::Algorithm;
+use crate::settings::{LogFormat, LogLevel, RuntimeDir, Settings};
+use std::time::Duration;
+
+/// The variables read and honoured (the README's compatibility table lists
+/// what each does).
+pub const SUPPORTED: &[&str] = &[
+    "HOST",
+    "PORT",
+    "GRPC_HOST",
+    "GRPC_PORT",
+    "DEBUG_HOST",
+    "DEBUG_PORT",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "CONFIG_TYPE",
+    "RUNTIME_ROOT",
+    "RUNTIME_SUBDIRECTORY",
+    "RUNTIME_APPDIRECTORY",
+    "RUNTIME_IGNOREDOTFILES",
+    "RUNTIME_WATCH_ROOT",
+    "REDIS_SOCKET_TYPE",
+    "REDIS_TYPE",
+    "REDIS_URL",
+    "REDIS_AUTH",
+    "REDIS_TLS",
+    "REDIS_POOL_SIZE",
+    "USE_STATSD",
+    "USE_PROMETHEUS",
+    "PROMETHEUS_ADDR",
+    "PROMETHEUS_PATH",
+    "NEAR_LIMIT_RATIO",
+    "SHADOW_MODE",
+    "MERGE_DOMAIN_CONFIG",
+    "CACHE_KEY_PREFIX",
+    "BACKEND_TYPE",
+    "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED",
+    "GRPC_SERVER_USE_TLS",
+];
+
+/// Upstream's variables this engine does not act on: each, when set, is
+/// named in one line at start with what happens instead.
+pub const NOT_DONE: &[(&str, &str)] = &[
+    ("PROTO", "the engine listens on TCP"),
+    ("GRPC_UDS", "the engine listens on GRPC_HOST:GRPC_PORT, not on a unix socket"),
+    ("GRPC_MAX_CONNECTION_AGE", "gRPC connections are not aged out"),
+    ("GRPC_MAX_CONNECTION_AGE_GRACE", "gRPC connections are not aged out"),
+    ("STATSD_HOST", "no statsd is sent"),
+    ("STATSD_PORT", "no statsd is sent"),
+    ("EXTRA_TAGS", "no statsd is sent"),
+    ("STATS_FLUSH_INTERVAL", "no statsd is sent"),
+    ("DISABLE_STATS", "metrics are always kept (GET /metrics)"),
+    ("USE_DOG_STATSD", "no statsd is sent"),
+    ("USE_DOG_STATSD_MOGRIFIERS", "no statsd is sent"),
+    ("PROMETHEUS_MAPPER_YAML", "the Prometheus series carry both this engine's and upstream's default names"),
+    ("EXPIRATION_JITTER_MAX_SECONDS", "a counter expires one second after its window"),
+    ("LOCAL_CACHE_SIZE_IN_BYTES", "no local over-limit cache: every descriptor is counted in Redis"),
+    ("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "a refused hit is counted, as upstream's default"),
+    ("LIMIT_RESPONSE_HEADERS_ENABLED", "no rate-limit headers are added to the answer"),
+    ("LIMIT_LIMIT_HEADER", "no rate-limit headers are added to the answer"),
+    ("LIMIT_REMAINING_HEADER", "no rate-limit headers are added to the answer"),
+    ("LIMIT_RESET_HEADER", "no rate-limit headers are added to the answer"),
+    ("REDIS_PIPELINE_WINDOW", "commands are pipelined on one multiplexed connection"),
+    ("REDIS_PIPELINE_LIMIT", "commands are pipelined on one multiplexed connection"),
+    ("REDIS_PERSECOND", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_SOCKET_TYPE", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_TYPE", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_URL", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_POOL_SIZE", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_AUTH", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_TLS", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_PIPELINE_WINDOW", "per-second limits count in the one Redis"),
+    ("REDIS_PERSECOND_PIPELINE_LIMIT", "per-second limits count in the one Redis"),
+    ("REDIS_HEALTH_CHECK_ACTIVE_CONNECTION", "/healthcheck always asks Redis (PING)"),
+    ("REDIS_TLS_CLIENT_CERT", "REDIS_TLS verifies the server against the system's roots, with no client certificate"),
+    ("REDIS_TLS_CLIENT_KEY", "REDIS_TLS verifies the server against the system's roots, with no client certificate"),
+    ("REDIS_TLS_CACERT", "REDIS_TLS verifies the server against the system's roots"),
+    ("REDIS_TLS_SKIP_HOSTNAME_VERIFICATION", "REDIS_TLS verifies the server's name"),
+    ("MEMCACHE_HOST_PORT", "the backend is Redis"),
+    ("MEMCACHE_SRV", "the backend is Redis"),
+    ("TRACING_ENABLED", "no traces are exported"),
+    ("TRACING_SERVICE_NAME", "no traces are exported"),
+    ("TRACING_SERVICE_NAMESPACE", "no traces are exported"),
+    ("TRACING_SERVICE_INSTANCE_ID", "no traces are exported"),
+    ("TRACING_EXPORTER_PROTOCOL", "no traces are exported"),
+    ("TRACING_SAMPLING_RATE", "no traces are exported"),
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "no traces are exported"),
+    ("GRPC_CLIENT_TLS_SAN", "client certificates are not checked by SAN"),
+];
+
+/// Settings from the environment (`get` reads one variable), and the lines
+/// to log once at start about what is not done.
+pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Settings, Vec<String>), String> {
+    let var = |name: &str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    let text = |name: &str, default: &str| var(name).unwrap_or_else(|| default.to_string());
+    let flag = |name: &str, default: bool| -> Result<bool, String> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => parse_bool(&v).ok_or_else(|| format!("{name}={v}: not a boolean (true or false)")),
+        }
+    };
+    let port = |name: &str, default: u16| -> Result<u16, String> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|_| format!("{name}={v}: not a port number")),
+        }
+    };
+    let mut notes = Vec::new();
+    let mut s = Settings::defaults();
+    s.http = join(&text("HOST", "0.0.0.0"), port("PORT", 8080)?);
+    s.grpc = join(&text("GRPC_HOST", "0.0.0.0"), port("GRPC_PORT", 8081)?);
+    s.debug = Some(join(&text("DEBUG_HOST", "0.0.0.0"), port("DEBUG_PORT", 6070)?));
+    s.log_level = match text("LOG_LEVEL", "WARN").to_ascii_lowercase().as_str() {
+        "trace" | "debug" => LogLevel::Debug,
+        "info" => LogLevel::Info,
+        "warn" | "warning" => LogLevel::Warn,
+        "error" | "fatal" | "panic" => LogLevel::Error,
+        other => return Err(format!("LOG_LEVEL={other}: not one of debug, info, warn, error")),
+    };
+    s.log_format = match text("LOG_FORMAT", "text").to_ascii_lowercase().as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => return Err(format!("LOG_FORMAT={other}: not text or json")),
+    };
+    match text("CONFIG_TYPE", "FILE").to_ascii_uppercase().as_str() {
+        "FILE" => {}
+        "GRPC_XDS_SOTW" => {
+            return Err("CONFIG_TYPE=GRPC_XDS_SOTW: configuration over xDS is not supported yet; \
+                        mount the configuration as files (CONFIG_TYPE=FILE)"
+                .into())
+        }
+        other => return Err(format!("CONFIG_TYPE={other}: not FILE or GRPC_XDS_SOTW")),
+    }
+    if flag("GRPC_SERVER_USE_TLS", false)? {
+        return Err("GRPC_SERVER_USE_TLS=true: TLS on the gRPC listener is not supported yet; \
+                    the engine refuses to serve in the clear what was asked over TLS"
+            .into());
+    }
+    // $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/$RUNTIME_APPDIRECTORY: upstream
+    // loads the files of that directory as the configuration.
+    let root = text("RUNTIME_ROOT", "/srv/runtime_data/current");
+    let mut dir = std::path::PathBuf::from(root);
+    if let Some(sub) = var("RUNTIME_SUBDIRECTORY") {
+        dir.push(sub);
+    }
+    dir.push(text("RUNTIME_APPDIRECTORY", "config"));
+    s.runtime =
+        Some(RuntimeDir { dir: dir.display().to_string(), ignore_dotfiles: flag("RUNTIME_IGNOREDOTFILES", false)? });
+    // Upstream reloads on every change (watching the root, or with
+    // RUNTIME_WATCH_ROOT=false the directory itself: both are the same
+    // files to a poll); the engine polls them every second.
+    let _ = flag("RUNTIME_WATCH_ROOT", true)?;
+    s.watch = Some(Duration::from_secs(1));
+    s.redis = redis_url(&var, &flag)?;
+    match text("REDIS_TYPE", "SINGLE").to_ascii_uppercase().as_str() {
+        "SINGLE" => {}
+        "CLUSTER" => {
+            s.cluster = s.redis.split(',').map(|n| redis_url_of(n.trim(), &var, &flag)).collect::<Result<_, _>>()?;
+        }
+        other => return Err(format!("REDIS_TYPE={other}: not SINGLE or CLUSTER (Sentinel is not supported)")),
+    }
+    if let Some(n) = var("REDIS_POOL_SIZE") {
+        n.parse::<u32>().map_err(|_| format!("REDIS_POOL_SIZE={n}: not a number"))?;
+        notes.push(format!(
+            "REDIS_POOL_SIZE={n}: the engine keeps one multiplexed, pipelined connection per Redis node instead of a pool"
+        ));
+    }
+    match text("BACKEND_TYPE", "redis").to_ascii_lowercase().as_str() {
+        "redis" => {}
+        other => return Err(format!("BACKEND_TYPE={other}: the engine counts in Redis only")),
+    }
+    if flag("USE_STATSD", true)? {
+        notes.push(
+            "USE_STATSD=true (upstream's default): this engine sends no statsd; its metrics are on GET /metrics, and \
+             with USE_PROMETHEUS=true on PROMETHEUS_ADDR (set USE_STATSD=false to silence this line)"
+                .into(),
+        );
+    }
+    if flag("USE_PROMETHEUS", false)? {
+        let addr = text("PROMETHEUS_ADDR", ":9090");
+        let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr };
+        let path = text("PROMETHEUS_PATH", "/metrics");
+        if !path.starts_with('/') {
+            return Err(format!("PROMETHEUS_PATH={path}: must start with /"));
+        }
+        s.prometheus = Some((addr, path));
+    }
+    if let Some(r) = var("NEAR_LIMIT_RATIO") {
+        let ratio: f64 = r.parse().map_err(|_| format!("NEAR_LIMIT_RATIO={r}: not a number"))?;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(format!("NEAR_LIMIT_RATIO={r}: must be between 0 and 1"));
+        }
+        s.near_limit_ratio = ratio;
+    }
+    s.shadow_mode = flag("SHADOW_MODE", false)?;
+    s.merge_domains = flag("MERGE_DOMAIN_CONFIG", false)?;
+    s.key_prefix = text("CACHE_KEY_PREFIX", "");
+    s.healthy_needs_config = flag("HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", false)?;
+    // Upstream counts in a fixed window; so does the engine by default.
+    s.algorithm = Algorithm::FixedWindow;
+    for (name, instead) in NOT_DONE {
+        if let Some(v) = var(name) {
+            notes.push(format!("{name}={v} is not supported: {instead}"));
+        }
+    }
+    Ok((s, notes))
+}
+
+/// `host:port`, bracketing an IPv6 host (`HOST=::` is `[::]:8080`).
+fn join(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "yes" | "on" => Some(true),
+        "0" | "f" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+type Var<'a> = dyn Fn(&str) -> Option<String> + 'a;
+type Flag<'a> = dyn Fn(&str, bool) -> Result<bool, String> + 'a;
+
+/// `REDIS_URL` as a URL the Redis client takes: upstream's `host:port`
+/// (`REDIS_SOCKET_TYPE=tcp`) or socket path (`unix`, its default), with
+/// `REDIS_AUTH` (`password` or `user:password`) and `REDIS_TLS`.
+fn redis_url(var: &Var<'_>, flag: &Flag<'_>) -> Result<String, String> {
+    let url = var("REDIS_URL").unwrap_or_else(|| "/var/run/nutcracker/ratelimit.sock".into());
+    // For a cluster, each node is turned into a URL on its own.
+    if var("REDIS_TYPE").is_some_and(|t| t.eq_ignore_ascii_case("cluster")) {
+        return Ok(url);
+    }
+    redis_url_of(&url, var, flag)
+}
+
+fn redis_url_of(url: &str, var: &Var<'_>, flag: &Flag<'_>) -> Result<String, String> {
+    if url.contains("://") {
+        return Ok(url.to_string());
+    }
+    let auth = match var("REDIS_AUTH") {
+        None => String::new(),
+        Some(a) => match a.split_once(':') {
+            Some((user, password)) => format!("{}:{}@", escape(user), escape(password)),
+            None => format!(":{}@", escape(&a)),
+        },
+    };
+    let tls = flag("REDIS_TLS", false)?;
+    match var("REDIS_SOCKET_TYPE").unwrap_or_else(|| "unix".into()).to_ascii_lowercase().as_str() {
+        "tcp" => Ok(format!("{}://{auth}{url}", if tls { "rediss" } else { "redis" })),
+        "unix" if tls => Err("REDIS_TLS=true with REDIS_SOCKET_TYPE=unix: TLS is for TCP".into()),
+        "unix" if auth.is_empty() => Ok(format!("redis+unix://{url}")),
+        "unix" => Ok(format!("redis+unix://{url}?pass={}", var("REDIS_AUTH").map(|a| escape(&a)).unwrap_or_default())),
+        other => Err(format!("REDIS_SOCKET_TYPE={other}: not tcp or unix")),
+    }
+}
+
+/// Percent-escapes what a URL's user or password may not hold as is.
+fn escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

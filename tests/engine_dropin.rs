@@ -1,0 +1,221 @@
+//! `ratelimit-engine` where envoyproxy/ratelimit runs: started as Istio's
+//! sample starts upstream's image (`samples/ratelimit/rate-limit-service.yaml`:
+//! `/bin/ratelimit` with no arguments, its environment, the ConfigMap
+//! mounted at `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config`), behind real
+//! Envoy's own `envoy.filters.http.ratelimit`, answering the sample's limits
+//! as upstream would.
+//!
+//! The environment is the sample's, variable for variable, with two values
+//! moved to this machine: `REDIS_URL` names the test's Redis instead of the
+//! `redis` Service, and `RUNTIME_ROOT` a scratch directory laid out as the
+//! kubelet mounts a ConfigMap (`config.yaml -> ..data/config.yaml`, `..data
+//! -> ..<timestamp>`), which `RUNTIME_IGNOREDOTFILES=true` reads once. The
+//! ports are the sample's (8080, 8081, 6070), on `::` as it asks.
+
+use integration_tests::fleet::{engine_bin, Redis};
+use integration_tests::{http_get, scratch_dir, Backends, Envoy};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The sample ConfigMap's `config.yaml` (its comment's example).
+const SAMPLE_CONFIG: &str = r#"domain: echo-ratelimit
+descriptors:
+  - key: PATH
+    value: "/"
+    rate_limit:
+      unit: minute
+      requests_per_unit: 1
+  - key: PATH
+    rate_limit:
+      unit: minute
+      requests_per_unit: 100
+"#;
+
+/// A ConfigMap volume as the kubelet writes it, holding `config.yaml`.
+fn mount_configmap(dir: &Path, text: &str, version: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    let data = format!("..2026_12_06_00_00_0{version}.000000000");
+    std::fs::create_dir_all(dir.join(&data)).unwrap();
+    std::fs::write(dir.join(&data).join("config.yaml"), text).unwrap();
+    // The kubelet swaps ..data atomically: a new link renamed over the old.
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&data, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    if std::fs::symlink_metadata(dir.join("config.yaml")).is_err() {
+        std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml")).unwrap();
+    }
+}
+
+struct Engine {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Engine {
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+/// `/bin/ratelimit` as the sample's Deployment runs it.
+fn start_as_istio_sample(redis: &Redis, runtime_root: &Path) -> Engine {
+    let redis_url = redis.addr.to_string();
+    let root = runtime_root.display().to_string();
+    let env: [(&str, &str); 10] = [
+        ("LOG_LEVEL", "debug"),
+        ("REDIS_SOCKET_TYPE", "tcp"),
+        ("REDIS_URL", &redis_url),
+        ("USE_STATSD", "false"),
+        ("RUNTIME_ROOT", &root),
+        ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+        ("RUNTIME_WATCH_ROOT", "false"),
+        ("RUNTIME_IGNOREDOTFILES", "true"),
+        ("HOST", "::"),
+        ("GRPC_HOST", "::"),
+    ];
+    let mut child = Command::new(engine_bin())
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the engine");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(mut l) = sink.lock() {
+                l.push(line);
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    std::thread::spawn(move || for _ in lines {});
+    let engine = Engine { child, log };
+    assert!(first.starts_with("listening grpc="), "engine did not start: {first:?}\n{}", engine.log());
+    engine
+}
+
+fn envoy_as_istio_sample(backend: std::net::SocketAddr) -> Envoy {
+    // Istio's EnvoyFilter for the sample (its rate-limit task): the ratelimit
+    // filter asking the service's cluster as Istio names it, with the
+    // `authority` the task sets (the cluster name, with its `|`s, is no
+    // valid authority), for domain echo-ratelimit, the path as PATH.
+    let yaml = format!(
+        r#"
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
+static_resources:
+  listeners:
+  - name: ingress
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              rate_limits: [{{ actions: [{{ request_headers: {{ header_name: ":path", descriptor_key: PATH }} }}] }}]
+              routes:
+              - match: {{ prefix: / }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit
+              domain: echo-ratelimit
+              failure_mode_deny: true
+              timeout: 10s
+              rate_limit_service:
+                transport_api_version: V3
+                grpc_service:
+                  envoy_grpc:
+                    cluster_name: outbound|8081||ratelimit.default.svc.cluster.local
+                    authority: ratelimit.default.svc.cluster.local
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {bp} }} }} }} }}] }}]
+  - name: outbound|8081||ratelimit.default.svc.cluster.local
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: outbound|8081||ratelimit.default.svc.cluster.local
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: "::1", port_value: 8081 }} }} }} }}] }}]
+"#,
+        bp = backend.port()
+    );
+    Envoy::start(&yaml, 2)
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    match http_get(addr, path, &[]) {
+        Ok(r) => (r.status, r.text()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn istios_sample_with_only_the_image_swapped() {
+    let redis = Redis::start();
+    let root = scratch_dir("istio-sample");
+    let config_dir = root.join("ratelimit").join("config");
+    mount_configmap(&config_dir, SAMPLE_CONFIG, 1);
+    let engine = start_as_istio_sample(&redis, &root);
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+
+    // Upstream's endpoints: /healthcheck on the HTTP port, the config dump
+    // on the debug port.
+    assert_eq!(get(local(8080), "/healthcheck"), (200, "OK\n".into()), "{}", engine.log());
+    let (status, dump) = get(local(6070), "/rlconfig");
+    assert_eq!(status, 200);
+    assert_eq!(
+        dump,
+        "echo-ratelimit.PATH: unit=MINUTE requests_per_unit=100, shadow_mode: false\n\
+         echo-ratelimit.PATH_/: unit=MINUTE requests_per_unit=1, shadow_mode: false\n"
+    );
+    // The config dir's dot entries (..data, ..<timestamp>) were not read as
+    // configs: one domain.
+    assert!(engine.log().contains("1 domain(s)"), "{}", engine.log());
+
+    let backends = Backends::start(&["a"]);
+    let envoy = envoy_as_istio_sample(backends.addr("a"));
+    let status = |path: &str| get(envoy.addr, path).0;
+    // `/`: 1 a minute; any other path: 100 a minute.
+    assert_eq!((status("/"), status("/")), (200, 429), "{}", engine.log());
+    let others: Vec<u16> = (0..5).map(|_| status("/productpage")).collect();
+    assert_eq!(others, [200; 5]);
+
+    // The kubelet swaps the ConfigMap (..data): the engine reloads it.
+    mount_configmap(&config_dir, &SAMPLE_CONFIG.replace("requests_per_unit: 100", "requests_per_unit: 6"), 2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(local(6070), "/rlconfig").1.contains("requests_per_unit=6,") {
+        assert!(Instant::now() < deadline, "the swapped ConfigMap was not reloaded:\n{}", engine.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Five of the six already spent at the old limit's counter (same key).
+    assert_eq!((status("/productpage"), status("/productpage")), (200, 429), "{}", engine.log());
+}
