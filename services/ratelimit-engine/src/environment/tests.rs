@@ -94,14 +94,13 @@ fn each_supported_variable_takes_effect() {
     }
     // Those that only mean something together, below.
     let together = ["REDIS_TLS", "PROMETHEUS_ADDR", "PROMETHEUS_PATH"];
+    assert!(settings(&[("REDIS_TLS", "false")]).redis.starts_with("redis+unix://"));
     let covered: Vec<&str> = cases.iter().map(|(n, _, _)| *n).chain(together).collect();
     for name in SUPPORTED {
         assert!(covered.contains(name), "{name} is supported but not in the table");
     }
     let s = settings(&[("REDIS_SOCKET_TYPE", "tcp"), ("REDIS_URL", "r:6379"), ("REDIS_AUTH", "u:p@ss")]);
     assert_eq!(s.redis, "redis://u:p%40ss@r:6379");
-    let s = settings(&[("REDIS_SOCKET_TYPE", "tcp"), ("REDIS_URL", "r:6379"), ("REDIS_TLS", "true")]);
-    assert_eq!(s.redis, "rediss://r:6379");
     let s = settings(&[("REDIS_SOCKET_TYPE", "tcp"), ("REDIS_TYPE", "CLUSTER"), ("REDIS_URL", "a:1, b:2")]);
     assert_eq!(s.cluster, ["redis://a:1", "redis://b:2"]);
     let s = settings(&[("USE_PROMETHEUS", "true"), ("PROMETHEUS_ADDR", ":19001"), ("PROMETHEUS_PATH", "/m")]);
@@ -138,7 +137,10 @@ fn what_would_change_the_engines_promise_is_refused_naming_the_variable() {
         (vec![("SHADOW_MODE", "maybe")], "SHADOW_MODE=maybe: not a boolean"),
         (vec![("LOG_LEVEL", "loud")], "LOG_LEVEL=loud: not one of"),
         (vec![("NEAR_LIMIT_RATIO", "2")], "NEAR_LIMIT_RATIO=2: must be between 0 and 1"),
-        (vec![("REDIS_TLS", "true")], "REDIS_TLS=true with REDIS_SOCKET_TYPE=unix"),
+        (
+            vec![("REDIS_SOCKET_TYPE", "tcp"), ("REDIS_TLS", "true")],
+            "REDIS_TLS=true: TLS to Redis is not supported yet",
+        ),
         (vec![("USE_PROMETHEUS", "true"), ("PROMETHEUS_PATH", "m")], "PROMETHEUS_PATH=m: must start with /"),
     ] {
         let e = read(&vars).map(|_| ()).unwrap_err();
