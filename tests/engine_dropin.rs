@@ -219,3 +219,75 @@ fn istios_sample_with_only_the_image_swapped() {
     // Five of the six already spent at the old limit's counter (same key).
     assert_eq!((status("/productpage"), status("/productpage")), (200, 429), "{}", engine.log());
 }
+
+/// The engine's image (`make oci`): `/bin/ratelimit`, statically linked,
+/// run as `nonroot`; the same binary gives the same digest; unpacked, it
+/// starts as the sample's Deployment starts it, as that user.
+#[test]
+fn the_image_runs_bin_ratelimit_as_nonroot() {
+    use packaging::oci;
+    let binary =
+        std::fs::read(integration_tests::repo().join("target/x86_64-unknown-linux-musl/release/ratelimit-engine"))
+            .expect("the static engine (make build)");
+    let layouts = scratch_dir("engine-image");
+    let program = oci::engine_program(binary, None);
+    let image = oci::write_program_layout(&layouts.join("a"), &program).unwrap();
+    let again = oci::write_program_layout(&layouts.join("b"), &program).unwrap();
+    assert_eq!(image.digest, again.digest, "the same binary, the same image");
+
+    let dir = layouts.join("a");
+    let blob = |digest: &str| dir.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let json =
+        |digest: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(blob(digest)).unwrap()).unwrap() };
+    let manifest = json(&image.digest);
+    let config = json(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(config["config"]["User"], oci::NONROOT);
+    assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/ratelimit"]));
+    assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
+    let rootfs = layouts.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let untar = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&rootfs).status().unwrap();
+    assert!(untar.success());
+    let ldd = Command::new("ldd").arg(rootfs.join("bin/ratelimit")).output().unwrap();
+    let says = String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
+    assert!(says.contains("not a dynamic executable") || says.contains("statically linked"), "{says}");
+
+    // The sample's environment (its ports moved, the sample test may hold
+    // them), as nonroot.
+    let redis = Redis::start();
+    let root = scratch_dir("image-runtime");
+    mount_configmap(&root.join("ratelimit").join("config"), SAMPLE_CONFIG, 1);
+    let (http, grpc, debug) =
+        (integration_tests::free_port(), integration_tests::free_port(), integration_tests::free_port());
+    let env = [
+        ("LOG_LEVEL", "debug".to_string()),
+        ("REDIS_SOCKET_TYPE", "tcp".into()),
+        ("REDIS_URL", redis.addr.to_string()),
+        ("USE_STATSD", "false".into()),
+        ("RUNTIME_ROOT", root.display().to_string()),
+        ("RUNTIME_SUBDIRECTORY", "ratelimit".into()),
+        ("RUNTIME_WATCH_ROOT", "false".into()),
+        ("RUNTIME_IGNOREDOTFILES", "true".into()),
+        ("HOST", "::".into()),
+        ("GRPC_HOST", "::".into()),
+        ("PORT", http.to_string()),
+        ("GRPC_PORT", grpc.to_string()),
+        ("DEBUG_PORT", debug.to_string()),
+    ];
+    let mut child = Command::new("setpriv")
+        .args(["--reuid", "65532", "--regid", "65532", "--clear-groups", "--"])
+        .arg(rootfs.join("bin/ratelimit"))
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("setpriv");
+    let first = BufReader::new(child.stdout.take().unwrap()).lines().next().and_then(Result::ok).unwrap_or_default();
+    let healthy = get(std::net::SocketAddr::from(([127, 0, 0, 1], http)), "/healthcheck");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("listening grpc="), "{first:?}");
+    assert_eq!(healthy, (200, "OK\n".into()));
+}

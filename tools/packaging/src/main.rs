@@ -88,8 +88,18 @@ fn images(args: &[String]) -> Result<(), String> {
             println!("{module}\t{}\t{}\toci:{}:{}", img.variant, img.digest, dir.display(), img.tag);
         }
     }
+    // The rate limit service's image: the static build `make build` makes.
+    let engine = option(args, "--engine").map(PathBuf::from).unwrap_or_else(|| root().join(ENGINE_STATIC));
+    let binary = std::fs::read(&engine).map_err(|e| format!("{}: {e} (run `make build`)", engine.display()))?;
+    let dir = out.join("ratelimit-engine");
+    let img = oci::write_program_layout(&dir, &oci::engine_program(binary, source))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    println!("ratelimit-engine\t{}\t{}\toci:{}:{}", img.variant, img.digest, dir.display(), img.tag);
     Ok(())
 }
+
+/// Where `make build` puts the statically linked engine.
+const ENGINE_STATIC: &str = "target/x86_64-unknown-linux-musl/release/ratelimit-engine";
 
 fn check(args: &[String]) -> Result<(), String> {
     let (Some(module), Some(file)) = (args.get(1), args.get(2)) else {

@@ -115,12 +115,18 @@ fn annotations(module: &Module) -> Value {
 
 /// A tar of `files` with fixed metadata (mode 0644, owner 0, dated 0).
 fn tar(files: &[(&str, &[u8])]) -> io::Result<Vec<u8>> {
+    let with_modes: Vec<(&str, &[u8], u32)> = files.iter().map(|(n, b)| (*n, *b, 0o644)).collect();
+    tar_with_modes(&with_modes)
+}
+
+/// A tar of `files` (name, bytes, mode), owner 0, dated 0.
+fn tar_with_modes(files: &[(&str, &[u8], u32)]) -> io::Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
-    for (name, bytes) in files {
+    for (name, bytes, mode) in files {
         let mut header = tar::Header::new_ustar();
         header.set_path(name)?;
         header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
+        header.set_mode(*mode);
         header.set_uid(0);
         header.set_gid(0);
         header.set_mtime(0);
@@ -167,6 +173,106 @@ fn artifact(layout: &Layout, module: &Module) -> io::Result<Value> {
     let config = json!({ "type": "envoy_proxy", "abiVersions": ["v0.2.1"] });
     let config = layout.json_blob(WASM_CONFIG, &config)?;
     manifest(layout, config, vec![wasm, schema], module)
+}
+
+/// A program's container image: one static executable as `/bin/<name>`.
+#[derive(Debug, Clone)]
+pub struct Program {
+    /// The image's repository name (`ratelimit-engine`).
+    pub name: String,
+    /// The path of the executable in the image (`bin/ratelimit`).
+    pub path: String,
+    /// Its version, the tag.
+    pub version: String,
+    /// The statically linked executable.
+    pub binary: Vec<u8>,
+    /// `org.opencontainers.image.description`.
+    pub description: String,
+    /// `org.opencontainers.image.source`, when known.
+    pub source: Option<String>,
+    /// Ports the program listens on (`ExposedPorts`).
+    pub ports: Vec<u16>,
+}
+
+/// The user a program's image runs as: `nonroot` (65532), as distroless
+/// images name it.
+pub const NONROOT: &str = "65532:65532";
+
+/// Writes `program`'s image into the OCI image layout `dir` (replacing what
+/// was there): one layer holding the executable (mode 0755) and the
+/// `/etc/passwd` and `/etc/group` naming `nonroot`, run as that user, the
+/// executable its entrypoint. Every byte is fixed by the executable's: the
+/// same binary gives the same digest.
+pub fn write_program_layout(dir: &Path, program: &Program) -> io::Result<Image> {
+    if dir.exists() {
+        fs::remove_dir_all(dir)?;
+    }
+    fs::create_dir_all(dir.join("blobs/sha256"))?;
+    let layout = Layout { dir };
+    fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let passwd = b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
+    let group = b"root:x:0:\nnonroot:x:65532:\n";
+    let tar = tar_with_modes(&[
+        (&program.path, &program.binary, 0o755),
+        ("etc/passwd", passwd, 0o644),
+        ("etc/group", group, 0o644),
+    ])?;
+    let layer = layout.blob(TAR_GZIP_LAYER, &gzip(&tar)?, None)?;
+    let ports: serde_json::Map<String, Value> = program.ports.iter().map(|p| (format!("{p}/tcp"), json!({}))).collect();
+    let config = json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {
+            "User": NONROOT,
+            "Entrypoint": [format!("/{}", program.path)],
+            "ExposedPorts": ports,
+            "WorkingDir": "/",
+        },
+        "rootfs": { "type": "layers", "diff_ids": [digest(&tar)] },
+    });
+    let config = layout.json_blob(IMAGE_CONFIG, &config)?;
+    let mut annotations = json!({
+        "org.opencontainers.image.title": program.name,
+        "org.opencontainers.image.description": program.description,
+        "org.opencontainers.image.version": program.version,
+        "org.opencontainers.image.licenses": "Apache-2.0",
+    });
+    if let (Some(source), Some(map)) = (&program.source, annotations.as_object_mut()) {
+        map.insert("org.opencontainers.image.source".into(), json!(source));
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": config,
+        "layers": [layer],
+        "annotations": annotations,
+    });
+    let desc = layout.json_blob(MANIFEST, &manifest)?;
+    let mut entry = desc.clone();
+    if let Some(map) = entry.as_object_mut() {
+        map.insert("annotations".into(), json!({ "org.opencontainers.image.ref.name": program.version }));
+    }
+    let index =
+        json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [entry] });
+    fs::write(dir.join("index.json"), serde_json::to_vec_pretty(&index).map_err(io::Error::other)?)?;
+    let digest = desc.get("digest").and_then(Value::as_str).unwrap_or_default().to_string();
+    Ok(Image { tag: program.version.clone(), digest, variant: "image" })
+}
+
+/// The ratelimit engine's image as `make oci` writes it, from the static
+/// executable at `binary`.
+pub fn engine_program(binary: Vec<u8>, source: Option<String>) -> Program {
+    Program {
+        name: "ratelimit-engine".into(),
+        path: "bin/ratelimit".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        binary,
+        description: "ratelimit-engine: a drop-in for envoyproxy/ratelimit's image (/bin/ratelimit, its \
+                      environment variables), counting in Redis"
+            .into(),
+        source,
+        ports: vec![8080, 8081, 6070],
+    }
 }
 
 /// Writes `module`'s two images into the OCI image layout `dir` (replacing
