@@ -144,6 +144,14 @@ impl BundleFilter {
                 _ => self.retry.as_ref().map(|f| f.on_request_headers(&mut stream.retry, host)),
             };
             if flow == Some(Flow::Pause) {
+                if i > 0 {
+                    // A later policy answered the request itself (only the
+                    // rate limiter pauses for a call): it never reaches the
+                    // upstream, so no cost comes back to settle.
+                    if let Some(rl) = &self.rate_limit {
+                        rl.forget_charges(&mut stream.rate_limit);
+                    }
+                }
                 return Flow::Pause;
             }
         }

@@ -217,3 +217,25 @@ fn the_bundle_reads_the_body_for_its_rate_limiter() {
     }
     assert_eq!(statuses, [200, 200, 200, 429]);
 }
+
+/// A token limit with the breaker after it: a request the open breaker
+/// answers (503) never reached the backend, and is charged no default.
+#[test]
+fn a_request_another_policy_answers_is_not_charged_a_default_cost() {
+    let tokens = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"all",
+      "cost":{"response_body":"usage.total_tokens","default":500}}]}"#;
+    let x = crate::testing::Exchange::<BundleFilter>::new(
+        crate::store::CasRule::Envoy,
+        &format!(r#"{{"rate_limit":{tokens},"circuit_breaker":{{"key":"fixed:llm","consecutive_failures":1,"open_for":"1m"}}}}"#),
+    )
+    .unwrap();
+    // One failure opens the breaker (its answer says no usage: 500 charged).
+    x.request(&[(":method", "POST"), (":path", "/")], 503, &[]);
+    assert_eq!(x.host.metric("rate_limit.tokens.cost_defaulted"), 1);
+    for _ in 0..5 {
+        let o = x.request(&[(":method", "POST"), (":path", "/")], 200, &[]);
+        assert_eq!(o.reply.map(|r| r.status), Some(503), "the breaker answers");
+    }
+    assert_eq!(x.host.metric("rate_limit.tokens.cost_defaulted"), 1, "nothing charged for the breaker's answers");
+    assert_eq!(x.host.metric("rate_limit.tokens.cost_charged"), 500);
+}

@@ -260,6 +260,14 @@ impl RateLimitFilter {
         caller.charge(self, host, stream, call, late)
     }
 
+    /// The request was answered without reaching the upstream (another
+    /// policy's local reply): nothing will come back to settle; what
+    /// admission charged stays charged, as for any admitted request.
+    pub fn forget_charges(&self, stream: &mut RateLimitStream) {
+        stream.charges.clear();
+        stream.global_charges.clear();
+    }
+
     /// Is `token` the call charging this request's costs?
     pub fn settles(&self, stream: &RateLimitStream, token: u32) -> bool {
         stream.settling.is_some_and(|t| t == token)
