@@ -128,6 +128,7 @@ loadtest: build
 # compose file's services driven by bench/loadtest.py --compose, the daemon
 # stopped at the end. Writes bench/results/compose-loadtest.{md,json,svg}.
 compose-loadtest: build
+	$(CARGO) run -q -p packaging -- oci > /dev/null
 	$(CARGO) build --release --target $(WASM_TARGET) -p noop-filter -p compute-probe
 	@scripts/wasm-opt.sh --as-built noop_filter compute_probe
 	bench/compose/harness.sh run $(LOADTEST_ARGS)
@@ -136,6 +137,7 @@ compose-loadtest: build
 # with a backend killed halfway, the rate-limit seed scenario; about 80 s on
 # a fresh machine, 40 s once the images exist.
 compose-smoke: build
+	$(CARGO) run -q -p packaging -- oci > /dev/null
 	bench/compose/harness.sh run --smoke
 
 # Every fuzz target (fuzz/fuzz_targets/) for FUZZ_SECONDS each under

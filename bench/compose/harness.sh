@@ -76,6 +76,9 @@ start() {
 
 have() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 
+# The engine image's tag in its layout (the crate's version).
+engine_tag() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])' target/oci/ratelimit-engine/index.json; }
+
 # A registry's image if one answers (20 s at most), else false.
 pull() { timeout 20 "$DOCKER" pull -q "$1" >/dev/null 2>&1; }
 
@@ -102,11 +105,16 @@ images() {
             "$DOCKER" build -q --network host --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$name" "$ctx" >/dev/null
         fi
     done
-    for f in target/release/demo-backend target/release/ratelimit-engine target/wasm/bundle.wasm; do
-        [ -e "$f" ] || { log "$f is missing: run \`make build\` first"; exit 1; }
+    for f in target/release/demo-backend target/oci/ratelimit-engine/index.json target/wasm/bundle.wasm; do
+        [ -e "$f" ] || { log "$f is missing: run \`make build\` and \`make oci\` first"; exit 1; }
     done
-    log "building the harness's images (backend, engine, loadgen, prometheus)"
-    "${COMPOSE[@]}" build -q backend-a ratelimit-engine loadgen prometheus >/dev/null
+    # The engine is the image `make oci` ships (/bin/ratelimit, static,
+    # nonroot), loaded as it is: the harness runs what users deploy.
+    log "loading the engine's OCI image (target/oci/ratelimit-engine)"
+    skopeo copy --quiet "oci:target/oci/ratelimit-engine:$(engine_tag)" \
+        "docker-daemon:resilience-filters/ratelimit-engine:local" --dest-daemon-host "$DOCKER_HOST" >/dev/null
+    log "building the harness's images (backend, loadgen, prometheus)"
+    "${COMPOSE[@]}" build -q backend-a loadgen prometheus >/dev/null
 }
 
 stop() {

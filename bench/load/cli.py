@@ -35,7 +35,7 @@ from .measure import measure, paired
 from .procs import Backends, Nginx, RateLimitService
 from .report import write
 from .scenarios import (scenario_cookie_vs_ip_hash, scenario_key_flood, scenario_kill_one_of_three,
-                        scenario_prometheus, scenario_random_failures, scenario_rate_limit)
+                        scenario_engine_image, scenario_prometheus, scenario_random_failures, scenario_rate_limit)
 
 
 def main():
@@ -142,6 +142,7 @@ def smoke(run):
     Exit 1 when one is off."""
     started = time.time()
     rows = scenario_kill_one_of_three(run, ["a", "b", "c"])
+    rows += scenario_engine_image(run)
     b = Backends(run, ["a", "b", "c"])
     try:
         rows += scenario_rate_limit(run, b.addrs)[:1]

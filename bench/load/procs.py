@@ -137,13 +137,13 @@ class RateLimitService:
         self.redis = Container("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port),
                                          "--save", "", "--appendonly", "no"])
         (self.run.scratch / "limits.yaml").write_text(self.LIMITS)
-        self.grpc_port, http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         time.sleep(0.5)
         self.engine = Container("ratelimit-engine", [
             "--config", "/loadtest/limits.yaml", "--redis", f"redis://127.0.0.1:{self.redis_port}",
-            "--grpc", f"127.0.0.1:{self.grpc_port}", "--http", f"127.0.0.1:{http_port}", "--algorithm", "gcra"],
+            "--grpc", f"127.0.0.1:{self.grpc_port}", "--http", f"127.0.0.1:{self.http_port}", "--algorithm", "gcra"],
             volumes=[f"{self.run.scratch}:/loadtest:ro"])
-        wait_http(f"http://127.0.0.1:{http_port}/metrics", "ratelimit-engine", self.engine.running)
+        wait_http(f"http://127.0.0.1:{self.http_port}/metrics", "ratelimit-engine", self.engine.running)
 
     def close(self):
         stop(self.run, (self.engine, self.redis))

@@ -40,6 +40,26 @@ def scenario_rate_limit(run, addrs):
         e.close()
 
 
+def scenario_engine_image(run):
+    """The rate limit service's image as `make oci` ships it, run by Docker
+    (containers only): `/bin/ratelimit` answers ShouldRateLimit over /json,
+    as the nonroot user (65532)."""
+    from .procs import RateLimitService
+    rls = RateLimitService(run)
+    try:
+        body = json.dumps({"domain": "bench", "descriptors": [{"entries": [
+            {"key": "generic_key", "value": "all"}, {"key": "remote_address", "value": "192.0.2.1"}]}]}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{rls.http_port}/json", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+        uids = subprocess.run(["ps", "-o", "uid=", "-C", "ratelimit"], capture_output=True, text=True).stdout.split()
+    finally:
+        rls.close()
+    ok = answer.get("overallCode") == "OK" and uids == ["65532"]
+    return [{"scenario": "the engine's image (make oci) run by Docker", "expected": "/json answers OK; /bin/ratelimit runs as uid 65532",
+             "measured": f"{answer.get('overallCode')}; uid {','.join(uids) or 'none'}", "ok": ok}]
+
+
 def scenario_prometheus(run, addrs):
     """The compose file's Prometheus (Debian's, in its own container) scrapes
     an Envoy running the rate limiter: after some requests its query API
