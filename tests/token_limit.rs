@@ -5,8 +5,9 @@
 //! events, per tenant and per tier.
 //!
 //! Bounds: the buckets refill at 1000 tokens a minute (one token per 60
-//! ms), so the few seconds a busy machine may take between requests refill
-//! a few dozen tokens at most: every count below holds with that slack.
+//! ms): each `Retry-After` and `RateLimit` bound below allows up to 6 s
+//! (about 100 tokens) of a busy machine between requests, and each count
+//! of admitted answers holds until 12 s of refill.
 
 use integration_tests::*;
 use std::io::{BufRead, BufReader, Write};
@@ -78,7 +79,7 @@ fn answers_of_400_tokens_admit_three_and_the_fourth_waits_out_the_debt(build: Bu
     // 200 tokens of debt at 60 ms a token: 12 s, less what the seconds
     // between the answers refilled.
     let wait = retry_after(&refused);
-    assert!((10..=12).contains(&wait), "Retry-After {wait}, the debt is 12 s");
+    assert!((6..=12).contains(&wait), "Retry-After {wait}, the debt is 12 s");
     assert_eq!(stat(build, &e, "tokens.cost_charged"), 1200);
     assert_eq!(stat(build, &e, "tokens.cost_defaulted"), 0);
     assert_eq!(ask(e.addr, "tokens=400", &[("x-api-key", "tenant-b")]).status, 200, "another tenant's own bucket");
@@ -96,7 +97,7 @@ fn streamed_answers_are_charged_their_last_events_usage(build: Build) {
     assert_eq!(stat_reaches(build, &e, "tokens.cost_charged", 1200), 1200);
     let refused = ask(e.addr, "tokens=400&stream=1", &key);
     assert_eq!(refused.status, 429);
-    assert!((10..=12).contains(&retry_after(&refused)), "Retry-After {}", retry_after(&refused));
+    assert!((6..=12).contains(&retry_after(&refused)), "Retry-After {}", retry_after(&refused));
     // Anthropic's shape: input and output tokens as two limits.
     let (_b, e) = envoy(
         build,
@@ -194,7 +195,7 @@ fn aborted_streams_charge_the_default(build: Build) {
     assert_eq!(stat(build, &e, "tokens.cost_charged"), 600);
     let next = ask(e.addr, "tokens=1", &key);
     let left = remaining(&next);
-    assert!((400..=440).contains(&left), "{left} tokens left after two defaults of 300 (and refill)");
+    assert!((400..=560).contains(&left), "{left} tokens left after two defaults of 300 (and refill)");
 }
 
 fn a_ten_megabyte_stream_goes_through_unbuffered_and_is_charged(build: Build) {
