@@ -5,7 +5,7 @@
 //! both builds (`wasm::` and `native::`): natively the call is an HTTP
 //! callout from the module (gRPC framed over HTTP/2, or the `/json` path).
 
-use integration_tests::fleet::{post, Engine, Redis};
+use integration_tests::fleet::{post, utc_hour, Engine, Redis};
 use integration_tests::{
     assert_refused_at_load, burst, sample_config_for, with_plugin_config, Backends, Build, Conn, Envoy, Response,
 };
@@ -431,6 +431,7 @@ fn token_limits_are_exact_across_two_proxies_under_a_concurrent_burst(build: Bui
     let (a, b) = (f.envoys.first().expect("a").addr, f.envoys.get(1).expect("b").addr);
     let path = "/v1/chat/completions?tokens=100";
     let key = || vec![("x-api-key".to_string(), "tenant-burst".to_string())];
+    let hour = utc_hour();
     let (ra, rb) = std::thread::scope(|s| {
         let ha = s.spawn(|| burst(a, path, 40, 8, |_| key()));
         let hb = s.spawn(|| burst(b, path, 40, 8, |_| key()));
@@ -439,8 +440,11 @@ fn token_limits_are_exact_across_two_proxies_under_a_concurrent_burst(build: Bui
     let ok = ra.count(200) + rb.count(200);
     assert_eq!(ok + ra.count(429) + rb.count(429), 80, "every request answered 200 or 429");
     // 1000 tokens: ten answers, an eleventh admitted at exactly 1000 (not
-    // in debt), plus at most what the 16 clients had in flight.
-    assert!((11..=11 + 16).contains(&ok), "{ok} answers admitted");
+    // in debt), plus at most what the 16 clients had in flight (within one
+    // hourly window: a window that turned mid-burst admits more).
+    if utc_hour() == hour {
+        assert!((11..=11 + 16).contains(&ok), "{ok} answers admitted");
+    }
     assert_eq!(redis_total(&f.redis), 100 * ok as u64, "each admitted answer's 100 tokens, counted once");
     for e in &f.envoys {
         assert_eq!(e.stat(&build.stat_name("rate_limit.global.cost_errors")).unwrap_or(0), 0);
@@ -459,7 +463,9 @@ fn token_limits_are_exact_across_two_proxies_under_a_concurrent_burst(build: Bui
 fn a_token_limit_over_the_json_protocol_waits_out_the_debt(build: Build) {
     let plugin = TOKEN_PLUGIN.replace(r#""timeout":"1s""#, r#""timeout":"1s","protocol":"http""#);
     let f = fleet(build, 2, TOKEN_LIMITS, &plugin, &[], true);
+    let mut admitted = 0;
     for (key, query) in [("t-json", "tokens=400"), ("t-sse", "tokens=400&stream=1&events=3")] {
+        let hour = utc_hour();
         let mut statuses = Vec::new();
         for i in 0..4 {
             let e = f.envoys.get(i % 2).expect("envoy");
@@ -478,9 +484,12 @@ fn a_token_limit_over_the_json_protocol_waits_out_the_debt(build: Build) {
                 format!("{s}={n}")
             })
             .collect();
-        assert_eq!(statuses, [200, 200, 200, 429], "{key}: {stats:?}, redis {}", redis_total(&f.redis));
+        admitted += statuses.iter().filter(|s| **s == 200).count() as u64;
+        if utc_hour() == hour {
+            assert_eq!(statuses, [200, 200, 200, 429], "{key}: {stats:?}, redis {}", redis_total(&f.redis));
+        }
     }
-    assert_eq!(redis_total(&f.redis), 2 * 1200);
+    assert_eq!(redis_total(&f.redis), 400 * admitted, "each admitted answer's 400 tokens, counted once");
     for g in &f.engines {
         assert!(g.metric("ratelimit_engine_calls_total{protocol=\"json\"}").unwrap_or(0) > 0);
     }

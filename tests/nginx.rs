@@ -618,6 +618,7 @@ fn nginx_global_token_limit_charges_from_the_tick() {
     let n = start(&bin, "global-rate-limit.conf", &b.addrs(), Some(&json))
         .unwrap_or_else(|log| panic!("nginx did not start:\n{log}"));
     let mut statuses = Vec::new();
+    let hour = fleet::utc_hour();
     for _ in 0..4 {
         let r = http_get(n.addr, "/v1/chat/completions?tokens=400", &[("x-api-key", "k")]);
         statuses.push(r.map(|r| r.status).unwrap_or(0));
@@ -625,6 +626,10 @@ fn nginx_global_token_limit_charges_from_the_tick() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let log = std::fs::read_to_string(&n.log).unwrap_or_default();
-    assert_eq!(statuses, [200, 200, 200, 429], "{log}");
+    // Exact within one of the engine's hourly windows.
+    if fleet::utc_hour() == hour {
+        assert_eq!(statuses, [200, 200, 200, 429], "{log}");
+    }
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 429), "{statuses:?}\n{log}");
     assert!(!log.contains("trap"), "no call from a phase nginx refuses: {log}");
 }

@@ -190,3 +190,10 @@ pub fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Respons
     );
     c.raw(head.as_bytes())
 }
+
+/// The UTC hour now (hours since the epoch): the engine's hourly fixed
+/// windows turn with it, so a test asserting an exact hourly count checks
+/// it did not turn during the test.
+pub fn utc_hour() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 3600).unwrap_or(0)
+}
