@@ -67,22 +67,26 @@ impl Engine {
     }
 }
 
+/// The sample Deployment's environment, variable for variable, its Redis
+/// (`redis:6379`) and runtime root (`/data`) moved to this machine.
+fn istio_sample_env(redis: &Redis, runtime_root: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("LOG_LEVEL", "debug".into()),
+        ("REDIS_SOCKET_TYPE", "tcp".into()),
+        ("REDIS_URL", redis.addr.to_string()),
+        ("USE_STATSD", "false".into()),
+        ("RUNTIME_ROOT", runtime_root.display().to_string()),
+        ("RUNTIME_SUBDIRECTORY", "ratelimit".into()),
+        ("RUNTIME_WATCH_ROOT", "false".into()),
+        ("RUNTIME_IGNOREDOTFILES", "true".into()),
+        ("HOST", "::".into()),
+        ("GRPC_HOST", "::".into()),
+    ]
+}
+
 /// `/bin/ratelimit` as the sample's Deployment runs it.
 fn start_as_istio_sample(redis: &Redis, runtime_root: &Path) -> Engine {
-    let redis_url = redis.addr.to_string();
-    let root = runtime_root.display().to_string();
-    let env: [(&str, &str); 10] = [
-        ("LOG_LEVEL", "debug"),
-        ("REDIS_SOCKET_TYPE", "tcp"),
-        ("REDIS_URL", &redis_url),
-        ("USE_STATSD", "false"),
-        ("RUNTIME_ROOT", &root),
-        ("RUNTIME_SUBDIRECTORY", "ratelimit"),
-        ("RUNTIME_WATCH_ROOT", "false"),
-        ("RUNTIME_IGNOREDOTFILES", "true"),
-        ("HOST", "::"),
-        ("GRPC_HOST", "::"),
-    ];
+    let env = istio_sample_env(redis, runtime_root);
     let mut child = Command::new(engine_bin())
         .env_clear()
         .envs(env)
@@ -278,21 +282,8 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
     mount_configmap(&root.join("ratelimit").join("config"), SAMPLE_CONFIG, 1);
     let (http, grpc, debug) =
         (integration_tests::free_port(), integration_tests::free_port(), integration_tests::free_port());
-    let env = [
-        ("LOG_LEVEL", "debug".to_string()),
-        ("REDIS_SOCKET_TYPE", "tcp".into()),
-        ("REDIS_URL", redis.addr.to_string()),
-        ("USE_STATSD", "false".into()),
-        ("RUNTIME_ROOT", root.display().to_string()),
-        ("RUNTIME_SUBDIRECTORY", "ratelimit".into()),
-        ("RUNTIME_WATCH_ROOT", "false".into()),
-        ("RUNTIME_IGNOREDOTFILES", "true".into()),
-        ("HOST", "::".into()),
-        ("GRPC_HOST", "::".into()),
-        ("PORT", http.to_string()),
-        ("GRPC_PORT", grpc.to_string()),
-        ("DEBUG_PORT", debug.to_string()),
-    ];
+    let mut env = istio_sample_env(&redis, &root);
+    env.extend([("PORT", http.to_string()), ("GRPC_PORT", grpc.to_string()), ("DEBUG_PORT", debug.to_string())]);
     let mut child = Command::new("setpriv")
         .args(["--reuid", "65532", "--regid", "65532", "--clear-groups", "--"])
         .arg(rootfs.join("bin/ratelimit"))

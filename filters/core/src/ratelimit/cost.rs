@@ -75,6 +75,18 @@ impl Cost {
         text.and_then(|t| t.trim().parse::<u64>().ok()).map(|n| n.min(self.max))
     }
 
+    /// The cost a response said, and whether it said nothing usable (the
+    /// default was charged): a response header's value (`header`, when the
+    /// source is one), or the number the body's scan found.
+    pub fn of_response(&self, header: Option<&str>, scan: Option<&crate::usage::UsageScanner>) -> (u64, bool) {
+        let said = match (&self.source, scan) {
+            (CostSource::ResponseHeader(_), _) => self.read(header),
+            (CostSource::ResponseBody(target, _), Some(scan)) => scan.found(*target).map(|n| n.min(self.max)),
+            _ => None,
+        };
+        (said.unwrap_or(self.default), said.is_none())
+    }
+
     /// What admission charges: the whole cost when it is known at the
     /// request, the estimate otherwise. `trusted`: the request comes from
     /// a `trusted_sources` peer (or the configuration names none).

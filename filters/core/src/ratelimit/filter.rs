@@ -153,42 +153,27 @@ impl RateLimitFilter {
     }
 
     /// The response headers came: charges whose cost is a response header
-    /// settle now; a charge waiting for the body starts its scan.
+    /// settle now; a charge waiting for the body starts its scan. (A global
+    /// limit's cost from the response is always its body's: refused
+    /// otherwise at load.)
     fn costs_from_headers<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
-        let mut reads_body = false;
+        let cost_of = |limit: usize| self.limiter.config().limits.get(limit).and_then(|l| l.cost.as_ref());
         let mut i = 0;
         while let Some(charge) = stream.charges.get(i) {
-            let cost = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref());
-            match cost.map(|c| (c, &c.source)) {
+            match cost_of(charge.limit).map(|c| (c, &c.source)) {
                 Some((c, CostSource::ResponseHeader(name))) => {
-                    let said = crate::host::with_response_header(host, name, |v| c.read(v));
-                    let (n, defaulted) = match said {
-                        Some(n) => (n, false),
-                        None => (c.default, true),
-                    };
+                    let (n, defaulted) =
+                        crate::host::with_response_header(host, name, |v| Some(c.of_response(v, None)))
+                            .unwrap_or((c.default, true));
                     let charge = stream.charges.swap_remove(i);
                     self.settle(host, &charge, n, defaulted);
-                }
-                Some((_, CostSource::ResponseBody(..))) => {
-                    reads_body = true;
-                    i += 1;
                 }
                 _ => i += 1,
             }
         }
-        for charge in &mut stream.global_charges {
-            let cost = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref());
-            match cost.map(|c| (c, &c.source)) {
-                Some((c, CostSource::ResponseHeader(name))) => {
-                    let said = crate::host::with_response_header(host, name, |v| c.read(v));
-                    charge.cost = Some(said.unwrap_or(c.default));
-                    self.count_cost(host, charge.limit, charge.cost.unwrap_or(0), said.is_none());
-                }
-                Some((_, CostSource::ResponseBody(..))) => reads_body = true,
-                _ => {}
-            }
-        }
-        if reads_body {
+        let reads_body =
+            |limit: usize| cost_of(limit).is_some_and(|c| matches!(c.source, CostSource::ResponseBody(..)));
+        if stream.charges.iter().map(|c| c.limit).chain(stream.global_charges.iter().map(|c| c.limit)).any(reads_body) {
             let framing =
                 crate::host::with_response_header(host, "content-type", |v| Some(Framing::of_content_type(v)));
             let framing = framing.unwrap_or(Framing::Json);
@@ -199,19 +184,12 @@ impl RateLimitFilter {
     /// Settles every charge left: a body's number where it gave one, else
     /// the limit's default.
     fn settle_all<H: Host>(&self, stream: &mut RateLimitStream, host: &H) {
-        if stream.charges.is_empty() {
-            return;
-        }
         for charge in std::mem::take(&mut stream.charges) {
             let Some(cost) = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref()) else {
                 continue;
             };
-            let found = match (&cost.source, stream.usage.as_deref()) {
-                (CostSource::ResponseBody(target, _), Some(scan)) => scan.found(*target),
-                _ => None,
-            };
-            let n = found.map_or(cost.default, |n| n.min(cost.max));
-            self.settle(host, &charge, n, found.is_none());
+            let (n, defaulted) = cost.of_response(None, stream.usage.as_deref());
+            self.settle(host, &charge, n, defaulted);
         }
     }
 
@@ -242,15 +220,8 @@ impl RateLimitFilter {
             let Some(cost) = self.limiter.config().limits.get(charge.limit).and_then(|l| l.cost.as_ref()) else {
                 continue;
             };
-            let n = match (charge.cost, &cost.source, stream.usage.as_deref()) {
-                (Some(n), _, _) => n,
-                (None, CostSource::ResponseBody(target, _), scan) => {
-                    let found = scan.and_then(|s| s.found(*target)).map(|n| n.min(cost.max));
-                    self.count_cost(host, charge.limit, found.unwrap_or(cost.default), found.is_none());
-                    found.unwrap_or(cost.default)
-                }
-                (None, _, _) => cost.default,
-            };
+            let (n, defaulted) = cost.of_response(None, stream.usage.as_deref());
+            self.count_cost(host, charge.limit, n, defaulted);
             if n > charge.charged {
                 call.limits.push(charge.limit);
                 call.descriptors.push(charge.descriptor);
@@ -398,8 +369,7 @@ impl Filter for RateLimitFilter {
         }
         let refused = stream.verdict.is_some_and(|v| matches!(v.result, Outcome::Refused | Outcome::FailureModeDenied));
         if refused {
-            stream.charges.clear();
-            stream.global_charges.clear();
+            self.forget_charges(stream);
             return;
         }
         if let Some(scan) = stream.usage.as_deref_mut() {

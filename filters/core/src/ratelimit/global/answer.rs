@@ -31,8 +31,6 @@ pub struct GlobalCharge {
     pub descriptor: Descriptor,
     /// What the request charged (the estimate).
     pub charged: u64,
-    /// The cost, once known (a response header).
-    pub cost: Option<u64>,
 }
 
 /// What an answer means for the request.
@@ -96,7 +94,7 @@ impl RateLimiter {
             let after = self.config.limits.get(i).and_then(|l| l.cost.as_ref()).is_some_and(|c| c.after_response());
             if let (true, Some(descriptor)) = (after, call.descriptors.get(j)) {
                 let charged = call.hits.get(j).copied().flatten().unwrap_or(0);
-                out.push(GlobalCharge { limit: i, descriptor: descriptor.clone(), charged, cost: None });
+                out.push(GlobalCharge { limit: i, descriptor: descriptor.clone(), charged });
             }
         }
         out
