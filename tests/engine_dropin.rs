@@ -266,7 +266,13 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
     assert_eq!(config["config"]["User"], oci::NONROOT);
     assert_eq!(config["config"]["Entrypoint"], serde_json::json!(["/bin/ratelimit"]));
     assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some("amd64")));
-    let rootfs = layouts.join("rootfs");
+    // Unpacked where nonroot can reach it: the checkout may sit under a
+    // directory only root can enter (a `mktemp -d` clone is 0700).
+    let outside = std::env::temp_dir().join(format!("ratelimit-image-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rootfs = outside.join("rootfs");
     std::fs::create_dir_all(&rootfs).unwrap();
     let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
     let untar = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&rootfs).status().unwrap();
@@ -278,7 +284,7 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
     // The sample's environment (its ports moved, the sample test may hold
     // them), as nonroot.
     let redis = Redis::start();
-    let root = scratch_dir("image-runtime");
+    let root = outside.join("runtime");
     mount_configmap(&root.join("ratelimit").join("config"), SAMPLE_CONFIG, 1);
     let (http, grpc, debug) =
         (integration_tests::free_port(), integration_tests::free_port(), integration_tests::free_port());
@@ -290,14 +296,17 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
         .env_clear()
         .envs(env)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("setpriv");
     let first = BufReader::new(child.stdout.take().unwrap()).lines().next().and_then(Result::ok).unwrap_or_default();
     let healthy = get(std::net::SocketAddr::from(([127, 0, 0, 1], http)), "/healthcheck");
     let _ = child.kill();
     let _ = child.wait();
-    assert!(first.starts_with("listening grpc="), "{first:?}");
+    let mut said = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said);
+    let _ = std::fs::remove_dir_all(&outside);
+    assert!(first.starts_with("listening grpc="), "{first:?}\n{said}");
     assert_eq!(healthy, (200, "OK\n".into()));
 }
 
