@@ -60,6 +60,9 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 # promtool (Debian's prometheus package) checks and unit-tests the alert
 # rules in deploy/prometheus/.
 command -v promtool >/dev/null || missing+=(prometheus)
+# The engine's static (musl) build compiles ring's C and assembly for TLS
+# (gRPC and xDS over mutual TLS, Redis over TLS): musl's gcc wrapper.
+command -v x86_64-linux-musl-gcc >/dev/null || missing+=(musl-tools)
 # NGINX's OpenTelemetry module beside the shared nginx needs Debian's gRPC
 # runtime (libgrpc++1.51 pulls in the rest): the nginx trace tests load it.
 if [ -f ../shared/nginx-wasm/modules/ngx_otel_module.so ] && ! dpkg -s libgrpc++1.51 >/dev/null 2>&1; then

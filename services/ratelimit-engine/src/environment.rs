@@ -11,7 +11,7 @@
 //! xDS), a refusal to start naming the variable.
 
 use crate::redis::Algorithm;
-use crate::settings::{LogFormat, LogLevel, RuntimeDir, Settings};
+use crate::settings::{ClientTls, LogFormat, LogLevel, RuntimeDir, ServerTls, Settings, XdsSource};
 use std::time::Duration;
 
 /// The variables read and honoured (the README's compatibility table lists
@@ -48,6 +48,24 @@ pub const SUPPORTED: &[&str] = &[
     "BACKEND_TYPE",
     "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED",
     "GRPC_SERVER_USE_TLS",
+    "GRPC_SERVER_TLS_CERT",
+    "GRPC_SERVER_TLS_KEY",
+    "GRPC_CLIENT_TLS_CACERT",
+    "GRPC_SERVER_TLS_CA_CERT",
+    "GRPC_CLIENT_TLS_SAN",
+    "REDIS_TLS_CLIENT_CERT",
+    "REDIS_TLS_CLIENT_KEY",
+    "REDIS_TLS_CACERT",
+    "FORCE_START_WITHOUT_INITIAL_CONFIG",
+    "CONFIG_GRPC_XDS_NODE_ID",
+    "CONFIG_GRPC_XDS_SERVER_URL",
+    "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+    "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS",
+    "CONFIG_GRPC_XDS_SERVER_USE_TLS",
+    "CONFIG_GRPC_XDS_CLIENT_TLS_CERT",
+    "CONFIG_GRPC_XDS_CLIENT_TLS_KEY",
+    "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
+    "CONFIG_GRPC_XDS_SERVER_TLS_SAN",
 ];
 
 /// Upstream's variables this engine does not act on: each, when set, is
@@ -84,10 +102,10 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     ("REDIS_PERSECOND_PIPELINE_WINDOW", "per-second limits count in the one Redis"),
     ("REDIS_PERSECOND_PIPELINE_LIMIT", "per-second limits count in the one Redis"),
     ("REDIS_HEALTH_CHECK_ACTIVE_CONNECTION", "/healthcheck always asks Redis (PING)"),
-    ("REDIS_TLS_CLIENT_CERT", "no TLS to Redis"),
-    ("REDIS_TLS_CLIENT_KEY", "no TLS to Redis"),
-    ("REDIS_TLS_CACERT", "no TLS to Redis"),
-    ("REDIS_TLS_SKIP_HOSTNAME_VERIFICATION", "no TLS to Redis"),
+    (
+        "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION",
+        "the Redis server's certificate is checked for its name as well as its chain",
+    ),
     ("MEMCACHE_HOST_PORT", "the backend is Redis"),
     ("MEMCACHE_SRV", "the backend is Redis"),
     ("TRACING_ENABLED", "no traces are exported"),
@@ -97,26 +115,11 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     ("TRACING_EXPORTER_PROTOCOL", "no traces are exported"),
     ("TRACING_SAMPLING_RATE", "no traces are exported"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "no traces are exported"),
-    ("GRPC_CLIENT_TLS_SAN", "client certificates are not checked by SAN"),
-    ("GRPC_SERVER_TLS_CERT", "the gRPC listener has no TLS (GRPC_SERVER_USE_TLS=true is refused)"),
-    ("GRPC_SERVER_TLS_KEY", "the gRPC listener has no TLS (GRPC_SERVER_USE_TLS=true is refused)"),
-    ("GRPC_CLIENT_TLS_CACERT", "the gRPC listener has no TLS (GRPC_SERVER_USE_TLS=true is refused)"),
-    ("GRPC_SERVER_TLS_CA_CERT", "the gRPC listener has no TLS (GRPC_SERVER_USE_TLS=true is refused)"),
-    ("FORCE_START_WITHOUT_INITIAL_CONFIG", "the configuration is read from files, present at start"),
-    ("CONFIG_GRPC_XDS_NODE_ID", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_NODE_METADATA", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_SERVER_URL", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "the configuration is read from files (CONFIG_TYPE=FILE)"),
-    ("XDS_CLIENT_BACKOFF_JITTER", "the configuration is read from files (CONFIG_TYPE=FILE)"),
+    ("CONFIG_GRPC_XDS_NODE_METADATA", "the node sent to the xDS server carries its id only"),
+    ("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
+    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
+    ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
+    ("XDS_CLIENT_BACKOFF_JITTER", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
 ];
 
 /// Settings from the environment (`get` reads one variable), and the lines
@@ -153,20 +156,12 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Settings, Vec<S
         "json" => LogFormat::Json,
         other => return Err(format!("LOG_FORMAT={other}: not text or json")),
     };
-    match text("CONFIG_TYPE", "FILE").to_ascii_uppercase().as_str() {
-        "FILE" => {}
-        "GRPC_XDS_SOTW" => {
-            return Err("CONFIG_TYPE=GRPC_XDS_SOTW: configuration over xDS is not supported yet; \
-                        mount the configuration as files (CONFIG_TYPE=FILE)"
-                .into())
-        }
+    s.xds = match text("CONFIG_TYPE", "FILE").to_ascii_uppercase().as_str() {
+        "FILE" => None,
+        "GRPC_XDS_SOTW" => Some(xds_source(&var, &flag)?),
         other => return Err(format!("CONFIG_TYPE={other}: not FILE or GRPC_XDS_SOTW")),
-    }
-    if flag("GRPC_SERVER_USE_TLS", false)? {
-        return Err("GRPC_SERVER_USE_TLS=true: TLS on the gRPC listener is not supported yet; \
-                    the engine refuses to serve in the clear what was asked over TLS"
-            .into());
-    }
+    };
+    s.grpc_tls = grpc_tls(&var, &flag)?;
     // $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/$RUNTIME_APPDIRECTORY: upstream
     // loads the files of that directory as the configuration.
     let root = text("RUNTIME_ROOT", "/srv/runtime_data/current");
@@ -182,7 +177,19 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Settings, Vec<S
     // files to a poll); the engine polls them every second.
     let _ = flag("RUNTIME_WATCH_ROOT", true)?;
     s.watch = Some(Duration::from_secs(1));
+    if s.xds.is_some() {
+        // Upstream reads no files then: the xDS server is the only source.
+        s.runtime = None;
+        s.watch = None;
+    }
     s.redis = redis_url(&var, &flag)?;
+    if flag("REDIS_TLS", false)? {
+        s.redis_tls = Some(ClientTls {
+            cert: var("REDIS_TLS_CLIENT_CERT"),
+            key: var("REDIS_TLS_CLIENT_KEY"),
+            ca: var("REDIS_TLS_CACERT"),
+        });
+    }
     match text("REDIS_TYPE", "SINGLE").to_ascii_uppercase().as_str() {
         "SINGLE" => {}
         "CLUSTER" => {
@@ -237,6 +244,67 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Settings, Vec<S
     Ok((s, notes))
 }
 
+/// `CONFIG_TYPE=GRPC_XDS_SOTW`: where the configuration comes from.
+fn xds_source(var: &Var<'_>, flag: &Flag<'_>) -> Result<XdsSource, String> {
+    let server = var("CONFIG_GRPC_XDS_SERVER_URL").unwrap_or_else(|| "localhost:18000".into());
+    if server.contains("://") || !server.contains(':') {
+        return Err(format!("CONFIG_GRPC_XDS_SERVER_URL={server}: not host:port"));
+    }
+    let retry = match var("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL") {
+        None => Duration::from_secs(3),
+        Some(v) => crate::settings::parse_duration(&v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL={v}: not a duration such as 3s"))?,
+    };
+    let mut headers = Vec::new();
+    for pair in var("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS").unwrap_or_default().split(',') {
+        if pair.trim().is_empty() {
+            continue;
+        }
+        let (k, v) = pair.split_once(':').ok_or_else(|| {
+            format!("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS: \"{pair}\" is not name:value (pairs separated by commas)")
+        })?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let tls = flag("CONFIG_GRPC_XDS_SERVER_USE_TLS", false)?.then(|| ClientTls {
+        cert: var("CONFIG_GRPC_XDS_CLIENT_TLS_CERT"),
+        key: var("CONFIG_GRPC_XDS_CLIENT_TLS_KEY"),
+        ca: var("CONFIG_GRPC_XDS_SERVER_TLS_CACERT"),
+    });
+    if let Some(t) = &tls {
+        if t.cert.is_some() != t.key.is_some() {
+            return Err("CONFIG_GRPC_XDS_CLIENT_TLS_CERT and CONFIG_GRPC_XDS_CLIENT_TLS_KEY: give both or neither".into());
+        }
+    }
+    Ok(XdsSource {
+        server,
+        node_id: var("CONFIG_GRPC_XDS_NODE_ID").unwrap_or_else(|| "default".into()),
+        retry,
+        tls,
+        server_san: var("CONFIG_GRPC_XDS_SERVER_TLS_SAN"),
+        headers,
+        force_start: flag("FORCE_START_WITHOUT_INITIAL_CONFIG", false)?,
+    })
+}
+
+/// `GRPC_SERVER_USE_TLS`: the gRPC listener's TLS. Upstream reads the client
+/// CA from `GRPC_CLIENT_TLS_CACERT`; Envoy Gateway's Deployment names it
+/// `GRPC_SERVER_TLS_CA_CERT`: either makes the listener ask every client for
+/// a certificate that CA signed.
+fn grpc_tls(var: &Var<'_>, flag: &Flag<'_>) -> Result<Option<ServerTls>, String> {
+    if !flag("GRPC_SERVER_USE_TLS", false)? {
+        return Ok(None);
+    }
+    let need = |name: &str| var(name).ok_or_else(|| format!("GRPC_SERVER_USE_TLS=true needs {name} (a PEM file)"));
+    Ok(Some(ServerTls {
+        cert: need("GRPC_SERVER_TLS_CERT")?,
+        key: need("GRPC_SERVER_TLS_KEY")?,
+        client_ca: var("GRPC_CLIENT_TLS_CACERT").or_else(|| var("GRPC_SERVER_TLS_CA_CERT")),
+        client_san: var("GRPC_CLIENT_TLS_SAN"),
+    }))
+}
+
 /// `host:port`, bracketing an IPv6 host (`HOST=::` is `[::]:8080`).
 fn join(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -280,13 +348,13 @@ fn redis_url_of(url: &str, var: &Var<'_>, flag: &Flag<'_>) -> Result<String, Str
             None => format!(":{}@", escape(&a)),
         },
     };
-    if flag("REDIS_TLS", false)? {
-        return Err("REDIS_TLS=true: TLS to Redis is not supported yet; the engine refuses to send in the clear \
-                    what was asked over TLS"
-            .into());
-    }
+    let tls = flag("REDIS_TLS", false)?;
     match var("REDIS_SOCKET_TYPE").unwrap_or_else(|| "unix".into()).to_ascii_lowercase().as_str() {
+        "tcp" if tls => Ok(format!("rediss://{auth}{url}")),
         "tcp" => Ok(format!("redis://{auth}{url}")),
+        "unix" if tls => Err("REDIS_TLS=true: TLS over a unix socket (REDIS_SOCKET_TYPE=unix) is not supported; \
+                              use REDIS_SOCKET_TYPE=tcp"
+            .into()),
         "unix" if auth.is_empty() => Ok(format!("redis+unix://{url}")),
         "unix" => Ok(format!("redis+unix://{url}?pass={}", var("REDIS_AUTH").map(|a| escape(&a)).unwrap_or_default())),
         other => Err(format!("REDIS_SOCKET_TYPE={other}: not tcp or unix")),

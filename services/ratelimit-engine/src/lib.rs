@@ -15,6 +15,8 @@ pub mod redis;
 pub mod server;
 pub mod service;
 pub mod settings;
+pub mod tls;
+pub mod xds;
 
 /// Fuzz target body: a limits file, as an operator writes it, must load or
 /// be refused with a message naming the file, never panic.

@@ -36,6 +36,10 @@ pub struct Metrics {
     reload_errors: AtomicU64,
     overrides_ignored: AtomicU64,
     connections_refused: AtomicU64,
+    /// 1 while the xDS stream is up (`CONFIG_TYPE=GRPC_XDS_SOTW`).
+    xds_connected: AtomicU64,
+    /// gRPC calls refused because the client certificate lacked the SAN asked for.
+    peer_refused: AtomicU64,
     decisions: Latency,
 }
 
@@ -69,6 +73,8 @@ impl Metrics {
             reload_errors: AtomicU64::new(0),
             overrides_ignored: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            xds_connected: AtomicU64::new(0),
+            peer_refused: AtomicU64::new(0),
             decisions: Latency::default(),
         };
         m.ids_for(&names);
@@ -94,6 +100,16 @@ impl Metrics {
     /// A config reload: applied, or refused (the last good config kept).
     pub fn reload(&self, ok: bool) {
         add(if ok { &self.reloads } else { &self.reload_errors }, 1);
+    }
+
+    /// Whether the xDS stream is up.
+    pub fn xds_connected(&self, up: bool) {
+        self.xds_connected.store(u64::from(up), Ordering::Relaxed);
+    }
+
+    /// A gRPC call refused for its client certificate's names.
+    pub fn peer_refused(&self) {
+        add(&self.peer_refused, 1);
     }
 
     /// One call, by protocol.
@@ -228,6 +244,12 @@ impl Metrics {
                 "Connections closed at once because their listener held --max-connections.",
                 &self.connections_refused,
             ),
+            (
+                "peer_refused_total",
+                "peer_refused_total",
+                "gRPC calls refused: the client certificate does not name GRPC_CLIENT_TLS_SAN.",
+                &self.peer_refused,
+            ),
         ];
         for (series, family, help, c) in plain {
             if !family.is_empty() {
@@ -236,6 +258,9 @@ impl Metrics {
             }
             let _ = writeln!(out, "ratelimit_engine_{series} {}", get(c));
         }
+        let _ = writeln!(out, "# HELP ratelimit_engine_xds_connected 1 while the xDS configuration stream is up.");
+        let _ = writeln!(out, "# TYPE ratelimit_engine_xds_connected gauge");
+        let _ = writeln!(out, "ratelimit_engine_xds_connected {}", get(&self.xds_connected));
         self.render_latency(&mut out);
         out
     }

@@ -167,8 +167,13 @@ impl redis::aio::ConnectionLike for Store {
 
 /// The Redis (`--redis`) or Redis Cluster (`--redis-cluster`) to count in.
 pub async fn connect(args: &Settings) -> Result<Store, String> {
+    let certs = args.redis_tls.as_ref().map(crate::tls::redis_certs).transpose()?;
     if !args.cluster.is_empty() {
-        let client = redis::cluster::ClusterClient::builder(args.cluster.clone())
+        let mut builder = redis::cluster::ClusterClient::builder(args.cluster.clone());
+        if let Some(certs) = certs {
+            builder = builder.certs(certs);
+        }
+        let client = builder
             .connection_timeout(args.redis_timeout.max(Duration::from_millis(200)))
             .response_timeout(args.redis_timeout)
             .retries(2)
@@ -177,7 +182,11 @@ pub async fn connect(args: &Settings) -> Result<Store, String> {
         let conn = client.get_async_connection().await.map_err(|e| format!("--redis-cluster: {e}"))?;
         return Ok(Store::Cluster(conn));
     }
-    let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis {}: {e}", args.redis))?;
+    let client = match certs {
+        Some(certs) => redis::Client::build_with_tls(args.redis.as_str(), certs),
+        None => redis::Client::open(args.redis.as_str()),
+    }
+    .map_err(|e| format!("redis {}: {e}", crate::server::redact(&args.redis)))?;
     let manager_config = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(args.redis_timeout.max(Duration::from_millis(200))))
         .set_response_timeout(Some(args.redis_timeout))

@@ -37,6 +37,53 @@ pub struct Settings {
     pub cluster: Vec<String>,
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// `GRPC_SERVER_USE_TLS`: the gRPC listener's TLS, mutual with a CA.
+    pub grpc_tls: Option<ServerTls>,
+    /// `CONFIG_TYPE=GRPC_XDS_SOTW`: the configuration from an xDS server
+    /// instead of files.
+    pub xds: Option<XdsSource>,
+    /// `REDIS_TLS`: TLS to Redis (`rediss://`), with a client certificate
+    /// and a CA when given.
+    pub redis_tls: Option<ClientTls>,
+}
+
+/// The gRPC listener's TLS (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: String,
+    pub key: String,
+    /// When set, every client must present a certificate this CA signed.
+    pub client_ca: Option<String>,
+    /// `GRPC_CLIENT_TLS_SAN`: the DNS name a client certificate must hold.
+    pub client_san: Option<String>,
+}
+
+/// A TLS client's files (PEM): its own certificate and key, and the CA its
+/// server is checked against (else the system's roots).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub ca: Option<String>,
+}
+
+/// Where the configuration comes from over xDS (state of the world, ADS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XdsSource {
+    /// `host:port` of the xDS server.
+    pub server: String,
+    /// The node id the engine says it is.
+    pub node_id: String,
+    /// How long to wait before connecting again after the server went away.
+    pub retry: Duration,
+    /// TLS to the server (mutual when a certificate is given).
+    pub tls: Option<ClientTls>,
+    /// The name the server's certificate must hold, when not its host.
+    pub server_san: Option<String>,
+    /// Headers sent with the stream (`CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS`).
+    pub headers: Vec<(String, String)>,
+    /// Serve before the first configuration arrived.
+    pub force_start: bool,
 }
 
 /// Upstream's configuration directory.
@@ -91,6 +138,9 @@ impl Settings {
             cluster: Vec::new(),
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
+            grpc_tls: None,
+            xds: None,
+            redis_tls: None,
         }
     }
 

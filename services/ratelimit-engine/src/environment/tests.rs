@@ -37,6 +37,56 @@ fn istios_sample_reads_as_upstream_reads_it() {
     assert!(notes.is_empty(), "every variable of the sample is supported: {notes:?}");
 }
 
+/// Envoy Gateway's rate-limit Deployment (envoyproxy/gateway
+/// `internal/infrastructure/kubernetes/ratelimit/resource.go`), Prometheus
+/// on as its default telemetry sets it.
+pub(crate) const ENVOY_GATEWAY: &[(&str, &str)] = &[
+    ("REDIS_SOCKET_TYPE", "tcp"),
+    ("REDIS_URL", "redis.redis.svc:6379"),
+    ("RUNTIME_ROOT", "/data"),
+    ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+    ("RUNTIME_IGNOREDOTFILES", "true"),
+    ("RUNTIME_WATCH_ROOT", "false"),
+    ("LOG_LEVEL", "info"),
+    ("USE_STATSD", "false"),
+    ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+    ("CONFIG_GRPC_XDS_SERVER_URL", "envoy-gateway:18001"),
+    ("CONFIG_GRPC_XDS_NODE_ID", "envoy-ratelimit"),
+    ("GRPC_SERVER_USE_TLS", "true"),
+    ("GRPC_SERVER_TLS_CERT", "/certs/tls.crt"),
+    ("GRPC_SERVER_TLS_KEY", "/certs/tls.key"),
+    ("GRPC_SERVER_TLS_CA_CERT", "/certs/ca.crt"),
+    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true"),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "/certs/tls.crt"),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "/certs/tls.key"),
+    ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "/certs/ca.crt"),
+    ("FORCE_START_WITHOUT_INITIAL_CONFIG", "true"),
+    ("USE_PROMETHEUS", "true"),
+    ("PROMETHEUS_ADDR", ":19001"),
+];
+
+#[test]
+fn envoy_gateways_deployment_reads_as_upstream_reads_it() {
+    let (s, notes) = read(ENVOY_GATEWAY).unwrap();
+    assert!(notes.is_empty(), "every variable Envoy Gateway sets is supported: {notes:?}");
+    let xds = s.xds.unwrap();
+    assert_eq!((xds.server.as_str(), xds.node_id.as_str()), ("envoy-gateway:18001", "envoy-ratelimit"));
+    assert_eq!((xds.retry, xds.force_start), (Duration::from_secs(3), true));
+    let files = ClientTls {
+        cert: Some("/certs/tls.crt".into()),
+        key: Some("/certs/tls.key".into()),
+        ca: Some("/certs/ca.crt".into()),
+    };
+    assert_eq!(xds.tls, Some(files));
+    let grpc = s.grpc_tls.unwrap();
+    assert_eq!((grpc.cert.as_str(), grpc.key.as_str()), ("/certs/tls.crt", "/certs/tls.key"));
+    assert_eq!(grpc.client_ca.as_deref(), Some("/certs/ca.crt"), "mutual: Envoy Gateway's CA variable is read");
+    // Configuration comes from the xDS server only: no files, no watcher.
+    assert_eq!((s.runtime, s.watch), (None, None));
+    assert_eq!(s.prometheus, Some(("0.0.0.0:19001".into(), "/metrics".into())));
+    assert_eq!(s.redis, "redis://redis.redis.svc:6379");
+}
+
 #[test]
 fn upstreams_defaults() {
     let (s, notes) = read(&[]).unwrap();
@@ -86,14 +136,37 @@ fn each_supported_variable_takes_effect() {
         ("CACHE_KEY_PREFIX", "team-a:", |s| s.key_prefix == "team-a:"),
         ("BACKEND_TYPE", "redis", |s| s.redis.starts_with("redis+unix://")),
         ("HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", "true", |s| s.healthy_needs_config),
-        ("GRPC_SERVER_USE_TLS", "false", |s| s.grpc == "0.0.0.0:8081"),
+        ("GRPC_SERVER_USE_TLS", "false", |s| s.grpc_tls.is_none()),
+        ("CONFIG_TYPE", "GRPC_XDS_SOTW", |s| s.xds.is_some() && s.runtime.is_none()),
     ];
     for (name, value, check) in cases {
         let s = settings(&[(name, value)]);
         assert!(check(&s), "{name}={value} did not take effect: {s:?}");
     }
     // Those that only mean something together, below.
-    let together = ["REDIS_TLS", "PROMETHEUS_ADDR", "PROMETHEUS_PATH"];
+    let together = [
+        "REDIS_TLS",
+        "REDIS_TLS_CLIENT_CERT",
+        "REDIS_TLS_CLIENT_KEY",
+        "REDIS_TLS_CACERT",
+        "PROMETHEUS_ADDR",
+        "PROMETHEUS_PATH",
+        "GRPC_SERVER_TLS_CERT",
+        "GRPC_SERVER_TLS_KEY",
+        "GRPC_CLIENT_TLS_CACERT",
+        "GRPC_SERVER_TLS_CA_CERT",
+        "GRPC_CLIENT_TLS_SAN",
+        "FORCE_START_WITHOUT_INITIAL_CONFIG",
+        "CONFIG_GRPC_XDS_NODE_ID",
+        "CONFIG_GRPC_XDS_SERVER_URL",
+        "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+        "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS",
+        "CONFIG_GRPC_XDS_SERVER_USE_TLS",
+        "CONFIG_GRPC_XDS_CLIENT_TLS_CERT",
+        "CONFIG_GRPC_XDS_CLIENT_TLS_KEY",
+        "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
+        "CONFIG_GRPC_XDS_SERVER_TLS_SAN",
+    ];
     assert!(settings(&[("REDIS_TLS", "false")]).redis.starts_with("redis+unix://"));
     let covered: Vec<&str> = cases.iter().map(|(n, _, _)| *n).chain(together).collect();
     for name in SUPPORTED {
@@ -105,6 +178,41 @@ fn each_supported_variable_takes_effect() {
     assert_eq!(s.cluster, ["redis://a:1", "redis://b:2"]);
     let s = settings(&[("USE_PROMETHEUS", "true"), ("PROMETHEUS_ADDR", ":19001"), ("PROMETHEUS_PATH", "/m")]);
     assert_eq!(s.prometheus, Some(("0.0.0.0:19001".into(), "/m".into())));
+    let s = settings(&[
+        ("REDIS_SOCKET_TYPE", "tcp"),
+        ("REDIS_URL", "r:6380"),
+        ("REDIS_TLS", "true"),
+        ("REDIS_TLS_CLIENT_CERT", "c.pem"),
+        ("REDIS_TLS_CLIENT_KEY", "k.pem"),
+        ("REDIS_TLS_CACERT", "ca.pem"),
+    ]);
+    assert_eq!(s.redis, "rediss://r:6380");
+    let want = ClientTls { cert: Some("c.pem".into()), key: Some("k.pem".into()), ca: Some("ca.pem".into()) };
+    assert_eq!(s.redis_tls, Some(want));
+    let s = settings(&[
+        ("GRPC_SERVER_USE_TLS", "true"),
+        ("GRPC_SERVER_TLS_CERT", "c"),
+        ("GRPC_SERVER_TLS_KEY", "k"),
+        ("GRPC_CLIENT_TLS_CACERT", "upstream-ca"),
+        ("GRPC_SERVER_TLS_CA_CERT", "gateway-ca"),
+        ("GRPC_CLIENT_TLS_SAN", "envoy.local"),
+    ]);
+    let grpc = s.grpc_tls.unwrap();
+    assert_eq!((grpc.client_ca.as_deref(), grpc.client_san.as_deref()), (Some("upstream-ca"), Some("envoy.local")));
+    let s = settings(&[
+        ("CONFIG_TYPE", "grpc_xds_sotw"),
+        ("CONFIG_GRPC_XDS_SERVER_URL", "cp:18000"),
+        ("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", "500ms"),
+        ("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", "X-Team: a, authorization:Bearer t"),
+        ("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true"),
+        ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", "control-plane"),
+    ]);
+    let xds = s.xds.unwrap();
+    assert_eq!((xds.server.as_str(), xds.node_id.as_str(), xds.force_start), ("cp:18000", "default", false));
+    assert_eq!(xds.retry, Duration::from_millis(500));
+    let headers = [("x-team".to_string(), "a".to_string()), ("authorization".into(), "Bearer t".into())];
+    assert_eq!(xds.headers, headers);
+    assert_eq!((xds.tls, xds.server_san.as_deref()), (Some(ClientTls::default()), Some("control-plane")));
 }
 
 #[test]
@@ -123,24 +231,35 @@ fn an_unsupported_variable_prints_its_line() {
 #[test]
 fn what_would_change_the_engines_promise_is_refused_naming_the_variable() {
     for (vars, want) in [
+        (vec![("CONFIG_TYPE", "REST")], "CONFIG_TYPE=REST: not FILE or GRPC_XDS_SOTW"),
         (
-            vec![("CONFIG_TYPE", "GRPC_XDS_SOTW")],
-            "CONFIG_TYPE=GRPC_XDS_SOTW: configuration over xDS is not supported yet",
+            vec![("CONFIG_TYPE", "GRPC_XDS_SOTW"), ("CONFIG_GRPC_XDS_SERVER_URL", "https://cp:1")],
+            "CONFIG_GRPC_XDS_SERVER_URL=https://cp:1: not host:port",
         ),
         (
-            vec![("GRPC_SERVER_USE_TLS", "true")],
-            "GRPC_SERVER_USE_TLS=true: TLS on the gRPC listener is not supported yet",
+            vec![("CONFIG_TYPE", "GRPC_XDS_SOTW"), ("CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", "soon")],
+            "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL=soon: not a duration",
         ),
+        (
+            vec![("CONFIG_TYPE", "GRPC_XDS_SOTW"), ("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS", "novalue")],
+            "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS: \"novalue\" is not name:value",
+        ),
+        (
+            vec![
+                ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+                ("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true"),
+                ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "c"),
+            ],
+            "CONFIG_GRPC_XDS_CLIENT_TLS_CERT and CONFIG_GRPC_XDS_CLIENT_TLS_KEY: give both or neither",
+        ),
+        (vec![("GRPC_SERVER_USE_TLS", "true")], "GRPC_SERVER_USE_TLS=true needs GRPC_SERVER_TLS_CERT"),
+        (vec![("REDIS_TLS", "true")], "REDIS_TLS=true: TLS over a unix socket"),
         (vec![("BACKEND_TYPE", "memcache")], "BACKEND_TYPE=memcache: the engine counts in Redis only"),
         (vec![("REDIS_TYPE", "SENTINEL")], "REDIS_TYPE=SENTINEL: not SINGLE or CLUSTER"),
         (vec![("PORT", "http")], "PORT=http: not a port number"),
         (vec![("SHADOW_MODE", "maybe")], "SHADOW_MODE=maybe: not a boolean"),
         (vec![("LOG_LEVEL", "loud")], "LOG_LEVEL=loud: not one of"),
         (vec![("NEAR_LIMIT_RATIO", "2")], "NEAR_LIMIT_RATIO=2: must be between 0 and 1"),
-        (
-            vec![("REDIS_SOCKET_TYPE", "tcp"), ("REDIS_TLS", "true")],
-            "REDIS_TLS=true: TLS to Redis is not supported yet",
-        ),
         (vec![("USE_PROMETHEUS", "true"), ("PROMETHEUS_PATH", "m")], "PROMETHEUS_PATH=m: must start with /"),
     ] {
         let e = read(&vars).map(|_| ()).unwrap_err();
