@@ -57,6 +57,7 @@ integration: build
 	$(CARGO) test -p integration-tests --test engine_compat
 	$(CARGO) test -p integration-tests --test engine_hostile
 	$(CARGO) test -p integration-tests --test engine_dropin
+	$(CARGO) test -p integration-tests --test engine_gateway
 	$(CARGO) test -p integration-tests --test config_push -- --nocapture
 	$(CARGO) test -p integration-tests --test observability
 	$(CARGO) test -p integration-tests --test traces

@@ -12,11 +12,11 @@
 //! -> ..<timestamp>`), which `RUNTIME_IGNOREDOTFILES=true` reads once. The
 //! ports are the sample's (8080, 8081, 6070), on `::` as it asks.
 
-use integration_tests::fleet::{engine_bin, Redis};
+use integration_tests::fleet::{Redis, Upstream};
 use integration_tests::{http_get, scratch_dir, Backends, Envoy};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The sample ConfigMap's `config.yaml` (its comment's example).
@@ -49,24 +49,6 @@ fn mount_configmap(dir: &Path, text: &str, version: u32) {
     }
 }
 
-struct Engine {
-    child: Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Engine {
-    fn log(&self) -> String {
-        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-}
-
 /// The sample Deployment's environment, variable for variable, its Redis
 /// (`redis:6379`) and runtime root (`/data`) moved to this machine.
 fn istio_sample_env(redis: &Redis, runtime_root: &Path) -> Vec<(&'static str, String)> {
@@ -85,32 +67,8 @@ fn istio_sample_env(redis: &Redis, runtime_root: &Path) -> Vec<(&'static str, St
 }
 
 /// `/bin/ratelimit` as the sample's Deployment runs it.
-fn start_as_istio_sample(redis: &Redis, runtime_root: &Path) -> Engine {
-    let env = istio_sample_env(redis, runtime_root);
-    let mut child = Command::new(engine_bin())
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the engine");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(mut l) = sink.lock() {
-                l.push(line);
-            }
-        }
-    });
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().and_then(Result::ok).unwrap_or_default();
-    std::thread::spawn(move || for _ in lines {});
-    let engine = Engine { child, log };
-    assert!(first.starts_with("listening grpc="), "engine did not start: {first:?}\n{}", engine.log());
-    engine
+fn start_as_istio_sample(redis: &Redis, runtime_root: &Path) -> Upstream {
+    Upstream::start(&istio_sample_env(redis, runtime_root))
 }
 
 fn envoy_as_istio_sample(backend: std::net::SocketAddr) -> Envoy {

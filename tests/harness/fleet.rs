@@ -181,6 +181,72 @@ impl Drop for Engine {
     }
 }
 
+/// `/bin/ratelimit` as a Deployment runs it: no arguments, configured by
+/// its environment only; stderr kept for failure messages.
+pub struct Upstream {
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The first line on stdout, once it came (`listening grpc=...`).
+    first: std::sync::mpsc::Receiver<String>,
+}
+
+impl Upstream {
+    /// Starts the engine with exactly `env` (nothing inherited).
+    pub fn spawn(env: &[(&str, String)]) -> Upstream {
+        let mut child = Command::new(engine_bin())
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the engine");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, first) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        Upstream { child, log, first }
+    }
+
+    /// Waits up to `patience` for the engine to say it listens.
+    pub fn listening(&self, patience: Duration) -> bool {
+        self.first.recv_timeout(patience).is_ok_and(|l| l.starts_with("listening grpc="))
+    }
+
+    /// Starts the engine and waits for it to listen.
+    pub fn start(env: &[(&str, String)]) -> Upstream {
+        let engine = Upstream::spawn(env);
+        assert!(engine.listening(Duration::from_secs(20)), "the engine did not start:\n{}", engine.log());
+        engine
+    }
+
+    /// What it wrote on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One POST with a JSON body on a fresh connection.
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Response> {
     let mut c = Conn::open(addr)?;

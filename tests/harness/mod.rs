@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod fleet;
 pub mod nginx;
 pub mod otlp;
+pub mod xds;
 
 /// The repository root.
 pub fn repo() -> PathBuf {

@@ -116,9 +116,18 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     ("TRACING_SAMPLING_RATE", "no traces are exported"),
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "no traces are exported"),
     ("CONFIG_GRPC_XDS_NODE_METADATA", "the node sent to the xDS server carries its id only"),
-    ("XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
-    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
-    ("XDS_CLIENT_BACKOFF_RANDOM_FACTOR", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
+    (
+        "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
+        "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+    ),
+    (
+        "XDS_CLIENT_BACKOFF_MAX_INTERVAL",
+        "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+    ),
+    (
+        "XDS_CLIENT_BACKOFF_RANDOM_FACTOR",
+        "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+    ),
     ("XDS_CLIENT_BACKOFF_JITTER", "the xDS client reconnects every CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL"),
 ];
 
@@ -263,7 +272,9 @@ fn xds_source(var: &Var<'_>, flag: &Flag<'_>) -> Result<XdsSource, String> {
             continue;
         }
         let (k, v) = pair.split_once(':').ok_or_else(|| {
-            format!("CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS: \"{pair}\" is not name:value (pairs separated by commas)")
+            format!(
+                "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS: \"{pair}\" is not name:value (pairs separated by commas)"
+            )
         })?;
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
@@ -274,7 +285,9 @@ fn xds_source(var: &Var<'_>, flag: &Flag<'_>) -> Result<XdsSource, String> {
     });
     if let Some(t) = &tls {
         if t.cert.is_some() != t.key.is_some() {
-            return Err("CONFIG_GRPC_XDS_CLIENT_TLS_CERT and CONFIG_GRPC_XDS_CLIENT_TLS_KEY: give both or neither".into());
+            return Err(
+                "CONFIG_GRPC_XDS_CLIENT_TLS_CERT and CONFIG_GRPC_XDS_CLIENT_TLS_KEY: give both or neither".into()
+            );
         }
     }
     Ok(XdsSource {

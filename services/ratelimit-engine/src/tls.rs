@@ -18,8 +18,7 @@ fn read(what: &str, path: &str) -> Result<Vec<u8>, String> {
 /// The gRPC listener's TLS: its certificate and key, and when a client CA
 /// is given, a certificate from every client, signed by it.
 pub fn server_config(tls: &ServerTls) -> Result<ServerTlsConfig, String> {
-    let identity =
-        Identity::from_pem(read("GRPC_SERVER_TLS_CERT", &tls.cert)?, read("GRPC_SERVER_TLS_KEY", &tls.key)?);
+    let identity = Identity::from_pem(read("GRPC_SERVER_TLS_CERT", &tls.cert)?, read("GRPC_SERVER_TLS_KEY", &tls.key)?);
     let mut config = ServerTlsConfig::new().identity(identity);
     if let Some(ca) = &tls.client_ca {
         config = config.client_ca_root(Certificate::from_pem(read("GRPC_CLIENT_TLS_CACERT", ca)?));

@@ -36,8 +36,7 @@ fn a_rate_limit_config_reads_as_upstreams_yaml() {
     assert_eq!(files[0].0, "xds:default/eg/http");
     let config = Config::load(&files).unwrap();
     let rule = "default/eg/http/rule-0-match-0";
-    let Some(Rule::Limited(l)) =
-        config.rule("default/eg/http", &entries(&[(rule, rule), ("rule-0-match-0", "alice")]))
+    let Some(Rule::Limited(l)) = config.rule("default/eg/http", &entries(&[(rule, rule), ("rule-0-match-0", "alice")]))
     else {
         panic!("no limit for the header's value");
     };
