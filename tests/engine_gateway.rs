@@ -340,3 +340,73 @@ fn without_force_start_it_serves_once_configured() {
     assert!(engine.listening(Duration::from_secs(30)), "did not serve once configured\n{}", engine.log());
     assert!(get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,"));
 }
+
+/// Redis over TLS as Envoy Gateway sets it (`REDIS_TLS`, the client
+/// certificate mounted at `/redis-certs`; no CA variable: the system's
+/// roots, here the test's CA through `SSL_CERT_FILE`), and the client SAN
+/// upstream's `GRPC_CLIENT_TLS_SAN` asks for.
+#[test]
+fn redis_over_tls_and_the_client_certificates_name() {
+    let certs = Certs::generate();
+    let dir = scratch_dir("envoy-gateway-tls");
+    let [cert, key, ca] = certs.write(&dir.join("redis"), "redis", &certs.redis);
+    let redis = Redis::start_tls(cert, key, ca.clone());
+    let redis_client = certs.write(&dir.join("redis-certs"), "tls", &certs.ratelimit);
+    let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
+    let xds = XdsServer::start(
+        local(0),
+        &certs.gateway,
+        &certs.ca,
+        "envoy-ratelimit",
+        "1",
+        policy(3, rl::RateLimitUnit::Minute),
+    );
+    let engine_with = |san: &str, client_cert: bool| {
+        let ports = Ports::free();
+        let mut env = envoy_gateway_env(&redis, &secret, xds.addr, &ports, true);
+        env.push(("REDIS_TLS", "true".into()));
+        if client_cert {
+            env.push(("REDIS_TLS_CLIENT_CERT", redis_client[0].display().to_string()));
+            env.push(("REDIS_TLS_CLIENT_KEY", redis_client[1].display().to_string()));
+        }
+        env.push(("GRPC_CLIENT_TLS_SAN", san.into()));
+        env.push(("SSL_CERT_FILE", ca.display().to_string()));
+        let engine = Upstream::start(&env);
+        wait_for("no configuration from xDS", &engine, || {
+            get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
+        });
+        (engine, ports)
+    };
+    let backends = Backends::start(&["a"]);
+    let envoy_to = |ports: &Ports, name: &str| {
+        envoy_as_gateway(
+            backends.addr("a"),
+            ports.grpc,
+            &dir.join(name),
+            (&certs.envoy.cert, &certs.envoy.key),
+            &certs.ca,
+        )
+    };
+
+    // Counting in Redis over TLS: the health check's PING and the limit.
+    let (engine, ports) = engine_with("envoy", true);
+    assert_eq!(get(local(ports.http), "/healthcheck"), (200, "OK\n".into()), "{}", engine.log());
+    let envoy = envoy_to(&ports, "envoy");
+    let statuses: Vec<u16> =
+        (0..4).map(|_| http_get(envoy.addr, "/", &[("x-user-id", "erin")]).map_or(0, |r| r.status)).collect();
+    // 3 a minute (a minute window turning between requests may admit one more).
+    assert!(statuses == [200, 200, 200, 429] || statuses == [200; 4], "{statuses:?}\n{}", engine.log());
+
+    // Without the client certificate, Redis refuses the connection: the
+    // engine says so on /healthcheck.
+    let (bare, bare_ports) = engine_with("envoy", false);
+    assert_eq!(get(local(bare_ports.http), "/healthcheck").0, 503, "{}", bare.log());
+
+    // A proxy certificate without the name GRPC_CLIENT_TLS_SAN asks for is
+    // refused (UNAUTHENTICATED: failure_mode_deny answers 500), counted.
+    let (picky, picky_ports) = engine_with("ratelimit-client.example", true);
+    let envoy = envoy_to(&picky_ports, "picky");
+    assert_eq!(http_get(envoy.addr, "/", &[("x-user-id", "frank")]).map_or(0, |r| r.status), 500);
+    let metrics = get(local(picky_ports.prometheus), "/metrics").1;
+    assert!(metrics.contains("ratelimit_engine_peer_refused_total 1"), "{metrics}\n{}", picky.log());
+}

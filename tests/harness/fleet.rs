@@ -23,21 +23,52 @@ pub struct Redis {
     child: Option<Child>,
     /// Its address.
     pub addr: SocketAddr,
+    /// TLS only (`--port 0 --tls-port`): the certificate, key and client CA
+    /// files, every client asked for a certificate that CA signed.
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Redis {
     /// Starts Redis on a free port.
     pub fn start() -> Redis {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let mut r = Redis { child: None, addr };
+        let mut r = Redis { child: None, addr, tls: None };
+        r.spawn();
+        r
+    }
+
+    /// Starts Redis speaking TLS only, with `cert` and `key` (PEM files),
+    /// requiring a client certificate signed by `client_ca`.
+    pub fn start_tls(cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Redis {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut r = Redis { child: None, addr, tls: Some([cert, key, client_ca]) };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let port = self.addr.port().to_string();
+        let ports: Vec<std::ffi::OsString> = match &self.tls {
+            None => vec!["--port".into(), port.into()],
+            Some([cert, key, ca]) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.into(),
+                "--tls-cert-file".into(),
+                cert.into(),
+                "--tls-key-file".into(),
+                key.into(),
+                "--tls-ca-cert-file".into(),
+                ca.into(),
+                "--tls-auth-clients".into(),
+                "yes".into(),
+            ],
+        };
         let child = Command::new(&bin)
-            .args(["--bind", "127.0.0.1", "--port", &self.addr.port().to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -28,6 +28,8 @@ pub struct Certs {
     pub gateway: Issued,
     pub ratelimit: Issued,
     pub envoy: Issued,
+    /// A Redis server's (TLS to Redis).
+    pub redis: Issued,
     /// A CA nobody trusts, and a certificate from it: a stranger.
     pub stranger: Issued,
 }
@@ -64,8 +66,20 @@ impl Certs {
             gateway: issue(&["envoy-gateway", "envoy-gateway.envoy-gateway-system.svc"], &issuer),
             ratelimit: issue(&["envoy-ratelimit", "envoy-ratelimit.envoy-gateway-system.svc"], &issuer),
             envoy: issue(&["envoy"], &issuer),
+            redis: issue(&["redis.redis.svc"], &issuer),
             stranger: issue(&["envoy"], &other),
         }
+    }
+
+    /// Writes `issued` as `<name>.crt` and `<name>.key` under `dir`, and the
+    /// CA as `ca.crt`: their paths.
+    pub fn write(&self, dir: &Path, name: &str, issued: &Issued) -> [PathBuf; 3] {
+        std::fs::create_dir_all(dir).expect("certs dir");
+        let paths = [dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")), dir.join("ca.crt")];
+        for (path, text) in paths.iter().zip([&issued.cert, &issued.key, &self.ca]) {
+            std::fs::write(path, text).expect("write a certificate");
+        }
+        paths
     }
 
     /// The `envoy-rate-limit` Secret as Envoy Gateway mounts it at `/certs`:
