@@ -61,17 +61,11 @@ fn local(port: u16) -> SocketAddr {
 
 /// Envoy Gateway's environment for its rate-limit container, in its order,
 /// with the values named in the module docs moved.
-fn envoy_gateway_env(
-    redis: &Redis,
-    certs: &Path,
-    xds: SocketAddr,
-    ports: &Ports,
-    force: bool,
-) -> Vec<(&'static str, String)> {
+fn envoy_gateway_env(redis: &str, certs: &Path, xds: &str, ports: &Ports, force: bool) -> Vec<(&'static str, String)> {
     let cert = |f: &str| certs.join(f).display().to_string();
     vec![
         ("REDIS_SOCKET_TYPE", "tcp".into()),
-        ("REDIS_URL", redis.addr.to_string()),
+        ("REDIS_URL", redis.to_string()),
         ("RUNTIME_ROOT", "/data".into()),
         ("RUNTIME_SUBDIRECTORY", "ratelimit".into()),
         ("RUNTIME_IGNOREDOTFILES", "true".into()),
@@ -212,7 +206,8 @@ fn envoy_gateways_deployment_with_only_the_image_swapped() {
         policy(3, rl::RateLimitUnit::Minute),
     );
     let ports = Ports::free();
-    let engine = Upstream::start(&envoy_gateway_env(&redis, &secret, xds.addr, &ports, true));
+    let engine =
+        Upstream::start(&envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true));
     let rlconfig = || get(local(ports.debug), "/rlconfig").1;
 
     // The first snapshot is applied and acknowledged (version and nonce).
@@ -326,7 +321,8 @@ fn without_force_start_it_serves_once_configured() {
     let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
     let xds_addr = local(free_port());
     let ports = Ports::free();
-    let engine = Upstream::spawn(&envoy_gateway_env(&redis, &secret, xds_addr, &ports, false));
+    let engine =
+        Upstream::spawn(&envoy_gateway_env(&redis.addr.to_string(), &secret, &xds_addr.to_string(), &ports, false));
     assert!(!engine.listening(Duration::from_secs(4)), "served before any configuration\n{}", engine.log());
     assert!(engine.log().contains("connecting again"), "{}", engine.log());
     let _xds = XdsServer::start(
@@ -363,7 +359,7 @@ fn redis_over_tls_and_the_client_certificates_name() {
     );
     let engine_with = |san: &str, client_cert: bool| {
         let ports = Ports::free();
-        let mut env = envoy_gateway_env(&redis, &secret, xds.addr, &ports, true);
+        let mut env = envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true);
         env.push(("REDIS_TLS", "true".into()));
         if client_cert {
             env.push(("REDIS_TLS_CLIENT_CERT", redis_client[0].display().to_string()));
@@ -409,4 +405,45 @@ fn redis_over_tls_and_the_client_certificates_name() {
     assert_eq!(http_get(envoy.addr, "/", &[("x-user-id", "frank")]).map_or(0, |r| r.status), 500);
     let metrics = get(local(picky_ports.prometheus), "/metrics").1;
     assert!(metrics.contains("ratelimit_engine_peer_refused_total 1"), "{metrics}\n{}", picky.log());
+}
+
+/// deploy/ratelimit-engine/envoy-gateway: the ConfigMap validates against
+/// Kubernetes' schemas offline; the EnvoyGateway it holds points the
+/// rate-limit Deployment at the engine's image (the one the engine's own
+/// manifest runs) and names a Redis; the environment Envoy Gateway renders
+/// from it is one the engine reads with nothing unsupported.
+#[test]
+fn the_envoy_gateway_configuration_points_at_the_engines_image() {
+    let dir = integration_tests::repo().join("deploy/ratelimit-engine");
+    let manifest = dir.join("envoy-gateway/envoy-gateway-config.yaml");
+    let out = std::process::Command::new(integration_tests::repo().join(".venv/bin/kubernetes-validate"))
+        .args(["--strict", "--quiet"])
+        .arg(&manifest)
+        .output()
+        .expect("kubernetes-validate (scripts/setup.sh installs it)");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let map: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    assert_eq!(
+        (map["metadata"]["name"].as_str(), map["metadata"]["namespace"].as_str()),
+        (Some("envoy-gateway-config"), Some("envoy-gateway-system"))
+    );
+    let eg: serde_yaml::Value = serde_yaml::from_str(map["data"]["envoy-gateway.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (eg["apiVersion"].as_str(), eg["kind"].as_str()),
+        (Some("gateway.envoyproxy.io/v1alpha1"), Some("EnvoyGateway"))
+    );
+    let image = eg["provider"]["kubernetes"]["rateLimitDeployment"]["container"]["image"].as_str().unwrap();
+    let engine = std::fs::read_to_string(dir.join("ratelimit-engine.yaml")).unwrap();
+    assert!(engine.contains(&format!("image: {image}")), "{image} is not the image deploy/ratelimit-engine runs");
+    assert_eq!(eg["rateLimit"]["backend"]["type"].as_str(), Some("Redis"));
+    let redis = eg["rateLimit"]["backend"]["redis"]["url"].as_str().unwrap();
+
+    // What Envoy Gateway sets from it (resource.go), read by the engine.
+    let ports = Ports { http: 8080, grpc: 8081, debug: 6070, prometheus: 19001 };
+    let env = envoy_gateway_env(redis, Path::new("/certs"), "envoy-gateway:18001", &ports, true);
+    let env: std::collections::HashMap<&str, String> = env.into_iter().collect();
+    let (settings, notes) = ratelimit_engine::environment::from_env(&|name| env.get(name).cloned()).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(settings.redis, format!("redis://{redis}"));
 }
