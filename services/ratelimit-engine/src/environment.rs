@@ -7,8 +7,8 @@
 //! upstream but not done here, said in one line at start when set (or, for
 //! `USE_STATSD`, whose upstream default is on, unless set off)
 //! ([`NOT_DONE`]); or, for the few whose absence would change what the
-//! engine promises (TLS asked for, another backend, configuration over
-//! xDS), a refusal to start naming the variable.
+//! engine promises (another backend, Sentinel, TLS over a unix socket), a
+//! refusal to start naming the variable.
 
 use crate::redis::Algorithm;
 use crate::settings::{ClientTls, LogFormat, LogLevel, RuntimeDir, ServerTls, Settings, XdsSource};
