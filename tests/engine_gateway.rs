@@ -98,12 +98,53 @@ fn envoy_gateway_env(redis: &str, certs: &Path, xds: &str, ports: &Ports, force:
 /// over mutual TLS with the proxy's certificate (`client` and `key`),
 /// checking the service's against the CA.
 fn envoy_as_gateway(backend: SocketAddr, engine_grpc: u16, dir: &Path, client: (&str, &str), ca: &str) -> Envoy {
+    envoy_as_gateway_traced(backend, engine_grpc, dir, client, ca, None)
+}
+
+/// [`envoy_as_gateway`], tracing every request to the OTLP/gRPC collector
+/// at `otel` when given (Envoy Gateway's `EnvoyProxy` telemetry).
+fn envoy_as_gateway_traced(
+    backend: SocketAddr,
+    engine_grpc: u16,
+    dir: &Path,
+    client: (&str, &str),
+    ca: &str,
+    otel: Option<SocketAddr>,
+) -> Envoy {
     std::fs::create_dir_all(dir).unwrap();
     let write = |name: &str, text: &str| {
         std::fs::write(dir.join(name), text).unwrap();
         dir.join(name).display().to_string()
     };
     let (cert, key, ca) = (write("envoy.crt", client.0), write("envoy.key", client.1), write("ca.crt", ca));
+    let (tracing, otel_cluster) = match otel {
+        None => (String::new(), String::new()),
+        Some(otel) => (
+            "          tracing:
+            random_sampling: { value: 100 }
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service: { envoy_grpc: { cluster_name: otel }, timeout: 1s }
+                service_name: envoy-gateway-proxy
+"
+            .to_string(),
+            format!(
+                "  - name: otel
+    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: otel
+      endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {} }} }} }} }}] }}]
+",
+                otel.port()
+            ),
+        ),
+    };
     let yaml = format!(
         r#"
 admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 0 }} }} }}
@@ -117,7 +158,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: http
-          route_config:
+{tracing}          route_config:
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -170,7 +211,7 @@ static_resources:
     load_assignment:
       cluster_name: ratelimit_cluster
       endpoints: [{{ lb_endpoints: [{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {engine_grpc} }} }} }} }}] }}]
-"#,
+{otel_cluster}"#,
         bp = backend.port()
     );
     Envoy::start(&yaml, 2)
@@ -446,4 +487,83 @@ fn the_envoy_gateway_configuration_points_at_the_engines_image() {
     let (settings, notes) = ratelimit_engine::environment::from_env(&|name| env.get(name).cloned()).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(settings.redis, format!("redis://{redis}"));
+}
+
+/// Envoy Gateway's tracing variables (`TRACING_*`, the collector as
+/// `host:port` over OTLP/HTTP): a span per call, the child of the proxy's
+/// own trace (Envoy sends `traceparent` on its rate-limit call when it
+/// traces); OTLP/gRPC as upstream's other protocol.
+#[test]
+fn traces_reach_the_collector_as_part_of_the_proxys_trace() {
+    let redis = Redis::start();
+    let certs = Certs::generate();
+    let dir = scratch_dir("envoy-gateway-traces");
+    let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
+    let xds = XdsServer::start(
+        local(0),
+        &certs.gateway,
+        &certs.ca,
+        "envoy-ratelimit",
+        "1",
+        policy(3, rl::RateLimitUnit::Minute),
+    );
+    let sink = integration_tests::otlp::OtlpSink::start();
+    let ports = Ports::free();
+    let mut env = envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true);
+    env.extend([
+        ("TRACING_ENABLED", "true".to_string()),
+        ("TRACING_SERVICE_NAME", "envoy-ratelimit".into()),
+        ("TRACING_SERVICE_NAMESPACE", "envoy-gateway-system".into()),
+        ("TRACING_SERVICE_INSTANCE_ID", "envoy-ratelimit-5f7d".into()),
+        ("TRACING_SAMPLING_RATE", "1.0".into()),
+        ("TRACING_EXPORTER_PROTOCOL", "http".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.http.to_string()),
+    ]);
+    let engine = Upstream::start(&env);
+    wait_for("no configuration from xDS", &engine, || {
+        get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
+    });
+    let backends = Backends::start(&["a"]);
+    let envoy = envoy_as_gateway_traced(
+        backends.addr("a"),
+        ports.grpc,
+        &dir.join("envoy"),
+        (&certs.envoy.cert, &certs.envoy.key),
+        &certs.ca,
+        Some(sink.addr),
+    );
+    assert_eq!(http_get(envoy.addr, "/", &[("x-user-id", "gina")]).map_or(0, |r| r.status), 200);
+    let patience = Duration::from_secs(20);
+    let ours = sink
+        .wait_for(patience, |s| s.service == "envoy-ratelimit")
+        .unwrap_or_else(|| panic!("no span from the engine: {:?}\n{}", sink.spans(), engine.log()));
+    assert_eq!(ours.name, "envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit");
+    assert_eq!((ours.attr("ratelimit.domain"), ours.attr("ratelimit.overall_code")), (Some(DOMAIN), Some("OK")));
+    assert_eq!(ours.attr("rpc.system"), Some("grpc"));
+    assert!(!ours.parent_span_id.is_empty(), "the engine's span has the proxy's as parent: {ours:?}");
+    let proxy = sink.wait_for(patience, |s| s.service == "envoy-gateway-proxy" && s.trace_id == ours.trace_id);
+    assert!(proxy.is_some(), "the proxy's trace holds the engine's span: {:?}", sink.spans());
+
+    // OTLP/gRPC, a call without a trace of its own: a root span at rate 1.
+    let grpc_ports = Ports::free();
+    let mut env = envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &grpc_ports, true);
+    env.extend([
+        ("TRACING_ENABLED", "true".to_string()),
+        ("TRACING_SERVICE_NAME", "ratelimit-grpc-export".into()),
+        ("TRACING_EXPORTER_PROTOCOL", "grpc".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", sink.addr)),
+    ]);
+    let engine = Upstream::start(&env);
+    wait_for("no configuration from xDS", &engine, || {
+        get(local(grpc_ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
+    });
+    let body = format!(
+        r#"{{"domain":"{DOMAIN}","descriptors":[{{"entries":[{{"key":"{ROUTE}","value":"{ROUTE}"}},{{"key":"rule-0-match-0","value":"hank"}}]}}]}}"#
+    );
+    let answer = integration_tests::fleet::post(local(grpc_ports.http), "/json", &body).expect("POST /json");
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let root = sink.wait_for(patience, |s| s.service == "ratelimit-grpc-export");
+    let root = root.unwrap_or_else(|| panic!("no span over OTLP/gRPC\n{}", engine.log()));
+    assert!(root.parent_span_id.is_empty() && root.trace_id.len() == 32, "{root:?}");
+    assert_eq!(root.attr("rpc.system"), Some("http"));
 }

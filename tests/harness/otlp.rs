@@ -14,6 +14,8 @@ pub struct OtlpSink {
     child: Child,
     /// Where it listens (OTLP/gRPC).
     pub addr: SocketAddr,
+    /// Where it listens for OTLP/HTTP (`POST /v1/traces`).
+    pub http: SocketAddr,
     spans: PathBuf,
 }
 
@@ -29,6 +31,9 @@ impl Drop for OtlpSink {
 pub struct Span {
     /// The span's name.
     pub name: String,
+    /// Its trace and its parent span (hex; empty for a root).
+    pub trace_id: String,
+    pub parent_span_id: String,
     /// `service.name` of its resource.
     pub service: String,
     /// Its attributes, values as text.
@@ -49,17 +54,20 @@ impl OtlpSink {
         let spans = dir.join("spans.jsonl");
         let log = dir.join("sink.log");
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let child = Command::new(repo().join(".venv/bin/python"))
             .arg(repo().join("scripts/otlp-sink.py"))
             .arg("--listen")
             .arg(addr.to_string())
+            .arg("--listen-http")
+            .arg(http.to_string())
             .arg("--out")
             .arg(&spans)
             .stdout(Stdio::from(std::fs::File::create(&log).expect("sink log")))
             .stderr(Stdio::from(std::fs::File::create(dir.join("sink.err")).expect("sink err")))
             .spawn()
             .expect("spawn otlp-sink (run `make test`, which installs its Python packages into .venv)");
-        let mut sink = OtlpSink { child, addr, spans };
+        let mut sink = OtlpSink { child, addr, http, spans };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(&log).unwrap_or_default().contains("listening") {
             if let Ok(Some(status)) = sink.child.try_wait() {
@@ -80,6 +88,8 @@ impl OtlpSink {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .map(|v| Span {
                 name: v["name"].as_str().unwrap_or_default().to_string(),
+                trace_id: v["trace_id"].as_str().unwrap_or_default().to_string(),
+                parent_span_id: v["parent_span_id"].as_str().unwrap_or_default().to_string(),
                 service: v["service"].as_str().unwrap_or_default().to_string(),
                 attributes: v["attributes"].as_object().cloned().unwrap_or_default(),
             })

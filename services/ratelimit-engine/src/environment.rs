@@ -11,7 +11,9 @@
 //! refusal to start naming the variable.
 
 use crate::redis::Algorithm;
-use crate::settings::{ClientTls, LogFormat, LogLevel, RuntimeDir, ServerTls, Settings, XdsSource};
+use crate::settings::{
+    ClientTls, LogFormat, LogLevel, RuntimeDir, ServerTls, Settings, TraceProtocol, TraceSettings, XdsSource,
+};
 use std::time::Duration;
 
 /// The variables read and honoured (the README's compatibility table lists
@@ -66,6 +68,16 @@ pub const SUPPORTED: &[&str] = &[
     "CONFIG_GRPC_XDS_CLIENT_TLS_KEY",
     "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
     "CONFIG_GRPC_XDS_SERVER_TLS_SAN",
+    "TRACING_ENABLED",
+    "TRACING_SERVICE_NAME",
+    "TRACING_SERVICE_NAMESPACE",
+    "TRACING_SERVICE_INSTANCE_ID",
+    "TRACING_EXPORTER_PROTOCOL",
+    "TRACING_SAMPLING_RATE",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
 ];
 
 /// Upstream's variables this engine does not act on: each, when set, is
@@ -108,13 +120,6 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     ),
     ("MEMCACHE_HOST_PORT", "the backend is Redis"),
     ("MEMCACHE_SRV", "the backend is Redis"),
-    ("TRACING_ENABLED", "no traces are exported"),
-    ("TRACING_SERVICE_NAME", "no traces are exported"),
-    ("TRACING_SERVICE_NAMESPACE", "no traces are exported"),
-    ("TRACING_SERVICE_INSTANCE_ID", "no traces are exported"),
-    ("TRACING_EXPORTER_PROTOCOL", "no traces are exported"),
-    ("TRACING_SAMPLING_RATE", "no traces are exported"),
-    ("OTEL_EXPORTER_OTLP_ENDPOINT", "no traces are exported"),
     ("CONFIG_GRPC_XDS_NODE_METADATA", "the node sent to the xDS server carries its id only"),
     (
         "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
@@ -171,6 +176,12 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<(Settings, Vec<S
         other => return Err(format!("CONFIG_TYPE={other}: not FILE or GRPC_XDS_SOTW")),
     };
     s.grpc_tls = grpc_tls(&var, &flag)?;
+    if flag("TRACING_ENABLED", false)? {
+        match tracing(&var)? {
+            Ok(t) => s.tracing = Some(t),
+            Err(note) => notes.push(note),
+        }
+    }
     // $RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/$RUNTIME_APPDIRECTORY: upstream
     // loads the files of that directory as the configuration.
     let root = text("RUNTIME_ROOT", "/srv/runtime_data/current");
@@ -299,6 +310,57 @@ fn xds_source(var: &Var<'_>, flag: &Flag<'_>) -> Result<XdsSource, String> {
         headers,
         force_start: flag("FORCE_START_WITHOUT_INITIAL_CONFIG", false)?,
     })
+}
+
+/// `TRACING_ENABLED=true`: where spans go. A setting that cannot be read
+/// stops the engine; an endpoint it cannot send to (OTLP/HTTP over TLS) is
+/// the inner `Err`, a line at start, and no traces.
+fn tracing(var: &Var<'_>) -> Result<Result<TraceSettings, String>, String> {
+    let protocol = match var("TRACING_EXPORTER_PROTOCOL").unwrap_or_else(|| "http".into()).to_ascii_lowercase().as_str()
+    {
+        "http" | "http/protobuf" => TraceProtocol::Http,
+        "grpc" => TraceProtocol::Grpc,
+        other => return Err(format!("TRACING_EXPORTER_PROTOCOL={other}: not http or grpc")),
+    };
+    let rate = match var("TRACING_SAMPLING_RATE") {
+        None => 1.0,
+        Some(r) => r
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+            .ok_or_else(|| format!("TRACING_SAMPLING_RATE={r}: not a number from 0 to 1"))?,
+    };
+    let with_scheme = |e: String| if e.contains("://") { e } else { format!("http://{e}") };
+    let endpoint = match (protocol, var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT")) {
+        (_, Some(traces), _) => with_scheme(traces),
+        (TraceProtocol::Http, None, Some(base)) => format!("{}/v1/traces", with_scheme(base).trim_end_matches('/')),
+        (TraceProtocol::Http, None, None) => "http://localhost:4318/v1/traces".into(),
+        (TraceProtocol::Grpc, None, Some(base)) => with_scheme(base),
+        (TraceProtocol::Grpc, None, None) => "http://localhost:4317".into(),
+    };
+    if protocol == TraceProtocol::Http && !endpoint.starts_with("http://") {
+        return Ok(Err(format!(
+            "TRACING_EXPORTER_PROTOCOL=http to {endpoint} is not supported (OTLP/HTTP is sent in the clear only): no \
+             traces are exported; TRACING_EXPORTER_PROTOCOL=grpc sends over TLS"
+        )));
+    }
+    let mut headers = Vec::new();
+    let listed = var("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| var("OTEL_EXPORTER_OTLP_HEADERS"));
+    for pair in listed.unwrap_or_default().split(',').filter(|p| !p.trim().is_empty()) {
+        let (k, v) = pair.split_once('=').ok_or_else(|| {
+            format!("OTEL_EXPORTER_OTLP_HEADERS: \"{pair}\" is not name=value (pairs separated by commas)")
+        })?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    Ok(Ok(TraceSettings {
+        protocol,
+        endpoint,
+        headers,
+        sampling_rate: rate,
+        service_name: var("TRACING_SERVICE_NAME").unwrap_or_else(|| "RateLimit".into()),
+        service_namespace: var("TRACING_SERVICE_NAMESPACE").unwrap_or_default(),
+        service_instance_id: var("TRACING_SERVICE_INSTANCE_ID").unwrap_or_default(),
+    }))
 }
 
 /// `GRPC_SERVER_USE_TLS`: the gRPC listener's TLS. Upstream reads the client

@@ -16,6 +16,7 @@ pub mod server;
 pub mod service;
 pub mod settings;
 pub mod tls;
+pub mod traces;
 pub mod xds;
 
 /// Fuzz target body: a limits file, as an operator writes it, must load or

@@ -40,6 +40,8 @@ pub struct Metrics {
     xds_connected: AtomicU64,
     /// gRPC calls refused because the client certificate lacked the SAN asked for.
     peer_refused: AtomicU64,
+    /// Spans dropped because the export queue was full.
+    spans_dropped: AtomicU64,
     decisions: Latency,
 }
 
@@ -75,6 +77,7 @@ impl Metrics {
             connections_refused: AtomicU64::new(0),
             xds_connected: AtomicU64::new(0),
             peer_refused: AtomicU64::new(0),
+            spans_dropped: AtomicU64::new(0),
             decisions: Latency::default(),
         };
         m.ids_for(&names);
@@ -110,6 +113,11 @@ impl Metrics {
     /// A gRPC call refused for its client certificate's names.
     pub fn peer_refused(&self) {
         add(&self.peer_refused, 1);
+    }
+
+    /// A span dropped: the export queue was full.
+    pub fn span_dropped(&self) {
+        add(&self.spans_dropped, 1);
     }
 
     /// One call, by protocol.
@@ -249,6 +257,12 @@ impl Metrics {
                 "peer_refused_total",
                 "gRPC calls refused: the client certificate does not name GRPC_CLIENT_TLS_SAN.",
                 &self.peer_refused,
+            ),
+            (
+                "spans_dropped_total",
+                "spans_dropped_total",
+                "Trace spans dropped because the export queue was full (the collector slow or away).",
+                &self.spans_dropped,
             ),
         ];
         for (series, family, help, c) in plain {

@@ -50,6 +50,8 @@ pub struct Service {
     /// `HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED`: `/healthcheck` fails
     /// while no domain is configured.
     pub healthy_needs_config: bool,
+    /// `TRACING_ENABLED`: a span per call.
+    pub tracer: Option<crate::traces::Tracer>,
 }
 
 /// A request: domain, descriptors.
@@ -81,6 +83,7 @@ impl Service {
             global_shadow: false,
             key_prefix: String::new(),
             healthy_needs_config: false,
+            tracer: None,
         }
     }
 
@@ -275,6 +278,36 @@ pub fn invalid(r: &wire::RateLimitRequest) -> Option<&'static str> {
 }
 
 /// Decides a request for either transport; `Err` when Redis failed (counted).
+/// [`decide`], traced when tracing is on: the span is the child of the
+/// caller's `traceparent` (see `traces.rs`), `protocol` its `rpc.system`.
+pub async fn decide_traced(
+    limiter: &Service,
+    r: wire::RateLimitRequest,
+    traceparent: Option<&str>,
+    protocol: &str,
+) -> Result<wire::RateLimitResponse, String> {
+    let Some(tracer) = &limiter.tracer else { return decide(limiter, r).await };
+    let Some(span) = tracer.begin(traceparent) else { return decide(limiter, r).await };
+    use crate::traces::otlp::{int, text};
+    let mut attributes = vec![
+        text("rpc.system", protocol),
+        text("rpc.service", "envoy.service.ratelimit.v3.RateLimitService"),
+        text("rpc.method", "ShouldRateLimit"),
+        text("ratelimit.domain", &r.domain),
+        int("ratelimit.descriptors", r.descriptors.len() as i64),
+    ];
+    let answer = decide(limiter, r).await;
+    let code = match &answer {
+        Ok(a) if Code::from_wire(a.overall_code) == Code::OverLimit => "OVER_LIMIT",
+        Ok(_) => "OK",
+        Err(_) => "UNAVAILABLE",
+    };
+    attributes.push(text("ratelimit.overall_code", code));
+    tracer.end(span, attributes, answer.as_ref().err().map(String::as_str));
+    answer
+}
+
+/// Decides one request: its answer, or why Redis could not say.
 pub async fn decide(limiter: &Service, r: wire::RateLimitRequest) -> Result<wire::RateLimitResponse, String> {
     let started = std::time::Instant::now();
     let decided = limiter.should_rate_limit(&request_of(r)).await;

@@ -45,6 +45,32 @@ pub struct Settings {
     /// `REDIS_TLS`: TLS to Redis (`rediss://`), with a client certificate
     /// and a CA when given.
     pub redis_tls: Option<ClientTls>,
+    /// `TRACING_ENABLED`: a span per call, exported over OTLP.
+    pub tracing: Option<TraceSettings>,
+}
+
+/// Where and how traces go (upstream's `TRACING_*`, OpenTelemetry's
+/// `OTEL_EXPORTER_OTLP_*`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    pub protocol: TraceProtocol,
+    /// The whole URL: for OTLP/HTTP with its path (`.../v1/traces`).
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    /// 0 to 1: the share of calls without a caller's decision that are traced.
+    pub sampling_rate: f64,
+    pub service_name: String,
+    pub service_namespace: String,
+    pub service_instance_id: String,
+}
+
+/// OTLP's two transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceProtocol {
+    /// Protobuf over HTTP/1.1 POST.
+    Http,
+    /// gRPC `TraceService/Export`.
+    Grpc,
 }
 
 /// The gRPC listener's TLS (PEM files).
@@ -141,6 +167,7 @@ impl Settings {
             grpc_tls: None,
             xds: None,
             redis_tls: None,
+            tracing: None,
         }
     }
 

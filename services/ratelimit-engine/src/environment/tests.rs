@@ -1,4 +1,5 @@
 use super::*;
+use crate::settings::TraceProtocol;
 use std::collections::HashMap;
 
 fn read(vars: &[(&str, &str)]) -> Result<(Settings, Vec<String>), String> {
@@ -87,6 +88,57 @@ fn envoy_gateways_deployment_reads_as_upstream_reads_it() {
     assert_eq!(s.redis, "redis://redis.redis.svc:6379");
 }
 
+/// Envoy Gateway's tracing variables (its `enable-tracing` rendering): the
+/// collector as `host:port`, OTLP/HTTP.
+#[test]
+fn envoy_gateways_tracing_reads_as_upstream_reads_it() {
+    let mut vars = ENVOY_GATEWAY.to_vec();
+    vars.extend([
+        ("TRACING_ENABLED", "true"),
+        ("TRACING_SERVICE_NAME", "envoy-ratelimit"),
+        ("TRACING_SERVICE_NAMESPACE", "envoy-gateway-system"),
+        ("TRACING_SERVICE_INSTANCE_ID", "envoy-ratelimit-5f7d"),
+        ("TRACING_SAMPLING_RATE", "1.0"),
+        ("TRACING_EXPORTER_PROTOCOL", "http"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "trace-collector.envoy-gateway-system.svc.cluster.local:4318"),
+    ]);
+    let (s, notes) = read(&vars).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    let t = s.tracing.unwrap();
+    assert_eq!(t.endpoint, "http://trace-collector.envoy-gateway-system.svc.cluster.local:4318/v1/traces");
+    assert_eq!((t.protocol, t.sampling_rate), (TraceProtocol::Http, 1.0));
+    assert_eq!(
+        (t.service_name.as_str(), t.service_namespace.as_str(), t.service_instance_id.as_str()),
+        ("envoy-ratelimit", "envoy-gateway-system", "envoy-ratelimit-5f7d")
+    );
+    // Upstream's defaults, gRPC, a traces endpoint of its own, headers.
+    let t = settings(&[("TRACING_ENABLED", "true")]).tracing.unwrap();
+    assert_eq!((t.endpoint.as_str(), t.service_name.as_str()), ("http://localhost:4318/v1/traces", "RateLimit"));
+    let t = settings(&[("TRACING_ENABLED", "true"), ("TRACING_EXPORTER_PROTOCOL", "grpc")]).tracing.unwrap();
+    assert_eq!((t.protocol, t.endpoint.as_str()), (TraceProtocol::Grpc, "http://localhost:4317"));
+    let t = settings(&[
+        ("TRACING_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://traces:4318/custom"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer t,x-team=a"),
+    ])
+    .tracing
+    .unwrap();
+    assert_eq!(t.endpoint, "http://traces:4318/custom");
+    assert_eq!(t.headers, [("authorization".to_string(), "Bearer t".to_string()), ("x-team".into(), "a".into())]);
+    let t = settings(&[("TRACING_ENABLED", "true"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://base:4318/")]).tracing;
+    assert_eq!(t.map(|t| t.endpoint).as_deref(), Some("http://base:4318/v1/traces"));
+    assert!(settings(&[("TRACING_SERVICE_NAME", "x")]).tracing.is_none(), "off unless enabled");
+    // OTLP/HTTP over TLS is said, not done.
+    let (s, notes) = read(&[
+        ("USE_STATSD", "false"),
+        ("TRACING_ENABLED", "true"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+    ])
+    .unwrap();
+    assert!(s.tracing.is_none() && notes.len() == 1 && notes[0].contains("no traces are exported"), "{notes:?}");
+}
+
 #[test]
 fn upstreams_defaults() {
     let (s, notes) = read(&[]).unwrap();
@@ -166,6 +218,16 @@ fn each_supported_variable_takes_effect() {
         "CONFIG_GRPC_XDS_CLIENT_TLS_KEY",
         "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
         "CONFIG_GRPC_XDS_SERVER_TLS_SAN",
+        "TRACING_ENABLED",
+        "TRACING_SERVICE_NAME",
+        "TRACING_SERVICE_NAMESPACE",
+        "TRACING_SERVICE_INSTANCE_ID",
+        "TRACING_EXPORTER_PROTOCOL",
+        "TRACING_SAMPLING_RATE",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     ];
     assert!(settings(&[("REDIS_TLS", "false")]).redis.starts_with("redis+unix://"));
     let covered: Vec<&str> = cases.iter().map(|(n, _, _)| *n).chain(together).collect();
@@ -217,9 +279,9 @@ fn each_supported_variable_takes_effect() {
 
 #[test]
 fn an_unsupported_variable_prints_its_line() {
-    let (_, notes) = read(&[("USE_STATSD", "false"), ("TRACING_ENABLED", "true"), ("GRPC_UDS", "/tmp/s")]).unwrap();
+    let (_, notes) = read(&[("USE_STATSD", "false"), ("MEMCACHE_SRV", "m"), ("GRPC_UDS", "/tmp/s")]).unwrap();
     assert_eq!(notes.len(), 2, "{notes:?}");
-    assert!(notes.iter().any(|n| n == "TRACING_ENABLED=true is not supported: no traces are exported"), "{notes:?}");
+    assert!(notes.iter().any(|n| n == "MEMCACHE_SRV=m is not supported: the backend is Redis"), "{notes:?}");
     assert!(notes.iter().any(|n| n.starts_with("GRPC_UDS=/tmp/s is not supported")), "{notes:?}");
     for (name, _) in NOT_DONE {
         let (_, notes) = read(&[("USE_STATSD", "false"), (name, "x")]).unwrap();
@@ -254,6 +316,18 @@ fn what_would_change_the_engines_promise_is_refused_naming_the_variable() {
         ),
         (vec![("GRPC_SERVER_USE_TLS", "true")], "GRPC_SERVER_USE_TLS=true needs GRPC_SERVER_TLS_CERT"),
         (vec![("REDIS_TLS", "true")], "REDIS_TLS=true: TLS over a unix socket"),
+        (
+            vec![("TRACING_ENABLED", "true"), ("TRACING_EXPORTER_PROTOCOL", "zipkin")],
+            "TRACING_EXPORTER_PROTOCOL=zipkin: not http or grpc",
+        ),
+        (
+            vec![("TRACING_ENABLED", "true"), ("TRACING_SAMPLING_RATE", "2")],
+            "TRACING_SAMPLING_RATE=2: not a number from 0 to 1",
+        ),
+        (
+            vec![("TRACING_ENABLED", "true"), ("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
+            "OTEL_EXPORTER_OTLP_HEADERS: \"novalue\" is not name=value",
+        ),
         (vec![("BACKEND_TYPE", "memcache")], "BACKEND_TYPE=memcache: the engine counts in Redis only"),
         (vec![("REDIS_TYPE", "SENTINEL")], "REDIS_TYPE=SENTINEL: not SINGLE or CLUSTER"),
         (vec![("PORT", "http")], "PORT=http: not a port number"),

@@ -7,7 +7,7 @@ pub mod listen;
 use crate::config::Config;
 use crate::metrics;
 use crate::redis::Counter;
-use crate::service::{decide, invalid, Service};
+use crate::service::{decide_traced, invalid, Service};
 use crate::settings::Settings;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,7 +26,9 @@ pub async fn serve(args: Settings, config: Config, start: Start) -> Result<(), S
     let redis = crate::redis::connect(&args).await?;
     let metrics = Arc::new(metrics::Metrics::new(config.limit_names.clone()));
     let domains = config.domains();
+    let tracer = args.tracing.clone().map(|t| crate::traces::Tracer::start(t, metrics.clone()));
     let mut service = Service::new(config, Counter::new(redis, args.algorithm), args.near_limit_ratio, metrics);
+    service.tracer = tracer;
     service.global_shadow = args.shadow_mode;
     service.key_prefix = args.key_prefix.clone();
     service.healthy_needs_config = args.healthy_needs_config;
@@ -244,18 +246,20 @@ impl RateLimitService for Grpc {
                 return Err(tonic::Status::unauthenticated(format!("the client certificate does not name {san}")));
             }
         }
+        let traceparent = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let r: wire::RateLimitRequest =
             transcode(&request.into_inner()).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if let Some(why) = invalid(&r) {
             self.0.metrics.bad_request();
             return Err(tonic::Status::invalid_argument(why));
         }
-        let answer = decide(&self.0, r).await.map_err(tonic::Status::unavailable)?;
+        let answer =
+            decide_traced(&self.0, r, traceparent.as_deref(), "grpc").await.map_err(tonic::Status::unavailable)?;
         transcode(&answer).map(tonic::Response::new).map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
-async fn json(State(limiter): State<Arc<Service>>, body: Bytes) -> Response {
+async fn json(State(limiter): State<Arc<Service>>, headers: axum::http::HeaderMap, body: Bytes) -> Response {
     limiter.metrics.call(false);
     let r = match wire::decode_json_request(&body) {
         Ok(r) => r,
@@ -268,7 +272,8 @@ async fn json(State(limiter): State<Arc<Service>>, body: Bytes) -> Response {
         limiter.metrics.bad_request();
         return (StatusCode::BAD_REQUEST, format!("bad request: {why}\n")).into_response();
     }
-    match decide(&limiter, r).await {
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    match decide_traced(&limiter, r, traceparent, "http").await {
         Ok(answer) => {
             let over = answer.overall_code == Code::OverLimit.wire();
             let status = if over { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
