@@ -210,7 +210,8 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
         std::fs::read(integration_tests::repo().join("target/x86_64-unknown-linux-musl/release/ratelimit-engine"))
             .expect("the static engine (make build)");
     let layouts = scratch_dir("engine-image");
-    let program = oci::engine_program(binary, None);
+    let roots = b"-----BEGIN CERTIFICATE-----\n(a bundle)\n-----END CERTIFICATE-----\n".to_vec();
+    let program = oci::engine_program(binary, Some(roots.clone()), None);
     let image = oci::write_program_layout(&layouts.join("a"), &program).unwrap();
     let again = oci::write_program_layout(&layouts.join("b"), &program).unwrap();
     assert_eq!(image.digest, again.digest, "the same binary, the same image");
@@ -235,6 +236,8 @@ fn the_image_runs_bin_ratelimit_as_nonroot() {
     let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
     let untar = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&rootfs).status().unwrap();
     assert!(untar.success());
+    // The CA bundle where TLS clients look for the system's roots.
+    assert_eq!(std::fs::read(rootfs.join(oci::CA_BUNDLE)).ok(), Some(roots));
     let ldd = Command::new("ldd").arg(rootfs.join("bin/ratelimit")).output().unwrap();
     let says = String::from_utf8_lossy(&ldd.stdout).to_string() + &String::from_utf8_lossy(&ldd.stderr);
     assert!(says.contains("not a dynamic executable") || says.contains("statically linked"), "{says}");

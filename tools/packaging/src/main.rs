@@ -92,7 +92,10 @@ fn images(args: &[String]) -> Result<(), String> {
     let engine = option(args, "--engine").map(PathBuf::from).unwrap_or_else(|| root().join(ENGINE_STATIC));
     let binary = std::fs::read(&engine).map_err(|e| format!("{}: {e} (run `make build`)", engine.display()))?;
     let dir = out.join("ratelimit-engine");
-    let img = oci::write_program_layout(&dir, &oci::engine_program(binary, source))
+    // The system's roots, as upstream's image carries them (Debian's
+    // ca-certificates on the building machine; absent, none).
+    let roots = std::fs::read(format!("/{}", oci::CA_BUNDLE)).ok();
+    let img = oci::write_program_layout(&dir, &oci::engine_program(binary, roots, source))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     println!("ratelimit-engine\t{}\t{}\toci:{}:{}", img.variant, img.digest, dir.display(), img.tag);
     Ok(())

@@ -192,6 +192,8 @@ pub struct Program {
     pub source: Option<String>,
     /// Ports the program listens on (`ExposedPorts`).
     pub ports: Vec<u16>,
+    /// More files (path in the image, bytes), mode 0644.
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// The user a program's image runs as: `nonroot` (65532), as distroless
@@ -200,9 +202,9 @@ pub const NONROOT: &str = "65532:65532";
 
 /// Writes `program`'s image into the OCI image layout `dir` (replacing what
 /// was there): one layer holding the executable (mode 0755) and the
-/// `/etc/passwd` and `/etc/group` naming `nonroot`, run as that user, the
-/// executable its entrypoint. Every byte is fixed by the executable's: the
-/// same binary gives the same digest.
+/// `/etc/passwd` and `/etc/group` naming `nonroot` (and the program's other
+/// files), run as that user, the executable its entrypoint. Every byte is
+/// fixed by the files': the same binary gives the same digest.
 pub fn write_program_layout(dir: &Path, program: &Program) -> io::Result<Image> {
     if dir.exists() {
         fs::remove_dir_all(dir)?;
@@ -212,11 +214,10 @@ pub fn write_program_layout(dir: &Path, program: &Program) -> io::Result<Image> 
     fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let passwd = b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n";
     let group = b"root:x:0:\nnonroot:x:65532:\n";
-    let tar = tar_with_modes(&[
-        (&program.path, &program.binary, 0o755),
-        ("etc/passwd", passwd, 0o644),
-        ("etc/group", group, 0o644),
-    ])?;
+    let mut entries: Vec<(&str, &[u8], u32)> =
+        vec![(&program.path, &program.binary, 0o755), ("etc/passwd", passwd, 0o644), ("etc/group", group, 0o644)];
+    entries.extend(program.files.iter().map(|(path, bytes)| (path.as_str(), bytes.as_slice(), 0o644)));
+    let tar = tar_with_modes(&entries)?;
     let layer = layout.blob(TAR_GZIP_LAYER, &gzip(&tar)?, None)?;
     let ports: serde_json::Map<String, Value> = program.ports.iter().map(|p| (format!("{p}/tcp"), json!({}))).collect();
     let config = json!({
@@ -259,9 +260,15 @@ pub fn write_program_layout(dir: &Path, program: &Program) -> io::Result<Image> 
     Ok(Image { tag: program.version.clone(), digest, variant: "image" })
 }
 
+/// Where the image keeps its CA bundle (the system roots TLS to Redis, to
+/// the xDS server and to an OTLP/gRPC collector falls back on, as in
+/// upstream's image).
+pub const CA_BUNDLE: &str = "etc/ssl/certs/ca-certificates.crt";
+
 /// The ratelimit engine's image as `make oci` writes it, from the static
-/// executable at `binary`.
-pub fn engine_program(binary: Vec<u8>, source: Option<String>) -> Program {
+/// executable at `binary` and the CA bundle `roots` (PEM; the building
+/// machine's, `ca-certificates`).
+pub fn engine_program(binary: Vec<u8>, roots: Option<Vec<u8>>, source: Option<String>) -> Program {
     Program {
         name: "ratelimit-engine".into(),
         path: "bin/ratelimit".into(),
@@ -272,6 +279,7 @@ pub fn engine_program(binary: Vec<u8>, source: Option<String>) -> Program {
             .into(),
         source,
         ports: vec![8080, 8081, 6070],
+        files: roots.map(|r| vec![(CA_BUNDLE.to_string(), r)]).unwrap_or_default(),
     }
 }
 
