@@ -1,7 +1,9 @@
 //! The rate limit service, laid out as envoyproxy/ratelimit's: `settings`
 //! (what it was started with), `config` (envoyproxy/ratelimit's YAML),
 //! `service` (the `ShouldRateLimit` decision), `redis` (counting),
-//! `server` (gRPC, HTTP, connection bounds, config reloads), `metrics`. The
+//! `server` (gRPC, HTTP, connection bounds, config reloads), `metrics`;
+//! upstream's environment (`environment`), configuration over xDS (`xds`),
+//! TLS (`tls`), traces (`traces`). The
 //! protocol's messages are `rls-protocol`'s, shared with the filters; the
 //! engine does not depend on the filter core. The fuzz targets read the
 //! configuration through here.

@@ -37,6 +37,12 @@
 //!
 //! Once listening it prints `listening grpc=ADDR http=ADDR` (real ports when
 //! given port 0).
+//!
+//! Started with no arguments it is configured as envoyproxy/ratelimit's
+//! `/bin/ratelimit` is, by its environment variables (`environment.rs`):
+//! the configuration from files, or over xDS (`xds.rs`); TLS on the gRPC
+//! listener, to the xDS server and to Redis (`tls.rs`); traces over OTLP
+//! (`traces.rs`).
 #![forbid(unsafe_code)]
 
 use ratelimit_engine::{config, environment, logging, server, settings::Settings};

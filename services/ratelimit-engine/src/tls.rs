@@ -28,16 +28,18 @@ pub fn server_config(tls: &ServerTls) -> Result<ServerTlsConfig, String> {
 
 /// A channel to the xDS server, over TLS when asked (with the client's
 /// certificate when given: mutual TLS, as Envoy Gateway's server wants).
-/// The connection is made here; HTTP/2 pings find a server that went away
-/// without closing the connection.
+/// The connection is made here.
 pub async fn xds_channel(source: &XdsSource) -> Result<Channel, String> {
     let scheme = if source.tls.is_some() { "https" } else { "http" };
     let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", source.server))
         .map_err(|e| format!("CONFIG_GRPC_XDS_SERVER_URL={}: {e}", source.server))?
         .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true);
+        // A server gone without closing the connection: TCP keepalive finds
+        // it; HTTP/2 pings too, no oftener than gRPC-Go servers allow by
+        // default (one per 5 minutes: more gets the connection closed).
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .http2_keep_alive_interval(Duration::from_secs(360))
+        .keep_alive_timeout(Duration::from_secs(20));
     if let Some(tls) = &source.tls {
         endpoint = endpoint.tls_config(xds_tls(tls, source.server_san.as_deref())?).map_err(|e| format!("{e}"))?;
     }
