@@ -36,7 +36,8 @@ pub struct Metrics {
     reload_errors: AtomicU64,
     overrides_ignored: AtomicU64,
     connections_refused: AtomicU64,
-    /// 1 while the xDS stream is up (`CONFIG_TYPE=GRPC_XDS_SOTW`).
+    /// 1 while the xDS stream is up, 0 while not, 2 when the configuration
+    /// is not from xDS (the gauge is not rendered then).
     xds_connected: AtomicU64,
     /// gRPC calls refused because the client certificate lacked the SAN asked for.
     peer_refused: AtomicU64,
@@ -75,7 +76,7 @@ impl Metrics {
             reload_errors: AtomicU64::new(0),
             overrides_ignored: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
-            xds_connected: AtomicU64::new(0),
+            xds_connected: AtomicU64::new(2),
             peer_refused: AtomicU64::new(0),
             spans_dropped: AtomicU64::new(0),
             decisions: Latency::default(),
@@ -272,9 +273,12 @@ impl Metrics {
             }
             let _ = writeln!(out, "ratelimit_engine_{series} {}", get(c));
         }
-        let _ = writeln!(out, "# HELP ratelimit_engine_xds_connected 1 while the xDS configuration stream is up.");
-        let _ = writeln!(out, "# TYPE ratelimit_engine_xds_connected gauge");
-        let _ = writeln!(out, "ratelimit_engine_xds_connected {}", get(&self.xds_connected));
+        let xds = get(&self.xds_connected);
+        if xds < 2 {
+            let _ = writeln!(out, "# HELP ratelimit_engine_xds_connected 1 while the xDS configuration stream is up.");
+            let _ = writeln!(out, "# TYPE ratelimit_engine_xds_connected gauge");
+            let _ = writeln!(out, "ratelimit_engine_xds_connected {xds}");
+        }
         self.render_latency(&mut out);
         out
     }

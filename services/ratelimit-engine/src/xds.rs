@@ -109,6 +109,7 @@ pub async fn follow(
 ) {
     let mut first = first;
     let mut acked = String::new();
+    limiter.metrics.xds_connected(false);
     let mut said_down = false;
     loop {
         let mut seen = false;

@@ -121,6 +121,10 @@ async fn an_update_is_acked_and_a_bad_one_nacked_keeping_the_last_good() {
     assert_eq!(limiter.dump(), dump);
     let metrics = limiter.metrics.render();
     assert!(metrics.contains("ratelimit_engine_config_reload_errors_total 1"), "{metrics}");
+    // The xDS gauge is there only when the configuration comes over xDS.
+    assert!(!metrics.contains("ratelimit_engine_xds_connected"), "{metrics}");
+    limiter.metrics.xds_connected(false);
+    assert!(limiter.metrics.render().contains("ratelimit_engine_xds_connected 0"));
 
     // A later good version replaces it; an empty state of the world leaves
     // no domain.
