@@ -86,6 +86,7 @@ fn envoy_gateway_env(redis: &str, certs: &Path, xds: &str, ports: &Ports, force:
         ("FORCE_START_WITHOUT_INITIAL_CONFIG", force.to_string()),
         ("USE_PROMETHEUS", "true".into()),
         ("PROMETHEUS_ADDR", format!(":{}", ports.prometheus)),
+        ("PROMETHEUS_MAPPER_YAML", "/etc/statsd-exporter/conf.yaml".into()),
         ("PORT", ports.http.to_string()),
         ("GRPC_PORT", ports.grpc.to_string()),
         ("DEBUG_PORT", ports.debug.to_string()),
@@ -485,7 +486,9 @@ fn the_envoy_gateway_configuration_points_at_the_engines_image() {
     let env = envoy_gateway_env(redis, Path::new("/certs"), "envoy-gateway:18001", &ports, true);
     let env: std::collections::HashMap<&str, String> = env.into_iter().collect();
     let (settings, notes) = ratelimit_engine::environment::from_env(&|name| env.get(name).cloned()).unwrap();
-    assert!(notes.is_empty(), "{notes:?}");
+    // Only the statsd mapping's line: the series already carry its names.
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].starts_with("PROMETHEUS_MAPPER_YAML="), "{notes:?}");
     assert_eq!(settings.redis, format!("redis://{redis}"));
 }
 

@@ -94,7 +94,11 @@ pub const NOT_DONE: &[(&str, &str)] = &[
     ("DISABLE_STATS", "metrics are always kept (GET /metrics)"),
     ("USE_DOG_STATSD", "no statsd is sent"),
     ("USE_DOG_STATSD_MOGRIFIERS", "no statsd is sent"),
-    ("PROMETHEUS_MAPPER_YAML", "the Prometheus series carry both this engine's and upstream's default names"),
+    (
+        "PROMETHEUS_MAPPER_YAML",
+        "no statsd mapping is applied; the series carry this engine's names and upstream's statsd names as Envoy \
+         Gateway's mapping writes them (ratelimit_service_rate_limit_*{domain,key1,...})",
+    ),
     ("EXPIRATION_JITTER_MAX_SECONDS", "a counter expires one second after its window"),
     ("LOCAL_CACHE_SIZE_IN_BYTES", "no local over-limit cache: every descriptor is counted in Redis"),
     ("STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT", "a refused hit is counted, as upstream's default"),
