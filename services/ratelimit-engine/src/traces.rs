@@ -337,8 +337,14 @@ async fn post(settings: &TraceSettings, body: otlp::ExportTraceServiceRequest) -
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
+    // `http://collector/v1/traces`: HTTP's port.
+    let address = if authority.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
     let io = async {
-        let mut conn = tokio::net::TcpStream::connect(authority).await.map_err(|e| e.to_string())?;
+        let mut conn = tokio::net::TcpStream::connect(address.as_str()).await.map_err(|e| e.to_string())?;
         conn.write_all(head.as_bytes()).await.map_err(|e| e.to_string())?;
         conn.write_all(&body).await.map_err(|e| e.to_string())?;
         let mut answer = Vec::new();
