@@ -757,3 +757,41 @@ pub fn assert_metrics_table<F: crate::host::Filter>(readme: &str, sets: &[(&str,
     defined.insert(format!("{}.configured", F::METRIC_PREFIX));
     assert_eq!(documented, defined, "README metrics table vs metrics defined");
 }
+
+thread_local! {
+    static LOGGED: RefCell<Vec<(log::Level, String)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps the lines filters log, per test thread.
+struct Capture;
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        LOGGED.with(|l| l.borrow_mut().push((record.level(), record.args().to_string())));
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture;
+
+/// From now on, what this thread's filters log is kept for [`logged`]
+/// (what was kept before is dropped).
+pub fn capture_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if log::set_logger(&CAPTURE).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    });
+    LOGGED.with(|l| l.borrow_mut().clear());
+}
+
+/// The lines logged on this thread since [`capture_logs`], with their level.
+pub fn logged() -> Vec<(log::Level, String)> {
+    LOGGED.with(|l| l.borrow().clone())
+}

@@ -359,7 +359,6 @@ fn a_global_weight_is_the_descriptors_hits_addend() {
 fn in_nginx_and_at_a_streams_early_end_the_charge_goes_detached() {
     use super::protocol::{self, code, RateLimitResponse};
     use crate::host::CallReply;
-    use prost::Message;
     let config = r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"all","scope":"global",
         "cost":{"response_body":"usage.total_tokens","default":300}}],
         "global":{"cluster":"ratelimit","domain":"llm","protocol":"http"}}"#;
@@ -398,4 +397,52 @@ fn in_nginx_and_at_a_streams_early_end_the_charge_goes_detached() {
     }
     let plain = Exchange::<RateLimitFilter>::new(CasRule::Envoy, TOKENS).unwrap();
     assert_eq!(plain.filter.tick_period(), None, "no timer unless a global cost needs one");
+}
+
+/// A charge the service cannot take is counted each time and said once,
+/// until charges go through again: an outage of the service does not write
+/// a line per request.
+#[test]
+fn failing_charges_are_counted_each_and_said_once() {
+    use super::protocol::{code, DescriptorStatus, RateLimitResponse};
+    use crate::host::CallReply;
+    use prost::Message;
+    crate::testing::capture_logs();
+    let x = filter(
+        r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","scope":"global",
+            "cost":{"response_body":"usage.total_tokens","default":300}}],
+            "global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#,
+    );
+    let ok = RateLimitResponse {
+        overall_code: code::OK,
+        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    x.host.answer_with(None, ok.clone());
+    // A stream admitted, then ended early: its default charged detached,
+    // which the host refuses while `refuse` holds.
+    let early_end = |refuse: bool| {
+        let (mut stream, _) = x.start(&[(":method", "POST"), (":path", "/"), KEY_A]);
+        let token = x.host.dispatched().pop().unwrap().token;
+        x.reply(&mut stream, token, CallReply::Grpc { status: 0, size: ok.len() });
+        x.host.refuse_dispatch(refuse);
+        x.filter.on_log(&mut stream, &x.host);
+        x.host.refuse_dispatch(false);
+    };
+    let warnings = || {
+        crate::testing::logged()
+            .iter()
+            .filter(|(level, line)| *level == log::Level::Warn && line.starts_with("could not charge a cost"))
+            .count()
+    };
+    for _ in 0..3 {
+        early_end(true);
+    }
+    assert_eq!(x.host.metric("rate_limit.global.cost_errors"), 3, "each failure counted");
+    assert_eq!(warnings(), 1, "said once: {:?}", crate::testing::logged());
+    early_end(false);
+    assert!(crate::testing::logged().iter().any(|(_, l)| l == "costs are charged to the rate limit service again"));
+    early_end(true);
+    assert_eq!((x.host.metric("rate_limit.global.cost_errors"), warnings()), (4, 2), "said again after a success");
 }

@@ -52,6 +52,10 @@ pub(in crate::ratelimit) struct Caller {
     failing: Cell<Option<bool>>,
     /// An answer without any limit was logged.
     warned_no_limit: Cell<bool>,
+    /// Cost charges are failing (as last seen by this worker): the first
+    /// failure after a success, or after start, logs a warning; each is
+    /// counted.
+    charges_failing: Cell<bool>,
 }
 
 impl Caller {
@@ -62,6 +66,7 @@ impl Caller {
             metrics: GlobalMetrics::define(host, "rate_limit.global."),
             failing: Cell::new(None),
             warned_no_limit: Cell::new(false),
+            charges_failing: Cell::new(false),
         }
     }
 
@@ -94,9 +99,9 @@ impl Caller {
                 Err(why) if nginx => Err(why),
                 Err(_) => self.dispatch(host, g, &charges).map(|_| ()),
             };
-            if let Err(why) = sent {
-                self.metrics.cost_errors.inc(host);
-                log::warn!("could not charge a cost to the rate limit service: {why}");
+            match sent {
+                Ok(()) => self.charges_go_through(),
+                Err(why) => self.charge_failed(host, &why),
             }
             return Flow::Continue;
         }
@@ -106,22 +111,47 @@ impl Caller {
                 Flow::Pause
             }
             Err(why) => {
-                self.metrics.cost_errors.inc(host);
-                log::warn!("could not charge a cost to the rate limit service: {why}");
+                self.charge_failed(host, &why);
                 Flow::Continue
             }
+        }
+    }
+
+    /// A cost charge that failed: counted each time, said once until
+    /// charges go through again (an outage of the service must not write a
+    /// line per request).
+    fn charge_failed<H: Host>(&self, host: &H, why: &str) {
+        self.metrics.cost_errors.inc(host);
+        if !self.charges_failing.replace(true) {
+            log::warn!(
+                "could not charge a cost to the rate limit service: {why} (each failure is counted in \
+                 rate_limit.global.cost_errors; said again after charges go through)"
+            );
+        }
+    }
+
+    /// A cost charge sent (detached) or answered.
+    fn charges_go_through(&self) {
+        if self.charges_failing.replace(false) {
+            log::info!("costs are charged to the rate limit service again");
         }
     }
 
     /// The answer to a cost charged: counted when it failed; the response
     /// goes on either way.
     pub(in crate::ratelimit) fn on_charged<H: Host>(&self, host: &H, reply: CallReply) -> Flow {
-        let ok = match reply {
-            CallReply::Grpc { status, .. } => status == 0,
-            CallReply::Http { .. } => host.call_status().is_some_and(|s| s == 200 || s == 429),
+        let failure = match reply {
+            CallReply::Grpc { status: 0, .. } => None,
+            CallReply::Grpc { status, .. } => Some(format!("gRPC status {status}")),
+            CallReply::Http { .. } => match host.call_status() {
+                Some(200 | 429) => None,
+                Some(s) => Some(format!("HTTP status {s}")),
+                None => Some("no answer".to_string()),
+            },
         };
-        if !ok {
-            self.metrics.cost_errors.inc(host);
+        match failure {
+            None => self.charges_go_through(),
+            Some(why) => self.charge_failed(host, &why),
         }
         Flow::Continue
     }
