@@ -119,17 +119,15 @@ pub async fn follow(
         if seen {
             said_down = false;
         }
-        match ended {
-            Ok(()) => crate::logging::warn(&format!("xDS {}: the stream ended; connecting again", source.server)),
-            // One line per outage, not per attempt.
-            Err(e) if !said_down => {
-                crate::logging::warn(&format!(
-                    "xDS {}: {e}; the configuration in place stays, connecting again every {:?}",
-                    source.server, source.retry
-                ));
-                said_down = true;
-            }
-            Err(_) => {}
+        // One line per outage, not per attempt (a server that closes every
+        // stream at once included).
+        if !said_down {
+            let why = ended.err().unwrap_or_else(|| "the stream ended".to_string());
+            crate::logging::warn(&format!(
+                "xDS {}: {why}; the configuration in place stays, connecting again every {:?}",
+                source.server, source.retry
+            ));
+            said_down = true;
         }
         limiter.metrics.xds_connected(false);
         tokio::time::sleep(source.retry).await;
