@@ -12,7 +12,7 @@
 //! -> ..<timestamp>`), which `RUNTIME_IGNOREDOTFILES=true` reads once. The
 //! ports are the sample's (8080, 8081, 6070), on `::` as it asks.
 
-use integration_tests::fleet::{Redis, Upstream};
+use integration_tests::fleet::{admitted_before_429, Redis, Upstream};
 use integration_tests::{http_get, scratch_dir, Backends, Envoy};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -170,17 +170,8 @@ fn istios_sample_with_only_the_image_swapped() {
     // were admitted. The counts are upstream's fixed minute windows: a
     // window that turns during the run admits up to one limit more, so each
     // bound below allows for one turn.
-    let admitted_before_429 = |path: &str, most: usize| {
-        let mut admitted = 0;
-        for _ in 0..most {
-            match status(path) {
-                200 => admitted += 1,
-                429 => return Some(admitted),
-                other => panic!("{path}: status {other}\n{}", engine.log()),
-            }
-        }
-        None
-    };
+    let admitted_before_429 =
+        |path: &str, most: usize| admitted_before_429(most, || status(path), || format!("{path}\n{}", engine.log()));
     // `/`: 1 a minute; any other path: 100 a minute.
     let root = admitted_before_429("/", 4);
     assert!(matches!(root, Some(1..=2)), "/: {root:?} admitted before a 429, 1 a minute\n{}", engine.log());

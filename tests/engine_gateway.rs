@@ -13,7 +13,7 @@
 
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::ratelimit::config::ratelimit::v3 as rl;
-use integration_tests::fleet::{Redis, Upstream};
+use integration_tests::fleet::{admitted_before_429, Redis, Upstream};
 use integration_tests::xds::{Certs, XdsServer};
 use integration_tests::{free_port, http_get, scratch_dir, Backends, Envoy};
 use prost::Message;
@@ -225,6 +225,21 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     }
 }
 
+/// The test's xDS server on `addr` serving Envoy Gateway's node its first
+/// snapshot: version 1, 3 a minute per user.
+fn first_snapshot(certs: &Certs, addr: SocketAddr) -> XdsServer {
+    XdsServer::start(addr, &certs.gateway, &certs.ca, "envoy-ratelimit", "1", policy(3, rl::RateLimitUnit::Minute))
+}
+
+/// The engine started with `env`, once it applied the first snapshot.
+fn configured(env: &[(&'static str, String)], ports: &Ports) -> Upstream {
+    let engine = Upstream::start(env);
+    wait_for("no configuration from xDS", &engine, || {
+        get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
+    });
+    engine
+}
+
 fn wait_for(what: &str, engine: &Upstream, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !done() {
@@ -239,14 +254,7 @@ fn envoy_gateways_deployment_with_only_the_image_swapped() {
     let certs = Certs::generate();
     let dir = scratch_dir("envoy-gateway");
     let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
-    let mut xds = XdsServer::start(
-        local(0),
-        &certs.gateway,
-        &certs.ca,
-        "envoy-ratelimit",
-        "1",
-        policy(3, rl::RateLimitUnit::Minute),
-    );
+    let mut xds = first_snapshot(&certs, local(0));
     let ports = Ports::free();
     let engine =
         Upstream::start(&envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true));
@@ -275,17 +283,8 @@ fn envoy_gateways_deployment_with_only_the_image_swapped() {
     // Requests until the first refusal (at most `most`): how many were
     // admitted. Upstream's fixed minute window may turn during the run, so
     // each bound allows for one turn.
-    let admitted_before_429 = |user: &str, most: usize| {
-        let mut admitted = 0;
-        for _ in 0..most {
-            match status(user) {
-                200 => admitted += 1,
-                429 => return Some(admitted),
-                other => panic!("{user}: status {other}\n{}", engine.log()),
-            }
-        }
-        None
-    };
+    let admitted_before_429 =
+        |user: &str, most: usize| admitted_before_429(most, || status(user), || format!("{user}\n{}", engine.log()));
     // 3 a minute per user, over mutual TLS from Envoy to the engine.
     let alice = admitted_before_429("alice", 8);
     assert!(matches!(alice, Some(3..=6)), "alice: {alice:?} admitted, 3 a minute\n{}", engine.log());
@@ -367,14 +366,7 @@ fn without_force_start_it_serves_once_configured() {
         Upstream::spawn(&envoy_gateway_env(&redis.addr.to_string(), &secret, &xds_addr.to_string(), &ports, false));
     assert!(!engine.listening(Duration::from_secs(4)), "served before any configuration\n{}", engine.log());
     assert!(engine.log().contains("connecting again"), "{}", engine.log());
-    let _xds = XdsServer::start(
-        xds_addr,
-        &certs.gateway,
-        &certs.ca,
-        "envoy-ratelimit",
-        "1",
-        policy(3, rl::RateLimitUnit::Minute),
-    );
+    let _xds = first_snapshot(&certs, xds_addr);
     assert!(engine.listening(Duration::from_secs(30)), "did not serve once configured\n{}", engine.log());
     assert!(get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,"));
 }
@@ -391,14 +383,7 @@ fn redis_over_tls_and_the_client_certificates_name() {
     let redis = Redis::start_tls(cert, key, ca.clone());
     let redis_client = certs.write(&dir.join("redis-certs"), "tls", &certs.ratelimit);
     let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
-    let xds = XdsServer::start(
-        local(0),
-        &certs.gateway,
-        &certs.ca,
-        "envoy-ratelimit",
-        "1",
-        policy(3, rl::RateLimitUnit::Minute),
-    );
+    let xds = first_snapshot(&certs, local(0));
     let engine_with = |san: &str, client_cert: bool| {
         let ports = Ports::free();
         let mut env = envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true);
@@ -409,10 +394,7 @@ fn redis_over_tls_and_the_client_certificates_name() {
         }
         env.push(("GRPC_CLIENT_TLS_SAN", san.into()));
         env.push(("SSL_CERT_FILE", ca.display().to_string()));
-        let engine = Upstream::start(&env);
-        wait_for("no configuration from xDS", &engine, || {
-            get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
-        });
+        let engine = configured(&env, &ports);
         (engine, ports)
     };
     let backends = Backends::start(&["a"]);
@@ -502,14 +484,7 @@ fn traces_reach_the_collector_as_part_of_the_proxys_trace() {
     let certs = Certs::generate();
     let dir = scratch_dir("envoy-gateway-traces");
     let secret = certs.mount_ratelimit_secret(&dir.join("certs"));
-    let xds = XdsServer::start(
-        local(0),
-        &certs.gateway,
-        &certs.ca,
-        "envoy-ratelimit",
-        "1",
-        policy(3, rl::RateLimitUnit::Minute),
-    );
+    let xds = first_snapshot(&certs, local(0));
     let sink = integration_tests::otlp::OtlpSink::start();
     let ports = Ports::free();
     let mut env = envoy_gateway_env(&redis.addr.to_string(), &secret, &xds.addr.to_string(), &ports, true);
@@ -522,10 +497,7 @@ fn traces_reach_the_collector_as_part_of_the_proxys_trace() {
         ("TRACING_EXPORTER_PROTOCOL", "http".into()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", sink.http.to_string()),
     ]);
-    let engine = Upstream::start(&env);
-    wait_for("no configuration from xDS", &engine, || {
-        get(local(ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
-    });
+    let engine = configured(&env, &ports);
     let backends = Backends::start(&["a"]);
     let envoy = envoy_as_gateway_traced(
         backends.addr("a"),
@@ -556,10 +528,7 @@ fn traces_reach_the_collector_as_part_of_the_proxys_trace() {
         ("TRACING_EXPORTER_PROTOCOL", "grpc".into()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", sink.addr)),
     ]);
-    let engine = Upstream::start(&env);
-    wait_for("no configuration from xDS", &engine, || {
-        get(local(grpc_ports.debug), "/rlconfig").1.contains("requests_per_unit=3,")
-    });
+    let engine = configured(&env, &grpc_ports);
     let body = format!(
         r#"{{"domain":"{DOMAIN}","descriptors":[{{"entries":[{{"key":"{ROUTE}","value":"{ROUTE}"}},{{"key":"rule-0-match-0","value":"hank"}}]}}]}}"#
     );

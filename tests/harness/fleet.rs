@@ -278,6 +278,25 @@ impl Drop for Upstream {
     }
 }
 
+/// Asks `status` until the first 429, at most `most` times: how many were
+/// admitted (200) before it, `None` when no 429 came. Any other status
+/// fails the test, with `context`.
+pub fn admitted_before_429(
+    most: usize,
+    mut status: impl FnMut() -> u16,
+    context: impl Fn() -> String,
+) -> Option<usize> {
+    let mut admitted = 0;
+    for _ in 0..most {
+        match status() {
+            200 => admitted += 1,
+            429 => return Some(admitted),
+            other => panic!("status {other}: {}", context()),
+        }
+    }
+    None
+}
+
 /// One POST with a JSON body on a fresh connection.
 pub fn post(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Response> {
     let mut c = Conn::open(addr)?;

@@ -18,6 +18,27 @@ fn filter(config: &str) -> Exchange<RateLimitFilter> {
     x
 }
 
+/// A global token limit per `x-api-key` (1000 a minute, the answer's
+/// `usage.total_tokens`, 300 by default) whose service answers OK over gRPC:
+/// the exchange and that answer.
+fn global_tokens() -> (Exchange<RateLimitFilter>, Vec<u8>) {
+    use super::protocol::{code, DescriptorStatus, RateLimitResponse};
+    use prost::Message;
+    let x = filter(
+        r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","scope":"global",
+            "cost":{"response_body":"usage.total_tokens","default":300}}],
+            "global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#,
+    );
+    let ok = RateLimitResponse {
+        overall_code: code::OK,
+        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
+        ..Default::default()
+    }
+    .encode_to_vec();
+    x.host.answer_with(None, ok.clone());
+    (x, ok)
+}
+
 fn json_answer(tokens: u64) -> String {
     format!(
         r#"{{"id":"c1","choices":[{{"message":{{"content":"..."}}}}],"usage":{{"prompt_tokens":10,"completion_tokens":{},"total_tokens":{tokens}}}}}"#,
@@ -275,21 +296,10 @@ fn bad_cost_and_tier_configurations_name_their_field() {
 /// tokens in a second call and waits for it.
 #[test]
 fn a_global_cost_is_checked_at_zero_and_charged_at_the_end_of_the_body() {
-    use super::protocol::{self, code, DescriptorStatus, RateLimitResponse};
+    use super::protocol;
     use crate::host::CallReply;
     use prost::Message;
-    let x = filter(
-        r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","scope":"global",
-            "cost":{"response_body":"usage.total_tokens","default":300}}],
-            "global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#,
-    );
-    let ok = RateLimitResponse {
-        overall_code: code::OK,
-        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
-        ..Default::default()
-    }
-    .encode_to_vec();
-    x.host.answer_with(None, ok.clone());
+    let (x, ok) = global_tokens();
     let (mut stream, flow) = x.start(&[(":method", "POST"), (":path", "/v1/chat/completions"), KEY_A]);
     assert_eq!(flow, Flow::Pause, "asks the service");
     let ask = x.host.dispatched().pop().unwrap();
@@ -404,22 +414,9 @@ fn in_nginx_and_at_a_streams_early_end_the_charge_goes_detached() {
 /// a line per request.
 #[test]
 fn failing_charges_are_counted_each_and_said_once() {
-    use super::protocol::{code, DescriptorStatus, RateLimitResponse};
     use crate::host::CallReply;
-    use prost::Message;
     crate::testing::capture_logs();
-    let x = filter(
-        r#"{"limits":[{"name":"tokens","requests":1000,"period":"1m","key":"header:x-api-key","scope":"global",
-            "cost":{"response_body":"usage.total_tokens","default":300}}],
-            "global":{"cluster":"ratelimit","domain":"llm","timeout":"1s"}}"#,
-    );
-    let ok = RateLimitResponse {
-        overall_code: code::OK,
-        statuses: vec![DescriptorStatus { code: code::OK, ..Default::default() }],
-        ..Default::default()
-    }
-    .encode_to_vec();
-    x.host.answer_with(None, ok.clone());
+    let (x, ok) = global_tokens();
     // A stream admitted, then ended early: its default charged detached,
     // which the host refuses while `refuse` holds.
     let early_end = |refuse: bool| {
