@@ -91,3 +91,35 @@ pub fn names(chain: &[tonic::transport::CertificateDer<'static>], san: &str) -> 
     let Ok(name) = rustls_pki_types::ServerName::try_from(san) else { return false };
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file that is missing or holds no PEM stops the engine with one
+    /// line naming the variable and the path.
+    #[test]
+    fn an_unusable_file_is_refused_naming_the_variable() {
+        let dir = std::env::temp_dir().join(format!("engine-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("tls.crt");
+        std::fs::write(&not_pem, "certificate, trust me").unwrap();
+        let server = |cert: &str| ServerTls {
+            cert: cert.into(),
+            key: "/nonexistent/tls.key".into(),
+            client_ca: None,
+            client_san: None,
+        };
+        let e = server_config(&server("/nonexistent/tls.crt")).map(|_| ()).unwrap_err();
+        assert!(e.starts_with("GRPC_SERVER_TLS_CERT=/nonexistent/tls.crt: "), "{e}");
+        let path = not_pem.display().to_string();
+        let e = server_config(&server(&path)).map(|_| ()).unwrap_err();
+        assert_eq!(e, format!("GRPC_SERVER_TLS_CERT={path}: not a PEM file"));
+        let redis = ClientTls { cert: None, key: None, ca: Some(path.clone()) };
+        let e = redis_certs(&redis).map(|_| ()).unwrap_err();
+        assert_eq!(e, format!("REDIS_TLS_CACERT={path}: not a PEM file"));
+        let half = ClientTls { cert: Some(path), key: None, ca: None };
+        assert!(redis_certs(&half).is_err_and(|e| e.contains("give both or neither")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
